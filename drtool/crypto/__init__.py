@@ -1,0 +1,1 @@
+"""Encryption: the only importer of `cryptography`."""

@@ -1,0 +1,29 @@
+"""Durations as written in policies: 90s, 15m, 6h, 7d, 2w (and combinations such as 1h30m)."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+)([smhdw])")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `text`; raises ValueError with the accepted forms on anything else."""
+    s = text.strip().lower()
+    if not s or _PART.sub("", s) != "":
+        raise ValueError(f"'{text}' is not a duration (use e.g. 90s, 15m, 6h, 7d, 2w)")
+    return sum(int(n) * _UNITS[u] for n, u in _PART.findall(s))
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: 3725 -> '1h2m5s'."""
+    seconds = int(round(seconds))
+    if seconds == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)

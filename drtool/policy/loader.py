@@ -1,0 +1,344 @@
+"""Load and validate policy files: every problem reported with its file and TOML key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from croniter import croniter
+
+from .. import bech32
+from ..durations import parse_duration
+from ..errors import PolicyError
+from ..secrets import dsn_has_password
+from .schema import BackupOptions, Drill, Policy, Retention, Schedule, StorageTarget
+
+# The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
+_STORAGE_KEYS = {
+    "url": "str",
+    "region": "str",
+    "endpoint_url": "str",
+    "addressing_style": "str",
+    "request_checksums": "str",
+    "verify_tls": "bool",
+    "ca_bundle": "str",
+    "object_lock_days": "int",
+}
+_SCHEMA: dict[str, Any] = {
+    "name": "str",
+    "database": {"dsn": "str", "password_env": "str"},
+    "schedule": {"backup": "str", "drill": "str", "prune": "str", "timezone": "str"},
+    "retention": {
+        "keep_last": "int",
+        "keep_hourly": "int",
+        "keep_daily": "int",
+        "keep_weekly": "int",
+        "keep_monthly": "int",
+        "keep_yearly": "int",
+        "keep_within": "str",
+    },
+    "storage": {**_STORAGE_KEYS, "copies": [{**_STORAGE_KEYS, "name": "str"}]},
+    "encryption": {"recipients": "list[str]", "identity_file": "str"},
+    "objectives": {"rpo": "str", "rto": "str"},
+    "backup": {"zstd_level": "int", "zstd_threads": "int", "pg_bin_dir": "str"},
+    "drill": {"checks": "list[str]", "target_dsn": "str", "pg_bin_dir": "str", "pick": "str"},
+}
+
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_HINTS = re.compile(r"(?i)AGE-SECRET-KEY-1|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY")
+_SECRET_KEYS = re.compile(r"(?i)^(password|passwd|secret|token|secret_key|access_key|aws_secret_access_key)$")
+
+
+def load_policies(path: str | Path) -> list[Policy]:
+    """Policies from a file or a folder of *.toml; raises PolicyError listing every problem."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.toml"))
+        if not files:
+            raise PolicyError([f"{p}: no *.toml policy files in this folder"])
+    elif p.is_file():
+        files = [p]
+    else:
+        raise PolicyError([f"{p}: no such policy file or folder"])
+    problems: list[str] = []
+    policies: list[Policy] = []
+    for f in files:
+        try:
+            policies.append(load_policy(f))
+        except PolicyError as e:
+            problems.extend(e.problems)
+    seen: dict[str, Path] = {}
+    for pol in policies:
+        if pol.name in seen:
+            problems.append(f"{pol.source}: name: '{pol.name}' is also used by {seen[pol.name]}")
+        seen[pol.name] = pol.source
+    if problems:
+        raise PolicyError(problems)
+    return policies
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PolicyError([f"{path}: cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError([f"{path}: not valid TOML: {e}"]) from None
+    except UnicodeDecodeError:
+        raise PolicyError([f"{path}: not UTF-8 text"]) from None
+    return _Validator(path).run(raw)
+
+
+class _Validator:
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def bad(self, key: str, msg: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {msg}")
+
+    # -- structure -------------------------------------------------------------------------
+    def check_shape(self, data: dict, schema: dict, prefix: str) -> None:
+        for key, value in data.items():
+            kp = f"{prefix}{key}"
+            if _SECRET_KEYS.match(key):
+                self.bad(kp, _secret_advice())
+                continue
+            if key not in schema:
+                close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+                hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+                known = ", ".join(sorted(schema))
+                self.bad(kp, f"unknown key{hint}; known keys here: {known}")
+                continue
+            want = schema[key]
+            if isinstance(want, dict):
+                if not isinstance(value, dict):
+                    self.bad(kp, "must be a table ([section])")
+                else:
+                    self.check_shape(value, want, kp + ".")
+            elif isinstance(want, list):
+                if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                    self.bad(kp, "must be an array of tables ([[...]])")
+                else:
+                    for i, item in enumerate(value):
+                        self.check_shape(item, want[0], f"{kp}[{i}].")
+            else:
+                self.check_type(kp, value, want)
+
+    def check_type(self, kp: str, value: Any, want: str) -> None:
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        }[want]
+        if not ok:
+            self.bad(kp, f"must be {_TYPE_WORDS[want]}, not {type(value).__name__} {value!r}")
+        elif isinstance(value, str) and _SECRET_HINTS.search(value):
+            self.bad(kp, _secret_advice())
+
+    # -- values ----------------------------------------------------------------------------
+    def run(self, raw: dict) -> Policy:
+        self.check_shape(raw, _SCHEMA, "")
+        if self.problems:  # types are wrong: value checks would only add noise
+            raise PolicyError(self.problems)
+        name = raw.get("name")
+        if name is None:
+            self.bad("name", "missing (a short id such as 'orders': lower-case letters, digits, dashes)")
+        elif not _NAME.match(name):
+            self.bad("name", f"'{name}' must be 1-63 of [a-z0-9-], starting with a letter or digit")
+
+        db = raw.get("database", {})
+        dsn = db.get("dsn")
+        if not dsn:
+            self.bad("database.dsn", "missing (e.g. 'postgresql://backup@db1:5432/orders')")
+        elif dsn_has_password(dsn):
+            self.bad("database.dsn", "contains a password; " + _secret_advice())
+        pw_env = db.get("password_env")
+        if pw_env is not None and not _ENV_NAME.match(pw_env):
+            self.bad("database.password_env", f"'{pw_env}' is not an environment variable name")
+
+        sched = raw.get("schedule", {})
+        tz = sched.get("timezone", "UTC")
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.bad("schedule.timezone", f"'{tz}' is not a known time zone (e.g. UTC, Europe/Berlin)")
+        for job in ("backup", "drill", "prune"):
+            expr = sched.get(job)
+            if expr is not None and not croniter.is_valid(expr):
+                self.bad(f"schedule.{job}", f"'{expr}' is not a valid cron expression")
+
+        ret = raw.get("retention", {})
+        for key, value in ret.items():
+            if key != "keep_within" and value < 0:
+                self.bad(f"retention.{key}", "must be 0 or more")
+        keep_within = self.duration("retention.keep_within", ret.get("keep_within"), allow_zero=True)
+
+        storage_raw = raw.get("storage")
+        storage = None
+        if storage_raw is None:
+            self.bad("storage", "missing ([storage] url = 's3://bucket/prefix' or 'file:///path')")
+        else:
+            storage = self.storage_target("storage", storage_raw, "primary")
+        copies = []
+        names = {"primary"}
+        for i, c in enumerate(storage_raw.get("copies", []) if storage_raw else []):
+            cname = c.get("name") or f"copy{i + 1}"
+            if cname in names:
+                self.bad(f"storage.copies[{i}].name", f"'{cname}' is used twice")
+            names.add(cname)
+            t = self.storage_target(f"storage.copies[{i}]", c, cname)
+            if t:
+                copies.append(t)
+
+        enc = raw.get("encryption", {})
+        recipients = enc.get("recipients", [])
+        if not recipients:
+            self.bad("encryption.recipients", "missing: at least one age public key (age1...); "
+                     "make one with 'drtool keygen --output FILE'")
+        for i, r in enumerate(recipients):
+            if not _valid_recipient(r):
+                self.bad(f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)")
+
+        obj = raw.get("objectives", {})
+        rpo = self.duration("objectives.rpo", obj.get("rpo"))
+        rto = self.duration("objectives.rto", obj.get("rto"))
+
+        bk = raw.get("backup", {})
+        level = bk.get("zstd_level", 3)
+        if not 1 <= level <= 19:
+            self.bad("backup.zstd_level", f"{level} is outside 1..19")
+        threads = bk.get("zstd_threads", 0)
+        if threads < 0:
+            self.bad("backup.zstd_threads", "must be 0 (one per CPU) or more")
+
+        dr = raw.get("drill", {})
+        tdsn = dr.get("target_dsn")
+        if tdsn and dsn_has_password(tdsn):
+            self.bad("drill.target_dsn", "contains a password; " + _secret_advice())
+        pick = dr.get("pick", "latest")
+        if pick not in ("latest", "random"):
+            self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
+
+        if rpo and sched.get("backup") and croniter.is_valid(sched["backup"]):
+            gap = _largest_gap(sched["backup"])
+            if gap > rpo:
+                self.warnings.append(
+                    f"{self.path}: schedule.backup: fires up to {gap // 3600}h apart, "
+                    f"more than objectives.rpo; the RPO target cannot be met"
+                )
+
+        if self.problems:
+            raise PolicyError(self.problems)
+        assert storage is not None and name is not None and dsn is not None
+        return Policy(
+            name=name,
+            source=self.path,
+            dsn=dsn,
+            password_env=pw_env,
+            storage=storage,
+            copies=tuple(copies),
+            recipients=tuple(recipients),
+            identity_file=_expand(enc.get("identity_file")),
+            schedule=Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz),
+            retention=Retention(**{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within),
+            rpo=rpo or None,
+            rto=rto or None,
+            backup=BackupOptions(level, threads, _expand(bk.get("pg_bin_dir"))),
+            drill=Drill(tuple(dr.get("checks", ())), tdsn, _expand(dr.get("pg_bin_dir")), pick),
+            warnings=tuple(self.warnings),
+        )
+
+    def duration(self, key: str, value: str | None, allow_zero: bool = False) -> int:
+        if value is None:
+            return 0
+        try:
+            secs = parse_duration(value)
+        except ValueError as e:
+            self.bad(key, str(e))
+            return 0
+        if secs == 0 and not allow_zero:
+            self.bad(key, "must be longer than 0s")
+        return secs
+
+    def storage_target(self, key: str, raw: dict, name: str) -> StorageTarget | None:
+        url = raw.get("url")
+        if not url:
+            self.bad(f"{key}.url", "missing ('s3://bucket/prefix' or 'file:///path')")
+            return None
+        u = urlparse(url)
+        if u.scheme == "s3":
+            if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", u.netloc or ""):
+                self.bad(f"{key}.url", f"'{url}': bucket name must be 3-63 of [a-z0-9.-]")
+            if u.username or u.password:
+                self.bad(f"{key}.url", "contains credentials; S3 credentials come from the AWS chain "
+                         "(environment, ~/.aws, instance role)")
+        elif u.scheme == "file":
+            if u.netloc not in ("", "localhost") or not u.path.startswith("/"):
+                self.bad(f"{key}.url", f"'{url}': use file:///absolute/path")
+        else:
+            self.bad(f"{key}.url", f"'{url}': scheme must be s3:// or file://")
+        style = raw.get("addressing_style", "path" if raw.get("endpoint_url") else "auto")
+        if style not in ("auto", "path", "virtual"):
+            self.bad(f"{key}.addressing_style", f"'{style}' must be auto, path or virtual")
+        checks = raw.get("request_checksums", "when_required")
+        if checks not in ("when_required", "when_supported"):
+            self.bad(f"{key}.request_checksums", f"'{checks}' must be when_required or when_supported")
+        ep = raw.get("endpoint_url")
+        if ep and not re.match(r"^https?://[^/\s]+", ep):
+            self.bad(f"{key}.endpoint_url", f"'{ep}' must be an http(s):// URL")
+        if ep and urlparse(ep).password:
+            self.bad(f"{key}.endpoint_url", "contains credentials; " + _secret_advice())
+        lock = raw.get("object_lock_days")
+        if lock is not None and lock <= 0:
+            self.bad(f"{key}.object_lock_days", "must be 1 or more")
+        return StorageTarget(
+            url=url,
+            region=raw.get("region"),
+            endpoint_url=ep,
+            addressing_style=style,
+            request_checksums=checks,
+            verify_tls=raw.get("verify_tls", True),
+            ca_bundle=raw.get("ca_bundle"),
+            object_lock_days=lock,
+            name=name,
+        )
+
+
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false", "list[str]": "a list of strings"}
+
+
+def _secret_advice() -> str:
+    return ("secrets do not belong in the policy: the database password comes from "
+            "database.password_env, PGPASSFILE or ~/.pgpass; the age identity from "
+            "encryption.identity_file; S3 credentials from the AWS credential chain")
+
+
+def _valid_recipient(text: str) -> bool:
+    try:
+        hrp, data = bech32.decode(text)
+    except ValueError:
+        return False
+    return hrp == "age" and len(data) == 32 and text == text.lower()
+
+
+def _largest_gap(expr: str) -> int:
+    """Largest interval in seconds between consecutive firings over the next ~60 firings."""
+    import datetime as dt
+
+    it = croniter(expr, dt.datetime(2026, 1, 1))
+    times = [it.get_next(dt.datetime) for _ in range(60)]
+    return int(max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)))
+
+
+def _expand(p: str | None) -> str | None:
+    return os.path.expanduser(p) if p else None

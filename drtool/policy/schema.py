@@ -1,0 +1,72 @@
+"""The policy as typed values (stdlib only). Loading and validation live in loader.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    url: str  # s3://bucket/prefix or file:///path
+    region: str | None = None
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"  # path for most S3-compatible servers when endpoint_url is set
+    request_checksums: str = "when_required"  # boto3's default "when_supported" breaks many S3 clones
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    object_lock_days: int | None = None
+    name: str = "primary"
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    keep_within: int = 0  # seconds
+
+
+@dataclass(frozen=True)
+class Schedule:
+    backup: str | None = None
+    drill: str | None = None
+    prune: str | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    zstd_level: int = 3
+    zstd_threads: int = 0  # 0: one per CPU
+    pg_bin_dir: str | None = None  # where pg_dump/pg_restore live; default: pg_config --bindir, then PATH
+
+
+@dataclass(frozen=True)
+class Drill:
+    checks: tuple[str, ...] = ()
+    target_dsn: str | None = None
+    pg_bin_dir: str | None = None
+    pick: str = "latest"
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    source: Path
+    dsn: str
+    password_env: str | None
+    storage: StorageTarget
+    copies: tuple[StorageTarget, ...]
+    recipients: tuple[str, ...]
+    identity_file: str | None
+    schedule: Schedule = field(default_factory=Schedule)
+    retention: Retention = field(default_factory=Retention)
+    rpo: int | None = None  # seconds
+    rto: int | None = None
+    backup: BackupOptions = field(default_factory=BackupOptions)
+    drill: Drill = field(default_factory=Drill)
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,23 @@
+"""Object stores: the only importer of boto3. open_store() builds one from a policy target."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from .base import ObjectInfo, Store, get_bytes, put_bytes
+from .local import LocalStore
+
+
+def open_store(target) -> Store:
+    """A Store for a policy StorageTarget (s3:// or file://)."""
+    u = urlparse(target.url)
+    if u.scheme == "file":
+        return LocalStore(u.path, url=target.url)
+    from .s3 import S3Store
+
+    return S3Store(target.url, region=target.region, endpoint_url=target.endpoint_url,
+                   addressing_style=target.addressing_style, request_checksums=target.request_checksums,
+                   verify_tls=target.verify_tls, ca_bundle=target.ca_bundle)
+
+
+__all__ = ["ObjectInfo", "Store", "LocalStore", "open_store", "get_bytes", "put_bytes"]

