@@ -1,0 +1,346 @@
+"""Use cases: backup, list, restore, verify, check, keygen.
+
+The only layer that wires adapters together: builds stores, reads the clock, loads secrets.
+It never prints; results are plain dicts the CLI renders (and --json emits as they are).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__, catalog, clock, pipeline, postgres
+from .crypto import age
+from .dumpscan import DumpScanner, UnsupportedArchive
+from .errors import (CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound,
+                     StorageError, UsageError)
+from .policy import Policy
+from .secrets import Secret, dsn_has_password
+from .storage import LocalStore, Store, open_store, put_bytes
+
+Progress = Callable[[int], None]
+ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
+
+
+def _no_progress(label: str, total: int | None) -> Progress:
+    return lambda n: None
+
+
+@dataclass
+class App:
+    progress: ProgressFactory = _no_progress
+    warn: Callable[[str], None] = lambda msg: None
+
+    # -- building blocks -----------------------------------------------------------------------
+    def store(self, policy: Policy, *, create: bool = False) -> Store:
+        store = open_store(policy.storage)
+        if isinstance(store, LocalStore):
+            if create:
+                try:
+                    store.root.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StorageError(f"{store.url}: cannot create the store folder: {e.strerror}") from None
+            else:
+                store.check_root()
+        else:
+            store.check_bucket()  # some servers create missing buckets on write: refuse that
+        return store
+
+    def source(self, policy: Policy) -> postgres.Conninfo:
+        return postgres.Conninfo(policy.dsn, _password_from_env(policy.password_env, "database.password_env"))
+
+    def identities(self, policy: Policy) -> list[age.Identity]:
+        path = policy.identity_file
+        if not path:
+            raise UsageError(f"{policy.source}: encryption.identity_file is not set; the private key is "
+                             "needed to restore or deep-verify")
+        try:
+            st = os.stat(path)
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise IdentityError(f"identity file {path} does not exist (encryption.identity_file)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise IdentityError(f"identity file {path} cannot be read: {getattr(e, 'strerror', e)}") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            self.warn(f"identity file {path} is readable by other users; chmod 600 it")
+        try:
+            return age.parse_identity_file(text)
+        except ValueError as e:
+            raise IdentityError(f"identity file {path}: {e}") from None
+
+    # -- keygen ----------------------------------------------------------------------------------
+    def keygen(self, output: str) -> dict[str, Any]:
+        ident = age.Identity.generate()
+        path = Path(output)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{path} already exists; refusing to overwrite a key") from None
+        except OSError as e:
+            raise UsageError(f"cannot create {path}: {e.strerror}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(age.keygen_text(ident, clock.utcnow()))
+        return {"identity_file": str(path), "recipient": ident.recipient}
+
+    # -- backup ----------------------------------------------------------------------------------
+    def backup(self, policy: Policy) -> dict[str, Any]:
+        """Take one backup now; returns its manifest. Nothing is listed unless everything worked."""
+        started = clock.utcnow()
+        backup_id = catalog.new_backup_id(started)
+        ci = self.source(policy)
+        pg_dump = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+        store = self.store(policy, create=True)
+        key = catalog.dump_key(policy.name, backup_id)
+        with postgres.exported_snapshot(ci) as (conn, snap):
+            postgres.require_compatible(pg_dump, snap)
+            scanner = DumpScanner()
+            stats = pipeline.EncodeStats()
+            stream = pipeline.encode(
+                postgres.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
+                recipients=policy.recipients, level=policy.backup.zstd_level,
+                threads=policy.backup.zstd_threads, stats=stats, observe=scanner.feed,
+                progress=self.progress(f"backup {policy.name}", snap.database_size))
+            stored = store.put(key, stream, size_hint=snap.database_size * 2)
+            try:
+                try:
+                    info = scanner.finish()
+                    tables, method = info.row_counts(), "dump-stream"
+                except UnsupportedArchive as e:
+                    self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
+                    tables, method = postgres.count_rows(conn), "count(*)"
+                completed = clock.utcnow()
+                manifest = {
+                    "format": catalog.MANIFEST_FORMAT,
+                    "version": catalog.MANIFEST_VERSION,
+                    "id": backup_id,
+                    "policy": policy.name,
+                    "database": snap.database,
+                    "source": ci.label,
+                    "host": socket.gethostname(),
+                    "server_version": snap.server_version,
+                    "server_version_num": snap.server_version_num,
+                    "pg_dump_version": pg_dump.version,
+                    "recovery_point": clock.iso(snap.recovery_point),
+                    "started_at": clock.iso(started),
+                    "completed_at": clock.iso(completed),
+                    "sizes": {
+                        "database_bytes": snap.database_size,
+                        "plain_bytes": stats.plain_bytes,
+                        "compressed_bytes": stats.compressed_bytes,
+                        "stored_bytes": stored.size,
+                    },
+                    "objects": [{"role": "dump", "key": catalog.DUMP_NAME, "size": stored.size,
+                                 "sha256": stats.sha256}],
+                    "payload_format": catalog.PAYLOAD_FORMAT,
+                    "compression": {"algorithm": "zstd", "level": policy.backup.zstd_level},
+                    "encryption": {"scheme": "age-v1-x25519",
+                                   "recipients": [{"recipient": r, "fingerprint": age.recipient_fingerprint(r)}
+                                                  for r in policy.recipients]},
+                    "tables": tables,
+                    "row_count_method": method,
+                    "tool": {"name": "drtool", "version": __version__},
+                }
+                catalog.write_manifest(store, manifest)  # the commit marker, written last
+            except BaseException:
+                store.delete(key)
+                raise
+        return manifest
+
+    # -- list --------------------------------------------------------------------------------------
+    def list(self, policy: Policy) -> list[dict[str, Any]]:
+        return [b.summary() for b in catalog.list_backups(self.store(policy), policy.name)]
+
+    # -- restore -----------------------------------------------------------------------------------
+    def restore(self, policy: Policy, target_dsn: str, *, backup_id: str | None = None, clean: bool = False,
+                jobs: int = 1, target_password_env: str | None = None) -> dict[str, Any]:
+        if dsn_has_password(target_dsn):
+            raise UsageError("--target carries a password, which would show in the process list; use "
+                             "--target-password-env NAME, PGPASSWORD or a .pgpass file")
+        if jobs < 1:
+            raise UsageError("--jobs must be 1 or more")
+        target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
+        store = self.store(policy)
+        backup = catalog.find_backup(store, policy.name, backup_id)
+        identities = self.identities(policy)
+        pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+        dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
+        if pg_restore.major < dump_major:
+            raise DatabaseError(f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read a dump made by "
+                                f"pg_dump {backup.manifest['pg_dump_version']}")
+        with postgres.connect(target) as conn:
+            if not clean and postgres.user_object_count(conn) > 0:
+                raise DrtoolError(f"target database {target.label} is not empty; restore into an empty "
+                                  "database, or pass --clean to replace what is there")
+        started = clock.utcnow()
+        t0 = clock.monotonic()
+        dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        where = f"backup {backup.id}, object {store.url}/{dkey}"
+        plain = self._decoded(store, dkey, backup, identities, where)
+        if jobs == 1:
+            proc = postgres.PgRestore(pg_restore, target, clean=clean)
+            try:
+                for piece in plain:
+                    proc.write(piece)
+            except BaseException:
+                proc.abort()
+                raise
+            proc.finish()
+        else:
+            # pg_restore --jobs needs a seekable file: stage it, already authenticated end to end
+            with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".dump") as f:
+                for piece in plain:
+                    f.write(piece)
+                f.flush()
+                postgres.PgRestore(pg_restore, target, jobs=jobs, clean=clean, path=f.name).finish()
+        restored = clock.monotonic() - t0
+        with postgres.connect(target) as conn:
+            actual = postgres.count_rows(conn)
+        expected = backup.manifest["tables"]
+        mismatched = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n}
+        result = {
+            "backup": backup.id,
+            "target": target.label,
+            "recovery_point": backup.manifest["recovery_point"],
+            "started_at": clock.iso(started),
+            "completed_at": clock.iso(clock.utcnow()),
+            "restore_seconds": round(restored, 3),
+            "jobs": jobs,
+            "row_counts": {"tables": len(expected), "matched": len(expected) - len(mismatched),
+                           "mismatched": mismatched},
+        }
+        if mismatched:
+            names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
+            raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
+        return result
+
+    def _decoded(self, store: Store, key: str, backup: catalog.Backup, identities, where: str):
+        raw = store.get(key)
+        obj = backup.dump
+        try:
+            yield from pipeline.decode(raw, identities=identities, expected_sha256=obj["sha256"],
+                                       expected_size=obj["size"], where=where,
+                                       progress=self.progress(f"restore {backup.id}", obj["size"]))
+        finally:
+            raw.close()
+
+    # -- verify --------------------------------------------------------------------------------------
+    def verify(self, policy: Policy, *, backup_id: str | None = None, all_backups: bool = False,
+               deep: bool | None = None) -> dict[str, Any]:
+        """Re-read stored objects: SHA-256 always; with the identity also age authentication to
+        the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
+        store = self.store(policy)
+        if all_backups:
+            backups = catalog.list_backups(store, policy.name)
+        else:
+            backups = [catalog.find_backup(store, policy.name, backup_id)]
+        identities = None
+        if deep is not False and policy.identity_file:
+            identities = self.identities(policy)
+        elif deep:
+            raise UsageError(f"{policy.source}: encryption.identity_file is needed for a deep verify")
+        results, problems = [], []
+        for b in backups:
+            obj = b.dump
+            key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
+            where = f"backup {b.id}, object {store.url}/{key}"
+            entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
+            try:
+                if identities:
+                    for _ in self._decoded(store, key, b, identities, where):
+                        pass
+                else:
+                    with store.get(key) as raw:
+                        digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
+                    if digest != obj["sha256"] or size != obj["size"]:
+                        raise IntegrityError(f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
+                                             f"actual {digest} ({size} bytes)")
+                entry["ok"] = True
+            except NotFound:
+                entry.update(ok=False, error=f"{where}: object is missing")
+                problems.append(entry["error"])
+            except IntegrityError as e:
+                entry.update(ok=False, error=str(e))
+                problems.append(str(e))
+            results.append(entry)
+        report = {"policy": policy.name, "verified": len(results), "damaged": len(problems), "backups": results}
+        if problems:
+            err = IntegrityError("\n".join(problems))
+            err.result = report  # type: ignore[attr-defined]
+            raise err
+        return report
+
+    # -- check -----------------------------------------------------------------------------------------
+    def check(self, policy: Policy) -> dict[str, Any]:
+        """Probe every part a backup needs; the result lists each with ok and a detail."""
+        checks: list[dict[str, Any]] = []
+
+        def probe(name: str, fn: Callable[[], str]) -> None:
+            try:
+                checks.append({"check": name, "ok": True, "detail": fn()})
+            except DrtoolError as e:
+                checks.append({"check": name, "ok": False, "detail": str(e)})
+
+        checks.append({"check": "policy", "ok": True, "detail": f"{policy.source} is valid"})
+        for w in policy.warnings:
+            checks.append({"check": "policy", "ok": True, "detail": "warning: " + w})
+        snap_holder: dict[str, Any] = {}
+
+        def database() -> str:
+            ci = self.source(policy)
+            with postgres.exported_snapshot(ci) as (_, snap):
+                snap_holder["snap"] = snap
+                return f"{ci.label}: PostgreSQL {snap.server_version}, {snap.database_size} bytes"
+
+        def pg_dump() -> str:
+            tool = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+            if "snap" in snap_holder:
+                postgres.require_compatible(tool, snap_holder["snap"])
+            return f"{tool.path} {tool.version}"
+
+        def store() -> str:
+            s = self.store(policy, create=True)
+            key = f"{policy.name}/.drtool-check-{os.getpid()}"
+            put_bytes(s, key, b"drtool write probe\n")
+            s.delete(key)
+            return f"{s.url} is writable"
+
+        def keys() -> str:
+            for r in policy.recipients:
+                age.parse_recipient(r)
+            detail = f"{len(policy.recipients)} recipient(s)"
+            if policy.identity_file:
+                ids = self.identities(policy)
+                if not {i.recipient for i in ids} & set(policy.recipients):
+                    raise IdentityError(f"identity file {policy.identity_file} matches none of "
+                                        "encryption.recipients: backups could not be restored with it")
+                detail += f"; identity file {policy.identity_file} matches"
+            else:
+                detail += "; no identity file on this host (restore and deep verify need one)"
+            return detail
+
+        probe("database", database)
+        probe("pg_dump", pg_dump)
+        probe("storage", store)
+        probe("keys", keys)
+        ok = all(c["ok"] for c in checks)
+        result = {"policy": policy.name, "ok": ok, "checks": checks}
+        if not ok:
+            err = CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
+            err.result = result  # type: ignore[attr-defined]
+            raise err
+        return result
+
+
+def _password_from_env(name: str | None, where: str) -> Secret | None:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if value is None:
+        raise UsageError(f"{where}: environment variable {name} is not set")
+    return Secret(value)

@@ -1,0 +1,122 @@
+"""The bucket is the catalog: where objects live, and the manifest that commits a backup.
+
+Layout under the store root (docs/storage-format.md):
+    <policy>/backups/<id>/dump.zst.age    age(zstd(pg_dump custom archive))
+    <policy>/backups/<id>/manifest.json   written last: a backup without it does not exist
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import parse_iso
+from .errors import DrtoolError, IntegrityError, NotFound, UsageError
+from .storage import Store, get_bytes, put_bytes
+
+MANIFEST_FORMAT = "drtool-backup-manifest"
+MANIFEST_VERSION = 1
+DUMP_NAME = "dump.zst.age"
+MANIFEST_NAME = "manifest.json"
+PAYLOAD_FORMAT = "age-v1(zstd(pg_dump --format=custom --compress=0))"
+
+
+def new_backup_id(started_at) -> str:
+    """Sortable by time, unique across hosts: 20261126T192000Z-3f9a1c."""
+    return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def backup_prefix(policy: str, backup_id: str) -> str:
+    return f"{policy}/backups/{backup_id}/"
+
+
+def dump_key(policy: str, backup_id: str) -> str:
+    return backup_prefix(policy, backup_id) + DUMP_NAME
+
+
+def manifest_key(policy: str, backup_id: str) -> str:
+    return backup_prefix(policy, backup_id) + MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A committed backup, as its manifest describes it."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def recovery_point(self):
+        return parse_iso(self.manifest["recovery_point"])
+
+    @property
+    def dump(self) -> dict[str, Any]:
+        return next(o for o in self.manifest["objects"] if o["role"] == "dump")
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "id": m["id"],
+            "policy": m["policy"],
+            "database": m["database"],
+            "recovery_point": m["recovery_point"],
+            "started_at": m["started_at"],
+            "completed_at": m["completed_at"],
+            "size_bytes": m["sizes"]["stored_bytes"],
+            "plain_bytes": m["sizes"]["plain_bytes"],
+            "server_version": m["server_version"],
+            "tables": len(m["tables"]),
+        }
+
+
+def write_manifest(store: Store, manifest: dict[str, Any]) -> None:
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    put_bytes(store, manifest_key(manifest["policy"], manifest["id"]), data)
+
+
+def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
+    key = manifest_key(policy, backup_id)
+    try:
+        raw = get_bytes(store, key)
+    except NotFound:
+        raise UsageError(f"{store.url}: backup '{backup_id}' of policy '{policy}' not found "
+                         "(or incomplete: it has no manifest)") from None
+    return Backup(_parse(raw, f"{store.url}/{key}"))
+
+
+def _parse(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        m = json.loads(raw)
+    except ValueError:
+        raise IntegrityError(f"{where}: manifest is not valid JSON") from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise IntegrityError(f"{where}: not a drtool manifest")
+    if m.get("version", 0) > MANIFEST_VERSION:
+        raise IntegrityError(f"{where}: manifest version {m.get('version')} is newer than this drtool")
+    return m
+
+
+def list_backups(store: Store, policy: str) -> list[Backup]:
+    """Committed backups of a policy, newest recovery point first. Folders without a manifest
+    (failed or in-progress backups) are not backups and are not listed."""
+    out = []
+    for obj in store.list(f"{policy}/backups/"):
+        if obj.key.endswith("/" + MANIFEST_NAME):
+            out.append(Backup(_parse(get_bytes(store, obj.key), f"{store.url}/{obj.key}")))
+    out.sort(key=lambda b: (b.manifest["recovery_point"], b.id), reverse=True)
+    return out
+
+
+def find_backup(store: Store, policy: str, backup_id: str | None) -> Backup:
+    """The named backup, or the newest one."""
+    if backup_id:
+        return read_manifest(store, policy, backup_id)
+    backups = list_backups(store, policy)
+    if not backups:
+        raise DrtoolError(f"{store.url}: policy '{policy}' has no complete backup yet")
+    return backups[0]

@@ -1,0 +1,255 @@
+"""drtool's commands (click). Thin: each one calls App and renders its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..app import App
+from ..errors import EXIT_USAGE, DrtoolError, PolicyError, UsageError
+from ..policy import Policy, load_policies
+from .render import ProgressLine, human_bytes, table
+
+JSON_SCHEMA_VERSION = 1
+
+
+class Ctx:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = ProgressLine(enabled=False if quiet else None)
+        self.app = App(progress=self.progress, warn=self.warn)
+
+    def warn(self, msg: str) -> None:
+        self.progress.clear()
+        click.echo(f"drtool: warning: {msg}", err=True)
+
+    def info(self, msg: str) -> None:
+        self.progress.clear()
+        if not self.quiet:
+            click.echo(f"drtool: {msg}", err=True)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+policy_option = click.option(
+    "--policy", "-p", "policy_path", envvar="DRTOOL_POLICY", required=True, metavar="PATH",
+    help="Policy file, or a folder of *.toml policies (env DRTOOL_POLICY).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
+
+
+def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
+    policies = load_policies(path)
+    if name:
+        policies = [p for p in policies if p.name == name]
+        if not policies:
+            raise UsageError(f"{path}: no policy named '{name}'")
+    for p in policies:
+        for w in p.warnings:
+            ctx.warn(w)
+    return policies
+
+
+def _one(ctx: Ctx, path: str, name: str | None) -> Policy:
+    policies = _policies(ctx, path, name)
+    if len(policies) > 1:
+        names = ", ".join(p.name for p in policies)
+        raise UsageError(f"{path} holds several policies ({names}); pick one with --name")
+    return policies[0]
+
+
+def _emit_json(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc}, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="drtool")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or info lines (errors still go to stderr).")
+@click.pass_context
+def cli(click_ctx: click.Context, quiet: bool) -> None:
+    """Backups of PostgreSQL that are encrypted, streamed to object storage, and proven by restores."""
+    click_ctx.obj = Ctx(quiet)
+
+
+@cli.command()
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity.")
+@json_option
+@pass_ctx
+def keygen(ctx: Ctx, output: str, as_json: bool) -> None:
+    """Make a new age identity (mode 0600) and print its recipient (age1...)."""
+    result = ctx.app.keygen(output)
+    if as_json:
+        _emit_json(result)
+    else:
+        ctx.info(f"wrote identity to {result['identity_file']}; keep it away from backup hosts")
+        click.echo(result["recipient"])
+
+
+@cli.command()
+@policy_option
+@name_option
+@json_option
+@pass_ctx
+def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """Check policy, database, pg_dump, store and keys."""
+    results, failed = [], None
+    for p in _policies(ctx, policy_path, policy_name):
+        try:
+            results.append(ctx.app.check(p))
+        except DrtoolError as e:
+            failed = failed or e
+            results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e)}))
+    if as_json:
+        _emit_json({"ok": failed is None, "policies": results})
+    else:
+        for r in results:
+            for c in r.get("checks", []):
+                click.echo(f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}")
+    if failed:
+        raise failed
+
+
+@cli.command()
+@policy_option
+@name_option
+@json_option
+@pass_ctx
+def backup(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """Take one backup now (for each policy)."""
+    done, first_error = [], None
+    for p in _policies(ctx, policy_path, policy_name):
+        try:
+            m = ctx.app.backup(p)
+        except DrtoolError as e:
+            ctx.progress.clear()
+            first_error = first_error or e
+            click.echo(f"drtool: error: backup {p.name}: {e}", err=True)
+            continue
+        ctx.info(f"backup {p.name}: {m['id']} committed ({human_bytes(m['sizes']['stored_bytes'])} stored, "
+                 f"{len(m['tables'])} tables)")
+        done.append(m)
+    if as_json:
+        if len(done) == 1 and not first_error:
+            _emit_json(done[0])
+        else:
+            _emit_json({"backups": done})
+    else:
+        for m in done:
+            click.echo(m["id"])
+    if first_error:
+        raise click.exceptions.Exit(first_error.exit_code)
+
+
+@cli.command("list")
+@policy_option
+@name_option
+@json_option
+@pass_ctx
+def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """Complete backups, newest first."""
+    rows = []
+    for p in _policies(ctx, policy_path, policy_name):
+        rows.extend(ctx.app.list(p))
+    if as_json:
+        _emit_json({"backups": rows})
+        return
+    if not rows:
+        ctx.info("no complete backups")
+        return
+    for r in rows:
+        r["size"] = human_bytes(r["size_bytes"])
+    click.echo(table(rows, [("policy", "POLICY"), ("id", "ID"), ("recovery_point", "RECOVERY POINT"),
+                            ("completed_at", "COMPLETED"), ("size", "SIZE"), ("tables", "TABLES")]))
+
+
+@cli.command()
+@policy_option
+@name_option
+@click.option("--backup", "backup_id", metavar="ID", help="Backup to restore (default: the newest).")
+@click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
+@click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
+@click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file).")
+@json_option
+@pass_ctx
+def restore(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, target: str,
+            target_password_env: str | None, clean: bool, jobs: int, as_json: bool) -> None:
+    """Restore a backup into a database."""
+    p = _one(ctx, policy_path, policy_name)
+    r = ctx.app.restore(p, target, backup_id=backup_id, clean=clean, jobs=jobs,
+                        target_password_env=target_password_env)
+    if as_json:
+        _emit_json(r)
+    else:
+        rc = r["row_counts"]
+        ctx.info(f"restored {r['backup']} into {r['target']} in {r['restore_seconds']:.1f}s; "
+                 f"row counts match the manifest for {rc['matched']} of {rc['tables']} tables")
+
+
+@cli.command()
+@policy_option
+@name_option
+@click.option("--backup", "backup_id", metavar="ID", help="Backup to verify (default: the newest).")
+@click.option("--all", "all_backups", is_flag=True, help="Verify every complete backup.")
+@click.option("--shallow", is_flag=True, help="Only SHA-256, even when the identity file is at hand.")
+@json_option
+@pass_ctx
+def verify(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, all_backups: bool,
+           shallow: bool, as_json: bool) -> None:
+    """Re-read stored objects and check their hashes (and, with the identity, their authentication)."""
+    if backup_id and all_backups:
+        raise UsageError("use either --backup ID or --all")
+    results, failed = [], None
+    for p in _policies(ctx, policy_path, policy_name):
+        try:
+            results.append(ctx.app.verify(p, backup_id=backup_id, all_backups=all_backups,
+                                          deep=False if shallow else None))
+        except DrtoolError as e:
+            failed = failed or e
+            results.append(getattr(e, "result", {"policy": p.name, "error": str(e)}))
+    if as_json:
+        _emit_json({"ok": failed is None, "policies": results})
+    else:
+        ctx.progress.clear()
+        for r in results:
+            for b in r.get("backups", []):
+                how = "SHA-256 + age authentication" if b["authenticated"] else "SHA-256"
+                click.echo(f"{r['policy']:<16} {b['id']}  {'ok' if b['ok'] else 'DAMAGED'}  ({how})")
+    if failed:
+        raise failed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps DrtoolError to its exit code and one stderr line; bugs keep their traceback."""
+    try:
+        rc = cli.main(args=argv, prog_name="drtool", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("drtool: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
+    except PolicyError as e:
+        for line in e.problems:
+            click.echo(f"drtool: error: {line}", err=True)
+        sys.exit(e.exit_code)
+    except DrtoolError as e:
+        ProgressLine().clear()
+        for line in str(e).splitlines() or [type(e).__name__]:
+            click.echo(f"drtool: error: {line}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\ndrtool: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

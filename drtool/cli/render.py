@@ -1,0 +1,55 @@
+"""Rendering for people: tables, sizes, and a progress line on interactive terminals."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain text table: columns are (key, header)."""
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+class ProgressLine:
+    """Bytes and rate on one self-overwriting stderr line, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def __call__(self, label: str, total: int | None):
+        if not self.enabled:
+            return lambda n: None
+        state = {"done": 0, "t0": time.monotonic(), "last": 0.0}
+
+        def update(n: int) -> None:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["last"] < 0.2:
+                return
+            state["last"] = now
+            rate = state["done"] / max(now - state["t0"], 1e-6)
+            of = f" of ~{human_bytes(total)}" if total else ""
+            sys.stderr.write(f"\r{label}: {human_bytes(state['done'])}{of}  {human_bytes(rate)}/s   ")
+            sys.stderr.flush()
+
+        return update
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

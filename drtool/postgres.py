@@ -1,0 +1,313 @@
+"""PostgreSQL: the only importer of psycopg, and the one place that runs pg_dump/pg_restore.
+
+Passwords reach libpq and the tools through the environment (PGPASSWORD), never argv.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .errors import DatabaseError, UsageError
+from .secrets import Secret, redact
+
+
+@dataclass(frozen=True)
+class Conninfo:
+    """Where and how to connect: a password-free DSN plus an optional password."""
+
+    dsn: str
+    password: Secret | None = None
+
+    @property
+    def label(self) -> str:
+        """host:port/dbname for messages (no credentials)."""
+        p = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        host = p.get("host") or "localhost"
+        return f"{host}:{p.get('port') or 5432}/{p.get('dbname') or p.get('user') or ''}"
+
+    @property
+    def dbname(self) -> str:
+        return psycopg.conninfo.conninfo_to_dict(self.dsn).get("dbname") or ""
+
+    def with_dbname(self, name: str) -> Conninfo:
+        return Conninfo(psycopg.conninfo.make_conninfo(self.dsn, dbname=name), self.password)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a libpq tool: ours, plus PGPASSWORD when a password was given."""
+        env = dict(os.environ)
+        if self.password:
+            env["PGPASSWORD"] = self.password.reveal()
+        return env
+
+
+def connect(ci: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
+    kwargs = {"password": ci.password.reveal()} if ci.password else {}
+    try:
+        return psycopg.connect(ci.dsn, autocommit=autocommit, connect_timeout=timeout,
+                               application_name="drtool", **kwargs)
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {ci.label}: cannot connect: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = redact(str(e)).strip()
+    # libpq prefixes 'connection to server at "h" (ip), port p failed:'; keep the reason
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = lines[-1] if lines else type(e).__name__
+    return re.sub(r'^connection to server at .*? failed: ', "", reason)
+
+
+# -- the snapshot a backup is taken in ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot_id: str
+    recovery_point: object  # datetime from the server's now()
+    server_version: str
+    server_version_num: int
+    database: str
+    database_size: int
+
+
+@contextmanager
+def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, SnapshotInfo]]:
+    """A REPEATABLE READ transaction whose snapshot is exported for pg_dump --snapshot.
+
+    The recovery point is now() in this transaction: the instant the snapshot reflects.
+    The transaction stays open (the snapshot stays importable) until the block ends.
+    """
+    conn = connect(ci, autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
+                        "current_setting('server_version_num')::int, current_database(), "
+                        "pg_database_size(current_database())")
+            snap, now, ver, vnum, db, size = cur.fetchone()
+        yield conn, SnapshotInfo(snap, now, ver, vnum, db, size)
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {ci.label}: {_first_line(e)}") from None
+    finally:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+
+def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dict[str, int]:
+    """Exact row counts ('schema.table' -> n) of ordinary and partitioned-leaf user tables."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2")
+        names = [(s, t) for s, t in cur.fetchall() if tables is None or f"{s}.{t}" in tables]
+        out = {}
+        for schema, table in names:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            out[f"{schema}.{table}"] = cur.fetchone()[0]
+    return out
+
+
+def user_object_count(conn: psycopg.Connection) -> int:
+    """Relations and functions outside the system schemas: 0 means an empty database."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+            "        AND n.nspname NOT LIKE 'pg_temp%') "
+            "     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema'))")
+        return cur.fetchone()[0]
+
+
+# -- the client tools -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    path: str
+    version: str  # "15.18"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+def find_tool(name: str, bin_dir: str | None = None) -> Tool:
+    """pg_dump/pg_restore from bin_dir, else `pg_config --bindir`, else PATH."""
+    candidates = []
+    if bin_dir:
+        candidates.append(Path(bin_dir) / name)
+    else:
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            try:
+                out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
+                candidates.append(Path(out.stdout.strip()) / name)
+            except (OSError, subprocess.SubprocessError):
+                pass
+        found = shutil.which(name)
+        if found:
+            candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            try:
+                out = subprocess.run([str(c), "--version"], capture_output=True, text=True, timeout=10).stdout
+            except OSError:
+                continue
+            m = re.search(r"(\d+)(?:\.(\d+))?", out)
+            if m:
+                return Tool(str(c), f"{m.group(1)}.{m.group(2) or 0}")
+    where = bin_dir or "pg_config --bindir or PATH"
+    raise UsageError(f"{name} not found in {where} (install the PostgreSQL client, or set backup.pg_bin_dir)")
+
+
+def server_major(version_num: int) -> int:
+    return version_num // 10000 if version_num >= 100000 else version_num // 100
+
+
+def require_compatible(tool: Tool, snap: SnapshotInfo) -> None:
+    """pg_dump can dump servers of its own major version or older, never newer."""
+    if tool.major < server_major(snap.server_version_num):
+        raise DatabaseError(
+            f"{Path(tool.path).name} {tool.version} ({tool.path}) is older than the server "
+            f"({snap.server_version}); install PostgreSQL {server_major(snap.server_version_num)} client "
+            "tools or point backup.pg_bin_dir at them")
+
+
+def pg_dump_argv(tool: Tool, ci: Conninfo, snapshot_id: str) -> list[str]:
+    return [tool.path, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
+            "--no-password", f"--dbname={ci.dsn}"]
+
+
+def pg_restore_argv(tool: Tool, target: Conninfo, *, jobs: int, clean: bool, path: str | None) -> list[str]:
+    argv = [tool.path, "--exit-on-error", "--no-password", f"--dbname={target.dsn}"]
+    if clean:
+        argv += ["--clean", "--if-exists"]
+    if jobs > 1:
+        argv.append(f"--jobs={jobs}")
+    else:
+        argv.append("--single-transaction")  # a failed restore leaves the target as it was
+    if path:
+        argv.append(path)
+    return argv
+
+
+class _StderrTail:
+    """Collects a subprocess's stderr on a thread (so pipes never deadlock), keeping the tail."""
+
+    def __init__(self, stream):
+        import threading
+
+        self._stream = stream
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        for raw in self._stream:
+            self.lines.append(redact(raw.decode("utf-8", "replace").rstrip()))
+            del self.lines[:-50]
+
+    def join(self) -> None:
+        self._t.join(timeout=30)
+
+    def errors(self) -> list[str]:
+        return [ln for ln in self.lines if re.search(r"\b(error|fatal|FATAL|ERROR)\b", ln)]
+
+    def summary(self) -> str:
+        errs = self.errors() or self.lines
+        return errs[-1] if errs else "no message"
+
+
+def _set_pipe_size(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer context switches between the tools and us
+    except (OSError, ImportError, AttributeError):
+        pass
+
+
+def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 20) -> Iterator[bytes]:
+    """The archive pg_dump writes, piece by piece. Raises DatabaseError (after the last piece)
+    if pg_dump exits non-zero or reports an error, so the caller never commits a bad dump."""
+    proc = subprocess.Popen(pg_dump_argv(tool, ci, snapshot_id), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ci.env())
+    _set_pipe_size(proc.stdout.fileno())
+    err = _StderrTail(proc.stderr)
+    ok = False
+    try:
+        read = proc.stdout.read
+        while True:
+            piece = read(read_size)
+            if not piece:
+                break
+            yield piece
+        rc = proc.wait()
+        err.join()
+        if rc != 0 or err.errors():
+            raise DatabaseError(f"database {ci.label}: pg_dump failed (exit {rc}): {err.summary()}")
+        ok = True
+    finally:
+        if not ok and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+class PgRestore:
+    """pg_restore reading an archive from our pipe (or from a file when path is given)."""
+
+    def __init__(self, tool: Tool, target: Conninfo, *, jobs: int = 1, clean: bool = False,
+                 path: str | None = None):
+        self.target = target
+        self.proc = subprocess.Popen(
+            pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path),
+            stdin=subprocess.DEVNULL if path else subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=target.env())
+        if not path:
+            _set_pipe_size(self.proc.stdin.fileno())
+        self._err = _StderrTail(self.proc.stderr)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+        except BrokenPipeError:
+            self.finish()  # raises with pg_restore's own message
+            raise DatabaseError(f"database {self.target.label}: pg_restore stopped reading") from None
+
+    def finish(self) -> None:
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        rc = self.proc.wait()
+        self._err.join()
+        if rc != 0 or self._err.errors():
+            raise DatabaseError(f"database {self.target.label}: pg_restore failed (exit {rc}): "
+                                f"{self._err.summary()}")
+
+    def abort(self) -> None:
+        """Stop pg_restore without letting it commit (a single-transaction restore rolls back)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.join()
