@@ -90,7 +90,18 @@ class App:
 
     # -- backup ----------------------------------------------------------------------------------
     def backup(self, policy: Policy) -> dict[str, Any]:
-        """Take one backup now; returns its manifest. Nothing is listed unless everything worked."""
+        """Take one backup now; returns its manifest. Nothing is listed unless everything worked.
+
+        If a table is dropped between our snapshot and pg_dump's lock on it, pg_dump fails; the
+        attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
+        """
+        try:
+            return self._backup_once(policy)
+        except postgres.ConcurrentDDL as e:
+            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+            return self._backup_once(policy)
+
+    def _backup_once(self, policy: Policy) -> dict[str, Any]:
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
         ci = self.source(policy)

@@ -101,8 +101,9 @@ def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, Snapsh
     finally:
         try:
             conn.rollback()
-        finally:
-            conn.close()
+        except psycopg.Error:
+            pass  # the server may be gone; the error that matters is already propagating
+        conn.close()
 
 
 def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dict[str, int]:
@@ -205,6 +206,14 @@ def pg_restore_argv(tool: Tool, target: Conninfo, *, jobs: int, clean: bool, pat
     return argv
 
 
+# pg_dump locks each table by name after importing the snapshot; a table dropped in between fails it.
+_DROPPED = re.compile(r'relation ".*" does not exist')
+
+
+class ConcurrentDDL(DatabaseError):
+    """pg_dump failed because a table in the snapshot was dropped before pg_dump could lock it."""
+
+
 class _StderrTail:
     """Collects a subprocess's stderr on a thread (so pipes never deadlock), keeping the tail."""
 
@@ -259,7 +268,10 @@ def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 
         rc = proc.wait()
         err.join()
         if rc != 0 or err.errors():
-            raise DatabaseError(f"database {ci.label}: pg_dump failed (exit {rc}): {err.summary()}")
+            msg = f"database {ci.label}: pg_dump failed (exit {rc}): {err.summary()}"
+            if any(_DROPPED.search(line) for line in err.errors()):
+                raise ConcurrentDDL(msg)
+            raise DatabaseError(msg)
         ok = True
     finally:
         if not ok and proc.poll() is None:
