@@ -18,8 +18,16 @@ from typing import Any
 from . import __version__, catalog, clock, pipeline, postgres
 from .crypto import age
 from .dumpscan import DumpScanner, UnsupportedArchive
-from .errors import (CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound,
-                     StorageError, UsageError)
+from .errors import (
+    CheckFailed,
+    DatabaseError,
+    DrtoolError,
+    IdentityError,
+    IntegrityError,
+    NotFound,
+    StorageError,
+    UsageError,
+)
 from .policy import Policy
 from .secrets import Secret, dsn_has_password
 from .storage import LocalStore, Store, open_store, put_bytes
@@ -58,8 +66,10 @@ class App:
     def identities(self, policy: Policy) -> list[age.Identity]:
         path = policy.identity_file
         if not path:
-            raise UsageError(f"{policy.source}: encryption.identity_file is not set; the private key is "
-                             "needed to restore or deep-verify")
+            raise UsageError(
+                f"{policy.source}: encryption.identity_file is not set; the private key is "
+                "needed to restore or deep-verify"
+            )
         try:
             st = os.stat(path)
             text = Path(path).read_text(encoding="utf-8")
@@ -98,7 +108,9 @@ class App:
         try:
             return self._backup_once(policy)
         except postgres.ConcurrentDDL as e:
-            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+            self.warn(
+                f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once"
+            )
             return self._backup_once(policy)
 
     def _backup_once(self, policy: Policy) -> dict[str, Any]:
@@ -114,9 +126,13 @@ class App:
             stats = pipeline.EncodeStats()
             stream = pipeline.encode(
                 postgres.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
-                recipients=policy.recipients, level=policy.backup.zstd_level,
-                threads=policy.backup.zstd_threads, stats=stats, observe=scanner.feed,
-                progress=self.progress(f"backup {policy.name}", snap.database_size))
+                recipients=policy.recipients,
+                level=policy.backup.zstd_level,
+                threads=policy.backup.zstd_threads,
+                stats=stats,
+                observe=scanner.feed,
+                progress=self.progress(f"backup {policy.name}", snap.database_size),
+            )
             stored = store.put(key, stream, size_hint=snap.database_size * 2)
             try:
                 try:
@@ -146,13 +162,23 @@ class App:
                         "compressed_bytes": stats.compressed_bytes,
                         "stored_bytes": stored.size,
                     },
-                    "objects": [{"role": "dump", "key": catalog.DUMP_NAME, "size": stored.size,
-                                 "sha256": stats.sha256}],
+                    "objects": [
+                        {
+                            "role": "dump",
+                            "key": catalog.DUMP_NAME,
+                            "size": stored.size,
+                            "sha256": stats.sha256,
+                        }
+                    ],
                     "payload_format": catalog.PAYLOAD_FORMAT,
                     "compression": {"algorithm": "zstd", "level": policy.backup.zstd_level},
-                    "encryption": {"scheme": "age-v1-x25519",
-                                   "recipients": [{"recipient": r, "fingerprint": age.recipient_fingerprint(r)}
-                                                  for r in policy.recipients]},
+                    "encryption": {
+                        "scheme": "age-v1-x25519",
+                        "recipients": [
+                            {"recipient": r, "fingerprint": age.recipient_fingerprint(r)}
+                            for r in policy.recipients
+                        ],
+                    },
                     "tables": tables,
                     "row_count_method": method,
                     "tool": {"name": "drtool", "version": __version__},
@@ -168,26 +194,42 @@ class App:
         return [b.summary() for b in catalog.list_backups(self.store(policy), policy.name)]
 
     # -- restore -----------------------------------------------------------------------------------
-    def restore(self, policy: Policy, target_dsn: str, *, backup_id: str | None = None, clean: bool = False,
-                jobs: int = 1, target_password_env: str | None = None) -> dict[str, Any]:
+    def restore(
+        self,
+        policy: Policy,
+        target_dsn: str,
+        *,
+        backup_id: str | None = None,
+        clean: bool = False,
+        jobs: int = 1,
+        target_password_env: str | None = None,
+    ) -> dict[str, Any]:
         if dsn_has_password(target_dsn):
-            raise UsageError("--target carries a password, which would show in the process list; use "
-                             "--target-password-env NAME, PGPASSWORD or a .pgpass file")
+            raise UsageError(
+                "--target carries a password, which would show in the process list; use "
+                "--target-password-env NAME, PGPASSWORD or a .pgpass file"
+            )
         if jobs < 1:
             raise UsageError("--jobs must be 1 or more")
-        target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
+        target = postgres.Conninfo(
+            target_dsn, _password_from_env(target_password_env, "--target-password-env")
+        )
         store = self.store(policy)
         backup = catalog.find_backup(store, policy.name, backup_id)
         identities = self.identities(policy)
         pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
         if pg_restore.major < dump_major:
-            raise DatabaseError(f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read a dump made by "
-                                f"pg_dump {backup.manifest['pg_dump_version']}")
+            raise DatabaseError(
+                f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read a dump made by "
+                f"pg_dump {backup.manifest['pg_dump_version']}"
+            )
         with postgres.connect(target) as conn:
             if not clean and postgres.user_object_count(conn) > 0:
-                raise DrtoolError(f"target database {target.label} is not empty; restore into an empty "
-                                  "database, or pass --clean to replace what is there")
+                raise DrtoolError(
+                    f"target database {target.label} is not empty; restore into an empty "
+                    "database, or pass --clean to replace what is there"
+                )
         started = clock.utcnow()
         t0 = clock.monotonic()
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
@@ -213,7 +255,9 @@ class App:
         with postgres.connect(target) as conn:
             actual = postgres.count_rows(conn)
         expected = backup.manifest["tables"]
-        mismatched = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n}
+        mismatched = {
+            t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n
+        }
         result = {
             "backup": backup.id,
             "target": target.label,
@@ -222,11 +266,16 @@ class App:
             "completed_at": clock.iso(clock.utcnow()),
             "restore_seconds": round(restored, 3),
             "jobs": jobs,
-            "row_counts": {"tables": len(expected), "matched": len(expected) - len(mismatched),
-                           "mismatched": mismatched},
+            "row_counts": {
+                "tables": len(expected),
+                "matched": len(expected) - len(mismatched),
+                "mismatched": mismatched,
+            },
         }
         if mismatched:
-            names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
+            names = ", ".join(
+                f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items()
+            )
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
 
@@ -234,15 +283,26 @@ class App:
         raw = store.get(key)
         obj = backup.dump
         try:
-            yield from pipeline.decode(raw, identities=identities, expected_sha256=obj["sha256"],
-                                       expected_size=obj["size"], where=where,
-                                       progress=self.progress(f"restore {backup.id}", obj["size"]))
+            yield from pipeline.decode(
+                raw,
+                identities=identities,
+                expected_sha256=obj["sha256"],
+                expected_size=obj["size"],
+                where=where,
+                progress=self.progress(f"restore {backup.id}", obj["size"]),
+            )
         finally:
             raw.close()
 
     # -- verify --------------------------------------------------------------------------------------
-    def verify(self, policy: Policy, *, backup_id: str | None = None, all_backups: bool = False,
-               deep: bool | None = None) -> dict[str, Any]:
+    def verify(
+        self,
+        policy: Policy,
+        *,
+        backup_id: str | None = None,
+        all_backups: bool = False,
+        deep: bool | None = None,
+    ) -> dict[str, Any]:
         """Re-read stored objects: SHA-256 always; with the identity also age authentication to
         the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
         store = self.store(policy)
@@ -269,8 +329,10 @@ class App:
                     with store.get(key) as raw:
                         digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
                     if digest != obj["sha256"] or size != obj["size"]:
-                        raise IntegrityError(f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
-                                             f"actual {digest} ({size} bytes)")
+                        raise IntegrityError(
+                            f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
+                            f"actual {digest} ({size} bytes)"
+                        )
                 entry["ok"] = True
             except NotFound:
                 entry.update(ok=False, error=f"{where}: object is missing")
@@ -279,7 +341,12 @@ class App:
                 entry.update(ok=False, error=str(e))
                 problems.append(str(e))
             results.append(entry)
-        report = {"policy": policy.name, "verified": len(results), "damaged": len(problems), "backups": results}
+        report = {
+            "policy": policy.name,
+            "verified": len(results),
+            "damaged": len(problems),
+            "backups": results,
+        }
         if problems:
             err = IntegrityError("\n".join(problems))
             err.result = report  # type: ignore[attr-defined]
@@ -328,8 +395,10 @@ class App:
             if policy.identity_file:
                 ids = self.identities(policy)
                 if not {i.recipient for i in ids} & set(policy.recipients):
-                    raise IdentityError(f"identity file {policy.identity_file} matches none of "
-                                        "encryption.recipients: backups could not be restored with it")
+                    raise IdentityError(
+                        f"identity file {policy.identity_file} matches none of "
+                        "encryption.recipients: backups could not be restored with it"
+                    )
                 detail += f"; identity file {policy.identity_file} matches"
             else:
                 detail += "; no identity file on this host (restore and deep verify need one)"

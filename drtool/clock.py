@@ -7,7 +7,7 @@ import time
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def monotonic() -> float:
@@ -16,8 +16,8 @@ def monotonic() -> float:
 
 def iso(t: dt.datetime) -> str:
     """ISO 8601 UTC with a Z suffix, second precision kept to microseconds."""
-    return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_iso(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.UTC)

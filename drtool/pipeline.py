@@ -26,9 +26,16 @@ class EncodeStats:
     _h: object = field(default_factory=hashlib.sha256, repr=False)
 
 
-def encode(source: Iterable[bytes], *, recipients: Iterable[str], level: int, threads: int,
-           stats: EncodeStats, observe: Callable[[bytes], None] | None = None,
-           progress: Progress | None = None) -> Iterator[bytes]:
+def encode(
+    source: Iterable[bytes],
+    *,
+    recipients: Iterable[str],
+    level: int,
+    threads: int,
+    stats: EncodeStats,
+    observe: Callable[[bytes], None] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[bytes]:
     """Stored bytes of age(zstd(source)). `observe` sees every plain piece (the row counter)."""
     comp = Compressor(level, threads)
     enc = age.Encryptor(recipients)
@@ -90,8 +97,15 @@ class HashingReader:
         return self._h.hexdigest()
 
 
-def decode(raw: BinaryIO, *, identities: list[age.Identity], expected_sha256: str, expected_size: int,
-           where: str, progress: Progress | None = None) -> Iterator[bytes]:
+def decode(
+    raw: BinaryIO,
+    *,
+    identities: list[age.Identity],
+    expected_sha256: str,
+    expected_size: int,
+    where: str,
+    progress: Progress | None = None,
+) -> Iterator[bytes]:
     """Plain dump bytes from a stored age(zstd(...)) object.
 
     Every piece is authenticated before it is yielded; at the end the whole object's SHA-256
@@ -124,7 +138,7 @@ def _hash_note(reader: HashingReader, expected: str, size: int) -> str:
     actual = reader.hexdigest()
     if actual == expected and reader.size == size:
         return "SHA-256 matches the manifest, so the object was stored damaged or the key is wrong"
-    return (f"SHA-256 expected {expected} ({size} bytes), actual {actual} ({reader.size} bytes)")
+    return f"SHA-256 expected {expected} ({size} bytes), actual {actual} ({reader.size} bytes)"
 
 
 def hash_only(raw: BinaryIO, progress: Progress | None = None) -> tuple[str, int]:

@@ -53,8 +53,9 @@ class Conninfo:
 def connect(ci: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
     kwargs = {"password": ci.password.reveal()} if ci.password else {}
     try:
-        return psycopg.connect(ci.dsn, autocommit=autocommit, connect_timeout=timeout,
-                               application_name="drtool", **kwargs)
+        return psycopg.connect(
+            ci.dsn, autocommit=autocommit, connect_timeout=timeout, application_name="drtool", **kwargs
+        )
     except psycopg.Error as e:
         raise DatabaseError(f"database {ci.label}: cannot connect: {_first_line(e)}") from None
 
@@ -64,7 +65,7 @@ def _first_line(e: BaseException) -> str:
     # libpq prefixes 'connection to server at "h" (ip), port p failed:'; keep the reason
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     reason = lines[-1] if lines else type(e).__name__
-    return re.sub(r'^connection to server at .*? failed: ', "", reason)
+    return re.sub(r"^connection to server at .*? failed: ", "", reason)
 
 
 # -- the snapshot a backup is taken in ------------------------------------------------------
@@ -91,9 +92,11 @@ def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, Snapsh
     try:
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur.execute("SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
-                        "current_setting('server_version_num')::int, current_database(), "
-                        "pg_database_size(current_database())")
+            cur.execute(
+                "SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
+                "current_setting('server_version_num')::int, current_database(), "
+                "pg_database_size(current_database())"
+            )
             snap, now, ver, vnum, db, size = cur.fetchone()
         yield conn, SnapshotInfo(snap, now, ver, vnum, db, size)
     except psycopg.Error as e:
@@ -112,11 +115,14 @@ def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dic
         cur.execute(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2")
+            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2"
+        )
         names = [(s, t) for s, t in cur.fetchall() if tables is None or f"{s}.{t}" in tables]
         out = {}
         for schema, table in names:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
             out[f"{schema}.{table}"] = cur.fetchone()[0]
     return out
 
@@ -126,10 +132,12 @@ def user_object_count(conn: psycopg.Connection) -> int:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema') "
+            "        AND n.nspname NOT LIKE 'pg_toast%' "
             "        AND n.nspname NOT LIKE 'pg_temp%') "
             "     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema'))")
+            "        WHERE n.nspname NOT IN ('pg_catalog','information_schema'))"
+        )
         return cur.fetchone()[0]
 
 
@@ -185,12 +193,19 @@ def require_compatible(tool: Tool, snap: SnapshotInfo) -> None:
         raise DatabaseError(
             f"{Path(tool.path).name} {tool.version} ({tool.path}) is older than the server "
             f"({snap.server_version}); install PostgreSQL {server_major(snap.server_version_num)} client "
-            "tools or point backup.pg_bin_dir at them")
+            "tools or point backup.pg_bin_dir at them"
+        )
 
 
 def pg_dump_argv(tool: Tool, ci: Conninfo, snapshot_id: str) -> list[str]:
-    return [tool.path, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
-            "--no-password", f"--dbname={ci.dsn}"]
+    return [
+        tool.path,
+        "--format=custom",
+        "--compress=0",
+        f"--snapshot={snapshot_id}",
+        "--no-password",
+        f"--dbname={ci.dsn}",
+    ]
 
 
 def pg_restore_argv(tool: Tool, target: Conninfo, *, jobs: int, clean: bool, path: str | None) -> list[str]:
@@ -253,8 +268,13 @@ def _set_pipe_size(fd: int) -> None:
 def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 20) -> Iterator[bytes]:
     """The archive pg_dump writes, piece by piece. Raises DatabaseError (after the last piece)
     if pg_dump exits non-zero or reports an error, so the caller never commits a bad dump."""
-    proc = subprocess.Popen(pg_dump_argv(tool, ci, snapshot_id), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ci.env())
+    proc = subprocess.Popen(
+        pg_dump_argv(tool, ci, snapshot_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=ci.env(),
+    )
     _set_pipe_size(proc.stdout.fileno())
     err = _StderrTail(proc.stderr)
     ok = False
@@ -283,13 +303,17 @@ def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 
 class PgRestore:
     """pg_restore reading an archive from our pipe (or from a file when path is given)."""
 
-    def __init__(self, tool: Tool, target: Conninfo, *, jobs: int = 1, clean: bool = False,
-                 path: str | None = None):
+    def __init__(
+        self, tool: Tool, target: Conninfo, *, jobs: int = 1, clean: bool = False, path: str | None = None
+    ):
         self.target = target
         self.proc = subprocess.Popen(
             pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path),
-            stdin=subprocess.DEVNULL if path else subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=target.env())
+            stdin=subprocess.DEVNULL if path else subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=target.env(),
+        )
         if not path:
             _set_pipe_size(self.proc.stdin.fileno())
         self._err = _StderrTail(self.proc.stderr)
@@ -310,8 +334,9 @@ class PgRestore:
         rc = self.proc.wait()
         self._err.join()
         if rc != 0 or self._err.errors():
-            raise DatabaseError(f"database {self.target.label}: pg_restore failed (exit {rc}): "
-                                f"{self._err.summary()}")
+            raise DatabaseError(
+                f"database {self.target.label}: pg_restore failed (exit {rc}): {self._err.summary()}"
+            )
 
     def abort(self) -> None:
         """Stop pg_restore without letting it commit (a single-transaction restore rolls back)."""

@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from services import PgCluster, Seaweed, need, pg_bindir, tmpdir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

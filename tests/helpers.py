@@ -68,8 +68,9 @@ def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: int =
             full_env.pop(k, None)
         else:
             full_env[k] = v
-    r = subprocess.run([sys.executable, "-m", "drtool", *args], capture_output=True, text=True,
-                       env=full_env, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "drtool", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
     return Result(r.returncode, r.stdout, r.stderr)
 
 
@@ -94,8 +95,9 @@ class Setup:
         return run_cli(*args, env=self.env, timeout=timeout)
 
 
-def make_setup(pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str = SAMPLE_SQL,
-               extra_toml: str = "") -> Setup:
+def make_setup(
+    pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str = SAMPLE_SQL, extra_toml: str = ""
+) -> Setup:
     db = pg.create_db(f"src_{uuid.uuid4().hex[:8]}")
     pg.psql(sample, db=db)
     ident = age.Identity.generate()
@@ -104,7 +106,7 @@ def make_setup(pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str 
     key.chmod(0o600)
     policy = tmp_path / "policy.toml"
     policy.write_text(f"""
-name = "{db.replace('_', '-')}"
+name = "{db.replace("_", "-")}"
 
 [database]
 dsn = "{pg.dsn(db)}"
@@ -121,7 +123,11 @@ rpo = "6h"
 rto = "30m"
 {extra_toml}
 """)
-    env: dict[str, str | None] = {"TEST_PGPASSWORD": pg.PASSWORD, "PGPASSWORD": None, "PGPASSFILE": None,
-                                  "DRTOOL_POLICY": None}
+    env: dict[str, str | None] = {
+        "TEST_PGPASSWORD": pg.PASSWORD,
+        "PGPASSWORD": None,
+        "PGPASSFILE": None,
+        "DRTOOL_POLICY": None,
+    }
     url = storage_toml.split('url = "')[1].split('"')[0]
     return Setup(pg, db, policy, key, ident.recipient, env, url)

@@ -119,24 +119,49 @@ class PgCluster:
         self._chown(pwfile)
         self.data.mkdir(mode=0o700)
         self._chown(self.data)
-        subprocess.run(self._as_user([str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.SUPERUSER,
-                                      f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                                      "--no-sync", "-E", "UTF8", "--locale=C"]),
-                       check=True, capture_output=True)
+        subprocess.run(
+            self._as_user(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         pwfile.unlink()
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.sock}'\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
-                    "shared_buffers = 128MB\nmax_wal_size = 2GB\n")
+            f.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.sock}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
+                "shared_buffers = 128MB\nmax_wal_size = 2GB\n"
+            )
 
     def start(self) -> None:
         log = open(self.base / "postgres.log", "ab")
-        self.proc = subprocess.Popen(self._as_user([str(self.bindir / "postgres"), "-D", str(self.data)]),
-                                     stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self._as_user([str(self.bindir / "postgres"), "-D", str(self.data)]),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            r = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                               capture_output=True)
+            r = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
             if r.returncode == 0:
                 return
             if self.proc.poll() is not None:
@@ -162,9 +187,29 @@ class PgCluster:
         return f"postgresql://{user or self.SUPERUSER}@127.0.0.1:{self.port}/{db}"
 
     def psql(self, sql: str, db: str = "postgres", check: bool = True) -> str:
-        r = subprocess.run([str(self.bindir / "psql"), "-h", str(self.sock), "-p", str(self.port), "-U",
-                            self.SUPERUSER, "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                str(self.sock),
+                "-p",
+                str(self.port),
+                "-U",
+                self.SUPERUSER,
+                "-d",
+                db,
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if check and r.returncode != 0:
             raise RuntimeError(f"psql failed: {r.stderr}")
         return r.stdout.strip()
@@ -198,11 +243,27 @@ class Seaweed:
         self.s3_port = s3
         log = open(self.base / "weed.log", "ab")
         self.proc = subprocess.Popen(
-            [weed, "server", f"-dir={self.base}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             "-master.telemetry=false", f"-master.port={master}", f"-volume.port={volume}",
-             f"-filer.port={filer}", "-s3", f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             "-master.volumeSizeLimitMB=512", "-volume.max=50"],
-            stdout=log, stderr=log, start_new_session=True)
+            [
+                weed,
+                "server",
+                f"-dir={self.base}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                "-s3",
+                f"-s3.port={s3}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=512",
+                "-volume.max=50",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

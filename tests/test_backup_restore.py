@@ -17,8 +17,9 @@ def setup(request, pg, tmp_path):
     else:
         seaweed = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("bucket")
-        storage = (f'[storage]\nurl = "s3://{bucket}/pg"\nregion = "us-east-1"\n'
-                   f'endpoint_url = "{seaweed.endpoint}"')
+        storage = (
+            f'[storage]\nurl = "s3://{bucket}/pg"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
+        )
     return make_setup(pg, tmp_path, storage)
 
 
@@ -41,8 +42,16 @@ def test_backup_list_verify_restore_round_trip(setup):
     assert v.json["policies"][0]["backups"][0]["authenticated"] is True
 
     target = setup.target_db()
-    r = setup.cli("restore", "-p", str(setup.policy), "--target", setup.pg.dsn(target),
-                  "--target-password-env", "TEST_PGPASSWORD", "--json")
+    r = setup.cli(
+        "restore",
+        "-p",
+        str(setup.policy),
+        "--target",
+        setup.pg.dsn(target),
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+        "--json",
+    )
     assert r.code == 0, r.err
     assert r.json["row_counts"]["mismatched"] == {}
     assert r.json["row_counts"]["matched"] == len(EXPECTED_ROWS)
@@ -53,8 +62,18 @@ def test_backup_list_verify_restore_round_trip(setup):
 def test_parallel_restore_stages_a_file_and_matches(setup):
     assert setup.cli("backup", "-p", str(setup.policy)).code == 0
     target = setup.target_db()
-    r = setup.cli("restore", "-p", str(setup.policy), "--target", setup.pg.dsn(target), "--jobs", "2",
-                  "--target-password-env", "TEST_PGPASSWORD", "--json")
+    r = setup.cli(
+        "restore",
+        "-p",
+        str(setup.policy),
+        "--target",
+        setup.pg.dsn(target),
+        "--jobs",
+        "2",
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+        "--json",
+    )
     assert r.code == 0, r.err
     assert r.json["jobs"] == 2 and r.json["row_counts"]["mismatched"] == {}
 
@@ -70,8 +89,12 @@ def test_restore_picks_named_backup_and_defaults_to_newest(setup):
     env = ["--target-password-env", "TEST_PGPASSWORD"]
     assert setup.cli("restore", "-p", str(setup.policy), "--target", setup.pg.dsn(t1), *env).code == 0
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t1) == "1"
-    assert setup.cli("restore", "-p", str(setup.policy), "--backup", first, "--target",
-                     setup.pg.dsn(t2), *env).code == 0
+    assert (
+        setup.cli(
+            "restore", "-p", str(setup.policy), "--backup", first, "--target", setup.pg.dsn(t2), *env
+        ).code
+        == 0
+    )
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t2) == "0"
 
 
@@ -79,8 +102,15 @@ def test_restore_refuses_non_empty_target_unless_clean(setup):
     assert setup.cli("backup", "-p", str(setup.policy)).code == 0
     target = setup.target_db()
     setup.pg.psql("CREATE TABLE customers (id int); INSERT INTO customers VALUES (999)", db=target)
-    args = ["restore", "-p", str(setup.policy), "--target", setup.pg.dsn(target),
-            "--target-password-env", "TEST_PGPASSWORD"]
+    args = [
+        "restore",
+        "-p",
+        str(setup.policy),
+        "--target",
+        setup.pg.dsn(target),
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+    ]
     r = setup.cli(*args)
     assert r.code == 1
     assert "is not empty" in r.err and "--clean" in r.err and "Traceback" not in r.err
@@ -102,10 +132,16 @@ def test_restore_without_drtool_runbook(setup, age_bin, tmp_path, request):
         request.getfixturevalue("seaweed").client().download_file(bucket, f"pg/{key}", dump)
     target = setup.target_db()
     pg_restore = str(setup.pg.bindir / "pg_restore")
-    script = (f"set -euo pipefail; {age_bin} -d -i {setup.key} {dump} | zstd -d > {tmp_path}/db.dump && "
-              f"{pg_restore} --exit-on-error -d '{setup.pg.dsn(target)}' {tmp_path}/db.dump")
-    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "PGPASSWORD": setup.pg.PASSWORD})
+    script = (
+        f"set -euo pipefail; {age_bin} -d -i {setup.key} {dump} | zstd -d > {tmp_path}/db.dump && "
+        f"{pg_restore} --exit-on-error -d '{setup.pg.dsn(target)}' {tmp_path}/db.dump"
+    )
+    r = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": setup.pg.PASSWORD},
+    )
     assert r.returncode == 0, r.stderr
     assert setup.pg.psql("SELECT count(*) FROM orders", db=target) == "3000"
     assert setup.pg.psql('SELECT sum(x) FROM "Odd Schema"."Mixed Case"', db=target) == "6"

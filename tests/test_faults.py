@@ -89,8 +89,12 @@ def test_missing_password_env_var_is_named(local):
 
 
 def test_pg_dump_older_than_server_is_refused_before_anything_starts(local, tmp_path):
-    bin_dir = fake_bin(tmp_path, "pg_dump", 'if [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 11.22"; '
-                                            'exit 0; fi\ntouch "$(dirname "$0")/ran"; exit 1\n')
+    bin_dir = fake_bin(
+        tmp_path,
+        "pg_dump",
+        'if [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 11.22"; '
+        'exit 0; fi\ntouch "$(dirname "$0")/ran"; exit 1\n',
+    )
     with_pg_bin_dir(local, bin_dir)
     r = local.cli("backup", "-p", str(local.policy))
     assert_clean_failure(r, 1, "pg_dump 11.22", "older than the server (15.")
@@ -100,9 +104,13 @@ def test_pg_dump_older_than_server_is_refused_before_anything_starts(local, tmp_
 
 def test_pg_dump_error_means_no_backup(local, tmp_path):
     real = shutil.which("pg_dump", path=str(local.pg.bindir))
-    bin_dir = fake_bin(tmp_path, "pg_dump", f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
-                                            f'{real} "$@" | head -c 20000\necho "pg_dump: error: simulated" >&2\n'
-                                            'exit 1\n')
+    bin_dir = fake_bin(
+        tmp_path,
+        "pg_dump",
+        f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
+        f'{real} "$@" | head -c 20000\necho "pg_dump: error: simulated" >&2\n'
+        "exit 1\n",
+    )
     with_pg_bin_dir(local, bin_dir)
     r = local.cli("backup", "-p", str(local.policy))
     assert_clean_failure(r, 1, "pg_dump failed", "simulated")
@@ -119,15 +127,24 @@ def test_server_stopping_mid_dump_leaves_no_backup(tmp_path, s3):
     own.start()
     try:
         own.create_db("src")
-        own.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g+1)::text) AS t "
-                 "FROM generate_series(1, 2000000) g", db="src")
+        own.psql(
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g+1)::text) AS t "
+            "FROM generate_series(1, 2000000) g",
+            db="src",
+        )
         s3.policy.write_text(s3.policy.read_text().replace(s3.pg.dsn(s3.db), own.dsn("src")))
-        proc = subprocess.Popen([sys.executable, "-m", "drtool", "backup", "-p", str(s3.policy)],
-                                env={**os.environ, **{k: v for k, v in s3.env.items() if v is not None}},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drtool", "backup", "-p", str(s3.policy)],
+            env={**os.environ, **{k: v for k, v in s3.env.items() if v is not None}},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            q = own.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'", check=False)
+            q = own.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'", check=False
+            )
             if q == "1":
                 break
             time.sleep(0.02)
@@ -151,11 +168,14 @@ def test_table_dropped_after_snapshot_keeps_backup_consistent(local, tmp_path):
     so the backup that commits is consistent: without the table, and restorable as listed."""
     real = shutil.which("pg_dump", path=str(local.pg.bindir))
     psql = local.pg.bindir / "psql"
-    bin_dir = fake_bin(tmp_path, "pg_dump",
-                       f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
-                       f'{psql} -h {local.pg.sock} -p {local.pg.port} -U postgres -d {local.db} -qc '
-                       '"DROP TABLE IF EXISTS orders" >&2 || exit 99\n'
-                       f'exec {real} "$@"\n')
+    bin_dir = fake_bin(
+        tmp_path,
+        "pg_dump",
+        f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
+        f"{psql} -h {local.pg.sock} -p {local.pg.port} -U postgres -d {local.db} -qc "
+        '"DROP TABLE IF EXISTS orders" >&2 || exit 99\n'
+        f'exec {real} "$@"\n',
+    )
     original = local.policy.read_text()
     with_pg_bin_dir(local, bin_dir)
     r = local.cli("backup", "-p", str(local.policy), "--json")
@@ -165,8 +185,16 @@ def test_table_dropped_after_snapshot_keeps_backup_consistent(local, tmp_path):
     assert "public.orders" not in r.json["tables"] and r.json["tables"]["public.customers"] == 500
     assert listed(local) == [r.json["id"]]
     target = local.target_db()
-    res = local.cli("restore", "-p", str(local.policy), "--target", local.pg.dsn(target),
-                    "--target-password-env", "TEST_PGPASSWORD", "--json")
+    res = local.cli(
+        "restore",
+        "-p",
+        str(local.policy),
+        "--target",
+        local.pg.dsn(target),
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+        "--json",
+    )
     assert res.code == 0, res.err
     assert res.json["row_counts"]["mismatched"] == {}
 
@@ -174,8 +202,12 @@ def test_table_dropped_after_snapshot_keeps_backup_consistent(local, tmp_path):
 def test_password_never_reaches_pg_dump_argv(local, tmp_path):
     real = shutil.which("pg_dump", path=str(local.pg.bindir))
     record = tmp_path / "argv.txt"
-    bin_dir = fake_bin(tmp_path, "pg_dump", f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
-                                            f'printf "%s\\n" "$0" "$@" > {record}\nexec {real} "$@"\n')
+    bin_dir = fake_bin(
+        tmp_path,
+        "pg_dump",
+        f'if [ "$1" = --version ]; then exec {real} --version; fi\n'
+        f'printf "%s\\n" "$0" "$@" > {record}\nexec {real} "$@"\n',
+    )
     with_pg_bin_dir(local, bin_dir)
     r = local.cli("backup", "-p", str(local.policy), "--json")
     assert r.code == 0, r.err
@@ -192,8 +224,12 @@ def test_password_never_reaches_pg_dump_argv(local, tmp_path):
 
 def test_unreachable_store_is_named(pg, tmp_path):
     port = free_port()
-    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "s3://some-bucket/pg"\nregion = "us-east-1"\n'
-                                     f'endpoint_url = "http://127.0.0.1:{port}"')
+    setup = make_setup(
+        pg,
+        tmp_path,
+        f'[storage]\nurl = "s3://some-bucket/pg"\nregion = "us-east-1"\n'
+        f'endpoint_url = "http://127.0.0.1:{port}"',
+    )
     r = setup.cli("backup", "-p", str(setup.policy))
     assert_clean_failure(r, 1, "s3://some-bucket/pg", f"cannot reach the store at http://127.0.0.1:{port}")
 
@@ -207,11 +243,17 @@ def test_missing_bucket_is_named(pg, tmp_path, seaweed):
 
 
 def _kill_backup_mid_upload(setup, started) -> None:
-    setup.pg.psql("CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS t "
-                  "FROM generate_series(1, 1500000) g", db=setup.db)
-    proc = subprocess.Popen([sys.executable, "-m", "drtool", "backup", "-p", str(setup.policy)],
-                            env={**os.environ, **{k: v for k, v in setup.env.items() if v is not None}},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    setup.pg.psql(
+        "CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS t "
+        "FROM generate_series(1, 1500000) g",
+        db=setup.db,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drtool", "backup", "-p", str(setup.policy)],
+        env={**os.environ, **{k: v for k, v in setup.env.items() if v is not None}},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if started():
@@ -234,8 +276,10 @@ def test_upload_killed_midway_is_never_listed_and_next_backup_works_s3(s3, seawe
 
 def test_upload_killed_midway_is_never_listed_and_next_backup_works_local(local):
     store = local.policy.parent / "store"
-    _kill_backup_mid_upload(local, lambda: any(p.name.startswith(".tmp-") and p.stat().st_size > (1 << 20)
-                                               for p in store.rglob("*")))
+    _kill_backup_mid_upload(
+        local,
+        lambda: any(p.name.startswith(".tmp-") and p.stat().st_size > (1 << 20) for p in store.rglob("*")),
+    )
     assert listed(local) == []
     r = local.cli("backup", "-p", str(local.policy), "--json")
     assert r.code == 0, r.err
@@ -265,8 +309,15 @@ def test_damaged_object_fails_verify_and_restore_naming_it(local, how):
     shallow = local.cli("verify", "-p", str(local.policy), "--shallow")
     assert_clean_failure(shallow, 3, backup_id, f"expected {sha}")
     target = local.target_db()
-    r = local.cli("restore", "-p", str(local.policy), "--target", local.pg.dsn(target),
-                  "--target-password-env", "TEST_PGPASSWORD")
+    r = local.cli(
+        "restore",
+        "-p",
+        str(local.policy),
+        "--target",
+        local.pg.dsn(target),
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+    )
     assert_clean_failure(r, 3, backup_id, "dump.zst.age")
     # the single-transaction restore rolled back: the target is still empty
     assert local.pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=target) == "0"
@@ -278,8 +329,15 @@ def test_wrong_identity_is_reported(local, tmp_path):
     assert run_cli("keygen", "--output", str(other)).code == 0
     local.policy.write_text(local.policy.read_text().replace(str(local.key), str(other)))
     target = local.target_db()
-    r = local.cli("restore", "-p", str(local.policy), "--target", local.pg.dsn(target),
-                  "--target-password-env", "TEST_PGPASSWORD")
+    r = local.cli(
+        "restore",
+        "-p",
+        str(local.policy),
+        "--target",
+        local.pg.dsn(target),
+        "--target-password-env",
+        "TEST_PGPASSWORD",
+    )
     assert_clean_failure(r, 1, "no identity matches", "identity_file")
     secret_line = [ln for ln in other.read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")][0]
     assert secret_line not in r.err

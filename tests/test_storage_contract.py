@@ -19,8 +19,14 @@ def store(request, tmp_path):
         return LocalStore(tmp_path / "store")
     seaweed = request.getfixturevalue("seaweed")
     bucket = request.getfixturevalue("bucket")
-    return open_store(StorageTarget(url=f"s3://{bucket}/pfx", endpoint_url=seaweed.endpoint,
-                                    region="us-east-1", addressing_style="path"))
+    return open_store(
+        StorageTarget(
+            url=f"s3://{bucket}/pfx",
+            endpoint_url=seaweed.endpoint,
+            region="us-east-1",
+            addressing_style="path",
+        )
+    )
 
 
 def test_put_then_get_returns_same_bytes(store):
@@ -98,8 +104,14 @@ def test_part_size_grows_with_stream_and_stays_under_part_limit():
 
 
 def test_missing_bucket_is_named(seaweed):
-    store = open_store(StorageTarget(url=f"s3://no-such-{uuid.uuid4().hex[:8]}/p", endpoint_url=seaweed.endpoint,
-                                     region="us-east-1", addressing_style="path"))
+    store = open_store(
+        StorageTarget(
+            url=f"s3://no-such-{uuid.uuid4().hex[:8]}/p",
+            endpoint_url=seaweed.endpoint,
+            region="us-east-1",
+            addressing_style="path",
+        )
+    )
     with pytest.raises(NotFound, match="bucket 'no-such-"):
         store.check_bucket()
     # (SeaweedFS creates a bucket on first PutObject, so drtool checks the bucket before writing.)
@@ -108,7 +120,13 @@ def test_missing_bucket_is_named(seaweed):
 def test_unreachable_store_is_a_clear_error():
     from services import free_port
 
-    store = open_store(StorageTarget(url="s3://some-bucket/p", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                                     region="us-east-1", addressing_style="path"))
+    store = open_store(
+        StorageTarget(
+            url="s3://some-bucket/p",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
+            region="us-east-1",
+            addressing_style="path",
+        )
+    )
     with pytest.raises(StorageError, match="cannot reach the store"):
         list(store.list(""))

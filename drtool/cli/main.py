@@ -37,10 +37,20 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 policy_option = click.option(
-    "--policy", "-p", "policy_path", envvar="DRTOOL_POLICY", required=True, metavar="PATH",
-    help="Policy file, or a folder of *.toml policies (env DRTOOL_POLICY).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
-name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
+    "--policy",
+    "-p",
+    "policy_path",
+    envvar="DRTOOL_POLICY",
+    required=True,
+    metavar="PATH",
+    help="Policy file, or a folder of *.toml policies (env DRTOOL_POLICY).",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON document instead of a table."
+)
+name_option = click.option(
+    "--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name."
+)
 
 
 def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
@@ -77,7 +87,9 @@ def cli(click_ctx: click.Context, quiet: bool) -> None:
 
 
 @cli.command()
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity."
+)
 @json_option
 @pass_ctx
 def keygen(ctx: Ctx, output: str, as_json: bool) -> None:
@@ -109,7 +121,9 @@ def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
     else:
         for r in results:
             for c in r.get("checks", []):
-                click.echo(f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}")
+                click.echo(
+                    f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}"
+                )
     if failed:
         raise failed
 
@@ -130,8 +144,10 @@ def backup(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -
             first_error = first_error or e
             click.echo(f"drtool: error: backup {p.name}: {e}", err=True)
             continue
-        ctx.info(f"backup {p.name}: {m['id']} committed ({human_bytes(m['sizes']['stored_bytes'])} stored, "
-                 f"{len(m['tables'])} tables)")
+        ctx.info(
+            f"backup {p.name}: {m['id']} committed ({human_bytes(m['sizes']['stored_bytes'])} stored, "
+            f"{len(m['tables'])} tables)"
+        )
         done.append(m)
     if as_json:
         if len(done) == 1 and not first_error:
@@ -163,8 +179,19 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
         return
     for r in rows:
         r["size"] = human_bytes(r["size_bytes"])
-    click.echo(table(rows, [("policy", "POLICY"), ("id", "ID"), ("recovery_point", "RECOVERY POINT"),
-                            ("completed_at", "COMPLETED"), ("size", "SIZE"), ("tables", "TABLES")]))
+    click.echo(
+        table(
+            rows,
+            [
+                ("policy", "POLICY"),
+                ("id", "ID"),
+                ("recovery_point", "RECOVERY POINT"),
+                ("completed_at", "COMPLETED"),
+                ("size", "SIZE"),
+                ("tables", "TABLES"),
+            ],
+        )
+    )
 
 
 @cli.command()
@@ -172,23 +199,39 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
 @name_option
 @click.option("--backup", "backup_id", metavar="ID", help="Backup to restore (default: the newest).")
 @click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
-@click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
+@click.option(
+    "--target-password-env", metavar="NAME", help="Environment variable holding the target's password."
+)
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
-@click.option("--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file).")
+@click.option(
+    "--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file)."
+)
 @json_option
 @pass_ctx
-def restore(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, target: str,
-            target_password_env: str | None, clean: bool, jobs: int, as_json: bool) -> None:
+def restore(
+    ctx: Ctx,
+    policy_path: str,
+    policy_name: str | None,
+    backup_id: str | None,
+    target: str,
+    target_password_env: str | None,
+    clean: bool,
+    jobs: int,
+    as_json: bool,
+) -> None:
     """Restore a backup into a database."""
     p = _one(ctx, policy_path, policy_name)
-    r = ctx.app.restore(p, target, backup_id=backup_id, clean=clean, jobs=jobs,
-                        target_password_env=target_password_env)
+    r = ctx.app.restore(
+        p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env
+    )
     if as_json:
         _emit_json(r)
     else:
         rc = r["row_counts"]
-        ctx.info(f"restored {r['backup']} into {r['target']} in {r['restore_seconds']:.1f}s; "
-                 f"row counts match the manifest for {rc['matched']} of {rc['tables']} tables")
+        ctx.info(
+            f"restored {r['backup']} into {r['target']} in {r['restore_seconds']:.1f}s; "
+            f"row counts match the manifest for {rc['matched']} of {rc['tables']} tables"
+        )
 
 
 @cli.command()
@@ -199,16 +242,26 @@ def restore(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str 
 @click.option("--shallow", is_flag=True, help="Only SHA-256, even when the identity file is at hand.")
 @json_option
 @pass_ctx
-def verify(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, all_backups: bool,
-           shallow: bool, as_json: bool) -> None:
+def verify(
+    ctx: Ctx,
+    policy_path: str,
+    policy_name: str | None,
+    backup_id: str | None,
+    all_backups: bool,
+    shallow: bool,
+    as_json: bool,
+) -> None:
     """Re-read stored objects and check their hashes (and, with the identity, their authentication)."""
     if backup_id and all_backups:
         raise UsageError("use either --backup ID or --all")
     results, failed = [], None
     for p in _policies(ctx, policy_path, policy_name):
         try:
-            results.append(ctx.app.verify(p, backup_id=backup_id, all_backups=all_backups,
-                                          deep=False if shallow else None))
+            results.append(
+                ctx.app.verify(
+                    p, backup_id=backup_id, all_backups=all_backups, deep=False if shallow else None
+                )
+            )
         except DrtoolError as e:
             failed = failed or e
             results.append(getattr(e, "result", {"policy": p.name, "error": str(e)}))

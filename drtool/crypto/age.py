@@ -122,7 +122,7 @@ def parse_identity_file(text: str) -> list[Identity]:
 
 def keygen_text(identity: Identity, now: dt.datetime) -> str:
     """The age-keygen file layout."""
-    created = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"# created: {created}\n# public key: {identity.recipient}\n{identity.encode()}\n"
 
 
@@ -347,8 +347,9 @@ def _payload(src: BinaryIO, file_key: bytes) -> Iterator[bytes]:
         try:
             plain = aead.decrypt(_nonce(counter, last), cur, None)
         except InvalidTag:
-            raise PayloadError(f"payload chunk {counter} failed authentication "
-                               "(damaged, truncated or tampered with)") from None
+            raise PayloadError(
+                f"payload chunk {counter} failed authentication (damaged, truncated or tampered with)"
+            ) from None
         if last and not plain and counter > 0:
             raise PayloadError("empty final chunk")
         yield plain

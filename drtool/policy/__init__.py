@@ -3,5 +3,13 @@
 from .loader import load_policies, load_policy
 from .schema import BackupOptions, Drill, Policy, Retention, Schedule, StorageTarget
 
-__all__ = ["load_policies", "load_policy", "Policy", "StorageTarget", "Retention", "Schedule",
-           "BackupOptions", "Drill"]
+__all__ = [
+    "load_policies",
+    "load_policy",
+    "Policy",
+    "StorageTarget",
+    "Retention",
+    "Schedule",
+    "BackupOptions",
+    "Drill",
+]

@@ -106,7 +106,9 @@ class _Validator:
         self.problems.append(f"{self.path}: {key}: {msg}")
 
     # -- structure -------------------------------------------------------------------------
-    def check_shape(self, data: dict, schema: dict, prefix: str) -> None:
+    def check_shape(self, data: dict, schema: dict, prefix: str) -> dict:
+        """Report unknown and mistyped keys; return the data with only the well-formed keys."""
+        clean: dict = {}
         for key, value in data.items():
             kp = f"{prefix}{key}"
             if _SECRET_KEYS.match(key):
@@ -123,17 +125,19 @@ class _Validator:
                 if not isinstance(value, dict):
                     self.bad(kp, "must be a table ([section])")
                 else:
-                    self.check_shape(value, want, kp + ".")
+                    clean[key] = self.check_shape(value, want, kp + ".")
             elif isinstance(want, list):
                 if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                     self.bad(kp, "must be an array of tables ([[...]])")
                 else:
-                    for i, item in enumerate(value):
-                        self.check_shape(item, want[0], f"{kp}[{i}].")
-            else:
-                self.check_type(kp, value, want)
+                    clean[key] = [
+                        self.check_shape(item, want[0], f"{kp}[{i}].") for i, item in enumerate(value)
+                    ]
+            elif self.check_type(kp, value, want):
+                clean[key] = value
+        return clean
 
-    def check_type(self, kp: str, value: Any, want: str) -> None:
+    def check_type(self, kp: str, value: Any, want: str) -> bool:
         ok = {
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
@@ -142,14 +146,15 @@ class _Validator:
         }[want]
         if not ok:
             self.bad(kp, f"must be {_TYPE_WORDS[want]}, not {type(value).__name__} {value!r}")
-        elif isinstance(value, str) and _SECRET_HINTS.search(value):
+            return False
+        if isinstance(value, str) and _SECRET_HINTS.search(value):
             self.bad(kp, _secret_advice())
+            return False
+        return True
 
     # -- values ----------------------------------------------------------------------------
     def run(self, raw: dict) -> Policy:
-        self.check_shape(raw, _SCHEMA, "")
-        if self.problems:  # types are wrong: value checks would only add noise
-            raise PolicyError(self.problems)
+        raw = self.check_shape(raw, _SCHEMA, "")  # value checks below see only well-typed keys
         name = raw.get("name")
         if name is None:
             self.bad("name", "missing (a short id such as 'orders': lower-case letters, digits, dashes)")
@@ -203,11 +208,15 @@ class _Validator:
         enc = raw.get("encryption", {})
         recipients = enc.get("recipients", [])
         if not recipients:
-            self.bad("encryption.recipients", "missing: at least one age public key (age1...); "
-                     "make one with 'drtool keygen --output FILE'")
+            self.bad(
+                "encryption.recipients",
+                "missing: at least one age public key (age1...); make one with 'drtool keygen --output FILE'",
+            )
         for i, r in enumerate(recipients):
             if not _valid_recipient(r):
-                self.bad(f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)")
+                self.bad(
+                    f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)"
+                )
 
         obj = raw.get("objectives", {})
         rpo = self.duration("objectives.rpo", obj.get("rpo"))
@@ -248,15 +257,23 @@ class _Validator:
             storage=storage,
             copies=tuple(copies),
             recipients=tuple(recipients),
-            identity_file=_expand(enc.get("identity_file")),
+            identity_file=self.path_value(enc.get("identity_file")),
             schedule=Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz),
-            retention=Retention(**{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within),
+            retention=Retention(
+                **{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within
+            ),
             rpo=rpo or None,
             rto=rto or None,
-            backup=BackupOptions(level, threads, _expand(bk.get("pg_bin_dir"))),
-            drill=Drill(tuple(dr.get("checks", ())), tdsn, _expand(dr.get("pg_bin_dir")), pick),
+            backup=BackupOptions(level, threads, self.path_value(bk.get("pg_bin_dir"))),
+            drill=Drill(tuple(dr.get("checks", ())), tdsn, self.path_value(dr.get("pg_bin_dir")), pick),
             warnings=tuple(self.warnings),
         )
+
+    def path_value(self, p: str | None) -> str | None:
+        """~ expanded; a relative path is taken from the policy file's folder."""
+        if not p:
+            return None
+        return str((self.path.parent / os.path.expanduser(p)).resolve())
 
     def duration(self, key: str, value: str | None, allow_zero: bool = False) -> int:
         if value is None:
@@ -280,8 +297,11 @@ class _Validator:
             if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", u.netloc or ""):
                 self.bad(f"{key}.url", f"'{url}': bucket name must be 3-63 of [a-z0-9.-]")
             if u.username or u.password:
-                self.bad(f"{key}.url", "contains credentials; S3 credentials come from the AWS chain "
-                         "(environment, ~/.aws, instance role)")
+                self.bad(
+                    f"{key}.url",
+                    "contains credentials; S3 credentials come from the AWS chain "
+                    "(environment, ~/.aws, instance role)",
+                )
         elif u.scheme == "file":
             if u.netloc not in ("", "localhost") or not u.path.startswith("/"):
                 self.bad(f"{key}.url", f"'{url}': use file:///absolute/path")
@@ -314,13 +334,20 @@ class _Validator:
         )
 
 
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false", "list[str]": "a list of strings"}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "bool": "true or false",
+    "list[str]": "a list of strings",
+}
 
 
 def _secret_advice() -> str:
-    return ("secrets do not belong in the policy: the database password comes from "
-            "database.password_env, PGPASSFILE or ~/.pgpass; the age identity from "
-            "encryption.identity_file; S3 credentials from the AWS credential chain")
+    return (
+        "secrets do not belong in the policy: the database password comes from "
+        "database.password_env, PGPASSFILE or ~/.pgpass; the age identity from "
+        "encryption.identity_file; S3 credentials from the AWS credential chain"
+    )
 
 
 def _valid_recipient(text: str) -> bool:
@@ -338,7 +365,3 @@ def _largest_gap(expr: str) -> int:
     it = croniter(expr, dt.datetime(2026, 1, 1))
     times = [it.get_next(dt.datetime) for _ in range(60)]
     return int(max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)))
-
-
-def _expand(p: str | None) -> str | None:
-    return os.path.expanduser(p) if p else None

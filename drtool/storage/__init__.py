@@ -15,9 +15,15 @@ def open_store(target) -> Store:
         return LocalStore(u.path, url=target.url)
     from .s3 import S3Store
 
-    return S3Store(target.url, region=target.region, endpoint_url=target.endpoint_url,
-                   addressing_style=target.addressing_style, request_checksums=target.request_checksums,
-                   verify_tls=target.verify_tls, ca_bundle=target.ca_bundle)
+    return S3Store(
+        target.url,
+        region=target.region,
+        endpoint_url=target.endpoint_url,
+        addressing_style=target.addressing_style,
+        request_checksums=target.request_checksums,
+        verify_tls=target.verify_tls,
+        ca_bundle=target.ca_bundle,
+    )
 
 
 __all__ = ["ObjectInfo", "Store", "LocalStore", "open_store", "get_bytes", "put_bytes"]

@@ -29,8 +29,10 @@ class LocalStore:
     def _fail(self, what: str, key: str, e: OSError) -> StorageError:
         if e.errno == errno.ENOENT:
             return NotFound(f"{self.url}: object '{key}' not found")
-        return StorageError(f"{self.url}: cannot {what} '{key}': {e.strerror}",
-                            retryable=e.errno in (errno.EAGAIN, errno.EINTR))
+        return StorageError(
+            f"{self.url}: cannot {what} '{key}': {e.strerror}",
+            retryable=e.errno in (errno.EAGAIN, errno.EINTR),
+        )
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -81,7 +83,11 @@ class LocalStore:
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel = os.path.relpath(dirpath, self.root)
             base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            dirnames[:] = [d for d in dirnames if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")]
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")
+            ]
             for name in filenames:
                 key = base + name
                 if name.startswith(TMP_PREFIX) or not key.startswith(prefix):

@@ -23,8 +23,17 @@ DEFAULT_PART = 16 * MiB  # without a size hint: up to ~156 GiB in 10,000 parts
 MAX_PARTS = 10_000
 IN_FLIGHT = 2  # parts uploading concurrently; memory is (IN_FLIGHT + 1) * part size
 
-_RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500",
-                    "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "503",
+    "500",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+}
 
 
 def part_size_for(size_hint: int | None) -> int:
@@ -37,10 +46,20 @@ def part_size_for(size_hint: int | None) -> int:
 
 
 class S3Store:
-    def __init__(self, url: str, *, region: str | None = None, endpoint_url: str | None = None,
-                 addressing_style: str = "auto", request_checksums: str = "when_required",
-                 verify_tls: bool = True, ca_bundle: str | None = None, retry_mode: str = "standard",
-                 max_attempts: int = 5, client=None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        addressing_style: str = "auto",
+        request_checksums: str = "when_required",
+        verify_tls: bool = True,
+        ca_bundle: str | None = None,
+        retry_mode: str = "standard",
+        max_attempts: int = 5,
+        client=None,
+    ):
         u = urlparse(url)
         self.bucket = u.netloc
         self.prefix = u.path.strip("/")
@@ -56,7 +75,9 @@ class S3Store:
             max_pool_connections=IN_FLIGHT + 4,
         )
         self.client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, config=cfg,
+            "s3",
+            endpoint_url=endpoint_url,
+            config=cfg,
             verify=(ca_bundle or True) if verify_tls else False,
         )
         self.endpoint = endpoint_url
@@ -77,13 +98,24 @@ class S3Store:
                 return NotFound(f"{where}: object not found")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{where}: access denied while trying to {what} ({code})")
-            return StorageError(f"{where}: cannot {what}: {code} {err.get('Message', '')}".rstrip(),
-                                retryable=code in _RETRYABLE_CODES or (status or 0) >= 500)
+            return StorageError(
+                f"{where}: cannot {what}: {code} {err.get('Message', '')}".rstrip(),
+                retryable=code in _RETRYABLE_CODES or (status or 0) >= 500,
+            )
         if isinstance(e, bx.NoCredentialsError):
-            return StorageError(f"{self.url}: no S3 credentials found (set AWS_ACCESS_KEY_ID/"
-                                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)")
-        if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-                          bx.ConnectionClosedError)):
+            return StorageError(
+                f"{self.url}: no S3 credentials found (set AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
+            )
+        if isinstance(
+            e,
+            (
+                bx.EndpointConnectionError,
+                bx.ConnectTimeoutError,
+                bx.ReadTimeoutError,
+                bx.ConnectionClosedError,
+            ),
+        ):
             ep = self.endpoint or "AWS"
             return StorageError(f"{self.url}: cannot reach the store at {ep} to {what}", retryable=True)
         return StorageError(f"{where}: cannot {what}: {e}")
@@ -117,8 +149,9 @@ class S3Store:
 
         def upload(n: int, body: bytes) -> dict:
             try:
-                r = self.client.upload_part(Bucket=self.bucket, Key=k, UploadId=upload_id,
-                                            PartNumber=n, Body=body)
+                r = self.client.upload_part(
+                    Bucket=self.bucket, Key=k, UploadId=upload_id, PartNumber=n, Body=body
+                )
                 return {"PartNumber": n, "ETag": r["ETag"]}
             finally:
                 slots.release()
@@ -127,8 +160,10 @@ class S3Store:
             nonlocal number, total
             number += 1
             if number > MAX_PARTS:
-                raise StorageError(f"{self.url}/{key}: stream exceeds {MAX_PARTS} parts of "
-                                   f"{part_size // MiB} MiB; the size hint was too small")
+                raise StorageError(
+                    f"{self.url}/{key}: stream exceeds {MAX_PARTS} parts of "
+                    f"{part_size // MiB} MiB; the size hint was too small"
+                )
             total += len(body)
             slots.acquire()
             for f in futures:  # surface a failed part early
@@ -148,8 +183,9 @@ class S3Store:
                 submit(bytes(buf))
                 buf = bytearray()
             parts = [f.result() for f in futures]
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=k, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=k, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
         except BaseException as e:
             pool.shutdown(wait=True, cancel_futures=True)
             try:

@@ -1,0 +1,225 @@
+"""Policy validation: every rule, each problem named with file and key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from drtool.crypto import age
+from drtool.durations import parse_duration
+from drtool.errors import PolicyError
+from drtool.policy import load_policies, load_policy
+
+RECIPIENT = age.Identity.generate().recipient
+
+VALID = f"""
+name = "orders"
+[database]
+dsn = "postgresql://backup@db1.internal:5432/orders"
+password_env = "ORDERS_PGPASSWORD"
+[schedule]
+backup = "0 */6 * * *"
+drill = "30 4 * * *"
+prune = "45 4 * * *"
+timezone = "Europe/Berlin"
+[retention]
+keep_last = 4
+keep_daily = 7
+keep_within = "2d"
+[storage]
+url = "s3://acme-backups/pg"
+region = "eu-central-1"
+[[storage.copies]]
+url = "s3://acme-backups-dr/pg"
+region = "us-east-1"
+[encryption]
+recipients = ["{RECIPIENT}"]
+identity_file = "/etc/drtool/orders.key"
+[objectives]
+rpo = "6h"
+rto = "30m"
+[drill]
+checks = ["SELECT count(*) > 0 FROM orders"]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(PolicyError) as e:
+        load_policy(write(tmp_path, text))
+    return e.value.problems
+
+
+def test_valid_policy_loads_with_typed_values(tmp_path):
+    p = load_policy(write(tmp_path, VALID))
+    assert p.name == "orders"
+    assert p.rpo == 6 * 3600 and p.rto == 30 * 60
+    assert p.retention.keep_within == 2 * 86400 and p.retention.keep_daily == 7
+    assert p.storage.region == "eu-central-1" and p.copies[0].url == "s3://acme-backups-dr/pg"
+    assert p.schedule.timezone == "Europe/Berlin"
+    assert p.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("90s", 90), ("15m", 900), ("6h", 21600), ("7d", 604800), ("2w", 1209600), ("1h30m", 5400)],
+)
+def test_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "6", "6 hours", "h6", "-1h", "1.5h"])
+def test_bad_durations_are_rejected(bad):
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(bad)
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    found = problems(tmp_path, VALID.replace("keep_daily", "keep_dayly"))
+    assert any("retention.keep_dayly: unknown key (did you mean 'retention.keep_daily'?)" in p for p in found)
+    found = problems(tmp_path, VALID.replace("[objectives]", "[objectivs]"))
+    assert any("objectivs: unknown key (did you mean 'objectives'?)" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    "change,key,words",
+    [
+        (('name = "orders"', 'name = "Orders_DB"'), "name", "[a-z0-9-]"),
+        (('name = "orders"', ""), "name", "missing"),
+        (
+            ('dsn = "postgresql://backup@db1', 'dsn = "postgresql://backup:hunter2@db1'),
+            "database.dsn",
+            "password",
+        ),
+        (
+            ('password_env = "ORDERS_PGPASSWORD"', 'password_env = "not a name"'),
+            "database.password_env",
+            "not an env",
+        ),
+        (('backup = "0 */6 * * *"', 'backup = "every six hours"'), "schedule.backup", "not a valid cron"),
+        (
+            ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"'),
+            "schedule.timezone",
+            "not a known time zone",
+        ),
+        (("keep_last = 4", "keep_last = -1"), "retention.keep_last", "0 or more"),
+        (("keep_last = 4", 'keep_last = "four"'), "retention.keep_last", "must be an integer"),
+        (('keep_within = "2d"', 'keep_within = "two days"'), "retention.keep_within", "not a duration"),
+        (('url = "s3://acme-backups/pg"', 'url = "ftp://host/x"'), "storage.url", "scheme must be"),
+        (('url = "s3://acme-backups/pg"', 'url = "s3://A_B/x"'), "storage.url", "bucket name"),
+        (('url = "s3://acme-backups/pg"', 'url = "file://relative/path"'), "storage.url", "file:///absolute"),
+        (('url = "s3://acme-backups-dr/pg"', 'url = "gs://x/y"'), "storage.copies[0].url", "scheme must be"),
+        (
+            (f'recipients = ["{RECIPIENT}"]', 'recipients = ["age1notakey"]'),
+            "encryption.recipients[0]",
+            "not an age",
+        ),
+        ((f'recipients = ["{RECIPIENT}"]', "recipients = []"), "encryption.recipients", "at least one"),
+        (('rpo = "6h"', 'rpo = "0s"'), "objectives.rpo", "longer than 0s"),
+        (('rto = "30m"', 'rto = "soon"'), "objectives.rto", "not a duration"),
+        (("[storage]", "[storage]\nobject_lock_days = 0"), "storage.object_lock_days", "1 or more"),
+        (("[storage]", '[storage]\nendpoint_url = "s3.example.net"'), "storage.endpoint_url", "http(s)://"),
+        (
+            ("[storage]", '[storage]\nrequest_checksums = "always"'),
+            "storage.request_checksums",
+            "when_required",
+        ),
+        (("[drill]", '[drill]\npick = "oldest"'), "drill.pick", "latest"),
+        (("[drill]", '[drill]\ntarget_dsn = "host=x password=pw"'), "drill.target_dsn", "password"),
+        (("[database]", '[database]\npassword = "x"'), "database.password", "secrets do not belong"),
+        (
+            ("[encryption]", '[encryption]\nsecret_key = "x"'),
+            "encryption.secret_key",
+            "secrets do not belong",
+        ),
+        (
+            ('identity_file = "/etc/drtool/orders.key"', 'identity_file = "AGE-SECRET-KEY-1QQQ"'),
+            "encryption.identity_file",
+            "secrets do not belong",
+        ),
+        (
+            (
+                '[storage]\nurl = "s3://acme-backups/pg"',
+                '[storage]\nurl = "s3://AKIA:secret@acme-backups/pg"',
+            ),
+            "storage.url",
+            "",
+        ),
+    ],
+)
+def test_each_rule_names_file_and_key(tmp_path, change, key, words):
+    old, new = change
+    assert old in VALID
+    found = problems(tmp_path, VALID.replace(old, new, 1))
+    path = str(tmp_path / "p.toml")
+    hits = [p for p in found if p.startswith(f"{path}: {key}:") and words in p]
+    assert hits, found
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = VALID.replace('rpo = "6h"', 'rpo = "x"').replace('backup = "0 */6 * * *"', 'backup = "bad"')
+    found = problems(tmp_path, text)
+    assert len(found) == 2
+
+
+def test_missing_sections_are_named(tmp_path):
+    found = problems(tmp_path, 'name = "x"\n')
+    assert any(": database.dsn: missing" in p for p in found)
+    assert any(": storage: missing" in p for p in found)
+    assert any(": encryption.recipients: missing" in p for p in found)
+
+
+def test_not_toml_is_one_clear_problem(tmp_path):
+    found = problems(tmp_path, "name = 'x\n[[[")
+    assert len(found) == 1 and "not valid TOML" in found[0]
+
+
+def test_backup_schedule_sparser_than_rpo_warns(tmp_path):
+    p = load_policy(write(tmp_path, VALID.replace('backup = "0 */6 * * *"', 'backup = "0 3 * * *"')))
+    assert any("schedule.backup" in w and "RPO" in w for w in p.warnings)
+
+
+def test_folder_of_policies_and_duplicate_names(tmp_path):
+    write(tmp_path, VALID, "a.toml")
+    write(tmp_path, VALID.replace('name = "orders"', 'name = "billing"'), "b.toml")
+    assert [p.name for p in load_policies(tmp_path)] == ["orders", "billing"]  # file name order
+    write(tmp_path, VALID, "c.toml")
+    with pytest.raises(PolicyError, match="is also used by"):
+        load_policies(tmp_path)
+
+
+def test_missing_policy_path_and_empty_folder(tmp_path):
+    with pytest.raises(PolicyError, match="no such policy file"):
+        load_policies(tmp_path / "nope.toml")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PolicyError, match="no \\*.toml policy files"):
+        load_policies(tmp_path / "empty")
+
+
+def test_cli_invalid_policy_exits_2_one_line_per_problem(tmp_path):
+    path = write(tmp_path, VALID.replace("keep_daily", "keep_dayly").replace('rto = "30m"', 'rto = "x"'))
+    r = run_cli("check", "-p", str(path))
+    assert r.code == 2
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 2 and all(ln.startswith(f"drtool: error: {path}: ") for ln in lines)
+    assert "Traceback" not in r.err
+
+
+def test_cli_dsn_password_is_not_echoed(tmp_path):
+    path = write(tmp_path, VALID.replace("backup@db1", "backup:hunter2-pw@db1"))
+    r = run_cli("backup", "-p", str(path))
+    assert r.code == 2 and "hunter2-pw" not in r.err + r.out
+    assert "database.password_env" in r.err
+
+
+def test_example_and_demo_policies_are_valid():
+    root = Path(__file__).resolve().parents[1] / "policies"
+    names = {p.name for p in load_policies(root)}
+    assert {"orders", "demo"} <= names
