@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__, catalog, clock, pipeline, postgres
 from .crypto import age
-from .dumpscan import DumpScanner, UnsupportedArchive
+from .dumpscan import BackgroundScanner, UnsupportedArchive
 from .errors import (
     CheckFailed,
     DatabaseError,
@@ -122,7 +122,7 @@ class App:
         key = catalog.dump_key(policy.name, backup_id)
         with postgres.exported_snapshot(ci) as (conn, snap):
             postgres.require_compatible(pg_dump, snap)
-            scanner = DumpScanner()
+            scanner = BackgroundScanner()
             stats = pipeline.EncodeStats()
             stream = pipeline.encode(
                 postgres.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
@@ -133,7 +133,11 @@ class App:
                 observe=scanner.feed,
                 progress=self.progress(f"backup {policy.name}", snap.database_size),
             )
-            stored = store.put(key, stream, size_hint=snap.database_size * 2)
+            try:
+                stored = store.put(key, stream, size_hint=snap.database_size * 2)
+            except BaseException:
+                scanner.abort()
+                raise
             try:
                 try:
                     info = scanner.finish()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 BLK_DATA = 1
 BLK_BLOBS = 3
 _UNPACK = struct.Struct("<xI").unpack_from  # a chunk header: sign byte, then a 4-byte length
+_TERMINATOR_CHUNK = b"\x00\x05\x00\x00\x00\\.\n\n\n"  # header (length 5) + COPY's end marker
 
 
 class UnsupportedArchive(Exception):
@@ -58,7 +59,6 @@ class DumpScanner:
         self._block_id = 0
         self._skip = 0  # bytes of the current chunk's payload still to pass over
         self._rows = 0
-        self._last_len = 0
         self._dropped_tail = b""  # the last bytes dropped from the buffer (for the terminator check)
         self._in_blobs = False
         self._blob_open = False
@@ -154,7 +154,6 @@ class DumpScanner:
         else:
             raise UnsupportedArchive(f"unknown data block type {kind}")
         self._rows = 0
-        self._last_len = 0
         self._commit()
         self._stage = self._parse_chunks
 
@@ -162,49 +161,45 @@ class DumpScanner:
         """The hot loop: walk the length-prefixed chunks of one table's COPY data.
 
         pg_dump -Z0 writes each COPY row as one chunk and ends the table with a chunk holding
-        the terminator "\\.\\n\\n\\n", so rows = chunks - 1. We check that terminator.
+        the terminator "\\.\\n\\n\\n", so rows = chunks - 1; the terminator is checked.
+        The loop body is kept minimal (one unpack per row): running past the buffer's end
+        raises struct.error, which is where we wait for more data.
         """
         if self._in_blobs:
             return self._parse_blobs()
         buf = self._buf
-        end = len(buf)
         pos = self._pos
+        if self._skip:  # the rest of a chunk that straddled the previous piece
+            avail = len(buf) - pos
+            if avail < self._skip:
+                self._skip -= avail
+                self._pos = len(buf)
+                raise _NeedMore
+            pos += self._skip
+            self._skip = 0
         chunks = self._rows
-        last = self._last_len
         unpack = _UNPACK
         try:
             while True:
-                if self._skip:
-                    n = min(self._skip, end - pos)
-                    pos += n
-                    self._skip -= n
-                    if self._skip:
-                        raise _NeedMore
-                if pos + 5 > end:
-                    raise _NeedMore
-                (length,) = unpack(buf, pos)
-                pos += 5
-                if length == 0:  # end of this table's data
-                    term = self._tail_before(pos - 5, 5)
-                    if last != 5 or term != b"\\.\n\n\n":
-                        raise UnsupportedArchive("table data does not end with the COPY terminator")
-                    self.info.rows[self._block_id] = self.info.rows.get(self._block_id, 0) + chunks - 1
-                    chunks = 0
-                    self._pos = pos
-                    self._stage = self._parse_block_header
-                    return
+                length = unpack(buf, pos)[0]
+                if not length:
+                    break
+                pos += 5 + length
                 chunks += 1
-                last = length
-                if pos + length <= end:
-                    pos += length
-                else:
-                    self._skip = length - (end - pos)
-                    pos = end
-                    raise _NeedMore
-        finally:
-            self._rows = chunks
-            self._last_len = last
+        except struct.error:
+            end = len(buf)
+            if pos > end:
+                self._skip = pos - end
+                pos = end
             self._pos = pos
+            self._rows = chunks
+            raise _NeedMore from None
+        if self._tail_before(pos, 10) != _TERMINATOR_CHUNK:
+            raise UnsupportedArchive("table data does not end with the COPY terminator")
+        self.info.rows[self._block_id] = self.info.rows.get(self._block_id, 0) + chunks - 1
+        self._rows = 0
+        self._pos = pos + 5
+        self._stage = self._parse_block_header
 
     def _tail_before(self, pos: int, n: int) -> bytes:
         """The n bytes before buffer position pos, reaching into bytes already dropped."""
@@ -271,3 +266,76 @@ class DumpScanner:
         if self._stage not in (self._parse_block_header,) or self._buf:
             raise UnsupportedArchive("archive ended in the middle of a record")
         return self.info
+
+
+class BackgroundScanner:
+    """A DumpScanner in a child process, fed through a pipe, so the row counting runs on another
+    CPU beside the compression and encryption instead of on the same Python thread.
+
+    Same interface as DumpScanner: feed() pieces, then finish() for the ArchiveInfo.
+    """
+
+    def __init__(self):
+        import multiprocessing
+        import os
+
+        ctx = multiprocessing.get_context("fork")
+        self._os = os
+        read_fd, self._write_fd = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._write_fd, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of slack
+        except (OSError, ImportError, AttributeError):
+            pass
+        self._result, child_end = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_scan_child, args=(read_fd, self._write_fd, child_end), daemon=True)
+        self._proc.start()
+        os.close(read_fd)
+        child_end.close()
+        self._closed = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._os.write(self._write_fd, view)
+            view = view[n:]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._os.close(self._write_fd)
+
+    def finish(self) -> ArchiveInfo:
+        self.close()
+        try:
+            kind, payload = self._result.recv()
+        except EOFError:
+            raise UnsupportedArchive("row counter process ended without a result") from None
+        finally:
+            self._proc.join(timeout=10)
+        if kind == "error":
+            raise UnsupportedArchive(payload)
+        return payload
+
+    def abort(self) -> None:
+        self.close()
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join(timeout=10)
+
+
+def _scan_child(read_fd: int, write_fd: int, conn) -> None:
+    import os
+
+    os.close(write_fd)  # the parent's end: without closing it here we would never see EOF
+    scanner = DumpScanner()
+    while True:
+        piece = os.read(read_fd, 1 << 20)
+        if not piece:
+            break
+        scanner.feed(piece)
+    try:
+        conn.send(("ok", scanner.finish()))
+    except UnsupportedArchive as e:
+        conn.send(("error", str(e)))

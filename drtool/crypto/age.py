@@ -190,20 +190,27 @@ class Encryptor:
         return self._header
 
     def update(self, data: bytes) -> bytes:
-        """Ciphertext for all complete chunks; the last chunk is held back for finalize()."""
-        self._buf += data
-        if len(self._buf) <= CHUNK:
-            return b""
+        """Ciphertext for all complete chunks; the last chunk is held back for finalize(),
+        which must mark it final. Full chunks are encrypted straight from `data` (no copy)."""
+        enc = self._aead.encrypt
         out = []
-        mv = memoryview(self._buf)
+        mv = memoryview(data)
         pos = 0
-        # keep at least one byte back: the final chunk must carry the last-chunk flag
-        while len(self._buf) - pos > CHUNK:
-            out.append(self._aead.encrypt(_nonce(self._counter, False), mv[pos : pos + CHUNK], None))
+        if self._buf:
+            need = CHUNK - len(self._buf)
+            if len(data) <= need:
+                self._buf += data
+                return b""
+            self._buf += mv[:need]
+            pos = need
+            out.append(enc(_nonce(self._counter, False), bytes(self._buf), None))
+            self._counter += 1
+            self._buf.clear()
+        while len(data) - pos > CHUNK:
+            out.append(enc(_nonce(self._counter, False), mv[pos : pos + CHUNK], None))
             self._counter += 1
             pos += CHUNK
-        mv.release()
-        del self._buf[:pos]
+        self._buf += mv[pos:]
         return b"".join(out)
 
     def finalize(self) -> bytes:

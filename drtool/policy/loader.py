@@ -223,7 +223,7 @@ class _Validator:
         rto = self.duration("objectives.rto", obj.get("rto"))
 
         bk = raw.get("backup", {})
-        level = bk.get("zstd_level", 3)
+        level = bk.get("zstd_level", 1)
         if not 1 <= level <= 19:
             self.bad("backup.zstd_level", f"{level} is outside 1..19")
         threads = bk.get("zstd_threads", 0)

@@ -40,7 +40,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class BackupOptions:
-    zstd_level: int = 3
+    zstd_level: int = 1
     zstd_threads: int = 0  # 0: one per CPU
     pg_bin_dir: str | None = None  # where pg_dump/pg_restore live; default: pg_config --bindir, then PATH
 

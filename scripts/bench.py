@@ -1,0 +1,260 @@
+"""scripts/bench: measure drtool backup/restore against the stock tools (see scripts/bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from services import PgCluster, Seaweed, pg_bindir, tmpdir  # noqa: E402
+
+from drtool.crypto import age  # noqa: E402
+
+
+def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB of the largest process in the tree) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({proc.returncode}): {err[-800:]}")
+    return wall, rusage.ru_maxrss / 1024
+
+
+def load_pgbench(pg: PgCluster, db: str, scale: int, filler: str) -> int:
+    env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
+    pg.create_db(db)
+    conn = ["-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres"]
+    if filler == "blank":
+        subprocess.run(
+            [str(pg.bindir / "pgbench"), "-i", "-q", "-s", str(scale), *conn, db],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    else:
+        subprocess.run(
+            [str(pg.bindir / "pgbench"), "-i", "-q", "-I", "dt", "-s", str(scale), *conn, db],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        pg.psql(
+            f"""
+            INSERT INTO pgbench_branches SELECT g, 0, md5(random()::text) FROM generate_series(1, {scale}) g;
+            INSERT INTO pgbench_tellers SELECT g, (g - 1) / 10 + 1, 0, md5(random()::text)
+              FROM generate_series(1, {scale * 10}) g;
+            INSERT INTO pgbench_accounts SELECT g, (g - 1) / 100000 + 1, 0,
+              md5(random()::text) || md5(random()::text) || left(md5(random()::text), 20)
+              FROM generate_series(1, {scale * 100000}) g;""",
+            db=db,
+        )
+        subprocess.run(
+            [str(pg.bindir / "pgbench"), "-i", "-q", "-I", "vp", "-s", str(scale), *conn, db],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    pg.psql("CHECKPOINT")
+    return int(pg.psql(f"SELECT pg_database_size('{db}')"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, default=50)
+    ap.add_argument("--filler", choices=["random", "blank", "both"], default="both")
+    ap.add_argument(
+        "--memory-scales", default="20,100", help="scales for the backup memory check ('' = skip)"
+    )
+    ap.add_argument("--json", default=str(ROOT / ".bench" / "results.json"))
+    args = ap.parse_args()
+
+    work = tmpdir("drtool-bench-")
+    os.chmod(work, 0o755)
+    pg = PgCluster(pg_bindir(), work / "pg")
+    weed = Seaweed(work / "weed")
+    results: dict = {"scale": args.scale, "runs": [], "memory": []}
+    try:
+        pg.init()
+        pg.start()
+        weed.start()
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+        )
+        bucket = weed.make_bucket("drtool-bench")
+        ident = age.Identity.generate()
+        key = work / "key.txt"
+        key.write_text(ident.encode() + "\n")
+        key.chmod(0o600)
+        env = dict(os.environ, PGPASSWORD=pg.PASSWORD, BENCH_PW=pg.PASSWORD)
+        bindir = pg.bindir
+        drtool = [sys.executable, "-m", "drtool", "--quiet"]
+
+        def policy_for(db: str) -> Path:
+            p = work / f"{db}.toml"
+            p.write_text(f"""name = "{db.replace("_", "-")}"
+[database]
+dsn = "{pg.dsn(db)}"
+password_env = "BENCH_PW"
+[storage]
+url = "s3://{bucket}/bench"
+region = "us-east-1"
+endpoint_url = "{weed.endpoint}"
+[encryption]
+recipients = ["{ident.recipient}"]
+identity_file = "{key}"
+""")
+            return p
+
+        fillers = ["random", "blank"] if args.filler == "both" else [args.filler]
+        for filler in fillers:
+            db = f"bench_{filler}_{args.scale}"
+            print(f"bench: loading pgbench scale {args.scale} ({filler} filler)...", file=sys.stderr)
+            size = load_pgbench(pg, db, args.scale, filler)
+            policy = policy_for(db)
+            conn = ["-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres"]
+            raw_file = work / f"{db}.Z0.dump"
+            row: dict = {"filler": filler, "db_bytes": size}
+
+            def rec(name: str, wall: float, rss: float) -> None:
+                row[name] = {
+                    "seconds": round(wall, 2),
+                    "mb_per_s": round(size / 1e6 / wall, 1),
+                    "peak_rss_mb": round(rss, 1),
+                }
+                print(f"bench:   {name:<24} {wall:7.2f} s  {rss:7.1f} MB", file=sys.stderr)
+
+            with open(os.devnull, "wb") as devnull:
+                rec(
+                    "pg_dump_raw",
+                    *timed([str(bindir / "pg_dump"), "-Fc", "-Z0", *conn, db], env, stdout=devnull),
+                )
+            rec(
+                "pg_dump_zlib_file",
+                *timed(
+                    [str(bindir / "pg_dump"), "-Fc", "--no-sync", "-f", str(work / "zlib.dump"), *conn, db],
+                    env,
+                ),
+            )
+            rec("drtool_backup_s3", *timed([*drtool, "backup", "-p", str(policy)], env))
+            subprocess.run(
+                [str(bindir / "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", str(raw_file), *conn, db],
+                env=env,
+                check=True,
+            )
+            for name, cmd in [
+                (
+                    "pg_restore_raw",
+                    lambda t: [str(bindir / "pg_restore"), "--exit-on-error", *conn, "-d", t, str(raw_file)],
+                ),
+                (
+                    "drtool_restore",
+                    lambda t: [
+                        *drtool,
+                        "restore",
+                        "-p",
+                        str(policy),
+                        "--target",
+                        pg.dsn(t),
+                        "--target-password-env",
+                        "BENCH_PW",
+                    ],
+                ),
+                (
+                    "drtool_restore_jobs2",
+                    lambda t: [
+                        *drtool,
+                        "restore",
+                        "-p",
+                        str(policy),
+                        "--target",
+                        pg.dsn(t),
+                        "--target-password-env",
+                        "BENCH_PW",
+                        "--jobs",
+                        "2",
+                    ],
+                ),
+            ]:
+                target = f"t_{name}_{filler}"
+                pg.create_db(target)
+                pg.psql("CHECKPOINT")
+                rec(name, *timed(cmd(target), env))
+                pg.psql(f'DROP DATABASE "{target}"')
+            raw_file.unlink()
+            (work / "zlib.dump").unlink()
+            row["ratios"] = {
+                "backup_vs_pg_dump_raw": round(
+                    row["drtool_backup_s3"]["seconds"] / row["pg_dump_raw"]["seconds"], 2
+                ),
+                "backup_vs_pg_dump_zlib": round(
+                    row["drtool_backup_s3"]["seconds"] / row["pg_dump_zlib_file"]["seconds"], 2
+                ),
+                "restore_vs_pg_restore": round(
+                    row["drtool_restore"]["seconds"] / row["pg_restore_raw"]["seconds"], 2
+                ),
+                "restore_jobs2_vs_pg_restore": round(
+                    row["drtool_restore_jobs2"]["seconds"] / row["pg_restore_raw"]["seconds"], 2
+                ),
+            }
+            results["runs"].append(row)
+            pg.psql(f'DROP DATABASE "{db}"')
+
+        for scale in [int(s) for s in args.memory_scales.split(",") if s.strip()]:
+            db = f"mem_{scale}"
+            print(f"bench: memory check, scale {scale} (random filler)...", file=sys.stderr)
+            size = load_pgbench(pg, db, scale, "random")
+            wall, rss = timed([*drtool, "backup", "-p", str(policy_for(db))], env)
+            results["memory"].append(
+                {"scale": scale, "db_bytes": size, "seconds": round(wall, 2), "peak_rss_mb": round(rss, 1)}
+            )
+            pg.psql(f'DROP DATABASE "{db}"')
+    finally:
+        weed.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(render(results))
+
+
+def render(results: dict) -> str:
+    out = [f"pgbench scale {results['scale']}, {os.cpu_count()} CPUs, one run, side by side", ""]
+    names = [
+        "pg_dump_raw",
+        "pg_dump_zlib_file",
+        "drtool_backup_s3",
+        "pg_restore_raw",
+        "drtool_restore",
+        "drtool_restore_jobs2",
+    ]
+    for row in results["runs"]:
+        out.append(f"filler={row['filler']}  database {row['db_bytes'] / 1e6:.0f} MB")
+        out.append(f"  {'command':<22} {'seconds':>8} {'MB/s':>8} {'peak RSS MB':>12}")
+        for n in names:
+            r = row[n]
+            out.append(f"  {n:<22} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['peak_rss_mb']:>12.1f}")
+        out.append("  ratios: " + ", ".join(f"{k} {v}" for k, v in row["ratios"].items()))
+        out.append("")
+    for m in results["memory"]:
+        out.append(
+            f"memory: scale {m['scale']} ({m['db_bytes'] / 1e6:.0f} MB) drtool backup "
+            f"{m['seconds']:.2f} s, peak RSS {m['peak_rss_mb']:.1f} MB"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
