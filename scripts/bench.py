@@ -32,6 +32,17 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tu
     return wall, rusage.ru_maxrss / 1024
 
 
+def record(row: dict, name: str, measured: tuple[float, float]) -> None:
+    wall, rss = measured
+    size = row["db_bytes"]
+    row[name] = {
+        "seconds": round(wall, 2),
+        "mb_per_s": round(size / 1e6 / wall, 1),
+        "peak_rss_mb": round(rss, 1),
+    }
+    print(f"bench:   {name:<24} {wall:7.2f} s  {rss:7.1f} MB", file=sys.stderr)
+
+
 def load_pgbench(pg: PgCluster, db: str, scale: int, filler: str) -> int:
     env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
     pg.create_db(db)
@@ -126,71 +137,41 @@ identity_file = "{key}"
             conn = ["-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres"]
             raw_file = work / f"{db}.Z0.dump"
             row: dict = {"filler": filler, "db_bytes": size}
-
-            def rec(name: str, wall: float, rss: float) -> None:
-                row[name] = {
-                    "seconds": round(wall, 2),
-                    "mb_per_s": round(size / 1e6 / wall, 1),
-                    "peak_rss_mb": round(rss, 1),
-                }
-                print(f"bench:   {name:<24} {wall:7.2f} s  {rss:7.1f} MB", file=sys.stderr)
+            pg_dump, pg_restore = str(bindir / "pg_dump"), str(bindir / "pg_restore")
+            target_pw = ["--target-password-env", "BENCH_PW"]
 
             with open(os.devnull, "wb") as devnull:
-                rec(
-                    "pg_dump_raw",
-                    *timed([str(bindir / "pg_dump"), "-Fc", "-Z0", *conn, db], env, stdout=devnull),
-                )
-            rec(
+                record(row, "pg_dump_raw", timed([pg_dump, "-Fc", "-Z0", *conn, db], env, stdout=devnull))
+            zlib_file = str(work / "zlib.dump")
+            record(
+                row,
                 "pg_dump_zlib_file",
-                *timed(
-                    [str(bindir / "pg_dump"), "-Fc", "--no-sync", "-f", str(work / "zlib.dump"), *conn, db],
-                    env,
-                ),
+                timed([pg_dump, "-Fc", "--no-sync", "-f", zlib_file, *conn, db], env),
             )
-            rec("drtool_backup_s3", *timed([*drtool, "backup", "-p", str(policy)], env))
+            record(row, "drtool_backup_s3", timed([*drtool, "backup", "-p", str(policy)], env))
             subprocess.run(
-                [str(bindir / "pg_dump"), "-Fc", "-Z0", "--no-sync", "-f", str(raw_file), *conn, db],
-                env=env,
-                check=True,
+                [pg_dump, "-Fc", "-Z0", "--no-sync", "-f", str(raw_file), *conn, db], env=env, check=True
             )
-            for name, cmd in [
-                (
-                    "pg_restore_raw",
-                    lambda t: [str(bindir / "pg_restore"), "--exit-on-error", *conn, "-d", t, str(raw_file)],
-                ),
-                (
-                    "drtool_restore",
-                    lambda t: [
-                        *drtool,
-                        "restore",
-                        "-p",
-                        str(policy),
-                        "--target",
-                        pg.dsn(t),
-                        "--target-password-env",
-                        "BENCH_PW",
-                    ],
-                ),
-                (
-                    "drtool_restore_jobs2",
-                    lambda t: [
-                        *drtool,
-                        "restore",
-                        "-p",
-                        str(policy),
-                        "--target",
-                        pg.dsn(t),
-                        "--target-password-env",
-                        "BENCH_PW",
-                        "--jobs",
-                        "2",
-                    ],
-                ),
-            ]:
+            restores = {
+                "pg_restore_raw": [pg_restore, "--exit-on-error", *conn, str(raw_file), "-d"],
+                "drtool_restore": [*drtool, "restore", "-p", str(policy), *target_pw, "--target"],
+                "drtool_restore_jobs2": [
+                    *drtool,
+                    "restore",
+                    "-p",
+                    str(policy),
+                    "--jobs",
+                    "2",
+                    *target_pw,
+                    "--target",
+                ],
+            }
+            for name, argv in restores.items():
                 target = f"t_{name}_{filler}"
                 pg.create_db(target)
                 pg.psql("CHECKPOINT")
-                rec(name, *timed(cmd(target), env))
+                last = target if name == "pg_restore_raw" else pg.dsn(target)
+                record(row, name, timed([*argv, last], env))
                 pg.psql(f'DROP DATABASE "{target}"')
             raw_file.unlink()
             (work / "zlib.dump").unlink()

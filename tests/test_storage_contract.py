@@ -130,3 +130,33 @@ def test_unreachable_store_is_a_clear_error():
     )
     with pytest.raises(StorageError, match="cannot reach the store"):
         list(store.list(""))
+
+
+def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, monkeypatch):
+    """A fault a real server will not produce on demand: the third part fails with a 503."""
+    import botocore.exceptions
+
+    monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
+    store = open_store(
+        StorageTarget(url=f"s3://{bucket}/p", endpoint_url=seaweed.endpoint, region="us-east-1",
+                      addressing_style="path")
+    )
+    real = store.client.upload_part
+    calls = []
+
+    def flaky(**kw):
+        calls.append(kw["PartNumber"])
+        if kw["PartNumber"] == 3:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "ServiceUnavailable", "Message": "Please reduce your request rate."},
+                 "ResponseMetadata": {"HTTPStatusCode": 503}}, "UploadPart")
+        return real(**kw)
+
+    monkeypatch.setattr(store.client, "upload_part", flaky)
+    pieces = (os.urandom(1024 * 1024) for _ in range(30))
+    with pytest.raises(StorageError, match="ServiceUnavailable") as e:
+        store.put("obj", pieces, size_hint=1)
+    assert e.value.retryable is True
+    assert 3 in calls
+    assert list(store.list("")) == []
+    assert not store.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
