@@ -240,21 +240,19 @@ class App:
         where = f"backup {backup.id}, object {store.url}/{dkey}"
         plain = self._decoded(store, dkey, backup, identities, where)
         if jobs == 1:
-            proc = postgres.PgRestore(pg_restore, target, clean=clean)
-            try:
-                for piece in plain:
-                    proc.write(piece)
-            except BaseException:
-                proc.abort()
-                raise
-            proc.finish()
+            self._stream_restore(pg_restore, target, plain, clean=clean)
         else:
-            # pg_restore --jobs needs a seekable file: stage it, already authenticated end to end
+            # pg_restore --jobs needs a seekable file. Tables and their data stream in as with one
+            # job while a copy is staged; then indexes and constraints (post-data, the part that
+            # parallelizes) are built by N jobs from the staged file.
             with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".dump") as f:
-                for piece in plain:
-                    f.write(piece)
+                self._stream_restore(
+                    pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data")
+                )
                 f.flush()
-                postgres.PgRestore(pg_restore, target, jobs=jobs, clean=clean, path=f.name).finish()
+                postgres.PgRestore(
+                    pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
+                ).finish()
         restored = clock.monotonic() - t0
         with postgres.connect(target) as conn:
             actual = postgres.count_rows(conn)
@@ -282,6 +280,18 @@ class App:
             )
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
+
+    @staticmethod
+    def _stream_restore(pg_restore, target, plain, *, clean: bool, sections: tuple[str, ...] = ()) -> None:
+        """pg_restore from our pipe in one transaction; any error rolls the target back."""
+        proc = postgres.PgRestore(pg_restore, target, clean=clean, sections=sections)
+        try:
+            for piece in plain:
+                proc.write(piece)
+        except BaseException:
+            proc.abort()
+            raise
+        proc.finish()
 
     def _decoded(self, store: Store, key: str, backup: catalog.Backup, identities, where: str):
         raw = store.get(key)
@@ -419,6 +429,12 @@ class App:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+def _tee(pieces, f):
+    for piece in pieces:
+        f.write(piece)
+        yield piece
 
 
 def _password_from_env(name: str | None, where: str) -> Secret | None:

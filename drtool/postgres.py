@@ -208,8 +208,11 @@ def pg_dump_argv(tool: Tool, ci: Conninfo, snapshot_id: str) -> list[str]:
     ]
 
 
-def pg_restore_argv(tool: Tool, target: Conninfo, *, jobs: int, clean: bool, path: str | None) -> list[str]:
+def pg_restore_argv(
+    tool: Tool, target: Conninfo, *, jobs: int, clean: bool, path: str | None, sections: tuple[str, ...] = ()
+) -> list[str]:
     argv = [tool.path, "--exit-on-error", "--no-password", f"--dbname={target.dsn}"]
+    argv += [f"--section={s}" for s in sections]
     if clean:
         argv += ["--clean", "--if-exists"]
     if jobs > 1:
@@ -304,11 +307,18 @@ class PgRestore:
     """pg_restore reading an archive from our pipe (or from a file when path is given)."""
 
     def __init__(
-        self, tool: Tool, target: Conninfo, *, jobs: int = 1, clean: bool = False, path: str | None = None
+        self,
+        tool: Tool,
+        target: Conninfo,
+        *,
+        jobs: int = 1,
+        clean: bool = False,
+        path: str | None = None,
+        sections: tuple[str, ...] = (),
     ):
         self.target = target
         self.proc = subprocess.Popen(
-            pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path),
+            pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path, sections=sections),
             stdin=subprocess.DEVNULL if path else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -42,9 +42,16 @@ def seaweed():
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bucket(seaweed) -> str:
-    return seaweed.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
+    """One bucket for the whole run: SeaweedFS gives each bucket its own volumes and runs out
+    after a handful, so tests share a bucket and keep apart by prefix (see `s3_prefix`)."""
+    return seaweed.make_bucket("drtool-tests")
+
+
+@pytest.fixture
+def s3_prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -241,10 +241,12 @@ class Seaweed:
             ports.add(free_port())
         master, volume, filer, s3 = sorted(ports)
         self.s3_port = s3
+        self.ports = [master, volume, filer, s3]
         log = open(self.base / "weed.log", "ab")
         self.proc = subprocess.Popen(
             [
                 weed,
+                f"-logdir={self.base}",  # glog writes to /tmp otherwise
                 "server",
                 f"-dir={self.base}",
                 "-ip=127.0.0.1",
@@ -309,6 +311,11 @@ class Seaweed:
             except ProcessLookupError:
                 pass
             self.proc = None
+            # it leaves Unix sockets named after its ports in /tmp
+            for port in self.ports:
+                for p in (port, port + 10000):
+                    for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{p}.sock"):
+                        sock.unlink(missing_ok=True)
 
 
 def tmpdir(prefix: str) -> Path:

@@ -17,9 +17,8 @@ def setup(request, pg, tmp_path):
     else:
         seaweed = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("bucket")
-        storage = (
-            f'[storage]\nurl = "s3://{bucket}/pg"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
-        )
+        prefix = request.getfixturevalue("s3_prefix")
+        storage = f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
     return make_setup(pg, tmp_path, storage)
 
 
@@ -127,9 +126,9 @@ def test_restore_without_drtool_runbook(setup, age_bin, tmp_path, request):
     if setup.store_url.startswith("file://"):
         dump = f"{setup.store_url[7:]}/{key}"
     else:  # what `aws s3 cp` would do: fetch the object as it is
-        bucket = setup.store_url[5:].split("/")[0]
+        bucket, prefix = setup.store_url[5:].split("/", 1)
         dump = str(tmp_path / "dump.zst.age")
-        request.getfixturevalue("seaweed").client().download_file(bucket, f"pg/{key}", dump)
+        request.getfixturevalue("seaweed").client().download_file(bucket, f"{prefix}/{key}", dump)
     target = setup.target_db()
     pg_restore = str(setup.pg.bindir / "pg_restore")
     script = (

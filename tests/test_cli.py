@@ -37,7 +37,13 @@ def test_json_documents_carry_schema_version_and_contract_fields(local):
     c = local.cli("check", "-p", str(local.policy), "--json")
     assert c.code == 0, c.err
     assert c.json["schema_version"] == 1
-    assert {x["check"] for x in c.json["policies"][0]["checks"]} >= {"policy", "database", "pg_dump", "storage", "keys"}
+    assert {x["check"] for x in c.json["policies"][0]["checks"]} >= {
+        "policy",
+        "database",
+        "pg_dump",
+        "storage",
+        "keys",
+    }
 
 
 def test_check_names_each_failing_part_and_exits_3(local, tmp_path):
@@ -72,8 +78,12 @@ def test_progress_is_drawn_on_a_terminal_only(local):
     primary, secondary = pty.openpty()
     env = {**os.environ, **{k: v for k, v in local.env.items() if v is not None}}
     env = {k: v for k, v in env.items() if k not in ("PGPASSWORD", "PGPASSFILE", "DRTOOL_POLICY")}
-    proc = subprocess.Popen([sys.executable, "-m", "drtool", "backup", "-p", str(local.policy)],
-                            stdout=subprocess.PIPE, stderr=secondary, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drtool", "backup", "-p", str(local.policy)],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+    )
     os.close(secondary)
     chunks = []
     while True:

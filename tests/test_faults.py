@@ -22,8 +22,8 @@ def local_storage(tmp_path) -> str:
     return f'[storage]\nurl = "file://{tmp_path}/store"'
 
 
-def s3_storage(seaweed, bucket) -> str:
-    return f'[storage]\nurl = "s3://{bucket}/pg"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
+def s3_storage(seaweed, bucket, prefix: str = "pg") -> str:
+    return f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
 
 
 def assert_clean_failure(r, code: int, *needles: str, secret: str = PgCluster.PASSWORD) -> None:
@@ -46,8 +46,8 @@ def local(pg, tmp_path):
 
 
 @pytest.fixture
-def s3(pg, tmp_path, seaweed, bucket):
-    return make_setup(pg, tmp_path, s3_storage(seaweed, bucket))
+def s3(pg, tmp_path, seaweed, bucket, s3_prefix):
+    return make_setup(pg, tmp_path, s3_storage(seaweed, bucket, s3_prefix))
 
 
 def fake_bin(tmp_path, name: str, body: str) -> str:
@@ -265,9 +265,11 @@ def _kill_backup_mid_upload(setup, started) -> None:
 
 
 def test_upload_killed_midway_is_never_listed_and_next_backup_works_s3(s3, seaweed):
-    bucket = s3.store_url[5:].split("/")[0]
+    bucket, prefix = s3.store_url[5:].split("/", 1)
     client = seaweed.client()
-    _kill_backup_mid_upload(s3, lambda: bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads")))
+    _kill_backup_mid_upload(
+        s3, lambda: bool(client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads"))
+    )
     assert listed(s3) == []
     r = s3.cli("backup", "-p", str(s3.policy), "--json")
     assert r.code == 0, r.err

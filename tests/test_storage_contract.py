@@ -19,9 +19,10 @@ def store(request, tmp_path):
         return LocalStore(tmp_path / "store")
     seaweed = request.getfixturevalue("seaweed")
     bucket = request.getfixturevalue("bucket")
+    prefix = request.getfixturevalue("s3_prefix")
     return open_store(
         StorageTarget(
-            url=f"s3://{bucket}/pfx",
+            url=f"s3://{bucket}/{prefix}",
             endpoint_url=seaweed.endpoint,
             region="us-east-1",
             addressing_style="path",
@@ -132,14 +133,18 @@ def test_unreachable_store_is_a_clear_error():
         list(store.list(""))
 
 
-def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, monkeypatch):
+def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, s3_prefix, monkeypatch):
     """A fault a real server will not produce on demand: the third part fails with a 503."""
     import botocore.exceptions
 
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
     store = open_store(
-        StorageTarget(url=f"s3://{bucket}/p", endpoint_url=seaweed.endpoint, region="us-east-1",
-                      addressing_style="path")
+        StorageTarget(
+            url=f"s3://{bucket}/{s3_prefix}",
+            endpoint_url=seaweed.endpoint,
+            region="us-east-1",
+            addressing_style="path",
+        )
     )
     real = store.client.upload_part
     calls = []
@@ -148,8 +153,12 @@ def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, mon
         calls.append(kw["PartNumber"])
         if kw["PartNumber"] == 3:
             raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "ServiceUnavailable", "Message": "Please reduce your request rate."},
-                 "ResponseMetadata": {"HTTPStatusCode": 503}}, "UploadPart")
+                {
+                    "Error": {"Code": "ServiceUnavailable", "Message": "Please reduce your request rate."},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                "UploadPart",
+            )
         return real(**kw)
 
     monkeypatch.setattr(store.client, "upload_part", flaky)
@@ -159,4 +168,4 @@ def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, mon
     assert e.value.retryable is True
     assert 3 in calls
     assert list(store.list("")) == []
-    assert not store.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not store.client.list_multipart_uploads(Bucket=bucket, Prefix=s3_prefix).get("Uploads")
