@@ -18,7 +18,10 @@ def setup(request, pg, tmp_path):
         seaweed = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("bucket")
         prefix = request.getfixturevalue("s3_prefix")
-        storage = f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
+        storage = (
+            f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\n'
+            f'endpoint_url = "{seaweed.endpoint}"'
+        )
     return make_setup(pg, tmp_path, storage)
 
 
