@@ -108,9 +108,7 @@ class App:
         try:
             return self._backup_once(policy)
         except postgres.ConcurrentDDL as e:
-            self.warn(
-                f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once"
-            )
+            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
             return self._backup_once(policy)
 
     def _backup_once(self, policy: Policy) -> dict[str, Any]:
@@ -179,8 +177,7 @@ class App:
                     "encryption": {
                         "scheme": "age-v1-x25519",
                         "recipients": [
-                            {"recipient": r, "fingerprint": age.recipient_fingerprint(r)}
-                            for r in policy.recipients
+                            {"recipient": r, "fingerprint": age.recipient_fingerprint(r)} for r in policy.recipients
                         ],
                     },
                     "tables": tables,
@@ -215,9 +212,7 @@ class App:
             )
         if jobs < 1:
             raise UsageError("--jobs must be 1 or more")
-        target = postgres.Conninfo(
-            target_dsn, _password_from_env(target_password_env, "--target-password-env")
-        )
+        target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
         store = self.store(policy)
         backup = catalog.find_backup(store, policy.name, backup_id)
         identities = self.identities(policy)
@@ -246,9 +241,7 @@ class App:
             # job while a copy is staged; then indexes and constraints (post-data, the part that
             # parallelizes) are built by N jobs from the staged file.
             with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".dump") as f:
-                self._stream_restore(
-                    pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data")
-                )
+                self._stream_restore(pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data"))
                 f.flush()
                 postgres.PgRestore(
                     pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
@@ -257,9 +250,7 @@ class App:
         with postgres.connect(target) as conn:
             actual = postgres.count_rows(conn)
         expected = backup.manifest["tables"]
-        mismatched = {
-            t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n
-        }
+        mismatched = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n}
         result = {
             "backup": backup.id,
             "target": target.label,
@@ -275,9 +266,7 @@ class App:
             },
         }
         if mismatched:
-            names = ", ".join(
-                f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items()
-            )
+            names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
 

@@ -85,8 +85,7 @@ def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
         raw = get_bytes(store, key)
     except NotFound:
         raise UsageError(
-            f"{store.url}: backup '{backup_id}' of policy '{policy}' not found "
-            "(or incomplete: it has no manifest)"
+            f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
         ) from None
     return Backup(_parse(raw, f"{store.url}/{key}"))
 

@@ -12,9 +12,7 @@ JOB_SIZE = 2 * 1024 * 1024
 class Compressor:
     def __init__(self, level: int = 1, threads: int = 0):
         # threads=0 means one worker per CPU; workers run outside the GIL
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=threads or -1, job_size=JOB_SIZE
-        )
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads or -1, job_size=JOB_SIZE)
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:

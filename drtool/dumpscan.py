@@ -269,73 +269,92 @@ class DumpScanner:
 
 
 class BackgroundScanner:
-    """A DumpScanner in a child process, fed through a pipe, so the row counting runs on another
-    CPU beside the compression and encryption instead of on the same Python thread.
+    """A DumpScanner in a child process fed through a pipe, so row counting runs on another CPU
+    beside compression and encryption instead of on the same Python thread.
 
+    The child is a fresh interpreter that imports only this module (about 8 MB), not a fork of
+    ours: after a fork, reference counting would copy most of the parent's pages.
     Same interface as DumpScanner: feed() pieces, then finish() for the ArchiveInfo.
     """
 
     def __init__(self):
-        import multiprocessing
-        import os
+        import subprocess
+        import sys
 
-        ctx = multiprocessing.get_context("fork")
-        self._os = os
-        read_fd, self._write_fd = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "drtool.dumpscan"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         try:
             import fcntl
 
-            fcntl.fcntl(self._write_fd, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of slack
+            fcntl.fcntl(self._proc.stdin.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of slack
         except (OSError, ImportError, AttributeError):
             pass
-        self._result, child_end = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_scan_child, args=(read_fd, self._write_fd, child_end), daemon=True)
-        self._proc.start()
-        os.close(read_fd)
-        child_end.close()
-        self._closed = False
+        self._failed: str | None = None
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = self._os.write(self._write_fd, view)
-            view = view[n:]
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._os.close(self._write_fd)
+        if self._failed:
+            return
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._failed = "row counter process ended early"
 
     def finish(self) -> ArchiveInfo:
-        self.close()
+        import json
+
         try:
-            kind, payload = self._result.recv()
-        except EOFError:
-            raise UnsupportedArchive("row counter process ended without a result") from None
-        finally:
-            self._proc.join(timeout=10)
-        if kind == "error":
-            raise UnsupportedArchive(payload)
-        return payload
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = self._proc.stdout.read()
+        self._proc.wait()
+        if self._failed or self._proc.returncode != 0:
+            raise UnsupportedArchive(self._failed or f"row counter process failed ({self._proc.returncode})")
+        doc = json.loads(out)
+        if "error" in doc:
+            raise UnsupportedArchive(doc["error"])
+        info = ArchiveInfo(
+            version=tuple(doc["version"]),
+            dbname=doc["dbname"],
+            server_version=doc["server_version"],
+            dump_version=doc["dump_version"],
+            tables={int(k): (v[0], v[1]) for k, v in doc["tables"].items()},
+            rows={int(k): v for k, v in doc["rows"].items()},
+            blobs=doc["blobs"],
+        )
+        return info
 
     def abort(self) -> None:
-        self.close()
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._proc.join(timeout=10)
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
-def _scan_child(read_fd: int, write_fd: int, conn) -> None:
-    import os
+def _main() -> None:
+    """The child side of BackgroundScanner: archive on stdin, JSON result on stdout."""
+    import json
+    import sys
+    from dataclasses import asdict
 
-    os.close(write_fd)  # the parent's end: without closing it here we would never see EOF
     scanner = DumpScanner()
+    read = sys.stdin.buffer.read1
     while True:
-        piece = os.read(read_fd, 1 << 20)
+        piece = read(1 << 20)
         if not piece:
             break
         scanner.feed(piece)
     try:
-        conn.send(("ok", scanner.finish()))
+        doc = asdict(scanner.finish())
     except UnsupportedArchive as e:
-        conn.send(("error", str(e)))
+        doc = {"error": str(e)}
+    sys.stdout.write(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    _main()

@@ -120,9 +120,7 @@ def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dic
         names = [(s, t) for s, t in cur.fetchall() if tables is None or f"{s}.{t}" in tables]
         out = {}
         for schema, table in names:
-            cur.execute(
-                sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            )
+            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
             out[f"{schema}.{table}"] = cur.fetchone()[0]
     return out
 
@@ -344,9 +342,7 @@ class PgRestore:
         rc = self.proc.wait()
         self._err.join()
         if rc != 0 or self._err.errors():
-            raise DatabaseError(
-                f"database {self.target.label}: pg_restore failed (exit {rc}): {self._err.summary()}"
-            )
+            raise DatabaseError(f"database {self.target.label}: pg_restore failed (exit {rc}): {self._err.summary()}")
 
     def abort(self) -> None:
         """Stop pg_restore without letting it commit (a single-transaction restore rolls back)."""

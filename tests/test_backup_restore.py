@@ -19,8 +19,7 @@ def setup(request, pg, tmp_path):
         bucket = request.getfixturevalue("bucket")
         prefix = request.getfixturevalue("s3_prefix")
         storage = (
-            f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\n'
-            f'endpoint_url = "{seaweed.endpoint}"'
+            f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
         )
     return make_setup(pg, tmp_path, storage)
 
@@ -92,10 +91,7 @@ def test_restore_picks_named_backup_and_defaults_to_newest(setup):
     assert setup.cli("restore", "-p", str(setup.policy), "--target", setup.pg.dsn(t1), *env).code == 0
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t1) == "1"
     assert (
-        setup.cli(
-            "restore", "-p", str(setup.policy), "--backup", first, "--target", setup.pg.dsn(t2), *env
-        ).code
-        == 0
+        setup.cli("restore", "-p", str(setup.policy), "--backup", first, "--target", setup.pg.dsn(t2), *env).code == 0
     )
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t2) == "0"
 

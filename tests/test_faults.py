@@ -142,9 +142,7 @@ def test_server_stopping_mid_dump_leaves_no_backup(tmp_path, s3):
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            q = own.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'", check=False
-            )
+            q = own.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'", check=False)
             if q == "1":
                 break
             time.sleep(0.02)
@@ -227,8 +225,7 @@ def test_unreachable_store_is_named(pg, tmp_path):
     setup = make_setup(
         pg,
         tmp_path,
-        f'[storage]\nurl = "s3://some-bucket/pg"\nregion = "us-east-1"\n'
-        f'endpoint_url = "http://127.0.0.1:{port}"',
+        f'[storage]\nurl = "s3://some-bucket/pg"\nregion = "us-east-1"\nendpoint_url = "http://127.0.0.1:{port}"',
     )
     r = setup.cli("backup", "-p", str(setup.policy))
     assert_clean_failure(r, 1, "s3://some-bucket/pg", f"cannot reach the store at http://127.0.0.1:{port}")

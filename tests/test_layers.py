@@ -50,11 +50,7 @@ def test_only_the_cli_prints_or_exits():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 raise AssertionError(f"{rel} calls print()")
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr == "exit"
-                and getattr(node.value, "id", "") == "sys"
-            ):
+            if isinstance(node, ast.Attribute) and node.attr == "exit" and getattr(node.value, "id", "") == "sys":
                 raise AssertionError(f"{rel} calls sys.exit")
 
 
@@ -64,9 +60,7 @@ def test_foundation_uses_only_the_standard_library_and_itself():
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level:
-                assert (node.module or "").split(".")[0] + ".py" in FOUNDATION, (
-                    f"{rel} imports .{node.module}"
-                )
+                assert (node.module or "").split(".")[0] + ".py" in FOUNDATION, f"{rel} imports .{node.module}"
         for name in imported(tree):
             assert name.split(".")[0] not in OWNERS, f"{rel} imports {name}"
 

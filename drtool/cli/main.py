@@ -45,12 +45,8 @@ policy_option = click.option(
     metavar="PATH",
     help="Policy file, or a folder of *.toml policies (env DRTOOL_POLICY).",
 )
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print a JSON document instead of a table."
-)
-name_option = click.option(
-    "--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name."
-)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
 
 
 def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
@@ -87,9 +83,7 @@ def cli(click_ctx: click.Context, quiet: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity."
-)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity.")
 @json_option
 @pass_ctx
 def keygen(ctx: Ctx, output: str, as_json: bool) -> None:
@@ -121,9 +115,7 @@ def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
     else:
         for r in results:
             for c in r.get("checks", []):
-                click.echo(
-                    f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}"
-                )
+                click.echo(f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}")
     if failed:
         raise failed
 
@@ -199,13 +191,9 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
 @name_option
 @click.option("--backup", "backup_id", metavar="ID", help="Backup to restore (default: the newest).")
 @click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
-@click.option(
-    "--target-password-env", metavar="NAME", help="Environment variable holding the target's password."
-)
+@click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
-@click.option(
-    "--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file)."
-)
+@click.option("--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file).")
 @json_option
 @pass_ctx
 def restore(
@@ -221,9 +209,7 @@ def restore(
 ) -> None:
     """Restore a backup into a database."""
     p = _one(ctx, policy_path, policy_name)
-    r = ctx.app.restore(
-        p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env
-    )
+    r = ctx.app.restore(p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env)
     if as_json:
         _emit_json(r)
     else:
@@ -258,9 +244,7 @@ def verify(
     for p in _policies(ctx, policy_path, policy_name):
         try:
             results.append(
-                ctx.app.verify(
-                    p, backup_id=backup_id, all_backups=all_backups, deep=False if shallow else None
-                )
+                ctx.app.verify(p, backup_id=backup_id, all_backups=all_backups, deep=False if shallow else None)
             )
         except DrtoolError as e:
             failed = failed or e
@@ -277,8 +261,24 @@ def verify(
         raise failed
 
 
+def _bound_malloc() -> None:
+    """Keep glibc from retaining freed multi-MB buffers (upload parts, zstd jobs).
+
+    glibc raises its mmap threshold after each large free, so later part-sized buffers come
+    from heap arenas that are rarely returned; a fixed 1 MiB threshold keeps them in mmap.
+    Measured: ~14 MB less peak memory for a backup. No effect off glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps DrtoolError to its exit code and one stderr line; bugs keep their traceback."""
+    _bound_malloc()
     try:
         rc = cli.main(args=argv, prog_name="drtool", standalone_mode=False)
     except click.exceptions.Abort:

@@ -19,9 +19,7 @@ def human_bytes(n: float | None) -> str:
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain text table: columns are (key, header)."""
-    cells = [[h for _, h in columns]] + [
-        ["" if r.get(k) is None else str(r.get(k)) for k, _ in columns] for r in rows
-    ]
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)

@@ -130,9 +130,7 @@ class _Validator:
                 if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                     self.bad(kp, "must be an array of tables ([[...]])")
                 else:
-                    clean[key] = [
-                        self.check_shape(item, want[0], f"{kp}[{i}].") for i, item in enumerate(value)
-                    ]
+                    clean[key] = [self.check_shape(item, want[0], f"{kp}[{i}].") for i, item in enumerate(value)]
             elif self.check_type(kp, value, want):
                 clean[key] = value
         return clean
@@ -214,9 +212,7 @@ class _Validator:
             )
         for i, r in enumerate(recipients):
             if not _valid_recipient(r):
-                self.bad(
-                    f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)"
-                )
+                self.bad(f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)")
 
         obj = raw.get("objectives", {})
         rpo = self.duration("objectives.rpo", obj.get("rpo"))
@@ -259,9 +255,7 @@ class _Validator:
             recipients=tuple(recipients),
             identity_file=self.path_value(enc.get("identity_file")),
             schedule=Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz),
-            retention=Retention(
-                **{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within
-            ),
+            retention=Retention(**{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within),
             rpo=rpo or None,
             rto=rto or None,
             backup=BackupOptions(level, threads, self.path_value(bk.get("pg_bin_dir"))),
@@ -299,8 +293,7 @@ class _Validator:
             if u.username or u.password:
                 self.bad(
                     f"{key}.url",
-                    "contains credentials; S3 credentials come from the AWS chain "
-                    "(environment, ~/.aws, instance role)",
+                    "contains credentials; S3 credentials come from the AWS chain (environment, ~/.aws, instance role)",
                 )
         elif u.scheme == "file":
             if u.netloc not in ("", "localhost") or not u.path.startswith("/"):

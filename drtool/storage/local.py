@@ -84,9 +84,7 @@ class LocalStore:
             rel = os.path.relpath(dirpath, self.root)
             base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             dirnames[:] = [
-                d
-                for d in dirnames
-                if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")
+                d for d in dirnames if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")
             ]
             for name in filenames:
                 key = base + name

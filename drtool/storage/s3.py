@@ -149,14 +149,14 @@ class S3Store:
 
         def upload(n: int, body: bytes) -> dict:
             try:
-                r = self.client.upload_part(
-                    Bucket=self.bucket, Key=k, UploadId=upload_id, PartNumber=n, Body=body
-                )
+                r = self.client.upload_part(Bucket=self.bucket, Key=k, UploadId=upload_id, PartNumber=n, Body=body)
                 return {"PartNumber": n, "ETag": r["ETag"]}
             finally:
                 slots.release()
 
-        def submit(body: bytes) -> None:
+        def submit(size: int) -> None:
+            """Send the first `size` bytes of buf as the next part. The slot is taken before the
+            part is copied out, so at most IN_FLIGHT parts exist besides buf itself."""
             nonlocal number, total
             number += 1
             if number > MAX_PARTS:
@@ -164,12 +164,15 @@ class S3Store:
                     f"{self.url}/{key}: stream exceeds {MAX_PARTS} parts of "
                     f"{part_size // MiB} MiB; the size hint was too small"
                 )
-            total += len(body)
             slots.acquire()
             for f in futures:  # surface a failed part early
                 if f.done() and f.exception():
                     slots.release()
                     raise f.exception()  # type: ignore[misc]
+            with memoryview(buf) as view:
+                body = bytes(view[:size])
+            del buf[:size]
+            total += len(body)
             futures.append(pool.submit(upload, number, body))
 
         pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
@@ -177,11 +180,9 @@ class S3Store:
             for chunk in it:
                 buf += chunk
                 while len(buf) >= part_size:
-                    submit(bytes(buf[:part_size]))
-                    del buf[:part_size]
+                    submit(part_size)
             if buf or number == 0:
-                submit(bytes(buf))
-                buf = bytearray()
+                submit(len(buf))
             parts = [f.result() for f in futures]
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=k, UploadId=upload_id, MultipartUpload={"Parts": parts}
