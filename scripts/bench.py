@@ -38,9 +38,29 @@ def tree_pss_mb(session: int) -> float:
     return total / 1024
 
 
-def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
-    """(wall seconds, peak memory in MB) of one command: the largest total PSS of all the
-    processes it started (sampled every 20 ms), so a tool and its helpers count together."""
+SERVERS: dict[str, int] = {}  # name -> session id of a server whose CPU time we account for
+
+
+def session_cpu_s(session: int) -> float:
+    """CPU seconds used so far by a process session, reaped children included."""
+    ticks = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:
+                ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> dict:
+    """Wall seconds; peak memory in MB (the largest total PSS of all the processes the command
+    started, sampled every 20 ms); CPU seconds of the command's processes and of each server."""
+    time.sleep(0.5)  # let earlier backends exit and be reaped, so their CPU is not counted here
+    before = {name: session_cpu_s(sid) for name, sid in SERVERS.items()}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
     peak = 0.0
@@ -55,24 +75,29 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tu
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({proc.returncode}): {err[-800:]}")
-    return wall, peak
+    out = {"seconds": wall, "peak_mb": peak, "cpu_s": usage.ru_utime + usage.ru_stime}
+    time.sleep(0.5)  # the command's backends exit and are reaped into the postmaster's totals
+    for name, sid in SERVERS.items():
+        out[f"{name}_cpu_s"] = session_cpu_s(sid) - before[name]
+    return out
 
 
-def record(row: dict, name: str, measured: tuple[float, float]) -> None:
-    wall, rss = measured
+def record(row: dict, name: str, m: dict) -> None:
     size = row["db_bytes"]
-    row[name] = {
-        "seconds": round(wall, 2),
-        "mb_per_s": round(size / 1e6 / wall, 1),
-        "peak_mb": round(rss, 1),
-    }
-    print(f"bench:   {name:<24} {wall:7.2f} s  {rss:7.1f} MB", file=sys.stderr)
+    row[name] = {k: round(v, 2) for k, v in m.items()}
+    row[name]["mb_per_s"] = round(size / 1e6 / m["seconds"], 1)
+    servers = "  ".join(f"{k} {v:5.2f}" for k, v in m.items() if k.endswith("_cpu_s") and k != "cpu_s")
+    print(
+        f"bench:   {name:<22} {m['seconds']:6.2f} s  {m['peak_mb']:6.1f} MB  cpu {m['cpu_s']:5.2f} s  {servers}",
+        file=sys.stderr,
+    )
 
 
 def load_pgbench(pg: PgCluster, db: str, scale: int, filler: str) -> int:
@@ -130,6 +155,7 @@ def main() -> None:
         pg.init()
         pg.start()
         weed.start()
+        SERVERS.update(postgres=pg.proc.pid, s3=weed.proc.pid)
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
         bucket = weed.make_bucket("drtool-bench")
         ident = age.Identity.generate()
@@ -226,9 +252,9 @@ identity_file = "{key}"
             db = f"mem_{scale}"
             print(f"bench: memory check, scale {scale} (random filler)...", file=sys.stderr)
             size = load_pgbench(pg, db, scale, "random")
-            wall, rss = timed([*drtool, "backup", "-p", str(policy_for(db))], env)
+            m = timed([*drtool, "backup", "-p", str(policy_for(db))], env)
             results["memory"].append(
-                {"scale": scale, "db_bytes": size, "seconds": round(wall, 2), "peak_mb": round(rss, 1)}
+                {"scale": scale, "db_bytes": size, "seconds": round(m["seconds"], 2), "peak_mb": round(m["peak_mb"], 1)}
             )
             pg.psql(f'DROP DATABASE "{db}"')
     finally:
@@ -247,16 +273,23 @@ def render(results: dict) -> str:
         "pg_dump_raw",
         "pg_dump_zlib_file",
         "drtool_backup_s3",
+        "drtool_backup_local",
         "pg_restore_raw",
         "drtool_restore",
         "drtool_restore_jobs2",
     ]
     for row in results["runs"]:
         out.append(f"filler={row['filler']}  database {row['db_bytes'] / 1e6:.0f} MB")
-        out.append(f"  {'command':<22} {'seconds':>8} {'MB/s':>8} {'peak PSS MB':>12}")
+        out.append(
+            f"  {'command':<22} {'seconds':>8} {'MB/s':>8} {'peak PSS MB':>12} {'CPU s: tool':>12} "
+            f"{'postgres':>9} {'S3 server':>10}"
+        )
         for n in names:
             r = row[n]
-            out.append(f"  {n:<22} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['peak_mb']:>12.1f}")
+            out.append(
+                f"  {n:<22} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['peak_mb']:>12.1f} {r['cpu_s']:>12.2f} "
+                f"{r.get('postgres_cpu_s', 0):>9.2f} {r.get('s3_cpu_s', 0):>10.2f}"
+            )
         out.append("  ratios: " + ", ".join(f"{k} {v}" for k, v in row["ratios"].items()))
         out.append("")
     for m in results["memory"]:

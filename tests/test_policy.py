@@ -132,6 +132,8 @@ def test_unknown_key_suggests_closest(tmp_path):
             "when_required",
         ),
         (("[drill]", '[drill]\npick = "oldest"'), "drill.pick", "latest"),
+        (("[storage]", '[storage]\nretry_mode = "legacy"'), "storage.retry_mode", "standard or adaptive"),
+        (("[storage]", "[storage]\nmax_attempts = 0"), "storage.max_attempts", "1 or more"),
         (("[drill]", '[drill]\ntarget_dsn = "host=x password=pw"'), "drill.target_dsn", "password"),
         (("[database]", '[database]\npassword = "x"'), "database.password", "secrets do not belong"),
         (

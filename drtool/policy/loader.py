@@ -27,6 +27,8 @@ _STORAGE_KEYS = {
     "addressing_style": "str",
     "request_checksums": "str",
     "verify_tls": "bool",
+    "retry_mode": "str",
+    "max_attempts": "int",
     "ca_bundle": "str",
     "object_lock_days": "int",
 }
@@ -311,6 +313,12 @@ class _Validator:
             self.bad(f"{key}.endpoint_url", f"'{ep}' must be an http(s):// URL")
         if ep and urlparse(ep).password:
             self.bad(f"{key}.endpoint_url", "contains credentials; " + _secret_advice())
+        retry_mode = raw.get("retry_mode", "standard")
+        if retry_mode not in ("standard", "adaptive"):
+            self.bad(f"{key}.retry_mode", f"'{retry_mode}' must be standard or adaptive (botocore retry modes)")
+        attempts = raw.get("max_attempts", 5)
+        if attempts < 1:
+            self.bad(f"{key}.max_attempts", "must be 1 or more")
         lock = raw.get("object_lock_days")
         if lock is not None and lock <= 0:
             self.bad(f"{key}.object_lock_days", "must be 1 or more")
@@ -321,6 +329,8 @@ class _Validator:
             addressing_style=style,
             request_checksums=checks,
             verify_tls=raw.get("verify_tls", True),
+            retry_mode=retry_mode,
+            max_attempts=attempts,
             ca_bundle=raw.get("ca_bundle"),
             object_lock_days=lock,
             name=name,

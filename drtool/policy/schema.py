@@ -14,6 +14,8 @@ class StorageTarget:
     addressing_style: str = "auto"  # path for most S3-compatible servers when endpoint_url is set
     request_checksums: str = "when_required"  # boto3's default "when_supported" breaks many S3 clones
     verify_tls: bool = True
+    retry_mode: str = "standard"  # botocore: standard, or adaptive (client-side rate limiting)
+    max_attempts: int = 5
     ca_bundle: str | None = None
     object_lock_days: int | None = None
     name: str = "primary"

@@ -22,6 +22,8 @@ def open_store(target) -> Store:
         addressing_style=target.addressing_style,
         request_checksums=target.request_checksums,
         verify_tls=target.verify_tls,
+        retry_mode=target.retry_mode,
+        max_attempts=target.max_attempts,
         ca_bundle=target.ca_bundle,
     )
 

@@ -67,7 +67,9 @@ class S3Store:
         cfg = Config(
             region_name=region,
             retries={"mode": retry_mode, "max_attempts": max_attempts},
-            s3={"addressing_style": addressing_style},
+            # UNSIGNED-PAYLOAD: skip a SHA-256 of every part on plain-http endpoints (HTTPS already
+            # skips it); integrity comes from TCP/TLS and the SHA-256 drtool records in the manifest.
+            s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
             request_checksum_calculation=request_checksums,
             response_checksum_validation=request_checksums,
             connect_timeout=10,
