@@ -20,20 +20,28 @@ from services import PgCluster, Seaweed, pg_bindir, tmpdir  # noqa: E402
 from drtool.crypto import age  # noqa: E402
 
 
-def tree_pss_mb(session: int) -> float:
-    """Proportional set size (shared pages split fairly) summed over a process session, in MB."""
-    total = 0
+def session_procs(session: int):
+    """/proc folders of the processes in a session, with their stat fields after the name."""
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            stat = (d / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[3]) != session:  # field 6: session id
-                continue
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:  # field 6 of stat: the session id
+                yield d, fields
+        except (OSError, ValueError, IndexError):
+            continue
+
+
+def tree_pss_mb(session: int) -> float:
+    """Proportional set size (shared pages split fairly) summed over a process session, in MB."""
+    total = 0
+    for d, _ in session_procs(session):
+        try:
             for line in (d / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             continue
     return total / 1024
 
@@ -43,16 +51,7 @@ SERVERS: dict[str, int] = {}  # name -> session id of a server whose CPU time we
 
 def session_cpu_s(session: int) -> float:
     """CPU seconds used so far by a process session, reaped children included."""
-    ticks = 0
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == session:
-                ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-        except (OSError, ValueError, IndexError):
-            continue
+    ticks = sum(sum(int(x) for x in fields[11:15]) for _, fields in session_procs(session))  # u/s/cu/cs time
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -94,6 +94,19 @@ class Setup:
     def cli(self, *args: str, timeout: int = 300) -> Result:
         return run_cli(*args, env=self.env, timeout=timeout)
 
+    def restore(self, target_db: str, *extra: str) -> Result:
+        """drtool restore of this policy into target_db, authenticating as the tests do."""
+        return self.cli(
+            "restore",
+            "-p",
+            str(self.policy),
+            "--target",
+            self.pg.dsn(target_db),
+            "--target-password-env",
+            "TEST_PGPASSWORD",
+            *extra,
+        )
+
 
 def make_setup(
     pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str = SAMPLE_SQL, extra_toml: str = ""

@@ -43,16 +43,7 @@ def test_backup_list_verify_restore_round_trip(setup):
     assert v.json["policies"][0]["backups"][0]["authenticated"] is True
 
     target = setup.target_db()
-    r = setup.cli(
-        "restore",
-        "-p",
-        str(setup.policy),
-        "--target",
-        setup.pg.dsn(target),
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-        "--json",
-    )
+    r = setup.restore(target, "--json")
     assert r.code == 0, r.err
     assert r.json["row_counts"]["mismatched"] == {}
     assert r.json["row_counts"]["matched"] == len(EXPECTED_ROWS)
@@ -63,18 +54,7 @@ def test_backup_list_verify_restore_round_trip(setup):
 def test_parallel_restore_stages_a_file_and_matches(setup):
     assert setup.cli("backup", "-p", str(setup.policy)).code == 0
     target = setup.target_db()
-    r = setup.cli(
-        "restore",
-        "-p",
-        str(setup.policy),
-        "--target",
-        setup.pg.dsn(target),
-        "--jobs",
-        "2",
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-        "--json",
-    )
+    r = setup.restore(target, "--jobs", "2", "--json")
     assert r.code == 0, r.err
     assert r.json["jobs"] == 2 and r.json["row_counts"]["mismatched"] == {}
 
@@ -87,12 +67,9 @@ def test_restore_picks_named_backup_and_defaults_to_newest(setup):
     assert ids == [second, first]
 
     t1, t2 = setup.target_db(), setup.target_db()
-    env = ["--target-password-env", "TEST_PGPASSWORD"]
-    assert setup.cli("restore", "-p", str(setup.policy), "--target", setup.pg.dsn(t1), *env).code == 0
+    assert setup.restore(t1).code == 0
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t1) == "1"
-    assert (
-        setup.cli("restore", "-p", str(setup.policy), "--backup", first, "--target", setup.pg.dsn(t2), *env).code == 0
-    )
+    assert setup.restore(t2, "--backup", first).code == 0
     assert setup.pg.psql("SELECT count(*) FROM empty_table", db=t2) == "0"
 
 
@@ -100,20 +77,11 @@ def test_restore_refuses_non_empty_target_unless_clean(setup):
     assert setup.cli("backup", "-p", str(setup.policy)).code == 0
     target = setup.target_db()
     setup.pg.psql("CREATE TABLE customers (id int); INSERT INTO customers VALUES (999)", db=target)
-    args = [
-        "restore",
-        "-p",
-        str(setup.policy),
-        "--target",
-        setup.pg.dsn(target),
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-    ]
-    r = setup.cli(*args)
+    r = setup.restore(target)
     assert r.code == 1
     assert "is not empty" in r.err and "--clean" in r.err and "Traceback" not in r.err
     assert setup.pg.psql("SELECT id FROM customers", db=target) == "999"  # untouched
-    r = setup.cli(*args, "--clean")
+    r = setup.restore(target, "--clean")
     assert r.code == 0, r.err
     assert setup.pg.psql("SELECT count(*) FROM customers", db=target) == "500"
 

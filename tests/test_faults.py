@@ -183,16 +183,7 @@ def test_table_dropped_after_snapshot_keeps_backup_consistent(local, tmp_path):
     assert "public.orders" not in r.json["tables"] and r.json["tables"]["public.customers"] == 500
     assert listed(local) == [r.json["id"]]
     target = local.target_db()
-    res = local.cli(
-        "restore",
-        "-p",
-        str(local.policy),
-        "--target",
-        local.pg.dsn(target),
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-        "--json",
-    )
+    res = local.restore(target, "--json")
     assert res.code == 0, res.err
     assert res.json["row_counts"]["mismatched"] == {}
 
@@ -308,15 +299,7 @@ def test_damaged_object_fails_verify_and_restore_naming_it(local, how):
     shallow = local.cli("verify", "-p", str(local.policy), "--shallow")
     assert_clean_failure(shallow, 3, backup_id, f"expected {sha}")
     target = local.target_db()
-    r = local.cli(
-        "restore",
-        "-p",
-        str(local.policy),
-        "--target",
-        local.pg.dsn(target),
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-    )
+    r = local.restore(target)
     assert_clean_failure(r, 3, backup_id, "dump.zst.age")
     # the single-transaction restore rolled back: the target is still empty
     assert local.pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=target) == "0"
@@ -328,15 +311,7 @@ def test_wrong_identity_is_reported(local, tmp_path):
     assert run_cli("keygen", "--output", str(other)).code == 0
     local.policy.write_text(local.policy.read_text().replace(str(local.key), str(other)))
     target = local.target_db()
-    r = local.cli(
-        "restore",
-        "-p",
-        str(local.policy),
-        "--target",
-        local.pg.dsn(target),
-        "--target-password-env",
-        "TEST_PGPASSWORD",
-    )
+    r = local.restore(target)
     assert_clean_failure(r, 1, "no identity matches", "identity_file")
     secret_line = [ln for ln in other.read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")][0]
     assert secret_line not in r.err

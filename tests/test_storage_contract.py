@@ -13,6 +13,10 @@ from drtool.storage import LocalStore, get_bytes, open_store, put_bytes
 from drtool.storage import s3 as s3mod
 
 
+def s3_store(url: str, endpoint: str):
+    return open_store(StorageTarget(url=url, endpoint_url=endpoint, region="us-east-1", addressing_style="path"))
+
+
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
     if request.param == "local":
@@ -20,14 +24,7 @@ def store(request, tmp_path):
     seaweed = request.getfixturevalue("seaweed")
     bucket = request.getfixturevalue("bucket")
     prefix = request.getfixturevalue("s3_prefix")
-    return open_store(
-        StorageTarget(
-            url=f"s3://{bucket}/{prefix}",
-            endpoint_url=seaweed.endpoint,
-            region="us-east-1",
-            addressing_style="path",
-        )
-    )
+    return s3_store(f"s3://{bucket}/{prefix}", seaweed.endpoint)
 
 
 def test_put_then_get_returns_same_bytes(store):
@@ -105,14 +102,7 @@ def test_part_size_grows_with_stream_and_stays_under_part_limit():
 
 
 def test_missing_bucket_is_named(seaweed):
-    store = open_store(
-        StorageTarget(
-            url=f"s3://no-such-{uuid.uuid4().hex[:8]}/p",
-            endpoint_url=seaweed.endpoint,
-            region="us-east-1",
-            addressing_style="path",
-        )
-    )
+    store = s3_store(f"s3://no-such-{uuid.uuid4().hex[:8]}/p", seaweed.endpoint)
     with pytest.raises(NotFound, match="bucket 'no-such-"):
         store.check_bucket()
     # (SeaweedFS creates a bucket on first PutObject, so drtool checks the bucket before writing.)
@@ -121,14 +111,7 @@ def test_missing_bucket_is_named(seaweed):
 def test_unreachable_store_is_a_clear_error():
     from services import free_port
 
-    store = open_store(
-        StorageTarget(
-            url="s3://some-bucket/p",
-            endpoint_url=f"http://127.0.0.1:{free_port()}",
-            region="us-east-1",
-            addressing_style="path",
-        )
-    )
+    store = s3_store("s3://some-bucket/p", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StorageError, match="cannot reach the store"):
         list(store.list(""))
 
@@ -138,14 +121,7 @@ def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, s3_
     import botocore.exceptions
 
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
-    store = open_store(
-        StorageTarget(
-            url=f"s3://{bucket}/{s3_prefix}",
-            endpoint_url=seaweed.endpoint,
-            region="us-east-1",
-            addressing_style="path",
-        )
-    )
+    store = s3_store(f"s3://{bucket}/{s3_prefix}", seaweed.endpoint)
     real = store.client.upload_part
     calls = []
 
