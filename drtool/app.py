@@ -7,6 +7,7 @@ It never prints; results are plain dicts the CLI renders (and --json emits as th
 from __future__ import annotations
 
 import os
+import random
 import socket
 import stat
 import tempfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, catalog, clock, pipeline, postgres
+from . import __version__, catalog, clock, drills, objectives, pipeline, postgres, scratch
 from .crypto import age
 from .dumpscan import BackgroundScanner, UnsupportedArchive
 from .errors import (
@@ -150,6 +151,7 @@ class App:
                     "id": backup_id,
                     "policy": policy.name,
                     "database": snap.database,
+                    "encoding": snap.encoding,
                     "source": ci.label,
                     "host": socket.gethostname(),
                     "server_version": snap.server_version,
@@ -192,7 +194,124 @@ class App:
 
     # -- list --------------------------------------------------------------------------------------
     def list(self, policy: Policy) -> list[dict[str, Any]]:
-        return [b.summary() for b in catalog.list_backups(self.store(policy), policy.name)]
+        """Complete backups, newest first, each with the outcome of its latest drill."""
+        store = self.store(policy)
+        records, problems = catalog.list_drill_records(store, policy.name)
+        for p in problems:
+            self.warn(p)
+        out = []
+        for b in catalog.list_backups(store, policy.name):
+            row = b.summary()
+            mine = [r for r in records if r.get("backup_id") == b.id]  # newest first
+            row["last_drill"] = (
+                {"drill_id": mine[0]["drill_id"], "started_at": mine[0]["started_at"], "passed": mine[0]["passed"]}
+                if mine
+                else None
+            )
+            passed = next((r for r in mine if r.get("passed")), None)
+            row["last_passed_drill_at"] = passed["completed_at"] if passed else None
+            out.append(row)
+        return out
+
+    # -- drill -----------------------------------------------------------------------------------
+    def drill(self, policy: Policy, *, backup_id: str | None = None, from_copy: str | None = None) -> dict[str, Any]:
+        """Restore a backup into a scratch database, verify it, measure RPO and RTO, and store the
+        record. Returns the record; `passed` and `rpo_met` say how it went. Raises only when the
+        drill could not run (no server binaries, no identity, store unreachable)."""
+        if from_copy:
+            raise UsageError(f"--from {from_copy}: copy targets (storage.copies) are not built yet; "
+                             "drills restore from the primary store")  # fmt: skip
+        dr = policy.drill
+        if dr.target_dsn and postgres.same_database(dr.target_dsn, policy.dsn):
+            raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
+                             "must restore somewhere else")  # fmt: skip
+        store = self.store(policy)
+        backups = catalog.list_backups(store, policy.name)
+        if backup_id:
+            backup = catalog.read_manifest(store, policy.name, backup_id)
+        elif not backups:
+            raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup to drill")
+        else:
+            backup = random.choice(backups) if dr.pick == "random" else backups[0]
+        m = backup.manifest
+        identities = self.identities(policy)
+        started = clock.utcnow()
+        t0 = clock.monotonic()
+        drill_id = catalog.new_backup_id(started)
+        major = postgres.server_major(int(m["server_version_num"]))
+        if dr.target_dsn:
+            if dsn_has_password(dr.target_dsn):
+                raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
+            server = postgres.Conninfo(dr.target_dsn, _password_from_env(dr.target_password_env,
+                                                                         "drill.target_password_env"))  # fmt: skip
+            target = drills.Target("server", server=server)
+            pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+        else:
+            bin_dir, version = scratch.find_server_bin(major, dr.pg_bin_dir)
+            target = drills.Target("scratch", bin_dir=bin_dir, version=version)
+            pg_restore = postgres.find_tool("pg_restore", str(bin_dir))
+        dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        where = f"backup {backup.id}, object {store.url}/{dkey}"
+        outcome = drills.run(
+            manifest=m,
+            target=target,
+            pieces=lambda: self._decoded(store, dkey, backup, identities, where),
+            pg_restore=pg_restore,
+            checks=dr.checks,
+            amcheck=dr.amcheck,
+            drill_id=drill_id,
+            t0=t0,
+        )
+        completed = clock.utcnow()
+        rpo = (started - backup.recovery_point).total_seconds()
+        points = [objectives.Point(b.id, b.recovery_point, clock.parse_iso(b.manifest["completed_at"]))
+                  for b in backups]  # fmt: skip
+        worst = objectives.worst_rpo(points, started)
+        rto = outcome.rto_seconds
+        rto_met = None if policy.rto is None or rto is None else rto <= policy.rto
+        failure = outcome.failure
+        if failure is None and rto_met is False:
+            failure = f"RTO {rto:.1f}s exceeds objectives.rto ({policy.rto}s)"
+        record = {
+            "format": catalog.DRILL_FORMAT,
+            "version": catalog.DRILL_VERSION,
+            "drill_id": drill_id,
+            "policy": policy.name,
+            "backup_id": backup.id,
+            "backup_recovery_point": m["recovery_point"],
+            "backup_stored_bytes": m["sizes"]["stored_bytes"],
+            "bytes_restored": outcome.bytes_restored,
+            "source_server_version": m["server_version"],
+            "target": {
+                "kind": target.kind,
+                "label": outcome.target_label,
+                "server_version": target.version or None,
+            },  # fmt: skip
+            "host": socket.gethostname(),
+            "tool": {"name": "drtool", "version": __version__},
+            "started_at": clock.iso(started),
+            "completed_at": clock.iso(completed),
+            "phases": outcome.phases,
+            "checks": outcome.checks,
+            "rpo_seconds": round(rpo, 3),
+            "rto_seconds": rto,
+            "objectives": {"rpo_seconds": policy.rpo, "rto_seconds": policy.rto},
+            "rpo_met": None if policy.rpo is None else rpo <= policy.rpo,
+            "rto_met": rto_met,
+            "worst_rpo": None
+            if worst is None
+            else {
+                "seconds": round(worst.seconds, 3),
+                "from": clock.iso(worst.start),
+                "to": clock.iso(worst.end),
+                "after_backup": worst.after_backup,
+                "backups_considered": len(points),
+            },
+            "passed": failure is None,
+            "failure": failure,
+        }
+        catalog.write_drill_record(store, record)
+        return record
 
     # -- restore -----------------------------------------------------------------------------------
     def restore(
@@ -235,13 +354,13 @@ class App:
         where = f"backup {backup.id}, object {store.url}/{dkey}"
         plain = self._decoded(store, dkey, backup, identities, where)
         if jobs == 1:
-            self._stream_restore(pg_restore, target, plain, clean=clean)
+            postgres.restore_stream(pg_restore, target, plain, clean=clean)
         else:
             # pg_restore --jobs needs a seekable file. Tables and their data stream in as with one
             # job while a copy is staged; then indexes and constraints (post-data, the part that
             # parallelizes) are built by N jobs from the staged file.
             with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".dump") as f:
-                self._stream_restore(pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data"))
+                postgres.restore_stream(pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data"))
                 f.flush()
                 postgres.PgRestore(
                     pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
@@ -269,18 +388,6 @@ class App:
             names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
-
-    @staticmethod
-    def _stream_restore(pg_restore, target, plain, *, clean: bool, sections: tuple[str, ...] = ()) -> None:
-        """pg_restore from our pipe in one transaction; any error rolls the target back."""
-        proc = postgres.PgRestore(pg_restore, target, clean=clean, sections=sections)
-        try:
-            for piece in plain:
-                proc.write(piece)
-        except BaseException:
-            proc.abort()
-            raise
-        proc.finish()
 
     def _decoded(self, store: Store, key: str, backup: catalog.Backup, identities, where: str):
         raw = store.get(key)

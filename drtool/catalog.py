@@ -121,3 +121,37 @@ def find_backup(store: Store, policy: str, backup_id: str | None) -> Backup:
     if not backups:
         raise DrtoolError(f"{store.url}: policy '{policy}' has no complete backup yet")
     return backups[0]
+
+
+# -- drill records: append-only evidence, one object per drill --------------------------------
+
+DRILL_FORMAT = "drtool-drill-record"
+DRILL_VERSION = 1
+
+
+def drill_key(policy: str, drill_id: str) -> str:
+    return f"{policy}/drills/{drill_id}.json"
+
+
+def write_drill_record(store: Store, record: dict[str, Any]) -> str:
+    """Store a drill record under a new key (never overwrites one); returns the key."""
+    key = drill_key(record["policy"], record["drill_id"])
+    put_bytes(store, key, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+    return key
+
+
+def list_drill_records(store: Store, policy: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records newest first, problems): unreadable records are reported, never fatal."""
+    records, problems = [], []
+    for obj in store.list(f"{policy}/drills/"):
+        if not obj.key.endswith(".json"):
+            continue
+        try:
+            doc = json.loads(get_bytes(store, obj.key))
+            if not isinstance(doc, dict) or doc.get("format") != DRILL_FORMAT:
+                raise ValueError("not a drill record")
+            records.append(doc)
+        except (ValueError, NotFound) as e:
+            problems.append(f"{store.url}/{obj.key}: unreadable drill record ({e})")
+    records.sort(key=lambda r: r.get("started_at", ""), reverse=True)
+    return records, problems

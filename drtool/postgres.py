@@ -9,7 +9,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ def connect(ci: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psyc
 
 
 def _first_line(e: BaseException) -> str:
+    primary = getattr(getattr(e, "diag", None), "message_primary", None)
+    if primary:  # a server error: its own one-line message, without the LINE/caret context
+        return redact(primary)
     text = redact(str(e)).strip()
     # libpq prefixes 'connection to server at "h" (ip), port p failed:'; keep the reason
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -79,6 +83,7 @@ class SnapshotInfo:
     server_version_num: int
     database: str
     database_size: int
+    encoding: str
 
 
 @contextmanager
@@ -95,10 +100,11 @@ def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, Snapsh
             cur.execute(
                 "SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
                 "current_setting('server_version_num')::int, current_database(), "
-                "pg_database_size(current_database())"
+                "pg_database_size(current_database()), pg_encoding_to_char(d.encoding) "
+                "FROM pg_database d WHERE d.datname = current_database()"
             )
-            snap, now, ver, vnum, db, size = cur.fetchone()
-        yield conn, SnapshotInfo(snap, now, ver, vnum, db, size)
+            snap, now, ver, vnum, db, size, enc = cur.fetchone()
+        yield conn, SnapshotInfo(snap, now, ver, vnum, db, size, enc)
     except psycopg.Error as e:
         raise DatabaseError(f"database {ci.label}: {_first_line(e)}") from None
     finally:
@@ -207,9 +213,16 @@ def pg_dump_argv(tool: Tool, ci: Conninfo, snapshot_id: str) -> list[str]:
 
 
 def pg_restore_argv(
-    tool: Tool, target: Conninfo, *, jobs: int, clean: bool, path: str | None, sections: tuple[str, ...] = ()
+    tool: Tool,
+    target: Conninfo,
+    *,
+    jobs: int,
+    clean: bool,
+    path: str | None,
+    sections: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
-    argv = [tool.path, "--exit-on-error", "--no-password", f"--dbname={target.dsn}"]
+    argv = [tool.path, "--exit-on-error", "--no-password", f"--dbname={target.dsn}", *extra]
     argv += [f"--section={s}" for s in sections]
     if clean:
         argv += ["--clean", "--if-exists"]
@@ -313,10 +326,11 @@ class PgRestore:
         clean: bool = False,
         path: str | None = None,
         sections: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
     ):
         self.target = target
         self.proc = subprocess.Popen(
-            pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path, sections=sections),
+            pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path, sections=sections, extra=extra),
             stdin=subprocess.DEVNULL if path else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -354,3 +368,95 @@ class PgRestore:
                 self.proc.kill()
                 self.proc.wait()
         self._err.join()
+
+
+def restore_stream(
+    tool: Tool,
+    target: Conninfo,
+    pieces: Iterable[bytes],
+    *,
+    clean: bool = False,
+    sections: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+) -> float:
+    """pg_restore fed from `pieces` in one transaction: any error, ours or pg_restore's, stops it
+    and the target is left as it was. Returns the seconds spent waiting for `pieces` (the fetch,
+    decrypt and decompress share of the wall time; the rest is pg_restore's)."""
+    proc = PgRestore(tool, target, clean=clean, sections=sections, extra=extra)
+    producing = 0.0
+    it = iter(pieces)
+    try:
+        while True:
+            t = time.monotonic()
+            piece = next(it, None)
+            producing += time.monotonic() - t
+            if piece is None:
+                break
+            proc.write(piece)
+    except BaseException:
+        proc.abort()
+        raise
+    proc.finish()
+    return producing
+
+
+def create_database(ci: Conninfo, name: str, encoding: str | None) -> None:
+    enc = sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Literal(encoding)) if encoding else sql.SQL("")
+    with connect(ci) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + enc)
+
+
+def drop_database(ci: Conninfo, name: str) -> None:
+    with connect(ci) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_check(ci: Conninfo, query: str) -> tuple[bool, str]:
+    """(passed, detail) of a drill check: one row whose first column is true."""
+    try:
+        with connect(ci) as conn:
+            row = conn.execute(query).fetchone()
+    except psycopg.Error as e:
+        return False, f"error: {_first_line(e)}"
+    except DatabaseError as e:
+        return False, str(e)
+    if row is None:
+        return False, "returned no row"
+    return row[0] is True, f"returned {row[0]!r}"
+
+
+def amcheck_indexes(ci: Conninfo) -> tuple[bool | None, str]:
+    """bt_index_check on every B-tree index; (None, why) when amcheck is not available."""
+    try:
+        with connect(ci) as conn:
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            except psycopg.Error as e:
+                return None, f"amcheck not available: {_first_line(e)}"
+            rows = conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%'"
+            ).fetchall()
+            for (name,) in rows:
+                try:
+                    conn.execute("SELECT bt_index_check(%s::regclass)", (name,))
+                except psycopg.Error as e:
+                    return False, f"index {name}: {_first_line(e)}"
+            conn.execute("DROP EXTENSION amcheck")
+            return True, f"{len(rows)} B-tree indexes checked"
+    except psycopg.Error as e:
+        return False, f"error: {_first_line(e)}"
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two DSNs name the same database on the same server (host, port, dbname)."""
+
+    def norm(dsn: str) -> tuple[str, str, str]:
+        p = psycopg.conninfo.conninfo_to_dict(dsn)
+        host = (p.get("host") or "localhost").lower()
+        host = "127.0.0.1" if host in ("localhost", "::1") else host
+        return host, str(p.get("port") or 5432), p.get("dbname") or p.get("user") or ""
+
+    return norm(a) == norm(b)

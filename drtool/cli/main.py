@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 
 from .. import __version__
 from ..app import App
-from ..errors import EXIT_USAGE, DrtoolError, PolicyError, UsageError
+from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError
 from ..policy import Policy, load_policies
 from .render import ProgressLine, human_bytes, table
 
@@ -171,6 +172,8 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
         return
     for r in rows:
         r["size"] = human_bytes(r["size_bytes"])
+        last = r.get("last_drill")
+        r["drill"] = "-" if not last else ("passed " if last["passed"] else "FAILED ") + last["started_at"][:16]
     click.echo(
         table(
             rows,
@@ -181,6 +184,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
                 ("completed_at", "COMPLETED"),
                 ("size", "SIZE"),
                 ("tables", "TABLES"),
+                ("drill", "LAST DRILL"),
             ],
         )
     )
@@ -276,9 +280,63 @@ def _bound_malloc() -> None:
         pass
 
 
+@cli.command()
+@policy_option
+@name_option
+@click.option("--backup", "backup_id", metavar="ID", help="Backup to drill (default: drill.pick, the newest).")
+@click.option("--from", "from_copy", metavar="COPY", help="Drill from a copy target instead of the primary.")
+@json_option
+@pass_ctx
+def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, from_copy: str | None,
+          as_json: bool) -> None:  # fmt: skip
+    """Restore test: restore into a scratch database, verify, measure RPO and RTO, record it."""
+    records, worst = [], 0
+    for p in _policies(ctx, policy_path, policy_name):
+        ctx.info(f"drill {p.name}: restoring into a scratch database...")
+        r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
+        records.append(r)
+        if not r["passed"] or r["rpo_met"] is False:
+            worst = EXIT_CHECK
+        if not as_json:
+            _render_drill(r)
+    if as_json:
+        _emit_json(records[0] if len(records) == 1 else {"drills": records})
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _render_drill(r: dict[str, Any]) -> None:
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}s"
+
+    obj = r["objectives"]
+    verdict = "PASSED" if r["passed"] else "FAILED"
+    click.echo(f"{r['policy']}: drill {r['drill_id']} of backup {r['backup_id']}: {verdict}")
+    if r["failure"]:
+        click.echo(f"  reason: {r['failure']}")
+    met = {True: "met", False: "MISSED", None: "not measured"}
+    rpo_t = f" (target {secs(obj['rpo_seconds'])}, {met[r['rpo_met']]})" if obj["rpo_seconds"] else ""
+    rto_t = f" (target {secs(obj['rto_seconds'])}, {met[r['rto_met']]})" if obj["rto_seconds"] else ""
+    click.echo(f"  RPO {secs(r['rpo_seconds'])}{rpo_t}   RTO {secs(r['rto_seconds'])}{rto_t}")
+    if r["worst_rpo"]:
+        click.echo(
+            f"  worst-case RPO over {r['worst_rpo']['backups_considered']} backups: {secs(r['worst_rpo']['seconds'])}"
+        )
+    click.echo("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items()))
+    for c in r["checks"]:
+        mark = {True: "ok  ", False: "FAIL", None: "skip"}[c["ok"]]
+        click.echo(f"  {mark} {c['name']}: {c['detail']}")
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (systemd stop, kill) unwinds like Ctrl-C, so scratch servers and uploads are cleaned up."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps DrtoolError to its exit code and one stderr line; bugs keep their traceback."""
     _bound_malloc()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = cli.main(args=argv, prog_name="drtool", standalone_mode=False)
     except click.exceptions.Abort:

@@ -49,7 +49,14 @@ _SCHEMA: dict[str, Any] = {
     "encryption": {"recipients": "list[str]", "identity_file": "str"},
     "objectives": {"rpo": "str", "rto": "str"},
     "backup": {"zstd_level": "int", "zstd_threads": "int", "pg_bin_dir": "str"},
-    "drill": {"checks": "list[str]", "target_dsn": "str", "pg_bin_dir": "str", "pick": "str"},
+    "drill": {
+        "checks": "list[str]",
+        "target_dsn": "str",
+        "target_password_env": "str",
+        "pg_bin_dir": "str",
+        "pick": "str",
+        "amcheck": "bool",
+    },
 }
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
@@ -232,6 +239,9 @@ class _Validator:
         tdsn = dr.get("target_dsn")
         if tdsn and dsn_has_password(tdsn):
             self.bad("drill.target_dsn", "contains a password; " + _secret_advice())
+        tpw = dr.get("target_password_env")
+        if tpw is not None and not _ENV_NAME.match(tpw):
+            self.bad("drill.target_password_env", f"'{tpw}' is not an environment variable name")
         pick = dr.get("pick", "latest")
         if pick not in ("latest", "random"):
             self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
@@ -261,7 +271,14 @@ class _Validator:
             rpo=rpo or None,
             rto=rto or None,
             backup=BackupOptions(level, threads, self.path_value(bk.get("pg_bin_dir"))),
-            drill=Drill(tuple(dr.get("checks", ())), tdsn, self.path_value(dr.get("pg_bin_dir")), pick),
+            drill=Drill(
+                checks=tuple(dr.get("checks", ())),
+                target_dsn=tdsn,
+                pg_bin_dir=self.path_value(dr.get("pg_bin_dir")),
+                pick=pick,
+                amcheck=dr.get("amcheck", False),
+                target_password_env=dr.get("target_password_env"),
+            ),
             warnings=tuple(self.warnings),
         )
 

@@ -50,9 +50,11 @@ class BackupOptions:
 @dataclass(frozen=True)
 class Drill:
     checks: tuple[str, ...] = ()
-    target_dsn: str | None = None
-    pg_bin_dir: str | None = None
-    pick: str = "latest"
+    target_dsn: str | None = None  # default: a throwaway local server
+    pg_bin_dir: str | None = None  # server binaries for the scratch server
+    pick: str = "latest"  # or "random": any complete backup, so old ones are proven too
+    amcheck: bool = False  # bt_index_check every restored B-tree index
+    target_password_env: str | None = None
 
 
 @dataclass(frozen=True)

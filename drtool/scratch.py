@@ -1,0 +1,240 @@
+"""A throwaway PostgreSQL server for restore drills: initdb into a temporary folder, start,
+and always stop and delete again.
+
+Safety: the server has no TCP listener at all, only a Unix socket inside its own 0700 folder,
+so the restored copy of production data is reachable by root and the server's user only.
+As root, the server runs as the unprivileged `postgres` user (PostgreSQL refuses root), and
+the kernel stops it if drtool dies without cleaning up (PR_SET_PDEATHSIG); a folder left by a
+killed drtool is removed by the next drill.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DatabaseError, DrtoolError
+
+PREFIX = "drtool-drill-"
+OWNER_FILE = "drtool.owner"  # "<pid>" of the drtool process that owns the folder
+SUPERUSER = "drtool"
+
+_CONF = """
+listen_addresses = ''
+unix_socket_directories = '{sock}'
+port = {port}
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = minimal
+max_wal_senders = 0
+shared_buffers = 128MB
+maintenance_work_mem = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 1h
+autovacuum = off
+"""
+
+
+@dataclass
+class ScratchServer:
+    base: Path
+    bindir: Path
+    port: int
+    version: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "sock"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
+
+
+def find_server_bin(major: int, bin_dir: str | None) -> tuple[Path, str]:
+    """(folder, version) of PostgreSQL `major` server binaries: drill.pg_bin_dir, else
+    pg_config --bindir, else PATH, else /usr/lib/postgresql/<major>/bin."""
+    candidates: list[Path] = []
+    if bin_dir:
+        candidates.append(Path(bin_dir))
+    else:
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            try:
+                out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
+                candidates.append(Path(out.strip()))
+            except (OSError, subprocess.SubprocessError):
+                pass
+        on_path = shutil.which("postgres")
+        if on_path:
+            candidates.append(Path(on_path).resolve().parent)
+        candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
+    seen = []
+    for c in candidates:
+        if not ((c / "postgres").exists() and (c / "initdb").exists()):
+            continue
+        try:
+            out = subprocess.run([str(c / "postgres"), "--version"], capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            continue
+        m = re.search(r"(\d+)(?:\.(\d+))?", out)
+        if not m:
+            continue
+        seen.append(f"{c} ({m.group(0)})")
+        if int(m.group(1)) == major:
+            return c, m.group(0)
+    where = ", ".join(seen) if seen else (bin_dir or "pg_config --bindir, PATH, /usr/lib/postgresql")
+    raise DrtoolError(
+        f"no PostgreSQL {major} server binaries (initdb, postgres) found; looked in: {where}. "
+        f"Install the PostgreSQL {major} server (Debian: postgresql-{major}) or set drill.pg_bin_dir"
+    )
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise DrtoolError(
+            "running as root, and PostgreSQL refuses to run as root: the drill's scratch server needs "
+            "an unprivileged OS user named 'postgres'"
+        ) from None
+
+
+def _die_with_parent() -> None:
+    """In the child, after the user switch: the kernel sends SIGQUIT when drtool dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reap_stale(root: Path) -> list[str]:
+    """Delete scratch folders whose drtool process is gone (it was killed); returns them."""
+    removed = []
+    for d in root.glob(PREFIX + "*"):
+        owner = d / OWNER_FILE
+        try:
+            pid = int(owner.read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if _alive(pid):
+            continue
+        pm = d / "data" / "postmaster.pid"
+        try:
+            pm_pid = int(pm.read_text().splitlines()[0])
+            if _alive(pm_pid):
+                os.kill(pm_pid, signal.SIGQUIT)
+                _wait_gone(pm_pid, 10)
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+
+
+@contextmanager
+def scratch_server(bindir: Path, version: str, root: Path | None = None) -> Iterator[ScratchServer]:
+    """A started throwaway server; stopped and deleted when the block ends, however it ends."""
+    root = Path(root or tempfile.gettempdir())
+    reap_stale(root)
+    user = _run_as()
+    base = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))
+    server = ScratchServer(base, bindir, _free_port(), version)
+    try:
+        (base / OWNER_FILE).write_text(str(os.getpid()))
+        server.socket_dir.mkdir(mode=0o700)
+        ids = {}
+        if user:
+            os.chown(base, user.pw_uid, user.pw_gid)
+            os.chown(server.socket_dir, user.pw_uid, user.pw_gid)
+            os.chmod(base, 0o700)
+            ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(base)}
+        r = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(base / "data"), "-U", SUPERUSER, "--auth=trust", "--no-sync",
+             "-E", "UTF8", "--locale=C"],
+            capture_output=True, text=True, env=env, cwd=base, **ids,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise DatabaseError(f"scratch server: initdb failed: {(r.stderr or r.stdout).strip()[-300:]}")
+        with open(base / "data" / "postgresql.conf", "a") as f:
+            f.write(_CONF.format(sock=server.socket_dir, port=server.port))
+        log = open(base / "server.log", "wb")
+        server.proc = subprocess.Popen(
+            [str(bindir / "postgres"), "-D", str(base / "data")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=base,
+            start_new_session=True, preexec_fn=_die_with_parent, **ids,
+        )  # fmt: skip
+        log.close()
+        _wait_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def _wait_ready(server: ScratchServer, timeout: float = 60) -> None:
+    sock = server.socket_dir / f".s.PGSQL.{server.port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc and server.proc.poll() is not None:
+            log = (server.base / "server.log").read_text(errors="replace")[-500:]
+            raise DatabaseError(f"scratch server exited while starting: {log.strip()}")
+        if sock.exists():
+            r = subprocess.run(
+                [str(server.bindir / "pg_isready"), "-q", "-h", str(server.socket_dir), "-p", str(server.port)],
+                capture_output=True,
+            )
+            if r.returncode == 0:
+                return
+        time.sleep(0.05)
+    raise DatabaseError(f"scratch server did not accept connections within {timeout:.0f}s")
+
+
+def stop(server: ScratchServer) -> None:
+    """Immediate shutdown (nothing in it needs to survive), then delete the folder."""
+    if server.proc and server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGQUIT)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+    shutil.rmtree(server.base, ignore_errors=True)
