@@ -99,6 +99,28 @@ def record(row: dict, name: str, m: dict) -> None:
     )
 
 
+def run_drill(drtool: list[str], policy: Path, env: dict[str, str], work: Path) -> dict:
+    """One drill of the newest backup: its record's RTO and phases, the wall time seen from
+    outside (process start to exit), and the overhead beyond the restore itself."""
+    from drtool.clock import parse_iso
+
+    out = work / "drill.json"
+    with open(out, "wb") as f:
+        m = timed([*drtool, "drill", "-p", str(policy), "--json"], env, stdout=f)
+    rec = json.loads(out.read_text())
+    ph = rec["phases"]
+    recorded = (parse_iso(rec["completed_at"]) - parse_iso(rec["started_at"])).total_seconds()
+    return {
+        "passed": rec["passed"],
+        "rto_seconds": rec["rto_seconds"],
+        "phases": ph,
+        "overhead_seconds": round(ph["provision"] + ph["verify"] + ph["teardown"], 2),
+        "recorded_seconds": round(recorded, 2),
+        "command_seconds": rec.get("command_seconds"),
+        "outside_wall_seconds": round(m["seconds"], 3),
+    }
+
+
 def load_pgbench(pg: PgCluster, db: str, scale: int, filler: str) -> int:
     env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
     pg.create_db(db)
@@ -232,6 +254,8 @@ identity_file = "{key}"
                 last = target if name == "pg_restore_raw" else pg.dsn(target)
                 record(row, name, timed([*argv, last], env))
                 pg.psql(f'DROP DATABASE "{target}"')
+            row["drill"] = run_drill(drtool, policy, env, work)
+            print(f"bench:   drill {row['drill']}", file=sys.stderr)
             raw_file.unlink()
             (work / "zlib.dump").unlink()
             row["ratios"] = {
@@ -243,6 +267,7 @@ identity_file = "{key}"
                 "restore_jobs2_vs_pg_restore": round(
                     row["drtool_restore_jobs2"]["seconds"] / row["pg_restore_raw"]["seconds"], 2
                 ),
+                "drill_rto_vs_pg_restore": round(row["drill"]["rto_seconds"] / row["pg_restore_raw"]["seconds"], 2),
             }
             results["runs"].append(row)
             pg.psql(f'DROP DATABASE "{db}"')
@@ -251,10 +276,12 @@ identity_file = "{key}"
             db = f"mem_{scale}"
             print(f"bench: memory check, scale {scale} (random filler)...", file=sys.stderr)
             size = load_pgbench(pg, db, scale, "random")
-            m = timed([*drtool, "backup", "-p", str(policy_for(db))], env)
+            p = policy_for(db)
+            m = timed([*drtool, "backup", "-p", str(p)], env)
             results["memory"].append(
-                {"scale": scale, "db_bytes": size, "seconds": round(m["seconds"], 2), "peak_mb": round(m["peak_mb"], 1)}
-            )
+                {"scale": scale, "db_bytes": size, "seconds": round(m["seconds"], 2), "peak_mb": round(m["peak_mb"], 1),
+                 "drill": run_drill(drtool, p, env, work)}
+            )  # fmt: skip
             pg.psql(f'DROP DATABASE "{db}"')
     finally:
         weed.stop()
@@ -291,10 +318,23 @@ def render(results: dict) -> str:
             )
         out.append("  ratios: " + ", ".join(f"{k} {v}" for k, v in row["ratios"].items()))
         out.append("")
+    for row in results["runs"]:
+        d = row["drill"]
+        out.append(
+            f"drill ({row['filler']}): RTO {d['rto_seconds']:.2f} s vs pg_restore_raw "
+            f"{row['pg_restore_raw']['seconds']:.2f} s ({row['ratios']['drill_rto_vs_pg_restore']}x); overhead "
+            f"(provision+verify+teardown) {d['overhead_seconds']:.2f} s; recorded start..end "
+            f"{d['recorded_seconds']:.2f} s; command {d['command_seconds']:.3f} s as recorded vs "
+            f"{d['outside_wall_seconds']:.3f} s "
+            f"outside ({100 * (d['outside_wall_seconds'] - d['command_seconds']) / d['outside_wall_seconds']:.1f}%); "
+            f"phases {d['phases']}"
+        )
     for m in results["memory"]:
+        d = m["drill"]
         out.append(
             f"memory: scale {m['scale']} ({m['db_bytes'] / 1e6:.0f} MB) drtool backup "
-            f"{m['seconds']:.2f} s, peak PSS {m['peak_mb']:.1f} MB"
+            f"{m['seconds']:.2f} s, peak PSS {m['peak_mb']:.1f} MB; drill RTO {d['rto_seconds']:.2f} s, "
+            f"overhead {d['overhead_seconds']:.2f} s"
         )
     return "\n".join(out)
 

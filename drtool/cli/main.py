@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sys
-from typing import Any
+import time
 
-import click
+COMMAND_T0 = time.monotonic()  # before the heavy imports: drill records how long the command ran
 
-from .. import __version__
-from ..app import App
-from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError
-from ..policy import Policy, load_policies
-from .render import ProgressLine, human_bytes, table
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..app import App  # noqa: E402
+from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
+from ..policy import Policy, load_policies  # noqa: E402
+from .render import ProgressLine, human_bytes, table  # noqa: E402
 
 JSON_SCHEMA_VERSION = 1
 
@@ -23,7 +27,7 @@ class Ctx:
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.progress = ProgressLine(enabled=False if quiet else None)
-        self.app = App(progress=self.progress, warn=self.warn)
+        self.app = App(progress=self.progress, warn=self.warn, command_t0=COMMAND_T0)
 
     def warn(self, msg: str) -> None:
         self.progress.clear()
