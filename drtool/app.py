@@ -11,12 +11,13 @@ import random
 import socket
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, catalog, clock, drills, objectives, pipeline, postgres, scratch
+from . import __version__, catalog, clock, drills, locks, objectives, pipeline, postgres, retention, scratch
 from .crypto import age
 from .dumpscan import BackgroundScanner, UnsupportedArchive
 from .errors import (
@@ -46,6 +47,19 @@ class App:
     progress: ProgressFactory = _no_progress
     warn: Callable[[str], None] = lambda msg: None
     command_t0: float | None = None  # monotonic time the command began (drill records its duration)
+    lock_wait: float = 0  # seconds to wait for a policy lock held by another process
+    incomplete_grace: float = 6 * 3600  # an unfinished backup younger than this may still be running
+
+    @contextmanager
+    def locked(self, policy: Policy, store: Store, job: str) -> Iterator[locks.Lock]:
+        """Hold the policy's lock (one job at a time per policy, across hosts) for the block."""
+        lock = locks.acquire(store, policy.name, job, wait=self.lock_wait, now=clock.utcnow, on_wait=self.warn)
+        if "took_over" in lock.body:
+            self.warn(f"took over a stale lock of policy '{policy.name}': {lock.body['took_over']}")
+        try:
+            yield lock
+        finally:
+            locks.release(store, lock)
 
     # -- building blocks -----------------------------------------------------------------------
     def store(self, policy: Policy, *, create: bool = False) -> Store:
@@ -107,18 +121,19 @@ class App:
         If a table is dropped between our snapshot and pg_dump's lock on it, pg_dump fails; the
         attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
         """
-        try:
-            return self._backup_once(policy)
-        except postgres.ConcurrentDDL as e:
-            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
-            return self._backup_once(policy)
+        store = self.store(policy, create=True)
+        with self.locked(policy, store, "backup"):
+            try:
+                return self._backup_once(policy, store)
+            except postgres.ConcurrentDDL as e:
+                self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+                return self._backup_once(policy, store)
 
-    def _backup_once(self, policy: Policy) -> dict[str, Any]:
+    def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
         ci = self.source(policy)
         pg_dump = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
-        store = self.store(policy, create=True)
         key = catalog.dump_key(policy.name, backup_id)
         with postgres.exported_snapshot(ci) as (conn, snap):
             postgres.require_compatible(pg_dump, snap)
@@ -193,6 +208,79 @@ class App:
                 raise
         return manifest
 
+    # -- prune ---------------------------------------------------------------------------------
+    def prune(self, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:
+        """Apply retention (with its safety floors) and clean up failed or interrupted backups
+        older than the grace period. Under the policy lock, so no backup runs meanwhile."""
+        store = self.store(policy)
+        with self.locked(policy, store, "prune"):
+            return self._prune(policy, store, dry_run)
+
+    def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
+        now = clock.utcnow()
+        backups = catalog.list_backups(store, policy.name)
+        records, problems = catalog.list_drill_records(store, policy.name)
+        for p in problems:
+            self.warn(p)
+        passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
+        decisions = retention.apply(
+            [retention.Candidate(b.id, b.recovery_point) for b in backups],
+            policy.retention,
+            now,
+            policy.schedule.timezone,
+            passed,
+        )
+        rows = []
+        for d in decisions:
+            rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
+                         "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
+            if not d.keep and not dry_run:
+                prefix = catalog.backup_prefix(policy.name, d.backup_id)
+                store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
+                for obj in store.list(prefix):
+                    store.delete(obj.key)
+        incomplete = self._incomplete(policy, store, {b.id for b in backups}, now, dry_run)
+        return {
+            "policy": policy.name,
+            "dry_run": dry_run,
+            "rules": {k: v for k, v in vars(policy.retention).items() if v},
+            "backups": rows,
+            "incomplete": incomplete,
+            "kept": sum(r["action"] == "keep" for r in rows),
+            "deleted": sum(r["action"] == "delete" for r in rows),
+        }
+
+    def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
+        """Folders of backups that never committed (no manifest), and their unfinished uploads."""
+        base = f"{policy.name}/backups/"
+        groups: dict[str, dict[str, list]] = {}
+        for obj in store.list(base):
+            bid = obj.key[len(base) :].split("/", 1)[0]
+            if bid not in complete:
+                groups.setdefault(bid, {"objects": [], "leftovers": []})["objects"].append(obj)
+        for left in store.leftovers(base):
+            bid = left.key[len(base) :].split("/", 1)[0]
+            groups.setdefault(bid, {"objects": [], "leftovers": []})["leftovers"].append(left)
+        out = []
+        for bid, g in sorted(groups.items()):
+            started = catalog.backup_started(bid) or min(
+                [o.modified for o in g["objects"] if o.modified] + [x.started for x in g["leftovers"]], default=now
+            )
+            age = (now - started).total_seconds()
+            entry = {"id": bid, "objects": len(g["objects"]), "unfinished_uploads": len(g["leftovers"]),
+                     "started": clock.iso(started)}  # fmt: skip
+            if age < self.incomplete_grace:
+                entry.update(action="keep", reason="unfinished and younger than the grace period: may still be running")
+            else:
+                entry.update(action="delete", reason="failed or interrupted backup (no manifest)")
+                if not dry_run:
+                    for obj in g["objects"]:
+                        store.delete(obj.key)
+                    for left in g["leftovers"]:
+                        store.discard(left)
+            out.append(entry)
+        return out
+
     # -- list --------------------------------------------------------------------------------------
     def list(self, policy: Policy) -> list[dict[str, Any]]:
         """Complete backups, newest first, each with the outcome of its latest drill."""
@@ -229,6 +317,11 @@ class App:
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
         store = self.store(policy)
+        with self.locked(policy, store, "drill"):
+            return self._drill(policy, store, backup_id, started, t0)
+
+    def _drill(self, policy: Policy, store: Store, backup_id: str | None, started, t0: float) -> dict[str, Any]:
+        dr = policy.drill
         backups = catalog.list_backups(store, policy.name)
         if backup_id:
             backup = catalog.read_manifest(store, policy.name, backup_id)

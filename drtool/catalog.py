@@ -28,6 +28,16 @@ def new_backup_id(started_at) -> str:
     return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def backup_started(backup_id: str):
+    """The start time encoded in a backup id, or None if it is not one of ours."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.strptime(backup_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
 def backup_prefix(policy: str, backup_id: str) -> str:
     return f"{policy}/backups/{backup_id}/"
 

@@ -47,6 +47,10 @@ class NotFound(StorageError):
     """The object (or bucket) does not exist."""
 
 
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object exists (if_absent) or changed (if_match)."""
+
+
 class IdentityError(DrtoolError):
     """An identity or recipient is missing, unreadable or does not match."""
 

@@ -55,6 +55,16 @@ def s3_prefix() -> str:
 
 
 @pytest.fixture
+def scratch_root():
+    """Where drills put their scratch servers (TMPDIR): our own folder, reachable by postgres
+    (pytest's tmp_path is root-only)."""
+    root = tmpdir("drtool-drill-root-")
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def age_bin() -> str:
     path = shutil.which("age")
     need(path is not None, "the stock age tool (Debian package age)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,20 +13,10 @@ from pathlib import Path
 
 import pytest
 from helpers import make_setup
-from services import tmpdir
 
 from drtool.clock import parse_iso
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def scratch_root():
-    """Where drills put their scratch servers (TMPDIR): our own folder, reachable by postgres."""
-    root = tmpdir("drtool-drill-root-")
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -145,3 +145,48 @@ def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, s3_
     assert 3 in calls
     assert list(store.list("")) == []
     assert not store.client.list_multipart_uploads(Bucket=bucket, Prefix=s3_prefix).get("Uploads")
+
+
+def test_conditional_create_has_one_winner(store):
+    from drtool.errors import PreconditionFailed
+
+    first = store.put("locks/a", [b"one"], if_absent=True)
+    with pytest.raises(PreconditionFailed):
+        store.put("locks/a", [b"two"], if_absent=True)
+    assert get_bytes(store, "locks/a") == b"one"
+    assert first.etag and store.stat("locks/a").etag == first.etag
+
+
+def test_replace_only_if_unchanged(store):
+    from drtool.errors import PreconditionFailed
+
+    v1 = store.put("state", [b"v1"])
+    v2 = store.put("state", [b"v2"], if_match=store.stat("state").etag)
+    with pytest.raises(PreconditionFailed):
+        store.put("state", [b"v3"], if_match=v1.etag if v1.etag != v2.etag else "stale")
+    assert get_bytes(store, "state") == b"v2"
+
+
+def test_listing_pages_past_a_thousand_objects(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [f"many/{i:05d}" for i in range(1005)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: put_bytes(store, k, b"x"), keys))
+    assert [o.key for o in store.list("many/")] == keys
+
+
+def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
+    monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
+    if isinstance(store, LocalStore):  # a writer killed mid-write leaves its temp file
+        (store.root / "b").mkdir(parents=True)
+        (store.root / "b" / ".tmp-deadbeef").write_bytes(b"partial")
+    else:  # a process killed mid-upload leaves its multipart upload
+        k = store._k("b/obj")
+        store.client.create_multipart_upload(Bucket=store.bucket, Key=k)
+    found = store.leftovers("b/")
+    assert [x.key.split("/")[0] for x in found] == ["b"]
+    assert list(store.list("b/")) == []  # never visible as an object
+    for x in found:
+        store.discard(x)
+    assert store.leftovers("b/") == []

@@ -81,10 +81,12 @@ def _emit_json(doc: dict[str, Any]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drtool")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or info lines (errors still go to stderr).")
+@click.option("--lock-wait", default=0.0, metavar="SECONDS", help="Wait this long for a policy locked by another job.")
 @click.pass_context
-def cli(click_ctx: click.Context, quiet: bool) -> None:
+def cli(click_ctx: click.Context, quiet: bool, lock_wait: float) -> None:
     """Backups of PostgreSQL that are encrypted, streamed to object storage, and proven by restores."""
     click_ctx.obj = Ctx(quiet)
+    click_ctx.obj.app.lock_wait = lock_wait
 
 
 @cli.command()
@@ -282,6 +284,30 @@ def _bound_malloc() -> None:
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+@cli.command()
+@policy_option
+@name_option
+@click.option("--dry-run", is_flag=True, help="Say what would be kept and deleted, and why; change nothing.")
+@json_option
+@pass_ctx
+def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as_json: bool) -> None:
+    """Apply retention: keep what the rules say (with reasons), delete the rest and failed backups."""
+    results = [ctx.app.prune(p, dry_run=dry_run) for p in _policies(ctx, policy_path, policy_name)]
+    if as_json:
+        _emit_json(results[0] if len(results) == 1 else {"policies": results})
+        return
+    for r in results:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{r['policy']}: keep {r['kept']}, {verb} {r['deleted']} (rules: {r['rules'] or 'none'})")
+        for b in r["backups"]:
+            action = b["action"].upper() if b["action"] == "delete" else b["action"]
+            click.echo(f"  {action:<6} {b['id']}  {b['recovery_point']}  {'; '.join(b['reasons'])}")
+        for x in r["incomplete"]:
+            action = x["action"].upper() if x["action"] == "delete" else x["action"]
+            parts = f"{x['objects']} objects, {x['unfinished_uploads']} unfinished uploads"
+            click.echo(f"  {action:<6} {x['id']}  incomplete ({parts}): {x['reason']}")
 
 
 @cli.command()

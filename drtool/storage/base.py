@@ -1,7 +1,9 @@
-"""The storage interface: five calls. Retry, logging and the like wrap a Store; they are not in it."""
+"""The storage interface: five calls (plus two for leftovers of interrupted uploads).
+Retry, logging and the like wrap a Store; they are not in it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -11,6 +13,18 @@ from typing import BinaryIO, Protocol
 class ObjectInfo:
     key: str
     size: int
+    etag: str | None = None  # changes whenever the object is rewritten (for if_match)
+    modified: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Data of an upload that never completed (a multipart upload, a temp file): invisible to
+    readers, but it takes space until removed."""
+
+    key: str
+    started: dt.datetime
+    handle: str  # the upload id, or the temp file's path
 
 
 class Store(Protocol):
@@ -18,11 +32,21 @@ class Store(Protocol):
 
     url: str  # for messages; never carries credentials
 
-    def put(self, key: str, chunks: Iterable[bytes], size_hint: int | None = None) -> ObjectInfo:
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         """Store the concatenated chunks under key, atomically: readers see the whole object or none.
 
         If `chunks` raises, nothing becomes visible (the upload is aborted) and the error propagates.
         `size_hint` (an upper estimate of the total) lets multipart stores size their parts.
+        `if_absent` / `if_match` make a small write conditional (create-only, or replace only the
+        version with that etag); PreconditionFailed when the condition does not hold.
         """
 
     def get(self, key: str) -> BinaryIO:
@@ -36,6 +60,12 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing object is not an error."""
+
+    def leftovers(self, prefix: str) -> list[Leftover]:
+        """Uploads under prefix that started but never completed."""
+
+    def discard(self, leftover: Leftover) -> None:
+        """Remove a leftover (abort the multipart upload, delete the temp file)."""
 
 
 def put_bytes(store: Store, key: str, data: bytes) -> ObjectInfo:

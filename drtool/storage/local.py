@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import uuid
@@ -9,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import NotFound, StorageError
-from .base import ObjectInfo
+from ..errors import NotFound, PreconditionFailed, StorageError
+from .base import Leftover, ObjectInfo
 
 TMP_PREFIX = ".tmp-"
 
@@ -38,7 +39,17 @@ class LocalStore:
         if not self.root.is_dir():
             raise NotFound(f"{self.url}: store folder does not exist")
 
-    def put(self, key: str, chunks: Iterable[bytes], size_hint: int | None = None) -> ObjectInfo:
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        if if_absent or if_match:
+            return self._put_conditional(key, b"".join(chunks), if_absent, if_match)
         path = self._path(key)
         tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         size = 0
@@ -62,7 +73,25 @@ class LocalStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return ObjectInfo(key, size)
+        return self.stat(key)
+
+    def _put_conditional(self, key: str, data: bytes, if_absent: bool, if_match: str | None) -> ObjectInfo:
+        """Check and write under an exclusive flock on the store, so concurrent drtool processes
+        on this host (or sharing this file system with working locks) see one winner."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".drtool-cas.lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                current = self.stat(key)
+            except NotFound:
+                current = None
+            if if_absent and current is not None:
+                raise PreconditionFailed(f"{self.url}/{key}: already exists")
+            if if_match and (current is None or current.etag != if_match):
+                raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
+            return self.put(key, [data])
 
     def get(self, key: str) -> BinaryIO:
         try:
@@ -72,7 +101,7 @@ class LocalStore:
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            return ObjectInfo(key, self._path(key).stat().st_size)
+            return _info(key, self._path(key).stat())
         except OSError as e:
             raise self._fail("stat", key, e) from None
 
@@ -91,7 +120,7 @@ class LocalStore:
                 if name.startswith(TMP_PREFIX) or not key.startswith(prefix):
                     continue
                 try:
-                    found.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
+                    found.append(_info(key, os.stat(os.path.join(dirpath, name))))
                 except FileNotFoundError:
                     continue
         yield from sorted(found, key=lambda o: o.key)
@@ -103,3 +132,31 @@ class LocalStore:
             return
         except OSError as e:
             raise self._fail("delete", key, e) from None
+
+    def leftovers(self, prefix: str) -> list[Leftover]:
+        out = []
+        for dirpath, _, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            if not (base.startswith(prefix) or prefix.startswith(base)):
+                continue
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    full = os.path.join(dirpath, name)
+                    try:
+                        started = dt.datetime.fromtimestamp(os.stat(full).st_mtime, dt.UTC)
+                    except FileNotFoundError:
+                        continue
+                    out.append(Leftover(base + name, started, full))
+        return out
+
+    def discard(self, leftover: Leftover) -> None:
+        try:
+            os.unlink(leftover.handle)
+        except FileNotFoundError:
+            pass
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
+    return ObjectInfo(key, st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}", modified=modified)

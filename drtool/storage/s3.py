@@ -13,8 +13,8 @@ import boto3
 import botocore.exceptions as bx
 from botocore.config import Config
 
-from ..errors import NotFound, StorageError
-from .base import ObjectInfo
+from ..errors import NotFound, PreconditionFailed, StorageError
+from .base import Leftover, ObjectInfo
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
 MiB = 1024 * 1024
@@ -123,20 +123,36 @@ class S3Store:
         return StorageError(f"{where}: cannot {what}: {e}")
 
     # -- the five calls --------------------------------------------------------------------
-    def put(self, key: str, chunks: Iterable[bytes], size_hint: int | None = None) -> ObjectInfo:
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        size_hint: int | None = None,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
         part_size = part_size_for(size_hint)
         buf = bytearray()
         it = iter(chunks)
-        # small objects (manifests) go up in one request
+        # small objects (manifests, locks) go up in one request
         for chunk in it:
             buf += chunk
             if len(buf) >= part_size:
+                if if_absent or if_match:
+                    raise ValueError("conditional writes are for small objects")
                 return self._multipart(key, buf, it, part_size)
+        cond = {"IfNoneMatch": "*"} if if_absent else ({"IfMatch": if_match} if if_match else {})
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf))
+            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond)
+        except bx.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise PreconditionFailed(f"{self.url}/{key}: condition not met ({code})") from None
+            raise self._fail("write", key, e) from None
         except _BOTO as e:
             raise self._fail("write", key, e) from None
-        return ObjectInfo(key, len(buf))
+        return ObjectInfo(key, len(buf), etag=r.get("ETag"))
 
     def _multipart(self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int) -> ObjectInfo:
         k = self._k(key)
@@ -214,7 +230,7 @@ class S3Store:
             r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
         except _BOTO as e:
             raise self._fail("stat", key, e) from None
-        return ObjectInfo(key, r["ContentLength"])
+        return ObjectInfo(key, r["ContentLength"], etag=r.get("ETag"), modified=r.get("LastModified"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
@@ -223,7 +239,7 @@ class S3Store:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for o in page.get("Contents", []):
-                    yield ObjectInfo(o["Key"][strip:], o["Size"])
+                    yield ObjectInfo(o["Key"][strip:], o["Size"], etag=o.get("ETag"), modified=o.get("LastModified"))
         except StorageError:
             raise
         except _BOTO as e:
@@ -236,6 +252,29 @@ class S3Store:
             err = self._fail("delete", key, e)
             if not isinstance(err, NotFound) or "bucket" in str(err):
                 raise err from None
+
+    def leftovers(self, prefix: str) -> list[Leftover]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._k(prefix)
+            )
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    out.append(Leftover(u["Key"][strip:], u["Initiated"], u["UploadId"]))
+        except _BOTO as e:
+            raise self._fail("list uploads under", prefix, e) from None
+        return out
+
+    def discard(self, leftover: Leftover) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(leftover.key), UploadId=leftover.handle)
+        except bx.ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise self._fail("abort upload of", leftover.key, e) from None
+        except _BOTO as e:
+            raise self._fail("abort upload of", leftover.key, e) from None
 
     def check_bucket(self) -> None:
         try:
