@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, catalog, clock, drills, locks, objectives, pipeline, postgres, retention, scratch
+from . import (
+    __version__,
+    catalog,
+    clock,
+    drills,
+    locks,
+    objectives,
+    pipeline,
+    postgres,
+    retention,
+    scheduler,
+    scratch,
+)
 from .crypto import age
 from .dumpscan import BackgroundScanner, UnsupportedArchive
 from .errors import (
@@ -123,11 +135,14 @@ class App:
         """
         store = self.store(policy, create=True)
         with self.locked(policy, store, "backup"):
-            try:
-                return self._backup_once(policy, store)
-            except postgres.ConcurrentDDL as e:
-                self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
-                return self._backup_once(policy, store)
+            return self._backup(policy, store)
+
+    def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
+        try:
+            return self._backup_once(policy, store)
+        except postgres.ConcurrentDDL as e:
+            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+            return self._backup_once(policy, store)
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         started = clock.utcnow()
@@ -207,6 +222,75 @@ class App:
                 store.delete(key)
                 raise
         return manifest
+
+    # -- run: what cron/systemd calls -------------------------------------------------------------
+    def run(self, policy: Policy, *, dry_run: bool = False, now: Callable[[], Any] = clock.utcnow) -> dict[str, Any]:
+        """Do whatever `[schedule]` says is due for this policy, each job at most once per slot.
+        The schedule state lives in the store, read and written under the policy lock, so any
+        host can run this and two concurrent runs do each slot once."""
+        jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
+        result: dict[str, Any] = {"policy": policy.name, "jobs": {}}
+        if not jobs:
+            result["note"] = "no [schedule] entries: nothing to run"
+            return result
+        store = self.store(policy, create=True)
+        tz = policy.schedule.timezone
+        if dry_run:
+            state = catalog.read_schedule_state(store, policy.name)
+            t = now()
+            for job, expr in jobs.items():
+                d = scheduler.due(expr, tz, _last_slot(state, job), t)
+                result["jobs"][job] = {
+                    "cron": expr,
+                    "due": d is not None,
+                    "slot": clock.iso(d.slot) if d else None,
+                    "missed": d.missed if d else 0,
+                    "next": [clock.iso(x) for x in scheduler.next_times(expr, tz, t)],
+                }
+            return result
+        try:
+            with self.locked(policy, store, "run"):
+                self._run_due(policy, store, jobs, now, result)
+        except locks.LockBusy as e:
+            result["skipped"] = f"another job holds the lock: {locks.describe(e.holder)}"
+        return result
+
+    def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict) -> None:
+        tz = policy.schedule.timezone
+        state = catalog.read_schedule_state(store, policy.name)  # read under the lock
+        for job, expr in jobs.items():
+            t = now()
+            d = scheduler.due(expr, tz, _last_slot(state, job), t)
+            if d is None:
+                result["jobs"][job] = {"due": False}
+                continue
+            entry = state["jobs"].setdefault(job, {})
+            entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
+            entry["missed_total"] = entry.get("missed_total", 0) + d.missed
+            outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
+            try:
+                outcome.update(self._run_job(policy, store, job))
+            except DrtoolError as e:
+                outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
+            entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
+            if outcome["outcome"] == "ok":
+                entry["last_success"] = clock.iso(t)
+            catalog.write_schedule_state(store, policy.name, state)
+            result["jobs"][job] = outcome
+
+    def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
+        if job == "backup":
+            m = self._backup(policy, store)
+            return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
+        if job == "prune":
+            r = self._prune(policy, store, dry_run=False)
+            return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
+        started, t0 = clock.utcnow(), clock.monotonic()
+        rec = self._drill(policy, store, None, started, t0)
+        good = rec["passed"] and rec["rpo_met"] is not False
+        return {"outcome": "ok" if good else "failed", "summary": f"drill {rec['drill_id']}",
+                "error": None if good else rec["failure"] or "RPO objective missed",
+                "exit_code": 0 if good else 3, "drill_id": rec["drill_id"]}  # fmt: skip
 
     # -- prune ---------------------------------------------------------------------------------
     def prune(self, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:
@@ -624,6 +708,11 @@ class App:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+def _last_slot(state: dict, job: str):
+    value = state["jobs"].get(job, {}).get("last_slot")
+    return clock.parse_iso(value) if value else None
 
 
 def _tee(pieces, f):

@@ -133,6 +133,29 @@ def find_backup(store: Store, policy: str, backup_id: str | None) -> Backup:
     return backups[0]
 
 
+# -- schedule state: what `drtool run` did, per job ------------------------------------------------
+
+STATE_FORMAT = "drtool-schedule-state"
+
+
+def state_key(policy: str) -> str:
+    return f"{policy}/state/schedule.json"
+
+
+def read_schedule_state(store: Store, policy: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(get_bytes(store, state_key(policy)))
+        if isinstance(doc, dict) and doc.get("format") == STATE_FORMAT:
+            return doc
+    except (NotFound, ValueError):
+        pass
+    return {"format": STATE_FORMAT, "version": 1, "jobs": {}}
+
+
+def write_schedule_state(store: Store, policy: str, state: dict[str, Any]) -> None:
+    put_bytes(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+
+
 # -- drill records: append-only evidence, one object per drill --------------------------------
 
 DRILL_FORMAT = "drtool-drill-record"

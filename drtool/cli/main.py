@@ -8,6 +8,7 @@ COMMAND_T0 = time.monotonic()  # before the heavy imports: drill records how lon
 
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
@@ -333,6 +334,81 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
         _emit_json(records[0] if len(records) == 1 else {"drills": records})
     if worst:
         raise click.exceptions.Exit(worst)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--dry-run", is_flag=True, help="Say what is due now and the next three times of each job.")
+@json_option
+@pass_ctx
+def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """What cron/systemd calls: do whatever the policies' [schedule] says is due, once per slot."""
+    policies = [p for path in paths for p in _policies(ctx, path)]
+    results, worst = [], 0
+    for p in policies:  # one policy failing does not stop the others
+        try:
+            r = ctx.app.run(p, dry_run=dry_run)
+        except DrtoolError as e:
+            r = {"policy": p.name, "error": str(e), "jobs": {}}
+            worst = max(worst, e.exit_code)
+            click.echo(f"drtool: error: run {p.name}: {e}", err=True)
+        for job, o in r["jobs"].items():
+            if o.get("outcome") == "failed":
+                worst = max(worst, o.get("exit_code", 1))
+                click.echo(f"drtool: error: {p.name} {job}: {o.get('error')}", err=True)
+        results.append(r)
+    if as_json:
+        _emit_json({"dry_run": dry_run, "policies": results})
+    else:
+        for r in results:
+            if r.get("skipped"):
+                click.echo(f"{r['policy']}: skipped: {r['skipped']}")
+            for job, o in r["jobs"].items():
+                if dry_run:
+                    state = f"due (slot {o['slot']}, {o['missed']} missed)" if o["due"] else "not due"
+                    click.echo(f"{r['policy']:<16} {job:<7} {state}; next: {', '.join(o['next'])}")
+                elif o["due"]:
+                    missed = f", {o['missed']} earlier slots missed" if o["missed"] else ""
+                    detail = o.get("summary") if o["outcome"] == "ok" else o.get("error")
+                    click.echo(f"{r['policy']:<16} {job:<7} {o['outcome']} (slot {o['slot']}{missed}): {detail}")
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+@cli.command()
+@policy_option
+@click.option("--format", "fmt", type=click.Choice(["systemd", "cron"]), required=True)
+@click.option("--install", "install_dir", type=click.Path(file_okay=False), help="Write the files into this folder.")
+@click.option("--drtool-bin", help="The drtool command the units call (default: this one).")
+@pass_ctx
+def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drtool_bin: str | None) -> None:
+    """Print (or --install) the systemd timer and service, or the crontab lines, that run drtool."""
+    from .. import units
+
+    policies = _policies(ctx, policy_path)
+    path = os.path.abspath(policy_path)
+    files = (units.systemd_units if fmt == "systemd" else units.crontab)(policies, path, drtool_bin or _self_command())
+    if install_dir:
+        os.makedirs(install_dir, exist_ok=True)
+        for name, text in files.items():
+            with open(os.path.join(install_dir, name), "w") as f:
+                f.write(text)
+            ctx.info(f"wrote {os.path.join(install_dir, name)}")
+        if fmt == "systemd":
+            ctx.info("then: systemctl daemon-reload && systemctl enable --now drtool.timer")
+        else:
+            ctx.info("then: copy the line into root's crontab (crontab -e), or /etc/cron.d with a user field")
+    else:
+        for name, text in files.items():
+            click.echo(f"# ---- {name}\n{text}")
+
+
+def _self_command() -> str:
+    """How to call this drtool again: the installed script, or this interpreter with -m."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("__main__.py") or not argv0:
+        return f"{sys.executable} -m drtool"
+    return os.path.abspath(argv0) if os.path.exists(argv0) else (shutil.which(argv0) or argv0)
 
 
 def _render_drill(r: dict[str, Any]) -> None:
