@@ -39,12 +39,13 @@ from .errors import (
     IdentityError,
     IntegrityError,
     NotFound,
+    PreconditionFailed,
     StorageError,
     UsageError,
 )
 from .policy import Policy
 from .secrets import Secret, dsn_has_password
-from .storage import LocalStore, Store, open_store, put_bytes
+from .storage import LocalStore, Store, open_store
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
@@ -677,9 +678,18 @@ class App:
         def store() -> str:
             s = self.store(policy, create=True)
             key = f"{policy.name}/.drtool-check-{os.getpid()}"
-            put_bytes(s, key, b"drtool write probe\n")
+            s.put(key, [b"drtool write probe\n"], if_absent=True)
+            try:
+                s.put(key, [b"second writer\n"], if_absent=True)
+                honoured = False
+            except PreconditionFailed:
+                honoured = True
             s.delete(key)
-            return f"{s.url} is writable"
+            if not honoured:
+                self.warn(f"{s.url} ignores conditional writes (If-None-Match): policy locks cannot keep two "
+                          "hosts apart; run drtool from one host only")  # fmt: skip
+                checks.append({"check": "storage", "ok": True, "detail": "warning: conditional writes are ignored"})
+            return f"{s.url} is writable; conditional writes {'honoured' if honoured else 'IGNORED'}"
 
         def keys() -> str:
             for r in policy.recipients:
