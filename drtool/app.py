@@ -43,9 +43,9 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .policy import Policy
+from .policy import Policy, StorageTarget
 from .secrets import Secret, dsn_has_password
-from .storage import LocalStore, Store, open_store
+from .storage import LocalStore, Store, open_store, put_bytes
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
@@ -75,8 +75,18 @@ class App:
             locks.release(store, lock)
 
     # -- building blocks -----------------------------------------------------------------------
-    def store(self, policy: Policy, *, create: bool = False) -> Store:
-        store = open_store(policy.storage)
+    def target(self, policy: Policy, name: str | None) -> StorageTarget:
+        """The primary storage target, or the copy target with that name."""
+        if name in (None, "primary"):
+            return policy.storage
+        for c in policy.copies:
+            if c.name == name:
+                return c
+        names = ", ".join(["primary", *(c.name for c in policy.copies)])
+        raise UsageError(f"{policy.source}: no storage target named '{name}' (known: {names})")
+
+    def store(self, policy: Policy, *, create: bool = False, target: str | None = None) -> Store:
+        store = open_store(self.target(policy, target))
         if isinstance(store, LocalStore):
             if create:
                 try:
@@ -140,10 +150,62 @@ class App:
 
     def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
         try:
-            return self._backup_once(policy, store)
+            manifest = self._backup_once(policy, store)
         except postgres.ConcurrentDDL as e:
             self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
-            return self._backup_once(policy, store)
+            manifest = self._backup_once(policy, store)
+        if policy.copies:
+            manifest = {**manifest, "copies": self._copy_pending(policy, store, new=manifest["id"])}
+        return manifest
+
+    # -- copies: each committed backup, replicated to every [[storage.copies]] target ----------------
+    def _copy_pending(self, policy: Policy, primary: Store, new: str | None = None) -> dict[str, str]:
+        """Copy `new` and every earlier copy that failed to each copy target; a failure is kept
+        in the store's state and retried on the next run. Returns {target: "ok" | error}."""
+        state = catalog.read_copy_state(primary, policy.name)
+        outcome: dict[str, str] = {}
+        for target in policy.copies:
+            pending = state["pending"].setdefault(target.name, {})
+            if new:
+                pending.setdefault(new, {"attempts": 0})
+            if not pending:
+                continue
+            try:
+                dst = self.store(policy, create=True, target=target.name)
+                _check_region(dst, target)
+                for bid in sorted(pending):
+                    self._copy_one(policy, primary, dst, target, bid)
+                    del pending[bid]
+                outcome[target.name] = "ok"
+            except DrtoolError as e:
+                for info in pending.values():
+                    info.update(
+                        attempts=info.get("attempts", 0) + 1, last_error=str(e), last_attempt=clock.iso(clock.utcnow())
+                    )
+                outcome[target.name] = f"failed: {e}"
+                self.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
+        catalog.write_copy_state(primary, policy.name, state)
+        return outcome
+
+    def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:
+        """Stream one backup's objects to dst, checking each SHA-256 on the way; manifest last."""
+        try:
+            backup = catalog.read_manifest(src, policy.name, backup_id)
+        except UsageError:
+            return  # pruned before it could be copied: nothing to do
+        prefix = catalog.backup_prefix(policy.name, backup_id)
+        for obj in backup.manifest["objects"]:
+            key = prefix + obj["key"]
+            with src.get(key) as raw:
+                reader = pipeline.HashingReader(raw)
+                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"])
+            if reader.hexdigest() != obj["sha256"]:
+                dst.delete(key)
+                raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
+                                     f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
+        copy = dict(backup.manifest)
+        copy["copy"] = {"target": target.name, "source": src.url, "copied_at": clock.iso(clock.utcnow())}
+        catalog.write_manifest(dst, copy)  # the copy's own commit marker, written last
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         started = clock.utcnow()
@@ -231,7 +293,7 @@ class App:
         host can run this and two concurrent runs do each slot once."""
         jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
         result: dict[str, Any] = {"policy": policy.name, "jobs": {}}
-        if not jobs:
+        if not jobs and not policy.copies:
             result["note"] = "no [schedule] entries: nothing to run"
             return result
         store = self.store(policy, create=True)
@@ -278,6 +340,16 @@ class App:
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state)
             result["jobs"][job] = outcome
+        if policy.copies and catalog.read_copy_state(store, policy.name)["pending"]:
+            copies = self._copy_pending(policy, store)
+            failed = {k: v for k, v in copies.items() if v != "ok"}
+            entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
+            if failed:
+                error = "; ".join(f"{k}: {v}" for k, v in failed.items())
+                entry.update(outcome="failed", error=error, exit_code=1)
+            else:
+                entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
+            result["jobs"]["copies"] = entry
 
     def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
         if job == "backup":
@@ -285,6 +357,10 @@ class App:
             return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
         if job == "prune":
             r = self._prune(policy, store, dry_run=False)
+            failed = [name for name, x in r.get("copies", {}).items() if "error" in x]
+            if failed:
+                return {"outcome": "failed", "error": f"prune of copy targets failed: {', '.join(failed)}",
+                        "exit_code": 1}  # fmt: skip
             return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
         started, t0 = clock.utcnow(), clock.monotonic()
         rec = self._drill(policy, store, None, started, t0)
@@ -302,12 +378,27 @@ class App:
             return self._prune(policy, store, dry_run)
 
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
-        now = clock.utcnow()
-        backups = catalog.list_backups(store, policy.name)
+        """Retention on the primary, then on each copy target with the same rules."""
         records, problems = catalog.list_drill_records(store, policy.name)
         for p in problems:
             self.warn(p)
         passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
+        result = self._prune_target(policy, store, dry_run, passed)
+        if policy.copies:
+            result["copies"] = {}
+            for c in policy.copies:
+                try:
+                    result["copies"][c.name] = self._prune_target(
+                        policy, self.store(policy, target=c.name), dry_run, passed
+                    )
+                except DrtoolError as e:
+                    result["copies"][c.name] = {"error": str(e)}
+                    self.warn(f"prune of copy target '{c.name}' failed, will retry on the next run: {e}")
+        return result
+
+    def _prune_target(self, policy: Policy, store: Store, dry_run: bool, passed: frozenset[str]) -> dict[str, Any]:
+        now = clock.utcnow()
+        backups = catalog.list_backups(store, policy.name)
         decisions = retention.apply(
             [retention.Candidate(b.id, b.recovery_point) for b in backups],
             policy.retention,
@@ -367,12 +458,15 @@ class App:
         return out
 
     # -- list --------------------------------------------------------------------------------------
-    def list(self, policy: Policy) -> list[dict[str, Any]]:
-        """Complete backups, newest first, each with the outcome of its latest drill."""
-        store = self.store(policy)
-        records, problems = catalog.list_drill_records(store, policy.name)
+    def list(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
+        """Complete backups in a storage target (default: the primary), newest first, each with
+        the outcome of its latest drill and, on the primary, the copies not made yet."""
+        store = self.store(policy, target=target)
+        primary = store if target in (None, "primary") else self.store(policy)
+        records, problems = catalog.list_drill_records(primary, policy.name)
         for p in problems:
             self.warn(p)
+        pending = catalog.read_copy_state(primary, policy.name)["pending"]
         out = []
         for b in catalog.list_backups(store, policy.name):
             row = b.summary()
@@ -384,6 +478,9 @@ class App:
             )
             passed = next((r for r in mine if r.get("passed")), None)
             row["last_passed_drill_at"] = passed["completed_at"] if passed else None
+            row["target"] = target or "primary"
+            if policy.copies:
+                row["copies_pending"] = sorted(name for name, ids in pending.items() if b.id in ids)
             out.append(row)
         return out
 
@@ -392,9 +489,6 @@ class App:
         """Restore a backup into a scratch database, verify it, measure RPO and RTO, and store the
         record. Returns the record; `passed` and `rpo_met` say how it went. Raises only when the
         drill could not run (no server binaries, no identity, store unreachable)."""
-        if from_copy:
-            raise UsageError(f"--from {from_copy}: copy targets (storage.copies) are not built yet; "
-                             "drills restore from the primary store")  # fmt: skip
         started = clock.utcnow()
         t0 = clock.monotonic()  # the RTO clock: finding the backup is part of a real recovery
         dr = policy.drill
@@ -402,16 +496,30 @@ class App:
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
         store = self.store(policy)
+        source = self.store(policy, target=from_copy) if from_copy else store
         with self.locked(policy, store, "drill"):
-            return self._drill(policy, store, backup_id, started, t0)
+            return self._drill(policy, store, backup_id, started, t0, source=source, source_name=from_copy)
 
-    def _drill(self, policy: Policy, store: Store, backup_id: str | None, started, t0: float) -> dict[str, Any]:
+    def _drill(
+        self,
+        policy: Policy,
+        store: Store,
+        backup_id: str | None,
+        started,
+        t0: float,
+        *,
+        source: Store | None = None,
+        source_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Drill a backup fetched from `source` (a copy target, or the primary); the record is
+        written to the primary `store`, where all evidence of the policy lives."""
         dr = policy.drill
-        backups = catalog.list_backups(store, policy.name)
+        source = source or store
+        backups = catalog.list_backups(source, policy.name)
         if backup_id:
-            backup = catalog.read_manifest(store, policy.name, backup_id)
+            backup = catalog.read_manifest(source, policy.name, backup_id)
         elif not backups:
-            raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup to drill")
+            raise DrtoolError(f"{source.url}: policy '{policy.name}' has no complete backup to drill")
         else:
             backup = random.choice(backups) if dr.pick == "random" else backups[0]
         m = backup.manifest
@@ -430,11 +538,11 @@ class App:
             target = drills.Target("scratch", bin_dir=bin_dir, version=version)
             pg_restore = postgres.find_tool("pg_restore", str(bin_dir))
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
-        where = f"backup {backup.id}, object {store.url}/{dkey}"
+        where = f"backup {backup.id}, object {source.url}/{dkey}"
         outcome = drills.run(
             manifest=m,
             target=target,
-            pieces=lambda: self._decoded(store, dkey, backup, identities, where),
+            pieces=lambda: self._decoded(source, dkey, backup, identities, where),
             pg_restore=pg_restore,
             checks=dr.checks,
             amcheck=dr.amcheck,
@@ -457,6 +565,7 @@ class App:
             "drill_id": drill_id,
             "policy": policy.name,
             "backup_id": backup.id,
+            "storage_target": source_name or "primary",
             "backup_recovery_point": m["recovery_point"],
             "backup_stored_bytes": m["sizes"]["stored_bytes"],
             "bytes_restored": outcome.bytes_restored,
@@ -507,6 +616,7 @@ class App:
         clean: bool = False,
         jobs: int = 1,
         target_password_env: str | None = None,
+        from_copy: str | None = None,
     ) -> dict[str, Any]:
         if dsn_has_password(target_dsn):
             raise UsageError(
@@ -516,7 +626,7 @@ class App:
         if jobs < 1:
             raise UsageError("--jobs must be 1 or more")
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
-        store = self.store(policy)
+        store = self.store(policy, target=from_copy)
         backup = catalog.find_backup(store, policy.name, backup_id)
         identities = self.identities(policy)
         pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
@@ -677,6 +787,7 @@ class App:
 
         def store() -> str:
             s = self.store(policy, create=True)
+            _check_region(s, policy.storage)
             key = f"{policy.name}/.drtool-check-{os.getpid()}"
             s.put(key, [b"drtool write probe\n"], if_absent=True)
             try:
@@ -710,6 +821,18 @@ class App:
         probe("database", database)
         probe("pg_dump", pg_dump)
         probe("storage", store)
+        for c in policy.copies:
+
+            def copy_target(c: StorageTarget = c) -> str:
+                s = self.store(policy, create=True, target=c.name)
+                _check_region(s, c)
+                key = f"{policy.name}/.drtool-check-{os.getpid()}"
+                put_bytes(s, key, b"drtool write probe\n")
+                s.delete(key)
+                region = f" in region {c.region}" if c.region else ""
+                return f"copy target '{c.name}': {s.url} is writable{region}"
+
+            probe(f"copy:{c.name}", copy_target)
         probe("keys", keys)
         ok = all(c["ok"] for c in checks)
         result = {"policy": policy.name, "ok": ok, "checks": checks}
@@ -718,6 +841,14 @@ class App:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+def _check_region(store: Store, target: StorageTarget) -> None:
+    """Fail closed when an S3 bucket is not in the region the policy declares."""
+    actual = getattr(store, "bucket_region", lambda: None)()
+    if actual is not None and target.region and actual != target.region:
+        raise StorageError(f"{store.url}: bucket is in region {actual}, but the policy declares {target.region} "
+                           f"(storage target '{target.name}')")  # fmt: skip
 
 
 def _last_slot(state: dict, job: str):

@@ -156,6 +156,24 @@ def write_schedule_state(store: Store, policy: str, state: dict[str, Any]) -> No
     put_bytes(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
 
 
+# -- copies still to make ---------------------------------------------------------------------------
+
+
+def read_copy_state(store: Store, policy: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(get_bytes(store, f"{policy}/state/copies.json"))
+        if isinstance(doc, dict) and isinstance(doc.get("pending"), dict):
+            return doc
+    except (NotFound, ValueError):
+        pass
+    return {"format": "drtool-copy-state", "version": 1, "pending": {}}
+
+
+def write_copy_state(store: Store, policy: str, state: dict[str, Any]) -> None:
+    state["pending"] = {k: v for k, v in state["pending"].items() if v}
+    put_bytes(store, f"{policy}/state/copies.json", json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+
+
 # -- drill records: append-only evidence, one object per drill --------------------------------
 
 DRILL_FORMAT = "drtool-drill-record"

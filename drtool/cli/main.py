@@ -164,13 +164,14 @@ def backup(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -
 @cli.command("list")
 @policy_option
 @name_option
+@click.option("--target", "target", metavar="NAME", help="List a copy target ([[storage.copies]] name).")
 @json_option
 @pass_ctx
-def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | None, as_json: bool) -> None:
     """Complete backups, newest first."""
     rows = []
     for p in _policies(ctx, policy_path, policy_name):
-        rows.extend(ctx.app.list(p))
+        rows.extend(ctx.app.list(p, target=target))
     if as_json:
         _emit_json({"backups": rows})
         return
@@ -181,6 +182,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
         r["size"] = human_bytes(r["size_bytes"])
         last = r.get("last_drill")
         r["drill"] = "-" if not last else ("passed " if last["passed"] else "FAILED ") + last["started_at"][:16]
+        r["pending"] = ", ".join(r.get("copies_pending") or []) or "-"
     click.echo(
         table(
             rows,
@@ -192,6 +194,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
                 ("size", "SIZE"),
                 ("tables", "TABLES"),
                 ("drill", "LAST DRILL"),
+                *([("pending", "COPIES PENDING")] if any("copies_pending" in r for r in rows) else []),
             ],
         )
     )
@@ -205,6 +208,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
 @click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file).")
+@click.option("--from", "from_copy", metavar="NAME", help="Restore from a copy target instead of the primary.")
 @json_option
 @pass_ctx
 def restore(
@@ -216,11 +220,15 @@ def restore(
     target_password_env: str | None,
     clean: bool,
     jobs: int,
+    from_copy: str | None,
     as_json: bool,
 ) -> None:
     """Restore a backup into a database."""
     p = _one(ctx, policy_path, policy_name)
-    r = ctx.app.restore(p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env)
+    r = ctx.app.restore(
+        p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env,
+        from_copy=from_copy,
+    )  # fmt: skip
     if as_json:
         _emit_json(r)
     else:
@@ -369,8 +377,9 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
                     click.echo(f"{r['policy']:<16} {job:<7} {state}; next: {', '.join(o['next'])}")
                 elif o["due"]:
                     missed = f", {o['missed']} earlier slots missed" if o["missed"] else ""
+                    missed = f"slot {o['slot']}{missed}" if o["slot"] else "retrying earlier failures"
                     detail = o.get("summary") if o["outcome"] == "ok" else o.get("error")
-                    click.echo(f"{r['policy']:<16} {job:<7} {o['outcome']} (slot {o['slot']}{missed}): {detail}")
+                    click.echo(f"{r['policy']:<16} {job:<7} {o['outcome']} ({missed}): {detail}")
     if worst:
         raise click.exceptions.Exit(worst)
 

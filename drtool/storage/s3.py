@@ -276,6 +276,14 @@ class S3Store:
         except _BOTO as e:
             raise self._fail("abort upload of", leftover.key, e) from None
 
+    def bucket_region(self) -> str | None:
+        """The region the bucket lives in (GetBucketLocation); us-east-1 when the answer is empty."""
+        try:
+            r = self.client.get_bucket_location(Bucket=self.bucket)
+        except _BOTO as e:
+            raise self._fail("read the region of", None, e) from None
+        return r.get("LocationConstraint") or "us-east-1"
+
     def check_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
