@@ -40,6 +40,7 @@ from .errors import (
     IntegrityError,
     NotFound,
     PreconditionFailed,
+    RetainedByLock,
     StorageError,
     UsageError,
 )
@@ -86,7 +87,8 @@ class App:
         raise UsageError(f"{policy.source}: no storage target named '{name}' (known: {names})")
 
     def store(self, policy: Policy, *, create: bool = False, target: str | None = None) -> Store:
-        store = open_store(self.target(policy, target))
+        spec = self.target(policy, target)
+        store = open_store(spec)
         if isinstance(store, LocalStore):
             if create:
                 try:
@@ -97,6 +99,10 @@ class App:
                 store.check_root()
         else:
             store.check_bucket()  # some servers create missing buckets on write: refuse that
+            if spec.object_lock_days:
+                usable, detail = store.lock_status()
+                if not usable:
+                    raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
         return store
 
     def source(self, policy: Policy) -> postgres.Conninfo:
@@ -227,7 +233,7 @@ class App:
                 progress=self.progress(f"backup {policy.name}", snap.database_size),
             )
             try:
-                stored = store.put(key, stream, size_hint=snap.database_size * 2)
+                stored = store.put(key, stream, size_hint=snap.database_size * 2, retain=True)
             except BaseException:
                 scanner.abort()
                 raise
@@ -412,9 +418,13 @@ class App:
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
             if not d.keep and not dry_run:
                 prefix = catalog.backup_prefix(policy.name, d.backup_id)
-                store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
-                for obj in store.list(prefix):
-                    store.delete(obj.key)
+                try:
+                    store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
+                    for obj in store.list(prefix):
+                        store.delete(obj.key)
+                except RetainedByLock as e:  # deleted by a later prune, once the lock expires
+                    rows[-1]["action"] = "retained-by-lock"
+                    rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
         incomplete = self._incomplete(policy, store, {b.id for b in backups}, now, dry_run)
         return {
             "policy": policy.name,
@@ -424,6 +434,7 @@ class App:
             "incomplete": incomplete,
             "kept": sum(r["action"] == "keep" for r in rows),
             "deleted": sum(r["action"] == "delete" for r in rows),
+            "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
         }
 
     def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
@@ -800,7 +811,9 @@ class App:
                 self.warn(f"{s.url} ignores conditional writes (If-None-Match): policy locks cannot keep two "
                           "hosts apart; run drtool from one host only")  # fmt: skip
                 checks.append({"check": "storage", "ok": True, "detail": "warning: conditional writes are ignored"})
-            return f"{s.url} is writable; conditional writes {'honoured' if honoured else 'IGNORED'}"
+            lock = f"; Object Lock {policy.storage.object_lock_mode} for {policy.storage.object_lock_days} days, " \
+                "bucket has Object Lock and versioning" if policy.storage.object_lock_days else ""  # fmt: skip
+            return f"{s.url} is writable; conditional writes {'honoured' if honoured else 'IGNORED'}{lock}"
 
         def keys() -> str:
             for r in policy.recipients:

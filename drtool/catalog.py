@@ -86,7 +86,7 @@ class Backup:
 
 def write_manifest(store: Store, manifest: dict[str, Any]) -> None:
     data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    put_bytes(store, manifest_key(manifest["policy"], manifest["id"]), data)
+    store.put(manifest_key(manifest["policy"], manifest["id"]), [data], retain=True)
 
 
 def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
@@ -187,7 +187,7 @@ def drill_key(policy: str, drill_id: str) -> str:
 def write_drill_record(store: Store, record: dict[str, Any]) -> str:
     """Store a drill record under a new key (never overwrites one); returns the key."""
     key = drill_key(record["policy"], record["drill_id"])
-    put_bytes(store, key, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+    store.put(key, [json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"], retain=True)
     return key
 
 

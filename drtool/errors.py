@@ -47,6 +47,14 @@ class NotFound(StorageError):
     """The object (or bucket) does not exist."""
 
 
+class RetainedByLock(StorageError):
+    """The object is under S3 Object Lock retention and cannot be deleted yet."""
+
+    def __init__(self, message: str, until=None):
+        super().__init__(message)
+        self.until = until
+
+
 class PreconditionFailed(StorageError):
     """A conditional write lost: the object exists (if_absent) or changed (if_match)."""
 

@@ -31,6 +31,7 @@ _STORAGE_KEYS = {
     "max_attempts": "int",
     "ca_bundle": "str",
     "object_lock_days": "int",
+    "object_lock_mode": "str",
 }
 _SCHEMA: dict[str, Any] = {
     "name": "str",
@@ -339,6 +340,11 @@ class _Validator:
         lock = raw.get("object_lock_days")
         if lock is not None and lock <= 0:
             self.bad(f"{key}.object_lock_days", "must be 1 or more")
+        if lock is not None and urlparse(url).scheme == "file":
+            self.bad(f"{key}.object_lock_days", "Object Lock needs an S3 bucket; a folder store cannot enforce it")
+        lock_mode = raw.get("object_lock_mode", "COMPLIANCE")
+        if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
+            self.bad(f"{key}.object_lock_mode", f"'{lock_mode}' must be COMPLIANCE or GOVERNANCE")
         return StorageTarget(
             url=url,
             region=raw.get("region"),
@@ -350,6 +356,7 @@ class _Validator:
             max_attempts=attempts,
             ca_bundle=raw.get("ca_bundle"),
             object_lock_days=lock,
+            object_lock_mode=lock_mode,
             name=name,
         )
 

@@ -17,7 +17,8 @@ class StorageTarget:
     retry_mode: str = "standard"  # botocore: standard, or adaptive (client-side rate limiting)
     max_attempts: int = 5
     ca_bundle: str | None = None
-    object_lock_days: int | None = None
+    object_lock_days: int | None = None  # S3 Object Lock on every backup object for this long
+    object_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE (privileged users may lift it)
     name: str = "primary"
 
 

@@ -25,6 +25,8 @@ def open_store(target) -> Store:
         retry_mode=target.retry_mode,
         max_attempts=target.max_attempts,
         ca_bundle=target.ca_bundle,
+        lock_days=target.object_lock_days,
+        lock_mode=target.object_lock_mode,
     )
 
 

@@ -40,6 +40,7 @@ class Store(Protocol):
         *,
         if_absent: bool = False,
         if_match: str | None = None,
+        retain: bool = False,
     ) -> ObjectInfo:
         """Store the concatenated chunks under key, atomically: readers see the whole object or none.
 
@@ -47,6 +48,7 @@ class Store(Protocol):
         `size_hint` (an upper estimate of the total) lets multipart stores size their parts.
         `if_absent` / `if_match` make a small write conditional (create-only, or replace only the
         version with that etag); PreconditionFailed when the condition does not hold.
+        `retain` asks for the store's immutability (S3 Object Lock) where it has one.
         """
 
     def get(self, key: str) -> BinaryIO:
@@ -59,7 +61,8 @@ class Store(Protocol):
         """Every complete object whose key starts with prefix, in key order, across all pages."""
 
     def delete(self, key: str) -> None:
-        """Remove the object; deleting a missing object is not an error."""
+        """Remove the object (every version of it); deleting a missing object is not an error.
+        RetainedByLock when Object Lock still protects it."""
 
     def leftovers(self, prefix: str) -> list[Leftover]:
         """Uploads under prefix that started but never completed."""

@@ -47,6 +47,7 @@ class LocalStore:
         *,
         if_absent: bool = False,
         if_match: str | None = None,
+        retain: bool = False,  # a folder has no immutability; policy validation refuses object_lock_days here
     ) -> ObjectInfo:
         if if_absent or if_match:
             return self._put_conditional(key, b"".join(chunks), if_absent, if_match)

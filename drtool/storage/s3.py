@@ -13,7 +13,7 @@ import boto3
 import botocore.exceptions as bx
 from botocore.config import Config
 
-from ..errors import NotFound, PreconditionFailed, StorageError
+from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
 from .base import Leftover, ObjectInfo
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
@@ -59,6 +59,8 @@ class S3Store:
         retry_mode: str = "standard",
         max_attempts: int = 5,
         client=None,
+        lock_days: int | None = None,
+        lock_mode: str = "COMPLIANCE",
     ):
         u = urlparse(url)
         self.bucket = u.netloc
@@ -83,6 +85,9 @@ class S3Store:
             verify=(ca_bundle or True) if verify_tls else False,
         )
         self.endpoint = endpoint_url
+        self.lock_days = lock_days
+        self.lock_mode = lock_mode
+        self.versioned = bool(lock_days)  # Object Lock buckets are versioned: deletes must name versions
 
     # -- errors ----------------------------------------------------------------------------
     def _k(self, key: str) -> str:
@@ -131,8 +136,10 @@ class S3Store:
         *,
         if_absent: bool = False,
         if_match: str | None = None,
+        retain: bool = False,
     ) -> ObjectInfo:
         part_size = part_size_for(size_hint)
+        lock = self._lock_args() if retain else {}
         buf = bytearray()
         it = iter(chunks)
         # small objects (manifests, locks) go up in one request
@@ -141,10 +148,10 @@ class S3Store:
             if len(buf) >= part_size:
                 if if_absent or if_match:
                     raise ValueError("conditional writes are for small objects")
-                return self._multipart(key, buf, it, part_size)
+                return self._multipart(key, buf, it, part_size, lock)
         cond = {"IfNoneMatch": "*"} if if_absent else ({"IfMatch": if_match} if if_match else {})
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond)
+            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond, **lock)
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code")
             if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
@@ -154,10 +161,21 @@ class S3Store:
             raise self._fail("write", key, e) from None
         return ObjectInfo(key, len(buf), etag=r.get("ETag"))
 
-    def _multipart(self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int) -> ObjectInfo:
+    def _lock_args(self) -> dict:
+        """Object Lock retention for a new object: mode, and now + lock_days."""
+        if not self.lock_days:
+            return {}
+        import datetime as dt
+
+        until = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=self.lock_days)
+        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": until}
+
+    def _multipart(
+        self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int, lock: dict | None = None
+    ) -> ObjectInfo:
         k = self._k(key)
         try:
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k)["UploadId"]
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k, **(lock or {}))["UploadId"]
         except _BOTO as e:
             raise self._fail("start upload of", key, e) from None
         slots = threading.BoundedSemaphore(IN_FLIGHT)
@@ -246,12 +264,63 @@ class S3Store:
             raise self._fail("list", prefix or None, e) from None
 
     def delete(self, key: str) -> None:
+        if self.versioned:
+            return self._delete_versions(key)
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
         except _BOTO as e:
             err = self._fail("delete", key, e)
             if not isinstance(err, NotFound) or "bucket" in str(err):
                 raise err from None
+
+    def _delete_versions(self, key: str) -> None:
+        """On a versioned (Object Lock) bucket a plain delete only hides the data behind a delete
+        marker; remove every version instead, or say until when Object Lock keeps one."""
+        k = self._k(key)
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=k)
+            versions = [v for page in pages for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                        if v["Key"] == k]  # fmt: skip
+        except _BOTO as e:
+            raise self._fail("list versions of", key, e) from None
+        for v in versions:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=k, VersionId=v["VersionId"])
+            except bx.ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code in ("AccessDenied", "InvalidRequest", "ObjectLocked"):
+                    until = None
+                    try:
+                        until = self.client.head_object(Bucket=self.bucket, Key=k, VersionId=v["VersionId"]).get(
+                            "ObjectLockRetainUntilDate"
+                        )
+                    except _BOTO:
+                        pass
+                    raise RetainedByLock(f"{self.url}/{key}: retained by Object Lock until {until}", until) from None
+                raise self._fail("delete", key, e) from None
+            except _BOTO as e:
+                raise self._fail("delete", key, e) from None
+
+    def lock_status(self) -> tuple[bool, str]:
+        """(Object Lock usable, detail): the bucket has Object Lock enabled and versioning on."""
+        try:
+            versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except _BOTO as e:
+            raise self._fail("read versioning of", None, e) from None
+        try:
+            cfg = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+            enabled = cfg.get("ObjectLockEnabled") == "Enabled"
+        except bx.ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
+                raise self._fail("read Object Lock settings of", None, e) from None
+            enabled = False
+        except _BOTO as e:
+            raise self._fail("read Object Lock settings of", None, e) from None
+        if not enabled:
+            return False, f"bucket '{self.bucket}' has no Object Lock (it must be created with Object Lock enabled)"
+        if versioning != "Enabled":
+            return False, f"bucket '{self.bucket}' has Object Lock but versioning is {versioning or 'off'}"
+        return True, f"bucket '{self.bucket}' has Object Lock and versioning enabled"
 
     def leftovers(self, prefix: str) -> list[Leftover]:
         strip = len(self.prefix) + 1 if self.prefix else 0
