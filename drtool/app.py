@@ -369,7 +369,9 @@ class App:
                         "exit_code": 1}  # fmt: skip
             return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
         started, t0 = clock.utcnow(), clock.monotonic()
-        rec = self._drill(policy, store, None, started, t0)
+        src = policy.drill.from_copy
+        rec = self._drill(policy, store, None, started, t0, source=self.store(policy, target=src) if src else None,
+                          source_name=src)  # fmt: skip
         good = rec["passed"] and rec["rpo_met"] is not False
         return {"outcome": "ok" if good else "failed", "summary": f"drill {rec['drill_id']}",
                 "error": None if good else rec["failure"] or "RPO objective missed",
@@ -507,6 +509,7 @@ class App:
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
         store = self.store(policy)
+        from_copy = from_copy or policy.drill.from_copy
         source = self.store(policy, target=from_copy) if from_copy else store
         with self.locked(policy, store, "drill"):
             return self._drill(policy, store, backup_id, started, t0, source=source, source_name=from_copy)

@@ -44,6 +44,10 @@ def test_copy_is_committed_restorable_and_drillable(setup, seaweed, bucket, s3_p
     d = setup.cli("drill", "-p", str(setup.policy), "--from", "dr", "--json")
     assert d.code == 0, d.out + d.err
     assert d.json["storage_target"] == "dr" and d.json["passed"] is True
+    # the policy can make every drill prove the copy
+    setup.policy.write_text(setup.policy.read_text() + '\n[drill]\nfrom_copy = "dr"\n')
+    d = setup.cli("drill", "-p", str(setup.policy), "--json")
+    assert d.code == 0 and d.json["storage_target"] == "dr"
 
 
 def test_copy_target_down_is_retried_on_the_next_run(setup, seaweed, bucket, s3_prefix):

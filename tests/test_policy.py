@@ -225,3 +225,24 @@ def test_example_and_demo_policies_are_valid():
     root = Path(__file__).resolve().parents[1] / "policies"
     names = {p.name for p in load_policies(root)}
     assert {"orders", "demo"} <= names
+
+
+def test_cron_that_never_fires_is_refused(tmp_path):
+    found = problems(tmp_path, VALID.replace('backup = "0 */6 * * *"', 'backup = "0 0 30 2 *"'))
+    assert any("schedule.backup: '0 0 30 2 *' never fires" in p for p in found)
+
+
+def test_backups_every_minute_for_an_rpo_of_days_warns(tmp_path):
+    p = load_policy(write(tmp_path, VALID.replace('backup = "0 */6 * * *"', 'backup = "* * * * *"')
+                          .replace('rpo = "6h"', 'rpo = "2d"')))  # fmt: skip
+    assert any("fires every 1m for an RPO of 2d" in w for w in p.warnings)
+
+
+def test_retention_that_keeps_nothing_warns(tmp_path):
+    text = (
+        VALID.replace("keep_last = 4\n", "")
+        .replace("keep_daily = 7\n", "")
+        .replace('keep_within = "2d"', 'keep_within = "1h"')
+    )
+    p = load_policy(write(tmp_path, text))
+    assert any("prune would keep nothing but the newest backup" in w for w in p.warnings)

@@ -12,9 +12,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from croniter import croniter
+from croniter.croniter import CroniterBadDateError
 
 from .. import bech32
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
 from ..errors import PolicyError
 from ..secrets import dsn_has_password
 from .schema import BackupOptions, Drill, Policy, Retention, Schedule, StorageTarget
@@ -57,6 +58,7 @@ _SCHEMA: dict[str, Any] = {
         "pg_bin_dir": "str",
         "pick": "str",
         "amcheck": "bool",
+        "from_copy": "str",
     },
 }
 
@@ -185,10 +187,18 @@ class _Validator:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self.bad("schedule.timezone", f"'{tz}' is not a known time zone (e.g. UTC, Europe/Berlin)")
+        gaps: dict[str, tuple[int, int]] = {}
         for job in ("backup", "drill", "prune"):
             expr = sched.get(job)
-            if expr is not None and not croniter.is_valid(expr):
+            if expr is None:
+                continue
+            if not croniter.is_valid(expr):
                 self.bad(f"schedule.{job}", f"'{expr}' is not a valid cron expression")
+                continue
+            try:
+                gaps[job] = _gaps(expr)
+            except CroniterBadDateError:
+                self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
 
         ret = raw.get("retention", {})
         for key, value in ret.items():
@@ -243,17 +253,31 @@ class _Validator:
         tpw = dr.get("target_password_env")
         if tpw is not None and not _ENV_NAME.match(tpw):
             self.bad("drill.target_password_env", f"'{tpw}' is not an environment variable name")
+        if dr.get("from_copy") and dr["from_copy"] not in names:
+            self.bad("drill.from_copy", f"'{dr['from_copy']}' is not the name of a [[storage.copies]] target")
         pick = dr.get("pick", "latest")
         if pick not in ("latest", "random"):
             self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
 
-        if rpo and sched.get("backup") and croniter.is_valid(sched["backup"]):
-            gap = _largest_gap(sched["backup"])
-            if gap > rpo:
+        if rpo and "backup" in gaps:
+            smallest, largest = gaps["backup"]
+            if largest > rpo:
                 self.warnings.append(
-                    f"{self.path}: schedule.backup: fires up to {gap // 3600}h apart, "
-                    f"more than objectives.rpo; the RPO target cannot be met"
+                    f"{self.path}: schedule.backup: fires up to {format_duration(largest)} apart, "
+                    f"more than objectives.rpo ({format_duration(rpo)}); the RPO target cannot be met"
                 )
+            elif smallest < 3600 and smallest * 100 < rpo:
+                self.warnings.append(
+                    f"{self.path}: schedule.backup: fires every {format_duration(smallest)} for an RPO of "
+                    f"{format_duration(rpo)}; that many full backups load the database for little gain"
+                )
+        keeps = [ret.get(k, 0) for k in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+                                         "keep_monthly", "keep_yearly")]  # fmt: skip
+        if ret and not any(keeps) and keep_within and "backup" in gaps and keep_within < gaps["backup"][1]:
+            self.warnings.append(
+                f"{self.path}: retention: keeps only what is younger than {format_duration(keep_within)}, "
+                "less than the time between backups: prune would keep nothing but the newest backup"
+            )
 
         if self.problems:
             raise PolicyError(self.problems)
@@ -279,6 +303,7 @@ class _Validator:
                 pick=pick,
                 amcheck=dr.get("amcheck", False),
                 target_password_env=dr.get("target_password_env"),
+                from_copy=dr.get("from_copy"),
             ),
             warnings=tuple(self.warnings),
         )
@@ -385,10 +410,12 @@ def _valid_recipient(text: str) -> bool:
     return hrp == "age" and len(data) == 32 and text == text.lower()
 
 
-def _largest_gap(expr: str) -> int:
-    """Largest interval in seconds between consecutive firings over the next ~60 firings."""
+def _gaps(expr: str) -> tuple[int, int]:
+    """(smallest, largest) interval in seconds between consecutive firings over ~60 firings.
+    CroniterBadDateError when the expression never fires (e.g. 30 February)."""
     import datetime as dt
 
     it = croniter(expr, dt.datetime(2026, 1, 1))
     times = [it.get_next(dt.datetime) for _ in range(60)]
-    return int(max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)))
+    spans = [int((b - a).total_seconds()) for a, b in zip(times, times[1:], strict=False)]
+    return min(spans), max(spans)

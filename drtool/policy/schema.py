@@ -56,6 +56,7 @@ class Drill:
     pick: str = "latest"  # or "random": any complete backup, so old ones are proven too
     amcheck: bool = False  # bt_index_check every restored B-tree index
     target_password_env: str | None = None
+    from_copy: str | None = None  # drill from this [[storage.copies]] target, proving the DR copy
 
 
 @dataclass(frozen=True)
