@@ -22,10 +22,13 @@ from . import (
     catalog,
     clock,
     drills,
+    health,
     locks,
+    metrics,
     objectives,
     pipeline,
     postgres,
+    reports,
     retention,
     scheduler,
     scratch,
@@ -770,6 +773,132 @@ class App:
             err.result = report  # type: ignore[attr-defined]
             raise err
         return report
+
+    # -- status and reports ------------------------------------------------------------------------
+    def status(self, policy: Policy) -> dict[str, Any]:
+        """Health of one policy from the store's evidence plus live probes of its components."""
+        components: dict[str, str] = {}
+        try:
+            with postgres.connect(self.source(policy), timeout=5) as conn:
+                conn.execute("SELECT 1")
+            components["database"] = "ok"
+        except DrtoolError as e:
+            components["database"] = f"unreachable: {e}"
+        try:
+            store = self.store(policy)
+            components["storage"] = "ok"
+        except DrtoolError as e:
+            components["storage"] = f"unreachable: {e}"
+            return health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
+                                   copies_pending={}, schedule_state={}, components=components)  # fmt: skip
+        for c in policy.copies:
+            try:
+                self.store(policy, target=c.name)
+                components[f"copy:{c.name}"] = "ok"
+            except DrtoolError as e:
+                components[f"copy:{c.name}"] = f"unreachable: {e}"
+        try:
+            for r in policy.recipients:
+                age.parse_recipient(r)
+            components["keys"] = "ok"
+        except ValueError as e:
+            components["keys"] = f"invalid recipient: {e}"
+        backups = catalog.list_backups(store, policy.name)
+        records, problems = catalog.list_drill_records(store, policy.name)
+        if problems:
+            components["drill_records"] = f"{len(problems)} unreadable"
+        pending = catalog.read_copy_state(store, policy.name)["pending"]
+        result = health.evaluate(
+            now=clock.utcnow(),
+            rpo=policy.rpo,
+            newest_recovery_point=backups[0].recovery_point if backups else None,
+            last_drill=records[0] if records else None,
+            copies_pending={c.name: len(pending.get(c.name, {})) for c in policy.copies},
+            schedule_state=catalog.read_schedule_state(store, policy.name),
+            components=components,
+        )
+        result["backups"] = len(backups)
+        return result
+
+    def metrics_rows(self, policies: list[Policy]) -> list[dict[str, Any]]:
+        """Per-policy figures for the Prometheus textfile, from the store's evidence."""
+        rows = []
+        for p in policies:
+            row: dict[str, Any] = {"policy": p.name, "rpo_objective_seconds": p.rpo, "rto_objective_seconds": p.rto}
+            try:
+                st = self.status(p)
+                row["healthy"] = 1 if st["status"] == "healthy" else 0
+                row["rpo_achieved_seconds"] = st["last_backup_age_seconds"]
+                row["copies_pending"] = sum(st["copies_pending"].values())
+                store = self.store(p)
+                backups = catalog.list_backups(store, p.name)
+                records, _ = catalog.list_drill_records(store, p.name)
+            except DrtoolError:
+                rows.append({**row, "healthy": 0})
+                continue
+            success = []
+            if backups:
+                m = backups[0].manifest
+                done = clock.parse_iso(m["completed_at"])
+                row["last_backup_timestamp_seconds"] = done.timestamp()
+                row["last_backup_duration_seconds"] = (done - clock.parse_iso(m["started_at"])).total_seconds()
+                row["last_backup_size_bytes"] = m["sizes"]["stored_bytes"]
+                success.append(done.timestamp())
+            if records:
+                r = records[0]
+                row["drill_rto_seconds"] = r.get("rto_seconds")
+                row["drill_success"] = 1 if r.get("passed") else 0
+                row["drill_last_timestamp_seconds"] = clock.parse_iso(r["started_at"]).timestamp()
+                success += [clock.parse_iso(x["completed_at"]).timestamp() for x in records if x.get("passed")][:1]
+            row["last_success_timestamp_seconds"] = max(success) if success else None
+            rows.append(row)
+        return rows
+
+    def write_metrics(self, path: str, policies: list[Policy]) -> None:
+        """Write the textfile; a failure is reported and never fails the job that ran."""
+        try:
+            metrics.write(path, self.metrics_rows(policies))
+        except OSError as e:
+            self.warn(f"cannot write metrics file {path}: {e.strerror or e}")
+
+    def report(self, policies: list[Policy], *, start, end) -> dict[str, Any]:
+        """The compliance report document for these policies over [start, end]."""
+        sections = []
+        for p in policies:
+            store = self.store(p)
+            backups = [b.manifest for b in catalog.list_backups(store, p.name)]
+            records, problems = catalog.list_drill_records(store, p.name)
+            for problem in problems:
+                self.warn(problem)
+            pending = catalog.read_copy_state(store, p.name)["pending"]
+            lock = (
+                f"{p.storage.object_lock_mode} {p.storage.object_lock_days} days"
+                if p.storage.object_lock_days
+                else None
+            )
+            info = {
+                "name": p.name,
+                "rpo_seconds": p.rpo,
+                "rto_seconds": p.rto,
+                "retention": {k: v for k, v in vars(p.retention).items() if v},
+                "copies": [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies],
+                "storage": {
+                    "url": p.storage.url,
+                    "region": p.storage.region,
+                    "object_lock": lock,
+                    "copies": [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies],
+                },  # fmt: skip
+                "encryption": {
+                    "scheme": "age-v1-x25519",
+                    "recipients": [age.recipient_fingerprint(r) for r in p.recipients],
+                },  # fmt: skip
+            }
+            sections.append(reports.build_policy(
+                policy=info, backups=backups, drills=records, drill_problems=problems,
+                schedule_state=catalog.read_schedule_state(store, p.name),
+                copies_pending={k: sorted(v) for k, v in pending.items()}, start=start, end=end,
+            ))  # fmt: skip
+        return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
 
     # -- check -----------------------------------------------------------------------------------------
     def check(self, policy: Policy) -> dict[str, Any]:

@@ -16,6 +16,7 @@ OWNERS = {  # third-party module -> the only package paths allowed to import it
     "psycopg": ("postgres.py",),
     "zstandard": ("compress.py",),
     "click": ("cli/",),
+    "prometheus_client": ("metrics.py",),
 }
 FOUNDATION = {"errors.py", "secrets.py", "clock.py", "durations.py", "bech32.py", "__init__.py"}
 

@@ -17,7 +17,7 @@ import click  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..app import App  # noqa: E402
-from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
+from ..errors import EXIT_CHECK, EXIT_USAGE, CheckFailed, DrtoolError, PolicyError, UsageError  # noqa: E402
 from ..policy import Policy, load_policies  # noqa: E402
 from .render import ProgressLine, human_bytes, table  # noqa: E402
 
@@ -131,12 +131,14 @@ def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
 @cli.command()
 @policy_option
 @name_option
+@click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @json_option
 @pass_ctx
-def backup(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+def backup(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: str | None, as_json: bool) -> None:
     """Take one backup now (for each policy)."""
     done, first_error = [], None
-    for p in _policies(ctx, policy_path, policy_name):
+    policies = _policies(ctx, policy_path, policy_name)
+    for p in policies:
         try:
             m = ctx.app.backup(p)
         except DrtoolError as e:
@@ -149,6 +151,8 @@ def backup(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -
             f"{len(m['tables'])} tables)"
         )
         done.append(m)
+    if metrics_file:
+        ctx.app.write_metrics(metrics_file, policies)
     if as_json:
         if len(done) == 1 and not first_error:
             _emit_json(done[0])
@@ -324,13 +328,15 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
 @name_option
 @click.option("--backup", "backup_id", metavar="ID", help="Backup to drill (default: drill.pick, the newest).")
 @click.option("--from", "from_copy", metavar="COPY", help="Drill from a copy target instead of the primary.")
+@click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @json_option
 @pass_ctx
 def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, from_copy: str | None,
-          as_json: bool) -> None:  # fmt: skip
+          metrics_file: str | None, as_json: bool) -> None:  # fmt: skip
     """Restore test: restore into a scratch database, verify, measure RPO and RTO, record it."""
     records, worst = [], 0
-    for p in _policies(ctx, policy_path, policy_name):
+    policies = _policies(ctx, policy_path, policy_name)
+    for p in policies:
         ctx.info(f"drill {p.name}: restoring into a scratch database...")
         r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
         records.append(r)
@@ -338,6 +344,8 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
             worst = EXIT_CHECK
         if not as_json:
             _render_drill(r)
+    if metrics_file:
+        ctx.app.write_metrics(metrics_file, policies)
     if as_json:
         _emit_json(records[0] if len(records) == 1 else {"drills": records})
     if worst:
@@ -347,9 +355,10 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--dry-run", is_flag=True, help="Say what is due now and the next three times of each job.")
+@click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @json_option
 @pass_ctx
-def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | None, as_json: bool) -> None:
     """What cron/systemd calls: do whatever the policies' [schedule] says is due, once per slot."""
     policies = [p for path in paths for p in _policies(ctx, path)]
     results, worst = [], 0
@@ -365,6 +374,8 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
                 worst = max(worst, o.get("exit_code", 1))
                 click.echo(f"drtool: error: {p.name} {job}: {o.get('error')}", err=True)
         results.append(r)
+    if metrics_file and not dry_run:
+        ctx.app.write_metrics(metrics_file, policies)
     if as_json:
         _emit_json({"dry_run": dry_run, "policies": results})
     else:
@@ -418,6 +429,126 @@ def _self_command() -> str:
     if argv0.endswith("__main__.py") or not argv0:
         return f"{sys.executable} -m drtool"
     return os.path.abspath(argv0) if os.path.exists(argv0) else (shutil.which(argv0) or argv0)
+
+
+@cli.command()
+@policy_option
+@name_option
+@click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
+@json_option
+@pass_ctx
+def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: str | None, as_json: bool) -> None:
+    """Health per policy and overall; exit 0 healthy, 3 otherwise (a Nagios-style check)."""
+    from .. import clock, health
+
+    policies = _policies(ctx, policy_path, policy_name)
+    per = {p.name: ctx.app.status(p) for p in policies}
+    overall = health.worst(*(r["status"] for r in per.values()))
+    components: dict[str, str] = {}
+    for r in per.values():
+        for k, v in r["components"].items():
+            if components.get(k, "ok") == "ok":
+                components[k] = v
+    if metrics_file:
+        ctx.app.write_metrics(metrics_file, policies)
+    if as_json:
+        _emit_json({"status": overall, "checked_at": clock.iso(clock.utcnow()), "policies": per,
+                    "components": components})  # fmt: skip
+    else:
+        click.echo(f"drtool: {overall.upper()}")
+        for name, r in per.items():
+            age_s = r["last_backup_age_seconds"]
+            click.echo(f"  {name}: {r['status']}; newest backup {'-' if age_s is None else f'{age_s:.0f}s'} old")
+            for reason in r["reasons"]:
+                click.echo(f"    - {reason}")
+    if overall != "healthy":
+        raise click.exceptions.Exit(EXIT_CHECK)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--policy", "-p", "policy_paths", multiple=True, envvar="DRTOOL_POLICY", metavar="PATH",
+              help="Policy file or folder (repeatable).")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), help="Report format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Where to write the report.")
+@click.option("--since", default="90d", show_default=True, help="Period: this long before now.")
+@click.option("--from", "date_from", help="Period start (YYYY-MM-DD or ISO 8601), instead of --since.")
+@click.option("--to", "date_to", help="Period end (default: now).")
+@click.option(
+    "--sign-key", type=click.Path(dir_okay=False, exists=True), help="Ed25519 private key (PEM) to sign with."
+)
+@click.pass_context
+def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key) -> None:
+    """Compliance report from the store's evidence (html, md or json); `report verify FILE` checks one."""
+    if click_ctx.invoked_subcommand:
+        return
+    from .. import clock, reports
+    from ..durations import parse_duration
+
+    ctx: Ctx = click_ctx.obj
+    if not policy_paths or not fmt or not output:
+        raise UsageError("report needs --policy, --format and --output (or: drtool report verify FILE)")
+    policies = [p for path in policy_paths for p in _policies(ctx, path)]
+    end = _when(date_to) if date_to else clock.utcnow()
+    try:
+        start = _when(date_from) if date_from else end - __import__("datetime").timedelta(seconds=parse_duration(since))
+    except ValueError as e:
+        raise UsageError(f"--since: {e}") from None
+    doc = ctx.app.report(policies, start=start, end=end)
+    text = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}[fmt](doc)
+    data = text.encode()
+    with open(output, "wb") as f:
+        f.write(data)
+    digest = __import__("hashlib").sha256(data).hexdigest()
+    with open(output + ".sha256", "w") as f:
+        f.write(f"{digest}  {os.path.basename(output)}\n")
+    if sign_key:
+        from ..crypto import signing
+
+        try:
+            with open(sign_key, "rb") as kf:
+                sig = signing.sign(data, kf.read())
+        except signing.SigningError as e:
+            raise UsageError(f"--sign-key {sign_key}: {e}") from None
+        with open(output + ".sig", "w") as f:
+            json.dump(sig, f, indent=2)
+        ctx.info(f"signed with key {sig['key_fingerprint']} -> {output}.sig")
+    verdict = "compliant" if doc["compliant"] else "NOT compliant"
+    ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {digest}")
+    click.echo(digest)
+
+
+@report.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--public-key", type=click.Path(dir_okay=False, exists=True),
+              help="The signer's Ed25519 public key (PEM); without it only integrity is checked.")  # fmt: skip
+def report_verify(file: str, public_key: str | None) -> None:
+    """Check a report's signature (FILE.sig) without any decryption key."""
+    from ..crypto import signing
+
+    try:
+        with open(file + ".sig") as f:
+            sig = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{file}.sig: cannot read the signature: {e}") from None
+    with open(file, "rb") as f:
+        data = f.read()
+    pem = open(public_key, "rb").read() if public_key else None
+    try:
+        fp = signing.verify(data, sig, pem)
+    except signing.SigningError as e:
+        raise CheckFailed(f"{file}: {e}") from None
+    who = "the given key" if public_key else "the key in the signature file (pass --public-key to pin it)"
+    click.echo(f"{file}: signature valid, signed by {fp} ({who})")
+
+
+def _when(text: str):
+    from .. import clock
+
+    try:
+        t = clock.parse_iso(text if "T" in text else text + "T00:00:00Z")
+    except ValueError:
+        raise UsageError(f"'{text}' is not a date (YYYY-MM-DD or ISO 8601)") from None
+    return t
 
 
 def _render_drill(r: dict[str, Any]) -> None:

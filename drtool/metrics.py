@@ -1,0 +1,35 @@
+"""Prometheus metrics in the node_exporter textfile format: the only importer of prometheus_client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+_GAUGES = {
+    "last_backup_timestamp_seconds": "Completion time of the newest complete backup (Unix time).",
+    "last_backup_duration_seconds": "How long the newest complete backup took.",
+    "last_backup_size_bytes": "Stored size of the newest complete backup.",
+    "last_success_timestamp_seconds": "Time of the newest complete backup or passed drill (Unix time).",
+    "rpo_achieved_seconds": "Age of the newest complete backup's recovery point: the RPO achieved now.",
+    "drill_rto_seconds": "RTO measured by the newest drill.",
+    "drill_success": "1 if the newest drill passed, 0 if it failed.",
+    "drill_last_timestamp_seconds": "Start of the newest drill (Unix time).",
+    "rpo_objective_seconds": "objectives.rpo of the policy.",
+    "rto_objective_seconds": "objectives.rto of the policy.",
+    "copies_pending": "Backups not yet copied to a copy target.",
+    "healthy": "1 if drtool status says healthy, else 0.",
+}
+
+
+def write(path: str, rows: list[dict[str, Any]]) -> None:
+    """Write one gauge per metric, labelled by policy; rows map metric names to values (None = absent).
+    Raises OSError when the file cannot be written."""
+    registry = CollectorRegistry()
+    gauges = {name: Gauge(f"drtool_{name}", doc, ["policy"], registry=registry) for name, doc in _GAUGES.items()}
+    for row in rows:
+        for name, gauge in gauges.items():
+            value = row.get(name)
+            if value is not None:
+                gauge.labels(policy=row["policy"]).set(float(value))
+    write_to_textfile(path, registry)

@@ -1,0 +1,118 @@
+"""status, report and metrics, built from a real store's evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from helpers import make_setup, run_cli
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def local(pg, tmp_path, scratch_root):
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
+                   extra_toml='[drill]\nchecks = ["SELECT count(*) = 3000 FROM orders"]\n')  # fmt: skip
+    s.env["TMPDIR"] = str(scratch_root)
+    return s
+
+
+def test_empty_store_is_no_evidence_and_not_compliant(local, tmp_path):
+    (tmp_path / "store").mkdir()
+    out = tmp_path / "r.json"
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())
+    assert doc["compliant"] is False
+    assert "no backups: there is no evidence" in doc["policies"][0]["reasons"]
+    s = local.cli("status", "-p", str(local.policy), "--json")
+    assert s.code == 3 and s.json["status"] == "unhealthy"
+    assert "no complete backup" in s.json["policies"][local.db.replace("_", "-")]["reasons"]
+
+
+def test_period_without_drills_is_not_compliant(local, tmp_path):
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    out = tmp_path / "r.md"
+    r = local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(out))
+    assert r.code == 0
+    text = out.read_text()
+    assert "NOT compliant" in text and "no restore drill ran in the period" in text
+
+
+def test_report_with_real_backups_and_drills(local, tmp_path):
+    for _ in range(2):
+        assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    out = tmp_path / "r.json"
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())
+    p = doc["policies"][0]
+    assert doc["compliant"] is True and p["compliant"] is True and p["reasons"] == []
+    assert p["drills"]["run"] == 1 and p["drills"]["passed"] == 1 and p["drills"]["rto_last_seconds"] > 0
+    assert len(p["inventory"]) == 2 and p["rpo"]["worst_seconds"] < 6 * 3600
+    assert p["forecast"]["available"] is True and p["forecast"]["expected_rto_seconds"] > 0
+    assert {e["control"] for e in doc["evidence_map"]} >= {"SOC 2 A1.3", "ISO 27001 A.8.13", "DORA art. 12"}
+    # the SHA-256 printed and written beside the report is the file's
+    import hashlib
+
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert r.out.strip() == digest and (tmp_path / "r.json.sha256").read_text().startswith(digest)
+    html_out = tmp_path / "r.html"
+    assert local.cli("report", "-p", str(local.policy), "--format", "html", "-o", str(html_out)).code == 0
+    page = html_out.read_text()
+    assert page.count("<svg") == 3 and "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_corrupt_drill_record_is_reported_not_crashed_on(local, tmp_path):
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    drills = next((tmp_path / "store").rglob("drills"))
+    (drills / "20260101T000000Z-badbad.json").write_text("{not json")
+    out = tmp_path / "r.json"
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
+    assert r.code == 0 and "unreadable drill record" in r.err
+    p = json.loads(out.read_text())["policies"][0]
+    assert p["compliant"] is False and "1 drill record(s) could not be read" in p["reasons"]
+    s = local.cli("status", "-p", str(local.policy), "--json")
+    assert "drill_records" in s.json["components"] and "Traceback" not in s.err
+
+
+def test_status_healthy_after_backup_and_drill_and_metrics_parse(local, tmp_path):
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    prom = tmp_path / "metrics" / "drtool.prom"
+    prom.parent.mkdir()
+    assert local.cli("drill", "-p", str(local.policy), "--metrics-file", str(prom)).code == 0
+    s = local.cli("status", "-p", str(local.policy), "--json")
+    assert s.code == 0, s.out
+    assert s.json["status"] == "healthy" and s.json["components"]["database"] == "ok"
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert families["drtool_drill_success"].samples[0].value == 1.0
+    assert families["drtool_rpo_objective_seconds"].samples[0].value == 6 * 3600
+    assert families["drtool_last_backup_size_bytes"].samples[0].value > 0
+
+
+def test_unwritable_metrics_folder_warns_and_the_job_still_succeeds(local, tmp_path):
+    r = local.cli("backup", "-p", str(local.policy), "--metrics-file", "/proc/drtool/metrics.prom")
+    assert r.code == 0 and "cannot write metrics file /proc/drtool/metrics.prom" in r.err
+
+
+def test_signed_report_verifies_and_detects_changes(local, tmp_path):
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    key, pub = tmp_path / "sign.pem", tmp_path / "sign.pub"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key)], check=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True)
+    out = tmp_path / "r.md"
+    assert (
+        local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(out), "--sign-key", str(key)).code == 0
+    )
+    ok = run_cli("report", "verify", str(out), "--public-key", str(pub))
+    assert ok.code == 0 and "signature valid" in ok.out
+    out.write_text(out.read_text() + "tampered\n")
+    bad = run_cli("report", "verify", str(out), "--public-key", str(pub))
+    assert bad.code == 3 and "was changed" in bad.err
+    assert not os.path.exists(str(out) + ".sig.tmp")
