@@ -293,7 +293,7 @@ td,th{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:to
 .ok{color:#060}.bad{color:#a00;font-weight:bold}svg{width:100%;max-width:640px;height:auto}
 svg polyline{fill:none;stroke:#246;stroke-width:2}svg circle{fill:#246}svg .axis{stroke:#444}
 svg .target{stroke:#a00;stroke-dasharray:6 4}svg text{font-size:11px;fill:#333}
-figure{margin:1em 0;break-inside:avoid}figcaption{font-weight:bold}@media print{body{margin:0}}"""
+figure{margin:1em 0;break-inside:avoid}td small{word-break:break-all}figcaption{font-weight:bold}@media print{body{margin:0}}"""
 
 
 def render_html(doc: dict) -> str:

@@ -13,6 +13,9 @@ missing=()
 have_pg_server || missing+=(postgresql)
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+for extra in ${DRTOOL_EXTRA_APT:-}; do   # e.g. chromium for the report rendering test
+  command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian packages" >&2
   SUDO=""

@@ -116,3 +116,62 @@ def test_signed_report_verifies_and_detects_changes(local, tmp_path):
     bad = run_cli("report", "verify", str(out), "--public-key", str(pub))
     assert bad.code == 3 and "was changed" in bad.err
     assert not os.path.exists(str(out) + ".sig.tmp")
+
+
+def test_html_report_renders_in_headless_chromium_without_network(local, tmp_path):
+    """The page opens in a real browser, and the browser asks the network for nothing: every
+    request would have to pass a proxy we run, and the proxy sees no connection."""
+    import shutil
+    import socket
+    import threading
+
+    from services import need
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    need(chromium is not None, "Chromium (Debian package chromium)")
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    page = tmp_path / "r.html"
+    assert local.cli("report", "-p", str(local.policy), "--format", "html", "-o", str(page)).code == 0
+
+    seen: list[bytes] = []
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(16)
+    proxy.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                continue
+            seen.append(conn.recv(200))
+            conn.close()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    shot = tmp_path / "r.png"
+    try:
+        r = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+             f"--proxy-server=http://127.0.0.1:{proxy.getsockname()[1]}", "--proxy-bypass-list=<-loopback>",
+             "--window-size=1100,1400", f"--screenshot={shot}", f"file://{page}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        t.join()
+        proxy.close()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert shot.stat().st_size > 20_000  # a real rendering, not a blank page
+    # Chromium itself phones home (clock, updates, accounts) whatever the page is; what must not
+    # appear is any request on the page's behalf
+    browser_own = ("google.com", "googleapis.com", "gvt1.com")
+    hosts = [req.split(b" ")[1].decode(errors="replace") for req in seen if b" " in req]
+    from_page = [h for h in hosts if not any(h.split("//")[-1].split("/")[0].split(":")[0].endswith(d)
+                                              for d in browser_own)]  # fmt: skip
+    assert from_page == [], f"the report made network requests: {from_page}"
