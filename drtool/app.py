@@ -25,6 +25,7 @@ from . import (
     health,
     locks,
     metrics,
+    notify,
     objectives,
     pipeline,
     postgres,
@@ -66,6 +67,45 @@ class App:
     command_t0: float | None = None  # monotonic time the command began (drill records its duration)
     lock_wait: float = 0  # seconds to wait for a policy lock held by another process
     incomplete_grace: float = 6 * 3600  # an unfinished backup younger than this may still be running
+
+    # -- notifications: never fail the job ------------------------------------------------------
+    def _url(self, policy: Policy, env: str | None) -> Secret | None:
+        value = os.environ.get(env) if env else None
+        if env and not value:
+            self.warn(f"{policy.source}: notify: environment variable {env} is not set; not notifying")
+        return Secret(value) if value else None
+
+    def notify_start(self, policy: Policy) -> None:
+        url = self._url(policy, policy.notify.heartbeat_url_env)
+        if url and (err := notify.heartbeat(url, "start", policy.notify.timeout)):
+            self.warn(err)
+
+    def notify_outcome(self, policy: Policy, job: str, ok: bool, summary: str, details: dict | None = None) -> None:
+        n = policy.notify
+        hb = self._url(policy, n.heartbeat_url_env)
+        if hb and (err := notify.heartbeat(hb, "ok" if ok else "fail", n.timeout)):
+            self.warn(err)
+        if not ok or n.on_success:
+            hook = self._url(policy, n.webhook_url_env)
+            mark = "succeeded" if ok else "FAILED"
+            payload = {"text": f"drtool {job} of {policy.name} {mark}: {summary}", "policy": policy.name,
+                       "job": job, "ok": ok, "host": socket.gethostname(), "at": clock.iso(clock.utcnow()),
+                       "details": details or {}}  # fmt: skip
+            if hook and (err := notify.webhook(hook, payload, n.timeout)):
+                self.warn(err)
+
+    @contextmanager
+    def reported(self, policy: Policy, job: str) -> Iterator[dict]:
+        """Heartbeat start, then ok or fail and a webhook for the job's outcome. The block may
+        set result["ok"] = False (a drill that ran and failed) and result["summary"]."""
+        result: dict[str, Any] = {"ok": True, "summary": "done"}
+        self.notify_start(policy)
+        try:
+            yield result
+        except DrtoolError as e:
+            self.notify_outcome(policy, job, False, str(e))
+            raise
+        self.notify_outcome(policy, job, result["ok"], result["summary"], result.get("details"))
 
     @contextmanager
     def locked(self, policy: Policy, store: Store, job: str) -> Iterator[locks.Lock]:
@@ -153,9 +193,13 @@ class App:
         If a table is dropped between our snapshot and pg_dump's lock on it, pg_dump fails; the
         attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
         """
-        store = self.store(policy, create=True)
-        with self.locked(policy, store, "backup"):
-            return self._backup(policy, store)
+        with self.reported(policy, "backup") as outcome:
+            store = self.store(policy, create=True)
+            with self.locked(policy, store, "backup"):
+                m = self._backup(policy, store)
+            outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
+                           details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
+            return m
 
     def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
         try:
@@ -340,10 +384,14 @@ class App:
             entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
             entry["missed_total"] = entry.get("missed_total", 0) + d.missed
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
+            self.notify_start(policy)
             try:
                 outcome.update(self._run_job(policy, store, job))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
+            ok = outcome["outcome"] == "ok"
+            self.notify_outcome(policy, job, ok, outcome.get("summary") if ok else outcome.get("error", ""),
+                                {"slot": outcome["slot"], "missed": d.missed})  # fmt: skip
             entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
             if outcome["outcome"] == "ok":
                 entry["last_success"] = clock.iso(t)
@@ -514,8 +562,12 @@ class App:
         store = self.store(policy)
         from_copy = from_copy or policy.drill.from_copy
         source = self.store(policy, target=from_copy) if from_copy else store
-        with self.locked(policy, store, "drill"):
-            return self._drill(policy, store, backup_id, started, t0, source=source, source_name=from_copy)
+        with self.reported(policy, "drill") as outcome, self.locked(policy, store, "drill"):
+            rec = self._drill(policy, store, backup_id, started, t0, source=source, source_name=from_copy)
+            outcome.update(ok=rec["passed"] and rec["rpo_met"] is not False,
+                           summary=f"drill {rec['drill_id']}: " + (rec["failure"] or "passed"),
+                           details={"drill_id": rec["drill_id"], "rto_seconds": rec["rto_seconds"]})  # fmt: skip
+            return rec
 
     def _drill(
         self,

@@ -24,20 +24,35 @@ from .render import ProgressLine, human_bytes, table  # noqa: E402
 JSON_SCHEMA_VERSION = 1
 
 
+_LOG = {"json": False, "command": None}
+
+
+def log(level: str, msg: str, **fields: Any) -> None:
+    """One stderr line: `drtool: level: msg` for people, or one JSON object per line for log
+    shippers (--log-format json) with the command and any fields (policy, job, backup_id, ...)."""
+    if _LOG["json"]:
+        from .. import clock
+
+        doc = {"ts": clock.iso(clock.utcnow()), "level": level, "command": _LOG["command"], "msg": msg, **fields}
+        click.echo(json.dumps({k: v for k, v in doc.items() if v is not None}, default=str), err=True)
+    else:
+        click.echo(f"drtool: {level + ': ' if level != 'info' else ''}{msg}", err=True)
+
+
 class Ctx:
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.progress = ProgressLine(enabled=False if quiet else None)
+        self.progress = ProgressLine(enabled=False if (quiet or _LOG["json"]) else None)
         self.app = App(progress=self.progress, warn=self.warn, command_t0=COMMAND_T0)
 
     def warn(self, msg: str) -> None:
         self.progress.clear()
-        click.echo(f"drtool: warning: {msg}", err=True)
+        log("warning", msg)
 
-    def info(self, msg: str) -> None:
+    def info(self, msg: str, **fields: Any) -> None:
         self.progress.clear()
         if not self.quiet:
-            click.echo(f"drtool: {msg}", err=True)
+            log("info", msg, **fields)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -83,9 +98,12 @@ def _emit_json(doc: dict[str, Any]) -> None:
 @click.version_option(__version__, prog_name="drtool")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or info lines (errors still go to stderr).")
 @click.option("--lock-wait", default=0.0, metavar="SECONDS", help="Wait this long for a policy locked by another job.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="stderr as text or JSON lines.")
 @click.pass_context
-def cli(click_ctx: click.Context, quiet: bool, lock_wait: float) -> None:
+def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str) -> None:
     """Backups of PostgreSQL that are encrypted, streamed to object storage, and proven by restores."""
+    _LOG["json"] = log_format == "json"
+    _LOG["command"] = click_ctx.invoked_subcommand
     click_ctx.obj = Ctx(quiet)
     click_ctx.obj.app.lock_wait = lock_wait
 
@@ -144,12 +162,16 @@ def backup(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
         except DrtoolError as e:
             ctx.progress.clear()
             first_error = first_error or e
-            click.echo(f"drtool: error: backup {p.name}: {e}", err=True)
+            log("error", f"backup {p.name}: {e}", policy=p.name, job="backup")
             continue
+        from .. import clock
+
+        took = (clock.parse_iso(m["completed_at"]) - clock.parse_iso(m["started_at"])).total_seconds()
         ctx.info(
             f"backup {p.name}: {m['id']} committed ({human_bytes(m['sizes']['stored_bytes'])} stored, "
-            f"{len(m['tables'])} tables)"
-        )
+            f"{len(m['tables'])} tables)",
+            policy=p.name, job="backup", backup_id=m["id"], duration_seconds=round(took, 3),
+        )  # fmt: skip
         done.append(m)
     if metrics_file:
         ctx.app.write_metrics(metrics_file, policies)
@@ -368,11 +390,11 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | Non
         except DrtoolError as e:
             r = {"policy": p.name, "error": str(e), "jobs": {}}
             worst = max(worst, e.exit_code)
-            click.echo(f"drtool: error: run {p.name}: {e}", err=True)
+            log("error", f"run {p.name}: {e}", policy=p.name, job="run")
         for job, o in r["jobs"].items():
             if o.get("outcome") == "failed":
                 worst = max(worst, o.get("exit_code", 1))
-                click.echo(f"drtool: error: {p.name} {job}: {o.get('error')}", err=True)
+                log("error", f"{p.name} {job}: {o.get('error')}", policy=p.name, job=job)
         results.append(r)
     if metrics_file and not dry_run:
         ctx.app.write_metrics(metrics_file, policies)
@@ -593,12 +615,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
     except PolicyError as e:
         for line in e.problems:
-            click.echo(f"drtool: error: {line}", err=True)
+            log("error", line)
         sys.exit(e.exit_code)
     except DrtoolError as e:
         ProgressLine().clear()
         for line in str(e).splitlines() or [type(e).__name__]:
-            click.echo(f"drtool: error: {line}", err=True)
+            log("error", line)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("\ndrtool: interrupted", err=True)

@@ -18,7 +18,7 @@ from .. import bech32
 from ..durations import format_duration, parse_duration
 from ..errors import PolicyError
 from ..secrets import dsn_has_password
-from .schema import BackupOptions, Drill, Policy, Retention, Schedule, StorageTarget
+from .schema import BackupOptions, Drill, Notify, Policy, Retention, Schedule, StorageTarget
 
 # The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
 _STORAGE_KEYS = {
@@ -51,6 +51,7 @@ _SCHEMA: dict[str, Any] = {
     "encryption": {"recipients": "list[str]", "identity_file": "str"},
     "objectives": {"rpo": "str", "rto": "str"},
     "backup": {"zstd_level": "int", "zstd_threads": "int", "pg_bin_dir": "str"},
+    "notify": {"webhook_url_env": "str", "heartbeat_url_env": "str", "on_success": "bool", "timeout": "str"},
     "drill": {
         "checks": "list[str]",
         "target_dsn": "str",
@@ -65,7 +66,9 @@ _SCHEMA: dict[str, Any] = {
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_HINTS = re.compile(r"(?i)AGE-SECRET-KEY-1|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY")
-_SECRET_KEYS = re.compile(r"(?i)^(password|passwd|secret|token|secret_key|access_key|aws_secret_access_key)$")
+_SECRET_KEYS = re.compile(
+    r"(?i)^(password|passwd|secret|token|secret_key|access_key|aws_secret_access_key|webhook_url|heartbeat_url)$"
+)
 
 
 def load_policies(path: str | Path) -> list[Policy]:
@@ -259,6 +262,13 @@ class _Validator:
         if pick not in ("latest", "random"):
             self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
 
+        nt = raw.get("notify", {})
+        for k in ("webhook_url_env", "heartbeat_url_env"):
+            if nt.get(k) is not None and not _ENV_NAME.match(nt[k]):
+                self.bad(f"notify.{k}", f"'{nt[k]}' is not an environment variable name (URLs with tokens stay out of "
+                         "the file)")  # fmt: skip
+        notify_timeout = self.duration("notify.timeout", nt.get("timeout", "10s"))
+
         if rpo and "backup" in gaps:
             smallest, largest = gaps["backup"]
             if largest > rpo:
@@ -305,6 +315,12 @@ class _Validator:
                 target_password_env=dr.get("target_password_env"),
                 from_copy=dr.get("from_copy"),
             ),
+            notify=Notify(
+                nt.get("webhook_url_env"),
+                nt.get("heartbeat_url_env"),
+                nt.get("on_success", False),
+                notify_timeout or 10,
+            ),  # fmt: skip
             warnings=tuple(self.warnings),
         )
 

@@ -60,6 +60,14 @@ class Drill:
 
 
 @dataclass(frozen=True)
+class Notify:
+    webhook_url_env: str | None = None  # env var holding a webhook URL (JSON POST, Slack-compatible text)
+    heartbeat_url_env: str | None = None  # env var holding a healthchecks-style ping URL
+    on_success: bool = False  # also post to the webhook when a job succeeds
+    timeout: int = 10  # seconds
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     source: Path
@@ -75,4 +83,5 @@ class Policy:
     rto: int | None = None
     backup: BackupOptions = field(default_factory=BackupOptions)
     drill: Drill = field(default_factory=Drill)
+    notify: Notify = field(default_factory=Notify)
     warnings: tuple[str, ...] = ()
