@@ -175,3 +175,24 @@ def test_html_report_renders_in_headless_chromium_without_network(local, tmp_pat
     from_page = [h for h in hosts if not any(h.split("//")[-1].split("/")[0].split(":")[0].endswith(d)
                                               for d in browser_own)]  # fmt: skip
     assert from_page == [], f"the report made network requests: {from_page}"
+
+
+def test_json_report_and_status_validate_against_documented_schemas(local, tmp_path):
+    from pathlib import Path
+
+    import jsonschema
+
+    schemas = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+    for _ in range(2):
+        assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    out = tmp_path / "r.json"
+    assert local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out)).code == 0
+    jsonschema.validate(json.loads(out.read_text()), json.loads((schemas / "report.schema.json").read_text()))
+    st = local.cli("status", "-p", str(local.policy), "--json")
+    jsonschema.validate(st.json, json.loads((schemas / "status.schema.json").read_text()))
+    # and the schema is not a blank cheque: a report without its verdict is rejected
+    doc = json.loads(out.read_text())
+    del doc["policies"][0]["compliant"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, json.loads((schemas / "report.schema.json").read_text()))
