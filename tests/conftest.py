@@ -54,6 +54,16 @@ def s3_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=["local", "s3"])
+def store_toml(request, tmp_path) -> str:
+    """A [storage] section for each kind of store: a folder, and a prefix in the real S3 server."""
+    if request.param == "local":
+        return f'[storage]\nurl = "file://{tmp_path}/store"'
+    seaweed, bucket = request.getfixturevalue("seaweed"), request.getfixturevalue("bucket")
+    prefix = request.getfixturevalue("s3_prefix")
+    return f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
+
+
 @pytest.fixture
 def scratch_root():
     """Where drills put their scratch servers (TMPDIR): our own folder, reachable by postgres

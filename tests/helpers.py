@@ -108,6 +108,13 @@ class Setup:
         )
 
 
+def drill_setup(pg: PgCluster, tmp_path: Path, scratch_root: Path, drill_toml: str) -> Setup:
+    """A folder-store setup whose drills build their scratch servers under scratch_root."""
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=drill_toml)
+    s.env["TMPDIR"] = str(scratch_root)
+    return s
+
+
 def make_setup(
     pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str = SAMPLE_SQL, extra_toml: str = ""
 ) -> Setup:

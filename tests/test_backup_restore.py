@@ -10,18 +10,9 @@ from helpers import EXPECTED_ROWS, make_setup
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "s3"])
-def setup(request, pg, tmp_path):
-    if request.param == "local":
-        storage = f'[storage]\nurl = "file://{tmp_path}/store"'
-    else:
-        seaweed = request.getfixturevalue("seaweed")
-        bucket = request.getfixturevalue("bucket")
-        prefix = request.getfixturevalue("s3_prefix")
-        storage = (
-            f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
-        )
-    return make_setup(pg, tmp_path, storage)
+@pytest.fixture
+def setup(pg, tmp_path, store_toml):
+    return make_setup(pg, tmp_path, store_toml)
 
 
 def test_backup_list_verify_restore_round_trip(setup):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_setup
+from helpers import drill_setup
 
 from drtool.clock import parse_iso
 
@@ -21,10 +21,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def local(pg, tmp_path, scratch_root):
-    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
-                   extra_toml='[drill]\nchecks = ["SELECT count(*) = 3000 FROM orders"]\namcheck = true\n')  # fmt: skip
-    s.env["TMPDIR"] = str(scratch_root)
-    return s
+    return drill_setup(
+        pg, tmp_path, scratch_root, '[drill]\nchecks = ["SELECT count(*) = 3000 FROM orders"]\namcheck = true\n'
+    )
 
 
 def drill_records(setup) -> list[dict]:

@@ -13,17 +13,9 @@ from drtool.errors import NotFound
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "s3"])
-def setup(request, pg, tmp_path):
-    if request.param == "local":
-        storage = f'[storage]\nurl = "file://{tmp_path}/store"'
-    else:
-        seaweed, bucket = request.getfixturevalue("seaweed"), request.getfixturevalue("bucket")
-        prefix = request.getfixturevalue("s3_prefix")
-        storage = (
-            f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
-        )
-    return make_setup(pg, tmp_path, storage, extra_toml="[retention]\nkeep_last = 2\n")
+@pytest.fixture
+def setup(pg, tmp_path, store_toml):
+    return make_setup(pg, tmp_path, store_toml, extra_toml="[retention]\nkeep_last = 2\n")
 
 
 def store_of(setup):

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import make_setup, run_cli
+from helpers import drill_setup, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def local(pg, tmp_path, scratch_root):
-    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
-                   extra_toml='[drill]\nchecks = ["SELECT count(*) = 3000 FROM orders"]\n')  # fmt: skip
-    s.env["TMPDIR"] = str(scratch_root)
-    return s
+    return drill_setup(pg, tmp_path, scratch_root, '[drill]\nchecks = ["SELECT count(*) = 3000 FROM orders"]\n')
 
 
 def test_empty_store_is_no_evidence_and_not_compliant(local, tmp_path):
