@@ -247,17 +247,23 @@ class App:
         except UsageError:
             return  # pruned before it could be copied: nothing to do
         prefix = catalog.backup_prefix(policy.name, backup_id)
+        method = "streamed"
         for obj in backup.manifest["objects"]:
             key = prefix + obj["key"]
+            copy_from = getattr(dst, "copy_from", None)
+            if copy_from is not None and type(src) is type(dst) and copy_from(src, key, obj["size"], retain=True):
+                method = "server-side"  # same endpoint: the provider copies; the size is checked
+                continue
             with src.get(key) as raw:
                 reader = pipeline.HashingReader(raw)
-                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"])
+                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"], retain=True)
             if reader.hexdigest() != obj["sha256"]:
                 dst.delete(key)
                 raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
         copy = dict(backup.manifest)
-        copy["copy"] = {"target": target.name, "source": src.url, "copied_at": clock.iso(clock.utcnow())}
+        copy["copy"] = {"target": target.name, "source": src.url, "copied_at": clock.iso(clock.utcnow()),
+                        "method": method}  # fmt: skip
         catalog.write_manifest(dst, copy)  # the copy's own commit marker, written last
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:

@@ -38,6 +38,7 @@ def test_copy_is_committed_restorable_and_drillable(setup, seaweed, bucket, s3_p
     body = seaweed.client().get_object(Bucket=bucket, Key=f"{s3_prefix}-dr/{b.json['policy']}/backups/"
                                        f"{b.json['id']}/manifest.json")["Body"].read()  # fmt: skip
     assert b'"target": "dr"' in body and b.json["objects"][0]["sha256"].encode() in body
+    assert b'"method": "streamed"' in body  # folder to S3: through drtool, SHA-256 checked on the way
     target = setup.target_db()
     r = setup.restore(target, "--from", "dr", "--json")
     assert r.code == 0, r.err and r.json["row_counts"]["mismatched"] == {}
@@ -89,3 +90,22 @@ def test_retention_applies_to_each_target(setup):
 def test_unknown_target_name_is_a_usage_error(setup):
     r = setup.cli("list", "-p", str(setup.policy), "--target", "nowhere")
     assert r.code == 2 and "no storage target named 'nowhere' (known: primary, dr)" in r.err
+
+
+def test_same_endpoint_copy_is_server_side_and_restorable(pg, tmp_path, seaweed, bucket, s3_prefix):
+    """Primary and copy behind one S3 endpoint: the provider copies, the data never passes
+    through drtool, and the copy restores like any other."""
+    ep = seaweed.endpoint
+    primary = f'[storage]\nurl = "s3://{bucket}/{s3_prefix}"\nregion = "us-east-1"\nendpoint_url = "{ep}"\n'
+    storage = primary + copy_toml(seaweed, bucket, s3_prefix)
+    s = make_setup(pg, tmp_path, storage)
+    b = s.cli("backup", "-p", str(s.policy), "--json")
+    assert b.code == 0 and b.json["copies"] == {"dr": "ok"}, b.err
+    key = f"{s3_prefix}-dr/{b.json['policy']}/backups/{b.json['id']}/manifest.json"
+    copy_manifest = seaweed.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert b'"method": "server-side"' in copy_manifest
+    v = s.cli("verify", "-p", str(s.policy))
+    assert v.code == 0
+    r = s.restore(s.target_db(), "--from", "dr", "--json")
+    assert r.code == 0, r.err
+    assert r.json["row_counts"]["mismatched"] == {}

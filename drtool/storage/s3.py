@@ -345,6 +345,25 @@ class S3Store:
         except _BOTO as e:
             raise self._fail("abort upload of", leftover.key, e) from None
 
+    def copy_from(self, src: S3Store, key: str, size: int, *, retain: bool = False) -> bool:
+        """Server-side copy of src's object to the same key here, when both live behind the same
+        endpoint (the data never passes through this host); False when that is not possible."""
+        if src.endpoint != self.endpoint:
+            return False
+        from boto3.s3.transfer import TransferConfig
+
+        part = part_size_for(size)
+        cfg = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=IN_FLIGHT)
+        try:
+            self.client.copy({"Bucket": src.bucket, "Key": src._k(key)}, self.bucket, self._k(key),
+                             ExtraArgs=self._lock_args() if retain else None, Config=cfg)  # fmt: skip
+            copied = self.client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"]
+        except _BOTO as e:
+            raise self._fail("copy", key, e) from None
+        if copied != size:
+            raise StorageError(f"{self.url}/{key}: server-side copy has {copied} bytes, expected {size}")
+        return True
+
     def bucket_region(self) -> str | None:
         """The region the bucket lives in (GetBucketLocation); us-east-1 when the answer is empty."""
         try:
