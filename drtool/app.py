@@ -6,6 +6,7 @@ It never prints; results are plain dicts the CLI renders (and --json emits as th
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import socket
@@ -909,6 +910,8 @@ class App:
                 row["drill_last_timestamp_seconds"] = clock.parse_iso(r["started_at"]).timestamp()
                 success += [clock.parse_iso(x["completed_at"]).timestamp() for x in records if x.get("passed")][:1]
             row["last_success_timestamp_seconds"] = max(success) if success else None
+            now = clock.utcnow()
+            row["compliant"] = int(self.report([p], start=now - dt.timedelta(days=90), end=now)["compliant"])
             rows.append(row)
         return rows
 

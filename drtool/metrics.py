@@ -19,6 +19,7 @@ _GAUGES = {
     "rto_objective_seconds": "objectives.rto of the policy.",
     "copies_pending": "Backups not yet copied to a copy target.",
     "healthy": "1 if drtool status says healthy, else 0.",
+    "compliant": "1 if the policy is compliant over the last 90 days (drtool report's verdict), else 0.",
 }
 
 

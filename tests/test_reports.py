@@ -89,6 +89,7 @@ def test_status_healthy_after_backup_and_drill_and_metrics_parse(local, tmp_path
     assert s.json["status"] == "healthy" and s.json["components"]["database"] == "ok"
     families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
     assert families["drtool_drill_success"].samples[0].value == 1.0
+    assert families["drtool_compliant"].samples[0].value == 1.0  # a backup and a passed drill in 90 days
     assert families["drtool_rpo_objective_seconds"].samples[0].value == 6 * 3600
     assert families["drtool_last_backup_size_bytes"].samples[0].value > 0
 
