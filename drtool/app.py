@@ -36,7 +36,7 @@ from . import (
     scratch,
 )
 from .crypto import age
-from .dumpscan import BackgroundScanner, UnsupportedArchive
+from .dumpscan import BackgroundScanner, DumpScanner, UnsupportedArchive
 from .errors import (
     CheckFailed,
     DatabaseError,
@@ -726,11 +726,14 @@ class App:
         if jobs == 1:
             postgres.restore_stream(pg_restore, target, plain, clean=clean)
         else:
-            # pg_restore --jobs needs a seekable file. Tables and their data stream in as with one
-            # job while a copy is staged; then indexes and constraints (post-data, the part that
-            # parallelizes) are built by N jobs from the staged file.
-            with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".dump") as f:
-                postgres.restore_stream(pg_restore, target, _tee(plain, f), clean=clean, sections=("pre-data", "data"))
+            # Tables and their data stream in as with one job; then indexes and constraints
+            # (post-data, the part that parallelizes) are built by N jobs. pg_restore --jobs needs
+            # a seekable file, but post-data needs no data blocks: the archive's header and table
+            # of contents (a few KB, captured on the way) are all it reads.
+            with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
+                postgres.restore_stream(
+                    pg_restore, target, _capture_toc(plain, f), clean=clean, sections=("pre-data", "data")
+                )
                 f.flush()
                 postgres.PgRestore(
                     pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
@@ -1062,10 +1065,19 @@ def _last_slot(state: dict, job: str):
     return clock.parse_iso(value) if value else None
 
 
-def _tee(pieces, f):
+def _capture_toc(pieces, f):
+    """Pass pieces through; write the archive's header and table of contents to f."""
+    scanner, head = DumpScanner(), bytearray()
     for piece in pieces:
-        f.write(piece)
+        if scanner.info.toc_end is None:
+            head += piece
+            scanner.feed(piece)
+            if scanner.info.toc_end is not None:
+                f.write(head[: scanner.info.toc_end])
         yield piece
+    if scanner.info.toc_end is None:
+        why = scanner._failed or "the archive ended before its table of contents did"
+        raise IntegrityError(f"cannot read the archive's table of contents: {why}")
 
 
 def _password_from_env(name: str | None, where: str) -> Secret | None:

@@ -31,6 +31,7 @@ class ArchiveInfo:
     tables: dict[int, tuple[str, str]] = field(default_factory=dict)  # dumpId -> (schema, table)
     rows: dict[int, int] = field(default_factory=dict)  # dumpId -> rows seen
     blobs: int = 0
+    toc_end: int | None = None  # bytes of header + table of contents, before the first data block
 
     def row_counts(self) -> dict[str, int]:
         """{'schema.table': rows} for every table whose data is in the archive."""
@@ -60,6 +61,7 @@ class DumpScanner:
         self._skip = 0  # bytes of the current chunk's payload still to pass over
         self._rows = 0
         self._dropped_tail = b""  # the last bytes dropped from the buffer (for the terminator check)
+        self._dropped_total = 0  # bytes dropped so far: positions in the whole stream
         self._in_blobs = False
         self._blob_open = False
 
@@ -114,6 +116,7 @@ class DumpScanner:
 
     def _parse_toc_entry(self) -> None:
         if self._toc_left == 0:
+            self.info.toc_end = self._dropped_total + self._pos
             self._stage = self._parse_block_header
             return
         v = self.info.version[:2]
@@ -235,6 +238,7 @@ class DumpScanner:
 
     def _drop(self) -> None:
         self._dropped_tail = (self._dropped_tail + bytes(self._buf[max(0, self._pos - 16) : self._pos]))[-16:]
+        self._dropped_total += self._pos
         del self._buf[: self._pos]
         self._pos = 0
 

@@ -233,7 +233,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
 @click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
-@click.option("--jobs", "-j", default=1, show_default=True, type=int, help="Parallel pg_restore jobs (stages a file).")
+@click.option("--jobs", "-j", default=1, show_default=True, type=int, help="pg_restore jobs for indexes, constraints.")
 @click.option("--from", "from_copy", metavar="NAME", help="Restore from a copy target instead of the primary.")
 @json_option
 @pass_ctx
