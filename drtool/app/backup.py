@@ -1,0 +1,175 @@
+"""Use case: take a backup (pg_dump -> zstd -> age -> store, manifest last) and copy it."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from .. import __version__, catalog, clock, pipeline, postgres
+from ..crypto import age
+from ..dumpscan import BackgroundScanner, UnsupportedArchive
+from ..errors import DrtoolError, IntegrityError, UsageError
+from ..policy import Policy, StorageTarget
+from ..storage import Store
+from .base import AppBase, _check_region
+
+
+class BackupJobs(AppBase):
+    # -- backup ----------------------------------------------------------------------------------
+    def backup(self, policy: Policy) -> dict[str, Any]:
+        """Take one backup now; returns its manifest. Nothing is listed unless everything worked.
+
+        If a table is dropped between our snapshot and pg_dump's lock on it, pg_dump fails; the
+        attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
+        """
+        with self.reported(policy, "backup") as outcome:
+            store = self.store(policy, create=True)
+            with self.locked(policy, store, "backup"):
+                m = self._backup(policy, store)
+            outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
+                           details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
+            return m
+
+    def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
+        try:
+            manifest = self._backup_once(policy, store)
+        except postgres.ConcurrentDDL as e:
+            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+            manifest = self._backup_once(policy, store)
+        if policy.copies:
+            manifest = {**manifest, "copies": self._copy_pending(policy, store, new=manifest["id"])}
+        return manifest
+
+    # -- copies: each committed backup, replicated to every [[storage.copies]] target ----------------
+    def _copy_pending(self, policy: Policy, primary: Store, new: str | None = None) -> dict[str, str]:
+        """Copy `new` and every earlier copy that failed to each copy target; a failure is kept
+        in the store's state and retried on the next run. Returns {target: "ok" | error}."""
+        state = catalog.read_copy_state(primary, policy.name)
+        outcome: dict[str, str] = {}
+        for target in policy.copies:
+            pending = state["pending"].setdefault(target.name, {})
+            if new:
+                pending.setdefault(new, {"attempts": 0})
+            if not pending:
+                continue
+            try:
+                dst = self.store(policy, create=True, target=target.name)
+                _check_region(dst, target)
+                for bid in sorted(pending):
+                    self._copy_one(policy, primary, dst, target, bid)
+                    del pending[bid]
+                outcome[target.name] = "ok"
+            except DrtoolError as e:
+                for info in pending.values():
+                    info.update(
+                        attempts=info.get("attempts", 0) + 1, last_error=str(e), last_attempt=clock.iso(clock.utcnow())
+                    )
+                outcome[target.name] = f"failed: {e}"
+                self.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
+        catalog.write_copy_state(primary, policy.name, state)
+        return outcome
+
+    def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:
+        """Stream one backup's objects to dst, checking each SHA-256 on the way; manifest last."""
+        try:
+            backup = catalog.read_manifest(src, policy.name, backup_id)
+        except UsageError:
+            return  # pruned before it could be copied: nothing to do
+        prefix = catalog.backup_prefix(policy.name, backup_id)
+        method = "streamed"
+        for obj in backup.manifest["objects"]:
+            key = prefix + obj["key"]
+            copy_from = getattr(dst, "copy_from", None)
+            if copy_from is not None and type(src) is type(dst) and copy_from(src, key, obj["size"], retain=True):
+                method = "server-side"  # same endpoint: the provider copies; the size is checked
+                continue
+            with src.get(key) as raw:
+                reader = pipeline.HashingReader(raw)
+                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"], retain=True)
+            if reader.hexdigest() != obj["sha256"]:
+                dst.delete(key)
+                raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
+                                     f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
+        copy = dict(backup.manifest)
+        copy["copy"] = {"target": target.name, "source": src.url, "copied_at": clock.iso(clock.utcnow()),
+                        "method": method}  # fmt: skip
+        catalog.write_manifest(dst, copy)  # the copy's own commit marker, written last
+
+    def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
+        started = clock.utcnow()
+        backup_id = catalog.new_backup_id(started)
+        ci = self.source(policy)
+        pg_dump = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+        key = catalog.dump_key(policy.name, backup_id)
+        with postgres.exported_snapshot(ci) as (conn, snap):
+            postgres.require_compatible(pg_dump, snap)
+            scanner = BackgroundScanner()
+            stats = pipeline.EncodeStats()
+            stream = pipeline.encode(
+                postgres.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
+                recipients=policy.recipients,
+                level=policy.backup.zstd_level,
+                threads=policy.backup.zstd_threads,
+                stats=stats,
+                observe=scanner.feed,
+                progress=self.progress(f"backup {policy.name}", snap.database_size),
+            )
+            try:
+                stored = store.put(key, stream, size_hint=snap.database_size * 2, retain=True)
+            except BaseException:
+                scanner.abort()
+                raise
+            try:
+                try:
+                    info = scanner.finish()
+                    tables, method = info.row_counts(), "dump-stream"
+                except UnsupportedArchive as e:
+                    self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
+                    tables, method = postgres.count_rows(conn), "count(*)"
+                completed = clock.utcnow()
+                manifest = {
+                    "format": catalog.MANIFEST_FORMAT,
+                    "version": catalog.MANIFEST_VERSION,
+                    "id": backup_id,
+                    "policy": policy.name,
+                    "database": snap.database,
+                    "encoding": snap.encoding,
+                    "source": ci.label,
+                    "host": socket.gethostname(),
+                    "server_version": snap.server_version,
+                    "server_version_num": snap.server_version_num,
+                    "pg_dump_version": pg_dump.version,
+                    "recovery_point": clock.iso(snap.recovery_point),
+                    "started_at": clock.iso(started),
+                    "completed_at": clock.iso(completed),
+                    "sizes": {
+                        "database_bytes": snap.database_size,
+                        "plain_bytes": stats.plain_bytes,
+                        "compressed_bytes": stats.compressed_bytes,
+                        "stored_bytes": stored.size,
+                    },
+                    "objects": [
+                        {
+                            "role": "dump",
+                            "key": catalog.DUMP_NAME,
+                            "size": stored.size,
+                            "sha256": stats.sha256,
+                        }
+                    ],
+                    "payload_format": catalog.PAYLOAD_FORMAT,
+                    "compression": {"algorithm": "zstd", "level": policy.backup.zstd_level},
+                    "encryption": {
+                        "scheme": "age-v1-x25519",
+                        "recipients": [
+                            {"recipient": r, "fingerprint": age.recipient_fingerprint(r)} for r in policy.recipients
+                        ],
+                    },
+                    "tables": tables,
+                    "row_count_method": method,
+                    "tool": {"name": "drtool", "version": __version__},
+                }
+                catalog.write_manifest(store, manifest)  # the commit marker, written last
+            except BaseException:
+                store.delete(key)
+                raise
+        return manifest

@@ -1,0 +1,196 @@
+"""Use cases: list, restore, verify."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from .. import catalog, clock, pipeline, postgres
+from ..dumpscan import DumpScanner
+from ..errors import CheckFailed, DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
+from ..policy import Policy
+from ..secrets import dsn_has_password
+from .base import AppBase, _password_from_env
+
+
+class RestoreJobs(AppBase):
+    # -- list --------------------------------------------------------------------------------------
+    def list(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
+        """Complete backups in a storage target (default: the primary), newest first, each with
+        the outcome of its latest drill and, on the primary, the copies not made yet."""
+        store = self.store(policy, target=target)
+        primary = store if target in (None, "primary") else self.store(policy)
+        records, problems = catalog.list_drill_records(primary, policy.name)
+        for p in problems:
+            self.warn(p)
+        pending = catalog.read_copy_state(primary, policy.name)["pending"]
+        out = []
+        for b in catalog.list_backups(store, policy.name):
+            row = b.summary()
+            mine = [r for r in records if r.get("backup_id") == b.id]  # newest first
+            row["last_drill"] = (
+                {"drill_id": mine[0]["drill_id"], "started_at": mine[0]["started_at"], "passed": mine[0]["passed"]}
+                if mine
+                else None
+            )
+            passed = next((r for r in mine if r.get("passed")), None)
+            row["last_passed_drill_at"] = passed["completed_at"] if passed else None
+            row["target"] = target or "primary"
+            if policy.copies:
+                row["copies_pending"] = sorted(name for name, ids in pending.items() if b.id in ids)
+            out.append(row)
+        return out
+
+    # -- restore -----------------------------------------------------------------------------------
+    def restore(
+        self,
+        policy: Policy,
+        target_dsn: str,
+        *,
+        backup_id: str | None = None,
+        clean: bool = False,
+        jobs: int = 1,
+        target_password_env: str | None = None,
+        from_copy: str | None = None,
+    ) -> dict[str, Any]:
+        if dsn_has_password(target_dsn):
+            raise UsageError(
+                "--target carries a password, which would show in the process list; use "
+                "--target-password-env NAME, PGPASSWORD or a .pgpass file"
+            )
+        if jobs < 1:
+            raise UsageError("--jobs must be 1 or more")
+        target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
+        store = self.store(policy, target=from_copy)
+        backup = catalog.find_backup(store, policy.name, backup_id)
+        identities = self.identities(policy)
+        pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+        dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
+        if pg_restore.major < dump_major:
+            raise DatabaseError(
+                f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read a dump made by "
+                f"pg_dump {backup.manifest['pg_dump_version']}"
+            )
+        with postgres.connect(target) as conn:
+            if not clean and postgres.user_object_count(conn) > 0:
+                raise DrtoolError(
+                    f"target database {target.label} is not empty; restore into an empty "
+                    "database, or pass --clean to replace what is there"
+                )
+        started = clock.utcnow()
+        t0 = clock.monotonic()
+        dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        where = f"backup {backup.id}, object {store.url}/{dkey}"
+        plain = self._decoded(store, dkey, backup, identities, where)
+        if jobs == 1:
+            postgres.restore_stream(pg_restore, target, plain, clean=clean)
+        else:
+            # Tables and their data stream in as with one job; then indexes and constraints
+            # (post-data, the part that parallelizes) are built by N jobs. pg_restore --jobs needs
+            # a seekable file, but post-data needs no data blocks: the archive's header and table
+            # of contents (a few KB, captured on the way) are all it reads.
+            with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
+                postgres.restore_stream(
+                    pg_restore, target, _capture_toc(plain, f), clean=clean, sections=("pre-data", "data")
+                )
+                f.flush()
+                postgres.PgRestore(
+                    pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
+                ).finish()
+        restored = clock.monotonic() - t0
+        with postgres.connect(target) as conn:
+            actual = postgres.count_rows(conn)
+        expected = backup.manifest["tables"]
+        mismatched = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n}
+        result = {
+            "backup": backup.id,
+            "target": target.label,
+            "recovery_point": backup.manifest["recovery_point"],
+            "started_at": clock.iso(started),
+            "completed_at": clock.iso(clock.utcnow()),
+            "restore_seconds": round(restored, 3),
+            "jobs": jobs,
+            "row_counts": {
+                "tables": len(expected),
+                "matched": len(expected) - len(mismatched),
+                "mismatched": mismatched,
+            },
+        }
+        if mismatched:
+            names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
+            raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
+        return result
+
+    # -- verify --------------------------------------------------------------------------------------
+    def verify(
+        self,
+        policy: Policy,
+        *,
+        backup_id: str | None = None,
+        all_backups: bool = False,
+        deep: bool | None = None,
+    ) -> dict[str, Any]:
+        """Re-read stored objects: SHA-256 always; with the identity also age authentication to
+        the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
+        store = self.store(policy)
+        if all_backups:
+            backups = catalog.list_backups(store, policy.name)
+        else:
+            backups = [catalog.find_backup(store, policy.name, backup_id)]
+        identities = None
+        if deep is not False and policy.identity_file:
+            identities = self.identities(policy)
+        elif deep:
+            raise UsageError(f"{policy.source}: encryption.identity_file is needed for a deep verify")
+        results, problems = [], []
+        for b in backups:
+            obj = b.dump
+            key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
+            where = f"backup {b.id}, object {store.url}/{key}"
+            entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
+            try:
+                if identities:
+                    for _ in self._decoded(store, key, b, identities, where):
+                        pass
+                else:
+                    with store.get(key) as raw:
+                        digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
+                    if digest != obj["sha256"] or size != obj["size"]:
+                        raise IntegrityError(
+                            f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
+                            f"actual {digest} ({size} bytes)"
+                        )
+                entry["ok"] = True
+            except NotFound:
+                entry.update(ok=False, error=f"{where}: object is missing")
+                problems.append(entry["error"])
+            except IntegrityError as e:
+                entry.update(ok=False, error=str(e))
+                problems.append(str(e))
+            results.append(entry)
+        report = {
+            "policy": policy.name,
+            "verified": len(results),
+            "damaged": len(problems),
+            "backups": results,
+        }
+        if problems:
+            err = IntegrityError("\n".join(problems))
+            err.result = report  # type: ignore[attr-defined]
+            raise err
+        return report
+
+
+def _capture_toc(pieces, f):
+    """Pass pieces through; write the archive's header and table of contents to f."""
+    scanner, head = DumpScanner(), bytearray()
+    for piece in pieces:
+        if scanner.info.toc_end is None:
+            head += piece
+            scanner.feed(piece)
+            if scanner.info.toc_end is not None:
+                f.write(head[: scanner.info.toc_end])
+        yield piece
+    if scanner.info.toc_end is None:
+        why = scanner._failed or "the archive ended before its table of contents did"
+        raise IntegrityError(f"cannot read the archive's table of contents: {why}")

@@ -1,0 +1,201 @@
+"""Use cases for unattended operation: run (what is due), prune (retention)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import catalog, clock, locks, retention, scheduler
+from ..errors import DrtoolError, RetainedByLock
+from ..policy import Policy
+from ..storage import Store
+from .base import AppBase
+
+
+class ScheduleJobs(AppBase):
+    # -- run: what cron/systemd calls -------------------------------------------------------------
+    def run(self, policy: Policy, *, dry_run: bool = False, now: Callable[[], Any] = clock.utcnow) -> dict[str, Any]:
+        """Do whatever `[schedule]` says is due for this policy, each job at most once per slot.
+        The schedule state lives in the store, read and written under the policy lock, so any
+        host can run this and two concurrent runs do each slot once."""
+        jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
+        result: dict[str, Any] = {"policy": policy.name, "jobs": {}}
+        if not jobs and not policy.copies:
+            result["note"] = "no [schedule] entries: nothing to run"
+            return result
+        store = self.store(policy, create=True)
+        tz = policy.schedule.timezone
+        if dry_run:
+            state = catalog.read_schedule_state(store, policy.name)
+            t = now()
+            for job, expr in jobs.items():
+                d = scheduler.due(expr, tz, _last_slot(state, job), t)
+                result["jobs"][job] = {
+                    "cron": expr,
+                    "due": d is not None,
+                    "slot": clock.iso(d.slot) if d else None,
+                    "missed": d.missed if d else 0,
+                    "next": [clock.iso(x) for x in scheduler.next_times(expr, tz, t)],
+                }
+            return result
+        try:
+            with self.locked(policy, store, "run"):
+                self._run_due(policy, store, jobs, now, result)
+        except locks.LockBusy as e:
+            result["skipped"] = f"another job holds the lock: {locks.describe(e.holder)}"
+        return result
+
+    def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict) -> None:
+        tz = policy.schedule.timezone
+        state = catalog.read_schedule_state(store, policy.name)  # read under the lock
+        for job, expr in jobs.items():
+            t = now()
+            d = scheduler.due(expr, tz, _last_slot(state, job), t)
+            if d is None:
+                result["jobs"][job] = {"due": False}
+                continue
+            entry = state["jobs"].setdefault(job, {})
+            entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
+            entry["missed_total"] = entry.get("missed_total", 0) + d.missed
+            outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
+            self.notify_start(policy)
+            try:
+                outcome.update(self._run_job(policy, store, job))
+            except DrtoolError as e:
+                outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
+            ok = outcome["outcome"] == "ok"
+            self.notify_outcome(policy, job, ok, outcome.get("summary") if ok else outcome.get("error", ""),
+                                {"slot": outcome["slot"], "missed": d.missed})  # fmt: skip
+            entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
+            if outcome["outcome"] == "ok":
+                entry["last_success"] = clock.iso(t)
+            catalog.write_schedule_state(store, policy.name, state)
+            result["jobs"][job] = outcome
+        if policy.copies and catalog.read_copy_state(store, policy.name)["pending"]:
+            copies = self._copy_pending(policy, store)
+            failed = {k: v for k, v in copies.items() if v != "ok"}
+            entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
+            if failed:
+                error = "; ".join(f"{k}: {v}" for k, v in failed.items())
+                entry.update(outcome="failed", error=error, exit_code=1)
+            else:
+                entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
+            result["jobs"]["copies"] = entry
+
+    def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
+        if job == "backup":
+            m = self._backup(policy, store)
+            return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
+        if job == "prune":
+            r = self._prune(policy, store, dry_run=False)
+            failed = [name for name, x in r.get("copies", {}).items() if "error" in x]
+            if failed:
+                return {"outcome": "failed", "error": f"prune of copy targets failed: {', '.join(failed)}",
+                        "exit_code": 1}  # fmt: skip
+            return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
+        started, t0 = clock.utcnow(), clock.monotonic()
+        src = policy.drill.from_copy
+        rec = self._drill(policy, store, None, started, t0, source=self.store(policy, target=src) if src else None,
+                          source_name=src)  # fmt: skip
+        good = rec["passed"] and rec["rpo_met"] is not False
+        return {"outcome": "ok" if good else "failed", "summary": f"drill {rec['drill_id']}",
+                "error": None if good else rec["failure"] or "RPO objective missed",
+                "exit_code": 0 if good else 3, "drill_id": rec["drill_id"]}  # fmt: skip
+
+    # -- prune ---------------------------------------------------------------------------------
+    def prune(self, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:
+        """Apply retention (with its safety floors) and clean up failed or interrupted backups
+        older than the grace period. Under the policy lock, so no backup runs meanwhile."""
+        store = self.store(policy)
+        with self.locked(policy, store, "prune"):
+            return self._prune(policy, store, dry_run)
+
+    def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
+        """Retention on the primary, then on each copy target with the same rules."""
+        records, problems = catalog.list_drill_records(store, policy.name)
+        for p in problems:
+            self.warn(p)
+        passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
+        result = self._prune_target(policy, store, dry_run, passed)
+        if policy.copies:
+            result["copies"] = {}
+            for c in policy.copies:
+                try:
+                    result["copies"][c.name] = self._prune_target(
+                        policy, self.store(policy, target=c.name), dry_run, passed
+                    )
+                except DrtoolError as e:
+                    result["copies"][c.name] = {"error": str(e)}
+                    self.warn(f"prune of copy target '{c.name}' failed, will retry on the next run: {e}")
+        return result
+
+    def _prune_target(self, policy: Policy, store: Store, dry_run: bool, passed: frozenset[str]) -> dict[str, Any]:
+        now = clock.utcnow()
+        backups = catalog.list_backups(store, policy.name)
+        decisions = retention.apply(
+            [retention.Candidate(b.id, b.recovery_point) for b in backups],
+            policy.retention,
+            now,
+            policy.schedule.timezone,
+            passed,
+        )
+        rows = []
+        for d in decisions:
+            rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
+                         "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
+            if not d.keep and not dry_run:
+                prefix = catalog.backup_prefix(policy.name, d.backup_id)
+                try:
+                    store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
+                    for obj in store.list(prefix):
+                        store.delete(obj.key)
+                except RetainedByLock as e:  # deleted by a later prune, once the lock expires
+                    rows[-1]["action"] = "retained-by-lock"
+                    rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
+        incomplete = self._incomplete(policy, store, {b.id for b in backups}, now, dry_run)
+        return {
+            "policy": policy.name,
+            "dry_run": dry_run,
+            "rules": {k: v for k, v in vars(policy.retention).items() if v},
+            "backups": rows,
+            "incomplete": incomplete,
+            "kept": sum(r["action"] == "keep" for r in rows),
+            "deleted": sum(r["action"] == "delete" for r in rows),
+            "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
+        }
+
+    def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
+        """Folders of backups that never committed (no manifest), and their unfinished uploads."""
+        base = f"{policy.name}/backups/"
+        groups: dict[str, dict[str, list]] = {}
+        for obj in store.list(base):
+            bid = obj.key[len(base) :].split("/", 1)[0]
+            if bid not in complete:
+                groups.setdefault(bid, {"objects": [], "leftovers": []})["objects"].append(obj)
+        for left in store.leftovers(base):
+            bid = left.key[len(base) :].split("/", 1)[0]
+            groups.setdefault(bid, {"objects": [], "leftovers": []})["leftovers"].append(left)
+        out = []
+        for bid, g in sorted(groups.items()):
+            started = catalog.backup_started(bid) or min(
+                [o.modified for o in g["objects"] if o.modified] + [x.started for x in g["leftovers"]], default=now
+            )
+            age = (now - started).total_seconds()
+            entry = {"id": bid, "objects": len(g["objects"]), "unfinished_uploads": len(g["leftovers"]),
+                     "started": clock.iso(started)}  # fmt: skip
+            if age < self.incomplete_grace:
+                entry.update(action="keep", reason="unfinished and younger than the grace period: may still be running")
+            else:
+                entry.update(action="delete", reason="failed or interrupted backup (no manifest)")
+                if not dry_run:
+                    for obj in g["objects"]:
+                        store.delete(obj.key)
+                    for left in g["leftovers"]:
+                        store.discard(left)
+            out.append(entry)
+        return out
+
+
+def _last_slot(state: dict, job: str):
+    value = state["jobs"].get(job, {}).get("last_slot")
+    return clock.parse_iso(value) if value else None
