@@ -194,3 +194,16 @@ def test_json_report_and_status_validate_against_documented_schemas(local, tmp_p
     del doc["policies"][0]["compliant"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, json.loads((schemas / "report.schema.json").read_text()))
+
+
+def test_report_into_a_missing_folder_is_one_clear_error(local, tmp_path):
+    (tmp_path / "store").mkdir()
+    r = local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(tmp_path / "no" / "r.md"))
+    assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
+    bad_key = tmp_path / "k.pub"
+    bad_key.write_text("not a key")
+    out = tmp_path / "r.md"
+    assert local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(out)).code == 0
+    (tmp_path / "r.md.sig").write_text('{"public_key": "", "signature": "", "sha256": "x"}')
+    v = run_cli("report", "verify", str(out), "--public-key", str(bad_key))
+    assert v.code in (2, 3) and "Traceback" not in v.err

@@ -431,10 +431,13 @@ def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drto
     path = os.path.abspath(policy_path)
     files = (units.systemd_units if fmt == "systemd" else units.crontab)(policies, path, drtool_bin or _self_command())
     if install_dir:
-        os.makedirs(install_dir, exist_ok=True)
         for name, text in files.items():
-            with open(os.path.join(install_dir, name), "w") as f:
-                f.write(text)
+            try:
+                os.makedirs(install_dir, exist_ok=True)
+                with open(os.path.join(install_dir, name), "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise UsageError(f"--install {install_dir}: cannot write {name}: {e.strerror}") from None
             ctx.info(f"wrote {os.path.join(install_dir, name)}")
         if fmt == "systemd":
             ctx.info("then: systemctl daemon-reload && systemctl enable --now drtool.timer")
@@ -518,11 +521,14 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     doc = ctx.app.report(policies, start=start, end=end)
     text = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}[fmt](doc)
     data = text.encode()
-    with open(output, "wb") as f:
-        f.write(data)
     digest = __import__("hashlib").sha256(data).hexdigest()
-    with open(output + ".sha256", "w") as f:
-        f.write(f"{digest}  {os.path.basename(output)}\n")
+    try:
+        with open(output, "wb") as f:
+            f.write(data)
+        with open(output + ".sha256", "w") as f:
+            f.write(f"{digest}  {os.path.basename(output)}\n")
+    except OSError as e:
+        raise UsageError(f"--output {output}: cannot write: {e.strerror}") from None
     if sign_key:
         from ..crypto import signing
 
@@ -559,6 +565,8 @@ def report_verify(file: str, public_key: str | None) -> None:
         fp = signing.verify(data, sig, pem)
     except signing.SigningError as e:
         raise CheckFailed(f"{file}: {e}") from None
+    except ValueError:
+        raise UsageError(f"--public-key {public_key}: not a PEM public key") from None
     who = "the given key" if public_key else "the key in the signature file (pass --public-key to pin it)"
     click.echo(f"{file}: signature valid, signed by {fp} ({who})")
 
