@@ -279,7 +279,7 @@ def _set_pipe_size(fd: int) -> None:
         pass
 
 
-def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 20) -> Iterator[bytes]:
+def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 18) -> Iterator[bytes]:
     """The archive pg_dump writes, piece by piece. Raises DatabaseError (after the last piece)
     if pg_dump exits non-zero or reports an error, so the caller never commits a bad dump."""
     proc = subprocess.Popen(
