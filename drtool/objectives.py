@@ -23,19 +23,25 @@ class Gap:
     after_backup: str | None
 
 
-def worst_rpo(points: list[Point], now: dt.datetime) -> Gap | None:
-    """The largest achieved RPO over the backups' span: for consecutive backups k, k+1 (by
-    completion), completion of k+1 minus recovery point of k; and now minus the newest recovery
-    point. None when there is no backup at all (the RPO is unbounded)."""
-    if not points:
-        return None
-    ordered = sorted(points, key=lambda p: p.completed_at)
-    gaps = []
+def gaps(points: list[Point], until: dt.datetime) -> list[Gap]:
+    """Every stretch during which the newest complete backup aged, up to `until`: for
+    consecutive backups k, k+1 (by completion), completion of k+1 minus recovery point of k;
+    and `until` minus the newest recovery point. Backups completed after `until` are ignored."""
+    ordered = sorted((p for p in points if p.completed_at <= until), key=lambda p: p.completed_at)
+    if not ordered:
+        return []
+    out = []
     newest = ordered[0]
     for nxt in ordered[1:]:
-        gaps.append(Gap((nxt.completed_at - newest.recovery_point).total_seconds(), newest.recovery_point,
-                        nxt.completed_at, newest.backup_id))  # fmt: skip
+        out.append(Gap((nxt.completed_at - newest.recovery_point).total_seconds(), newest.recovery_point,
+                       nxt.completed_at, newest.backup_id))  # fmt: skip
         if nxt.recovery_point > newest.recovery_point:
             newest = nxt
-    gaps.append(Gap((now - newest.recovery_point).total_seconds(), newest.recovery_point, now, newest.backup_id))
-    return max(gaps, key=lambda g: g.seconds)
+    out.append(Gap((until - newest.recovery_point).total_seconds(), newest.recovery_point, until, newest.backup_id))
+    return out
+
+
+def worst_rpo(points: list[Point], now: dt.datetime) -> Gap | None:
+    """The largest achieved RPO over the backups' span; None when there is no backup at all
+    (the RPO is unbounded)."""
+    return max(gaps(points, now), key=lambda g: g.seconds, default=None)

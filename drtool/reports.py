@@ -12,6 +12,8 @@ from typing import Any
 
 from .clock import iso, parse_iso
 from .durations import format_duration
+from .objectives import Point
+from .objectives import gaps as rpo_gaps
 
 REPORT_FORMAT = "drtool-compliance-report"
 REPORT_VERSION = 1
@@ -26,24 +28,6 @@ EVIDENCE_MAP = [
     ("DORA art. 12", "Backup policies, restoration and recovery procedures, tested periodically; "
      "copies in a separate location.", "Copy targets and regions in the inventory; drills from copies."),
 ]  # fmt: skip
-
-
-def _gaps(backups: list[dict], until: dt.datetime) -> list[dict]:
-    """Every stretch during which the newest complete backup aged, with its achieved RPO."""
-    pts = sorted((parse_iso(b["completed_at"]), parse_iso(b["recovery_point"]), b["id"]) for b in backups)
-    out, newest = [], None
-    for done, rp, bid in pts:
-        if done > until:
-            break
-        if newest is not None:
-            out.append({"end": done, "start": newest[0], "seconds": (done - newest[0]).total_seconds(),
-                        "after_backup": newest[1]})  # fmt: skip
-        if newest is None or rp > newest[0]:
-            newest = (rp, bid)
-    if newest is not None:
-        out.append({"end": until, "start": newest[0], "seconds": (until - newest[0]).total_seconds(),
-                    "after_backup": newest[1]})  # fmt: skip
-    return out
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -73,8 +57,9 @@ def build_policy(
 ) -> dict[str, Any]:
     """The report section of one policy. `policy` carries name, objectives, retention, targets."""
     rpo_t, rto_t = policy["rpo_seconds"], policy["rto_seconds"]
-    gaps = [g for g in _gaps(backups, end) if g["end"] > start]
-    worst = max(gaps, key=lambda g: g["seconds"], default=None)
+    points = [Point(b["id"], parse_iso(b["recovery_point"]), parse_iso(b["completed_at"])) for b in backups]
+    gaps = [g for g in rpo_gaps(points, end) if g.end > start]
+    worst = max(gaps, key=lambda g: g.seconds, default=None)
     in_period = [d for d in drills if start <= parse_iso(d["started_at"]) <= end]
     in_period.sort(key=lambda d: d["started_at"])
     rtos = [d["rto_seconds"] for d in in_period if d.get("rto_seconds") is not None]
@@ -84,10 +69,8 @@ def build_policy(
         reasons.append("no backups: there is no evidence")
     if worst is None:
         reasons.append("no backup completed in or before the period")
-    elif rpo_t and worst["seconds"] > rpo_t:
-        reasons.append(
-            f"worst-case RPO {format_duration(worst['seconds'])} exceeds the target {format_duration(rpo_t)}"
-        )
+    elif rpo_t and worst.seconds > rpo_t:
+        reasons.append(f"worst-case RPO {format_duration(worst.seconds)} exceeds the target {format_duration(rpo_t)}")
     if not in_period:
         reasons.append("no restore drill ran in the period")
     for d in in_period:
@@ -114,10 +97,10 @@ def build_policy(
         "compliant": not reasons,
         "reasons": reasons,
         "rpo": {
-            "worst_seconds": None if worst is None else round(worst["seconds"], 1),
-            "worst_from": None if worst is None else iso(worst["start"]),
-            "worst_to": None if worst is None else iso(worst["end"]),
-            "series": [{"at": iso(g["end"]), "seconds": round(g["seconds"], 1)} for g in gaps],
+            "worst_seconds": None if worst is None else round(worst.seconds, 1),
+            "worst_from": None if worst is None else iso(worst.start),
+            "worst_to": None if worst is None else iso(worst.end),
+            "series": [{"at": iso(g.end), "seconds": round(g.seconds, 1)} for g in gaps],
         },
         "drills": {
             "run": len(in_period),

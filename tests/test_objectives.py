@@ -1,0 +1,43 @@
+"""RPO arithmetic and the report's verdict as pure functions (no store, no database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from drtool import objectives, reports
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def backup(i: int, rp_h: float, done_h: float) -> dict:
+    return {"id": f"b{i}", "recovery_point": (T0 + dt.timedelta(hours=rp_h)).isoformat(),
+            "completed_at": (T0 + dt.timedelta(hours=done_h)).isoformat(),
+            "sizes": {"stored_bytes": 10, "plain_bytes": 100, "database_bytes": 50},
+            "objects": [{"sha256": "0" * 64}], "encryption": {"recipients": [{"fingerprint": "sha256:x"}]}}  # fmt: skip
+
+
+def test_gaps_follow_the_definition():
+    pts = [objectives.Point("a", T0, T0 + dt.timedelta(minutes=10)),
+           objectives.Point("b", T0 + dt.timedelta(hours=6), T0 + dt.timedelta(hours=6, minutes=5))]  # fmt: skip
+    gaps = objectives.gaps(pts, T0 + dt.timedelta(hours=8))
+    # completion of b minus recovery point of a; then `until` minus the newest recovery point
+    assert [g.seconds for g in gaps] == [6 * 3600 + 300, 2 * 3600]
+    worst = objectives.worst_rpo(pts, T0 + dt.timedelta(hours=8))
+    assert worst.after_backup == "a" and worst.seconds == 6 * 3600 + 300
+    assert objectives.worst_rpo([], T0) is None
+
+
+def test_report_names_an_rpo_miss_with_when():
+    section = reports.build_policy(
+        policy={"name": "p", "rpo_seconds": 4 * 3600, "rto_seconds": 600, "retention": {}, "copies": [],
+                "storage": {"url": "file:///x", "object_lock": None, "copies": []},
+                "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
+        backups=[backup(1, 0, 0.1), backup(2, 6, 6.1)], drills=[], drill_problems=[], schedule_state={},
+        copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=7),
+    )  # fmt: skip
+    assert section["compliant"] is False
+    assert section["rpo"]["worst_seconds"] == 6.1 * 3600
+    assert section["rpo"]["worst_from"].startswith("2026-11-01T00:00:00")
+    assert any("worst-case RPO 6h6m exceeds the target 4h" in r for r in section["reasons"])
+    assert "no restore drill ran in the period" in section["reasons"]
