@@ -5,20 +5,45 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__, catalog, clock, health, metrics, postgres, reports
 from ..crypto import age
 from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed
 from ..policy import Policy, StorageTarget
-from ..storage import put_bytes
+from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
+
+
+@dataclass
+class Evidence:
+    """What the store says about a policy, read once for status, report and metrics."""
+
+    backups: list[dict[str, Any]]  # manifests, newest first
+    records: list[dict[str, Any]]  # drill records, newest first
+    problems: list[str]  # unreadable drill records
+    pending: dict[str, dict]  # copies not yet made: target -> {backup_id: ...}
+    schedule: dict[str, Any]
 
 
 class EvidenceJobs(AppBase):
     # -- status and reports ------------------------------------------------------------------------
+    def _evidence(self, policy: Policy, store: Store) -> Evidence:
+        records, problems = catalog.list_drill_records(store, policy.name)
+        return Evidence(
+            backups=[b.manifest for b in catalog.list_backups(store, policy.name)],
+            records=records,
+            problems=problems,
+            pending=catalog.read_copy_state(store, policy.name)["pending"],
+            schedule=catalog.read_schedule_state(store, policy.name),
+        )
+
     def status(self, policy: Policy) -> dict[str, Any]:
         """Health of one policy from the store's evidence plus live probes of its components."""
+        return self._status(policy)[0]
+
+    def _status(self, policy: Policy) -> tuple[dict[str, Any], Evidence | None]:
         components: dict[str, str] = {}
         try:
             with postgres.connect(self.source(policy), timeout=5) as conn:
@@ -31,8 +56,9 @@ class EvidenceJobs(AppBase):
             components["storage"] = "ok"
         except DrtoolError as e:
             components["storage"] = f"unreachable: {e}"
-            return health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
-                                   copies_pending={}, schedule_state={}, components=components)  # fmt: skip
+            result = health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
+                                     copies_pending={}, schedule_state={}, components=components)  # fmt: skip
+            return result, None
         for c in policy.copies:
             try:
                 self.store(policy, target=c.name)
@@ -45,56 +71,53 @@ class EvidenceJobs(AppBase):
             components["keys"] = "ok"
         except ValueError as e:
             components["keys"] = f"invalid recipient: {e}"
-        backups = catalog.list_backups(store, policy.name)
-        records, problems = catalog.list_drill_records(store, policy.name)
-        if problems:
-            components["drill_records"] = f"{len(problems)} unreadable"
-        pending = catalog.read_copy_state(store, policy.name)["pending"]
+        ev = self._evidence(policy, store)
+        if ev.problems:
+            components["drill_records"] = f"{len(ev.problems)} unreadable"
         result = health.evaluate(
             now=clock.utcnow(),
             rpo=policy.rpo,
-            newest_recovery_point=backups[0].recovery_point if backups else None,
-            last_drill=records[0] if records else None,
-            copies_pending={c.name: len(pending.get(c.name, {})) for c in policy.copies},
-            schedule_state=catalog.read_schedule_state(store, policy.name),
+            newest_recovery_point=clock.parse_iso(ev.backups[0]["recovery_point"]) if ev.backups else None,
+            last_drill=ev.records[0] if ev.records else None,
+            copies_pending={c.name: len(ev.pending.get(c.name, {})) for c in policy.copies},
+            schedule_state=ev.schedule,
             components=components,
         )
-        result["backups"] = len(backups)
-        return result
+        result["backups"] = len(ev.backups)
+        return result, ev
 
     def metrics_rows(self, policies: list[Policy]) -> list[dict[str, Any]]:
-        """Per-policy figures for the Prometheus textfile, from the store's evidence."""
+        """Per-policy figures for the Prometheus textfile, from one read of the store's evidence."""
         rows = []
         for p in policies:
             row: dict[str, Any] = {"policy": p.name, "rpo_objective_seconds": p.rpo, "rto_objective_seconds": p.rto}
             try:
-                st = self.status(p)
-                row["healthy"] = 1 if st["status"] == "healthy" else 0
-                row["rpo_achieved_seconds"] = st["last_backup_age_seconds"]
-                row["copies_pending"] = sum(st["copies_pending"].values())
-                store = self.store(p)
-                backups = catalog.list_backups(store, p.name)
-                records, _ = catalog.list_drill_records(store, p.name)
+                st, ev = self._status(p)
             except DrtoolError:
+                ev = None
+            if ev is None:
                 rows.append({**row, "healthy": 0})
                 continue
+            row["healthy"] = 1 if st["status"] == "healthy" else 0
+            row["rpo_achieved_seconds"] = st["last_backup_age_seconds"]
+            row["copies_pending"] = sum(st["copies_pending"].values())
             success = []
-            if backups:
-                m = backups[0].manifest
+            if ev.backups:
+                m = ev.backups[0]
                 done = clock.parse_iso(m["completed_at"])
                 row["last_backup_timestamp_seconds"] = done.timestamp()
                 row["last_backup_duration_seconds"] = (done - clock.parse_iso(m["started_at"])).total_seconds()
                 row["last_backup_size_bytes"] = m["sizes"]["stored_bytes"]
                 success.append(done.timestamp())
-            if records:
-                r = records[0]
+            if ev.records:
+                r = ev.records[0]
                 row["drill_rto_seconds"] = r.get("rto_seconds")
                 row["drill_success"] = 1 if r.get("passed") else 0
                 row["drill_last_timestamp_seconds"] = clock.parse_iso(r["started_at"]).timestamp()
-                success += [clock.parse_iso(x["completed_at"]).timestamp() for x in records if x.get("passed")][:1]
+                success += [clock.parse_iso(x["completed_at"]).timestamp() for x in ev.records if x.get("passed")][:1]
             row["last_success_timestamp_seconds"] = max(success) if success else None
             now = clock.utcnow()
-            row["compliant"] = int(self.report([p], start=now - dt.timedelta(days=90), end=now)["compliant"])
+            row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now)["compliant"])
             rows.append(row)
         return rows
 
@@ -109,40 +132,32 @@ class EvidenceJobs(AppBase):
         """The compliance report document for these policies over [start, end]."""
         sections = []
         for p in policies:
-            store = self.store(p)
-            backups = [b.manifest for b in catalog.list_backups(store, p.name)]
-            records, problems = catalog.list_drill_records(store, p.name)
-            for problem in problems:
+            ev = self._evidence(p, self.store(p))
+            for problem in ev.problems:
                 self.warn(problem)
-            pending = catalog.read_copy_state(store, p.name)["pending"]
-            lock = (
-                f"{p.storage.object_lock_mode} {p.storage.object_lock_days} days"
-                if p.storage.object_lock_days
-                else None
-            )
-            info = {
-                "name": p.name,
-                "rpo_seconds": p.rpo,
-                "rto_seconds": p.rto,
-                "retention": {k: v for k, v in vars(p.retention).items() if v},
-                "copies": [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies],
-                "storage": {
-                    "url": p.storage.url,
-                    "region": p.storage.region,
-                    "object_lock": lock,
-                    "copies": [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies],
-                },  # fmt: skip
-                "encryption": {
-                    "scheme": "age-v1-x25519",
-                    "recipients": [age.recipient_fingerprint(r) for r in p.recipients],
-                },  # fmt: skip
-            }
-            sections.append(reports.build_policy(
-                policy=info, backups=backups, drills=records, drill_problems=problems,
-                schedule_state=catalog.read_schedule_state(store, p.name),
-                copies_pending={k: sorted(v) for k, v in pending.items()}, start=start, end=end,
-            ))  # fmt: skip
+            sections.append(self._report_section(p, ev, start, end))
         return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
+
+    @staticmethod
+    def _report_section(p: Policy, ev: Evidence, start, end) -> dict[str, Any]:
+        lock = f"{p.storage.object_lock_mode} {p.storage.object_lock_days} days" if p.storage.object_lock_days else None
+        copies = [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies]
+        info = {
+            "name": p.name,
+            "rpo_seconds": p.rpo,
+            "rto_seconds": p.rto,
+            "retention": {k: v for k, v in vars(p.retention).items() if v},
+            "copies": copies,
+            "storage": {"url": p.storage.url, "region": p.storage.region, "object_lock": lock, "copies": copies},
+            "encryption": {
+                "scheme": "age-v1-x25519",
+                "recipients": [age.recipient_fingerprint(r) for r in p.recipients],
+            },
+        }
+        return reports.build_policy(
+            policy=info, backups=ev.backups, drills=ev.records, drill_problems=ev.problems, schedule_state=ev.schedule,
+            copies_pending={k: sorted(v) for k, v in ev.pending.items()}, start=start, end=end,
+        )  # fmt: skip
 
     # -- check -----------------------------------------------------------------------------------------
     def check(self, policy: Policy) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import time
 
 COMMAND_T0 = time.monotonic()  # before the heavy imports: drill records how long the command ran
 
+import datetime  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -515,13 +517,13 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     policies = [p for path in policy_paths for p in _policies(ctx, path)]
     end = _when(date_to) if date_to else clock.utcnow()
     try:
-        start = _when(date_from) if date_from else end - __import__("datetime").timedelta(seconds=parse_duration(since))
+        start = _when(date_from) if date_from else end - datetime.timedelta(seconds=parse_duration(since))
     except ValueError as e:
         raise UsageError(f"--since: {e}") from None
     doc = ctx.app.report(policies, start=start, end=end)
     text = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}[fmt](doc)
     data = text.encode()
-    digest = __import__("hashlib").sha256(data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     try:
         with open(output, "wb") as f:
             f.write(data)
