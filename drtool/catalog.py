@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ MANIFEST_VERSION = 1
 DUMP_NAME = "dump.zst.age"
 MANIFEST_NAME = "manifest.json"
 PAYLOAD_FORMAT = "age-v1(zstd(pg_dump --format=custom --compress=0))"
+MANIFEST_READERS = 8  # manifests fetched at once when listing backups
 
 
 def new_backup_id(started_at) -> str:
@@ -115,10 +117,15 @@ def _parse(raw: bytes, where: str) -> dict[str, Any]:
 def list_backups(store: Store, policy: str) -> list[Backup]:
     """Committed backups of a policy, newest recovery point first. Folders without a manifest
     (failed or in-progress backups) are not backups and are not listed."""
-    out = []
-    for obj in store.list(f"{policy}/backups/"):
-        if obj.key.endswith("/" + MANIFEST_NAME):
-            out.append(Backup(_parse(get_bytes(store, obj.key), f"{store.url}/{obj.key}")))
+    keys = [obj.key for obj in store.list(f"{policy}/backups/") if obj.key.endswith("/" + MANIFEST_NAME)]
+
+    def read(key: str) -> Backup:
+        return Backup(_parse(get_bytes(store, key), f"{store.url}/{key}"))
+
+    # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run
+    # side by side; this is on the path of `drtool restore` during an outage.
+    with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+        out = list(pool.map(read, keys))
     out.sort(key=lambda b: (b.manifest["recovery_point"], b.id), reverse=True)
     return out
 
