@@ -34,17 +34,21 @@ def session_procs(session: int):
             continue
 
 
-def tree_pss_mb(session: int) -> float:
-    """Proportional set size (shared pages split fairly) summed over a process session, in MB."""
-    total = 0
+def tree_memory_mb(session: int) -> tuple[float, float]:
+    """(PSS, RSS) summed over a process session, in MB. PSS splits shared pages fairly between
+    the processes sharing them; RSS counts a shared page once per process (shared libraries,
+    and a forked child's pages, count twice), so it overstates a process tree."""
+    pss = rss = 0
     for d, _ in session_procs(session):
         try:
             for line in (d / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
         except (OSError, ValueError):
             continue
-    return total / 1024
+    return pss / 1024, rss / 1024
 
 
 SERVERS: dict[str, int] = {}  # name -> session id of a server whose CPU time we account for
@@ -68,13 +72,14 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> di
     before = {name: session_cpu_s(sid) for name, sid in SERVERS.items()}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
-    peak = 0.0
+    peak = peak_rss = 0.0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_rss
         while not done.is_set():
-            peak = max(peak, tree_pss_mb(proc.pid))
+            pss, rss = tree_memory_mb(proc.pid)
+            peak, peak_rss = max(peak, pss), max(peak_rss, rss)
             done.wait(SAMPLE_EVERY)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -87,7 +92,7 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> di
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({proc.returncode}): {err[-800:]}")
-    out = {"seconds": wall, "peak_mb": peak, "cpu_s": usage.ru_utime + usage.ru_stime}
+    out = {"seconds": wall, "peak_mb": peak, "peak_rss_mb": peak_rss, "cpu_s": usage.ru_utime + usage.ru_stime}
     time.sleep(0.5)  # the command's backends exit and are reaped into the postmaster's totals
     for name, sid in SERVERS.items():
         out[f"{name}_cpu_s"] = session_cpu_s(sid) - before[name]
@@ -116,7 +121,8 @@ def record(row: dict, name: str, m: dict) -> None:
     row[name]["mb_per_s"] = round(size / 1e6 / m["seconds"], 1)
     servers = "  ".join(f"{k} {v:5.2f}" for k, v in m.items() if k.endswith("_cpu_s") and k != "cpu_s")
     print(
-        f"bench:   {name:<22} {m['seconds']:6.2f} s  {m['peak_mb']:6.1f} MB  cpu {m['cpu_s']:5.2f} s  {servers}"
+        f"bench:   {name:<22} {m['seconds']:6.2f} s  {m['peak_mb']:6.1f} MB (RSS {m['peak_rss_mb']:.1f})  "
+        f"cpu {m['cpu_s']:5.2f} s  {servers}"
         f"  runs {m.get('runs')}",
         file=sys.stderr,
     )
@@ -356,6 +362,7 @@ identity_file = "{key}"
             m = timed([*drtool, "backup", "-p", str(p)], env)
             results["memory"].append(
                 {"scale": scale, "db_bytes": size, "seconds": round(m["seconds"], 2), "peak_mb": round(m["peak_mb"], 1),
+                 "peak_rss_mb": round(m["peak_rss_mb"], 1),
                  "drill": run_drill(drtool, p, env, work)}
             )  # fmt: skip
             pg.psql(f'DROP DATABASE "{db}"')
@@ -389,7 +396,7 @@ def render(results: dict) -> str:
     for row in results["runs"]:
         out.append(f"filler={row['filler']}  database {row['db_bytes'] / 1e6:.0f} MB")
         out.append(
-            f"  {'command':<22} {'seconds':>8} {'MB/s':>8} {'peak PSS MB':>12} {'CPU s: tool':>12} "
+            f"  {'command':<22} {'seconds':>8} {'MB/s':>8} {'peak PSS MB':>12} {'RSS MB':>7} {'CPU s: tool':>12} "
             f"{'postgres':>9} {'S3 server':>10}"
         )
         for n in names:
@@ -397,7 +404,8 @@ def render(results: dict) -> str:
                 continue
             r = row[n]
             out.append(
-                f"  {n:<22} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['peak_mb']:>12.1f} {r['cpu_s']:>12.2f} "
+                f"  {n:<22} {r['seconds']:>8.2f} {r['mb_per_s']:>8.1f} {r['peak_mb']:>12.1f} {r['peak_rss_mb']:>7.1f} "
+                f"{r['cpu_s']:>12.2f} "
                 f"{r.get('postgres_cpu_s', 0):>9.2f} {r.get('s3_cpu_s', 0):>10.2f}"
             )
         out.append("  ratios: " + ", ".join(f"{k} {v}" for k, v in row["ratios"].items()))
@@ -422,7 +430,8 @@ def render(results: dict) -> str:
         d = m["drill"]
         out.append(
             f"memory: scale {m['scale']} ({m['db_bytes'] / 1e6:.0f} MB) drtool backup "
-            f"{m['seconds']:.2f} s, peak PSS {m['peak_mb']:.1f} MB; drill RTO {d['rto_seconds']:.2f} s, "
+            f"{m['seconds']:.2f} s, peak PSS {m['peak_mb']:.1f} MB (RSS {m['peak_rss_mb']:.1f}); "
+            f"drill RTO {d['rto_seconds']:.2f} s, "
             f"overhead {d['overhead_seconds']:.2f} s"
         )
     return "\n".join(out)
