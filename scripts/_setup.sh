@@ -36,3 +36,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+# Byte-compile drtool's own modules: .venv holds it as an editable install, and where
+# PYTHONDONTWRITEBYTECODE is set nothing else writes these, so every command would compile all
+# of drtool again at start (measured ~50 ms of each command's start-up).
+.venv/bin/python -m compileall -q drtool >/dev/null
