@@ -305,6 +305,17 @@ def test_damaged_object_fails_verify_and_restore_naming_it(local, how):
     assert local.pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=target) == "0"
 
 
+def test_damaged_manifest_fails_list_and_restore_naming_it(local):
+    """Manifests are read side by side when listing; a damaged one still ends in one clear line."""
+    made = [local.cli("backup", "-p", str(local.policy), "--json").json for _ in range(2)]
+    ids = [m["id"] for m in made]
+    manifest = local.policy.parent / "store" / made[0]["policy"] / "backups" / ids[0] / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:40])
+    assert_clean_failure(local.cli("list", "-p", str(local.policy)), 3, f"{ids[0]}/manifest.json", "not valid JSON")
+    r = local.restore(local.target_db())
+    assert_clean_failure(r, 3, f"{ids[0]}/manifest.json", "not valid JSON")
+
+
 def test_wrong_identity_is_reported(local, tmp_path):
     assert local.cli("backup", "-p", str(local.policy)).code == 0
     other = tmp_path / "other.key"
