@@ -215,6 +215,31 @@ def cpu_floor(row: dict) -> dict:
     return {"cpu_s": round(cpu, 2), "s3_cpu_s": round(s3, 2), "seconds": round(cpu / os.cpu_count(), 2)}
 
 
+RATIOS = {  # name: (numerator, denominator), each a row entry with its seconds
+    "backup_vs_pg_dump_raw": ("drtool_backup_s3", "pg_dump_raw"),
+    "backup_vs_pg_dump_zlib": ("drtool_backup_s3", "pg_dump_zlib_file"),
+    "restore_vs_pg_restore": ("drtool_restore", "pg_restore_raw"),
+    "restore_jobs2_vs_pg_restore": ("drtool_restore_jobs2", "pg_restore_raw"),
+    "drill_rto_vs_pg_restore": ("drill", "pg_restore_raw"),
+    "backup_vs_stock_pipe_s3": ("drtool_backup_s3", "stock_pipe_s3"),
+    "floor_s3_vs_pg_dump_raw": ("floor", "pg_dump_raw"),
+}
+
+
+def ratios(row: dict) -> dict:
+    """drtool against the stock commands; a row missing (no AWS CLI) leaves its ratio out."""
+
+    def seconds(name: str) -> float:
+        entry = row[name]
+        return entry["rto_seconds"] if name == "drill" else entry["seconds"]
+
+    return {k: round(seconds(a) / seconds(b), 2) for k, (a, b) in RATIOS.items() if a in row and b in row}
+
+
+def shell(pipeline: str) -> list[str]:
+    return ["bash", "-o", "pipefail", "-c", pipeline]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=50)
@@ -292,13 +317,13 @@ identity_file = "{key}"
             # age and an upload must at least spend on this machine.
             dump = shlex.join([pg_dump, "-Fc", "-Z0", *conn, db])
             pipe = f"{dump} | zstd -1 -T0 -q | age -r {ident.recipient}"
-            record(row, "stock_pipe_null", repeated(n, ["bash", "-o", "pipefail", "-c", f"{pipe} >/dev/null"], env))
+            record(row, "stock_pipe_null", repeated(n, shell(f"{pipe} >/dev/null"), env))
             if aws:
                 up = shlex.join([aws, "s3", "cp", "--only-show-errors", "--endpoint-url", weed.endpoint, "-"])
                 record(
                     row,
                     "stock_pipe_s3",
-                    repeated(n, ["bash", "-o", "pipefail", "-c", f"{pipe} | {up} s3://{bucket}/stock/{db}"], env),
+                    repeated(n, shell(f"{pipe} | {up} s3://{bucket}/stock/{db}"), env),
                 )
             record(row, "drtool_backup_s3", repeated(n, [*drtool, "backup", "-p", str(policy)], env))
             # the same backup into a local folder: separates drtool's own cost from the S3 server's
@@ -334,23 +359,8 @@ identity_file = "{key}"
             print(f"bench:   drill {row['drill']}", file=sys.stderr)
             raw_file.unlink()
             (work / "zlib.dump").unlink()
-            row["ratios"] = {
-                "backup_vs_pg_dump_raw": round(row["drtool_backup_s3"]["seconds"] / row["pg_dump_raw"]["seconds"], 2),
-                "backup_vs_pg_dump_zlib": round(
-                    row["drtool_backup_s3"]["seconds"] / row["pg_dump_zlib_file"]["seconds"], 2
-                ),
-                "restore_vs_pg_restore": round(row["drtool_restore"]["seconds"] / row["pg_restore_raw"]["seconds"], 2),
-                "restore_jobs2_vs_pg_restore": round(
-                    row["drtool_restore_jobs2"]["seconds"] / row["pg_restore_raw"]["seconds"], 2
-                ),
-                "drill_rto_vs_pg_restore": round(row["drill"]["rto_seconds"] / row["pg_restore_raw"]["seconds"], 2),
-            }
-            if "stock_pipe_s3" in row:
-                row["ratios"]["backup_vs_stock_pipe_s3"] = round(
-                    row["drtool_backup_s3"]["seconds"] / row["stock_pipe_s3"]["seconds"], 2
-                )
             row["floor"] = cpu_floor(row)
-            row["ratios"]["floor_s3_vs_pg_dump_raw"] = round(row["floor"]["seconds"] / row["pg_dump_raw"]["seconds"], 2)
+            row["ratios"] = ratios(row)
             results["runs"].append(row)
             pg.psql(f'DROP DATABASE "{db}"')
 
