@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultProxy
 from services import PgCluster, Seaweed, need, pg_bindir, tmpdir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -62,6 +63,21 @@ def store_toml(request, tmp_path) -> str:
     seaweed, bucket = request.getfixturevalue("seaweed"), request.getfixturevalue("bucket")
     prefix = request.getfixturevalue("s3_prefix")
     return f'[storage]\nurl = "s3://{bucket}/{prefix}"\nregion = "us-east-1"\nendpoint_url = "{seaweed.endpoint}"'
+
+
+@pytest.fixture
+def fault_proxy(seaweed):
+    """A fault-injecting proxy in front of the real S3 server (tests/faultproxy.py)."""
+    proxy = FaultProxy(seaweed.endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxied_s3_toml(fault_proxy, bucket, s3_prefix) -> str:
+    """A [storage] section whose S3 requests all pass through `fault_proxy`."""
+    return (f'[storage]\nurl = "s3://{bucket}/{s3_prefix}"\nregion = "us-east-1"\n'
+            f'endpoint_url = "{fault_proxy.endpoint}"')
 
 
 @pytest.fixture
