@@ -226,6 +226,8 @@ class DumpScanner:
                 self.info.blobs += 1
                 self._blob_open = True
             length = self._int()
+            if length < 0:
+                raise UnsupportedArchive(f"large object chunk with a negative length ({length})")
             if length == 0:
                 self._blob_open = False
             else:

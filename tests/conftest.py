@@ -3,13 +3,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
 from services import PgCluster, Seaweed, need, pg_bindir, tmpdir
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # Credentials for the throwaway SeaweedFS (it accepts any); set before boto3 reads the chain.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "drtool-test")
@@ -96,9 +93,3 @@ def age_bin() -> str:
     need(path is not None, "the stock age tool (Debian package age)")
     return path
 
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():  # a user's clone lacks ../shared: skip, even under CI
-        pytest.skip("../shared is absent")
-    return SHARED
