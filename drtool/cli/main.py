@@ -251,6 +251,8 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=int, help="pg_restore jobs for indexes, constraints.")
 @click.option("--from", "from_copy", metavar="NAME", help="Restore from a copy target instead of the primary.")
+@click.option("--role", metavar="ROLE", help="Restore as this role (pg_restore --role; implies --no-owner).")
+@click.option("--no-owner", is_flag=True, help="Do not set object owners: objects belong to the restoring role.")
 @json_option
 @pass_ctx
 def restore(
@@ -263,13 +265,16 @@ def restore(
     clean: bool,
     jobs: int,
     from_copy: str | None,
+    role: str | None,
+    no_owner: bool,
     as_json: bool,
 ) -> None:
-    """Restore a backup into a database."""
+    """Restore a backup into a database. The dump's SQL runs with the restoring role's privileges:
+    restore as an unprivileged role that owns the target database (--role)."""
     p = _one(ctx, policy_path, policy_name)
     r = ctx.app.restore(
         p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env,
-        from_copy=from_copy,
+        from_copy=from_copy, role=role, no_owner=no_owner,
     )  # fmt: skip
     if as_json:
         _emit_json(r)
