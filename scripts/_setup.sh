@@ -13,6 +13,7 @@ missing=()
 have_pg_server || missing+=(postgresql)
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)  # SSH signature interop tests
 for extra in ${DRTOOL_EXTRA_APT:-}; do   # e.g. chromium for the report rendering test
   command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
 done

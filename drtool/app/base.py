@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, clock, locks, notify, pipeline, postgres
-from ..crypto import age
+from .. import catalog, clock, locks, notify, pipeline, postgres, trust
+from ..crypto import age, sshsig
 from ..errors import DrtoolError, IdentityError, StorageError, UsageError
 from ..policy import Policy, StorageTarget
 from ..secrets import Secret
@@ -140,19 +140,49 @@ class AppBase:
         except ValueError as e:
             raise IdentityError(f"identity file {path}: {e}") from None
 
+    # -- signing keys ------------------------------------------------------------------------------
+    def signer(self, policy: Policy) -> trust.Signer | None:
+        """The key this host signs what it writes with ([signing].key_file), or None when unset."""
+        path = policy.signing.key_file
+        return self.load_signer(path, "signing.key_file") if path else None
+
+    def verifier(self, policy: Policy) -> trust.Verifier | None:
+        """The keys whose signatures this host accepts ([signing].trusted_keys), or None when unset:
+        then nothing is origin-checked (and `check` warns)."""
+        keys = policy.signing.trusted_keys
+        return trust.Verifier.from_lines(keys, f"{policy.source}: signing.trusted_keys") if keys else None
+
+    def load_signer(self, path: str, where: str, *, allow_pem: bool = False) -> trust.Signer:
+        """One IdentityError naming the file when it is missing, unreadable or not an unencrypted
+        Ed25519 key; a warning when other users can read it."""
+        try:
+            st = os.stat(path)
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise IdentityError(f"signing key {path} does not exist ({where})") from None
+        except OSError as e:
+            raise IdentityError(f"signing key {path} cannot be read: {e.strerror} ({where})") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            self.warn(f"signing key {path} is readable by other users; chmod 600 it")
+        return trust.Signer.from_bytes(data, path, allow_pem=allow_pem)
+
     # -- keygen ----------------------------------------------------------------------------------
     def keygen(self, output: str) -> dict[str, Any]:
         ident = age.Identity.generate()
         path = Path(output)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise UsageError(f"{path} already exists; refusing to overwrite a key") from None
-        except OSError as e:
-            raise UsageError(f"cannot create {path}: {e.strerror}") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(age.keygen_text(ident, clock.utcnow()))
+        _refuse_existing(path)
+        _write_new_file(path, age.keygen_text(ident, clock.utcnow()).encode(), 0o600)
         return {"identity_file": str(path), "recipient": ident.recipient}
+
+    def keygen_signing(self, output: str) -> dict[str, Any]:
+        """An Ed25519 signing key in OpenSSH format (0600) and PATH.pub beside it."""
+        path, pub_path = Path(output), Path(output + ".pub")
+        _refuse_existing(path, pub_path)
+        private, public = sshsig.generate("drtool")
+        _write_new_file(path, private, 0o600)
+        _write_new_file(pub_path, public.line().encode() + b"\n", 0o644)
+        return {"key_file": str(path), "public_key_file": str(pub_path), "public_key": public.line(),
+                "fingerprint": public.fingerprint}  # fmt: skip
 
     def _decoded(self, store: Store, key: str, backup: catalog.Backup, identities, where: str):
         raw = store.get(key)
@@ -168,6 +198,27 @@ class AppBase:
             )
         finally:
             raw.close()
+
+
+def _refuse_existing(*paths: Path) -> None:
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            raise UsageError(f"{path} already exists; refusing to overwrite a key")
+
+
+def _write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create path (never overwrite), making missing parent folders 0700 on the way."""
+    missing = [p for p in path.parents if not p.exists()]
+    try:
+        for folder in reversed(missing):
+            os.mkdir(folder, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {path}: {e.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _check_region(store: Store, target: StorageTarget) -> None:

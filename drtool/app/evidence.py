@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, postgres, reports
-from ..crypto import age
-from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed
+from .. import __version__, catalog, clock, health, metrics, postgres, reports, trust
+from ..crypto import age, signing, sshsig
+from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
 from ..policy import Policy, StorageTarget
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
@@ -138,6 +138,60 @@ class EvidenceJobs(AppBase):
             sections.append(self._report_section(p, ev, start, end))
         return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
 
+    # -- report signatures -------------------------------------------------------------------------------
+    def report_signer(self, path: str) -> trust.Signer:
+        """The --sign-key: an OpenSSH Ed25519 key (keygen --signing), or for one more version the
+        PEM key 0.1 used (the signature is in SSH format either way)."""
+        signer = self.load_signer(path, "--sign-key", allow_pem=True)
+        with open(path, "rb") as f:
+            if b"BEGIN OPENSSH PRIVATE KEY" not in f.read():
+                self.warn(f"--sign-key {path}: PEM signing keys are deprecated; make an OpenSSH one with "
+                          "'drtool keygen --signing --output FILE'")  # fmt: skip
+        return signer
+
+    @staticmethod
+    def sign_report(signer: trust.Signer, data: bytes) -> bytes:
+        return signer.sign(data, trust.NS_REPORT)
+
+    def verify_report(self, file: str, *, policies: list[Policy], public_key_file: str | None) -> dict[str, Any]:
+        """Check FILE.sig against the trusted keys of the policies and/or the --public-key file,
+        never against the key inside the signature. UsageError (exit 2) without any trusted key;
+        trust.Untrusted (exit 3) naming the file when the signature is missing or does not hold."""
+        keys: list[sshsig.PublicKey] = []
+        for p in policies:
+            verifier = self.verifier(p)
+            if verifier is None:
+                raise UsageError(f"{p.source}: no [signing].trusted_keys to verify the report against")
+            keys += verifier.keys
+        if public_key_file:
+            keys += _public_keys_from_file(public_key_file)
+        if not keys:
+            raise UsageError("no trusted key given: pass --policy (its [signing].trusted_keys) or --public-key FILE")
+        sig_path = file + ".sig"
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+            with open(sig_path, "rb") as f:
+                sig = f.read(sshsig.MAX_ARMORED + 1)
+        except FileNotFoundError as e:
+            if e.filename != sig_path:
+                raise UsageError(f"{file}: no such file") from None
+            raise trust.Untrusted(file, f"its signature {os.path.basename(sig_path)} is missing") from None
+        except OSError as e:
+            raise UsageError(f"{e.filename}: cannot read: {e.strerror}") from None
+        if signing.is_legacy(sig):
+            try:
+                signer = signing.verify_legacy(data, sig, keys).fingerprint
+            except signing.SigningError as e:
+                raise trust.Untrusted(file, str(e)) from None
+            self.warn(f"{sig_path} is in the old drtool signature format (deprecated, read until the next "
+                      "version); sign reports with a key from 'drtool keygen --signing'")  # fmt: skip
+            fmt = "drtool-0.1-json (deprecated)"
+        else:
+            signer = trust.Verifier(keys).verify(data, sig, trust.NS_REPORT, file)
+            fmt = "sshsig"
+        return {"file": file, "signature": sig_path, "signed_by": signer, "format": fmt, "namespace": trust.NS_REPORT}
+
     @staticmethod
     def _report_section(p: Policy, ev: Evidence, start, end) -> dict[str, Any]:
         lock = f"{p.storage.object_lock_mode} {p.storage.object_lock_days} days" if p.storage.object_lock_days else None
@@ -160,6 +214,29 @@ class EvidenceJobs(AppBase):
         )  # fmt: skip
 
     # -- check -----------------------------------------------------------------------------------------
+    def _check_signing(self, policy: Policy, checks: list[dict[str, Any]], probe) -> None:
+        """[signing]: the key_file loads; without trusted_keys, a warning that origin is not checked."""
+
+        def signing() -> str:
+            signer, verifier = self.signer(policy), self.verifier(policy)
+            parts = [f"signing key {signer.source} loads ({signer.fingerprint})"] if signer else []
+            if verifier:
+                parts.append(f"{len(verifier.keys)} trusted key(s): {', '.join(verifier.fingerprints)}")
+                if signer and signer.fingerprint not in verifier.fingerprints:
+                    warning = (f"signing key {signer.source} ({signer.fingerprint}) is not among "
+                               "[signing].trusted_keys: what this host writes would be untrusted where this policy "
+                               "reads it")  # fmt: skip
+                    self.warn(f"{policy.source}: {warning}")
+                    checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
+            return "; ".join(parts)
+
+        if policy.signing.key_file or policy.signing.trusted_keys:
+            probe("signing", signing)
+        if not policy.signing.trusted_keys:
+            warning = "origin of backups is not verified (no [signing].trusted_keys)"
+            self.warn(f"{policy.source}: {warning}")
+            checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
+
     def check(self, policy: Policy) -> dict[str, Any]:
         """Probe every part a backup needs; the result lists each with ok and a detail."""
         checks: list[dict[str, Any]] = []
@@ -238,6 +315,7 @@ class EvidenceJobs(AppBase):
 
             probe(f"copy:{c.name}", copy_target)
         probe("keys", keys)
+        self._check_signing(policy, checks, probe)
         ok = all(c["ok"] for c in checks)
         result = {"policy": policy.name, "ok": ok, "checks": checks}
         if not ok:
@@ -245,3 +323,31 @@ class EvidenceJobs(AppBase):
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+def _public_keys_from_file(path: str) -> list[sshsig.PublicKey]:
+    """--public-key: ssh-ed25519 lines (a .pub file, or an allowed_signers file), or the PEM
+    public key of drtool 0.1. UsageError naming the file and line when it holds none."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as e:
+        raise UsageError(f"--public-key {path}: cannot read: {e.strerror}") from None
+    try:
+        if b"BEGIN PUBLIC KEY" in data:
+            return [sshsig.public_key_from_pem(data)]
+        keys = []
+        for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            start = words.index(sshsig.KEY_TYPE) if sshsig.KEY_TYPE in words else 0  # allowed_signers: principal first
+            try:
+                keys.append(sshsig.parse_public_key(" ".join(words[start:])))
+            except sshsig.SignatureError as e:
+                raise sshsig.SignatureError(f"line {n}: {e}") from None
+    except sshsig.SignatureError as e:
+        raise UsageError(f"--public-key {path}: {e}") from None
+    if not keys:
+        raise UsageError(f"--public-key {path}: holds no ssh-ed25519 public key")
+    return keys

@@ -52,7 +52,11 @@ class RestoreJobs(AppBase):
         jobs: int = 1,
         target_password_env: str | None = None,
         from_copy: str | None = None,
+        role: str | None = None,
+        no_owner: bool = False,
     ) -> dict[str, Any]:
+        """A dump is SQL (functions, triggers, ownership) and runs with the privileges of whoever
+        restores it: `role` (pg_restore --role, implying --no-owner) restores as that role."""
         if dsn_has_password(target_dsn):
             raise UsageError(
                 "--target carries a password, which would show in the process list; use "
@@ -60,6 +64,7 @@ class RestoreJobs(AppBase):
             )
         if jobs < 1:
             raise UsageError("--jobs must be 1 or more")
+        extra = _ownership_options(role, no_owner)
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
         store = self.store(policy, target=from_copy)
         backup = catalog.find_backup(store, policy.name, backup_id)
@@ -83,7 +88,7 @@ class RestoreJobs(AppBase):
         where = f"backup {backup.id}, object {store.url}/{dkey}"
         plain = self._decoded(store, dkey, backup, identities, where)
         if jobs == 1:
-            postgres.restore_stream(pg_restore, target, plain, clean=clean)
+            postgres.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
         else:
             # Tables and their data stream in as with one job; then indexes and constraints
             # (post-data, the part that parallelizes) are built by N jobs. pg_restore --jobs needs
@@ -91,11 +96,11 @@ class RestoreJobs(AppBase):
             # of contents (a few KB, captured on the way) are all it reads.
             with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
                 postgres.restore_stream(
-                    pg_restore, target, _capture_toc(plain, f), clean=clean, sections=("pre-data", "data")
+                    pg_restore, target, _capture_toc(plain, f), clean=clean, sections=("pre-data", "data"), extra=extra
                 )
                 f.flush()
                 postgres.PgRestore(
-                    pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",)
+                    pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",), extra=extra
                 ).finish()
         restored = clock.monotonic() - t0
         with postgres.connect(target) as conn:
@@ -110,6 +115,8 @@ class RestoreJobs(AppBase):
             "completed_at": clock.iso(clock.utcnow()),
             "restore_seconds": round(restored, 3),
             "jobs": jobs,
+            "role": role,
+            "no_owner": bool(role or no_owner),
             "row_counts": {
                 "tables": len(expected),
                 "matched": len(expected) - len(mismatched),
@@ -179,6 +186,16 @@ class RestoreJobs(AppBase):
             err.result = report  # type: ignore[attr-defined]
             raise err
         return report
+
+
+def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:
+    """pg_restore options: --role restores as that role (SET ROLE), and implies --no-owner, since
+    ALTER ... OWNER TO the dump's owners needs membership in those roles."""
+    if role is not None and (not role.strip() or "\0" in role):
+        raise UsageError("--role needs a role name")
+    if role:
+        return ("--no-owner", f"--role={role}")
+    return ("--no-owner",) if no_owner else ()
 
 
 def _capture_toc(pieces, f):

@@ -19,7 +19,7 @@ import click  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..app import App  # noqa: E402
-from ..errors import EXIT_CHECK, EXIT_USAGE, CheckFailed, DrtoolError, PolicyError, UsageError  # noqa: E402
+from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
 from ..policy import Policy, load_policies  # noqa: E402
 from .render import ProgressLine, human_bytes, table  # noqa: E402
 
@@ -111,11 +111,25 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
 
 
 @cli.command()
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the identity.")
-@json_option
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the key.")
+@click.option(
+    "--signing", is_flag=True, help="An Ed25519 signing key (OpenSSH format) and FILE.pub, not an age identity."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the file names and the public key as JSON.")
 @pass_ctx
-def keygen(ctx: Ctx, output: str, as_json: bool) -> None:
-    """Make a new age identity (mode 0600) and print its recipient (age1...)."""
+def keygen(ctx: Ctx, output: str, signing: bool, as_json: bool) -> None:
+    """Make a new age identity (mode 0600) and print its recipient (age1...); with --signing an
+    Ed25519 signing key for [signing].key_file, printing the line for [signing].trusted_keys."""
+    if signing:
+        result = ctx.app.keygen_signing(output)
+        if as_json:
+            _emit_json(result)
+        else:
+            ctx.info(f"wrote signing key to {result['key_file']} and {result['public_key_file']} "
+                     f"({result['fingerprint']}); put the key_file on hosts that write, the public key line "
+                     "in [signing].trusted_keys where backups are read")  # fmt: skip
+            click.echo(result["public_key"])
+        return
     result = ctx.app.keygen(output)
     if as_json:
         _emit_json(result)
@@ -237,6 +251,8 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=int, help="pg_restore jobs for indexes, constraints.")
 @click.option("--from", "from_copy", metavar="NAME", help="Restore from a copy target instead of the primary.")
+@click.option("--role", metavar="ROLE", help="Restore as this role (pg_restore --role; implies --no-owner).")
+@click.option("--no-owner", is_flag=True, help="Do not set object owners: objects belong to the restoring role.")
 @json_option
 @pass_ctx
 def restore(
@@ -249,13 +265,16 @@ def restore(
     clean: bool,
     jobs: int,
     from_copy: str | None,
+    role: str | None,
+    no_owner: bool,
     as_json: bool,
 ) -> None:
-    """Restore a backup into a database."""
+    """Restore a backup into a database. The dump's SQL runs with the restoring role's privileges:
+    restore as an unprivileged role that owns the target database (--role)."""
     p = _one(ctx, policy_path, policy_name)
     r = ctx.app.restore(
         p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env,
-        from_copy=from_copy,
+        from_copy=from_copy, role=role, no_owner=no_owner,
     )  # fmt: skip
     if as_json:
         _emit_json(r)
@@ -501,12 +520,15 @@ def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
 @click.option("--from", "date_from", help="Period start (YYYY-MM-DD or ISO 8601), instead of --since.")
 @click.option("--to", "date_to", help="Period end (default: now).")
 @click.option(
-    "--sign-key", type=click.Path(dir_okay=False, exists=True), help="Ed25519 private key (PEM) to sign with."
+    "--sign-key",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Signing key (drtool keygen --signing) to write FILE.sig with (SSH signature, namespace drtool-report).",
 )
 @click.pass_context
 def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key) -> None:
     """Compliance report from the store's evidence (html, md or json); `report verify FILE` checks one."""
     if click_ctx.invoked_subcommand:
+        click_ctx.meta["report_policy_paths"] = policy_paths  # `report -p P verify FILE` trusts P's keys too
         return
     from .. import clock, reports
     from ..durations import parse_duration
@@ -515,6 +537,7 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     if not policy_paths or not fmt or not output:
         raise UsageError("report needs --policy, --format and --output (or: drtool report verify FILE)")
     policies = [p for path in policy_paths for p in _policies(ctx, path)]
+    signer = ctx.app.report_signer(sign_key) if sign_key else None  # a bad key fails before the work
     end = _when(date_to) if date_to else clock.utcnow()
     try:
         start = _when(date_from) if date_from else end - datetime.timedelta(seconds=parse_duration(since))
@@ -532,16 +555,13 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     except OSError as e:
         raise UsageError(f"--output {output}: cannot write: {e.strerror}") from None
     if sign_key:
-        from ..crypto import signing
-
+        sig = ctx.app.sign_report(signer, data)
         try:
-            with open(sign_key, "rb") as kf:
-                sig = signing.sign(data, kf.read())
-        except signing.SigningError as e:
-            raise UsageError(f"--sign-key {sign_key}: {e}") from None
-        with open(output + ".sig", "w") as f:
-            json.dump(sig, f, indent=2)
-        ctx.info(f"signed with key {sig['key_fingerprint']} -> {output}.sig")
+            with open(output + ".sig", "wb") as f:
+                f.write(sig)
+        except OSError as e:
+            raise UsageError(f"--output {output}.sig: cannot write: {e.strerror}") from None
+        ctx.info(f"signed with key {signer.fingerprint} -> {output}.sig (SSH signature, namespace drtool-report)")
     verdict = "compliant" if doc["compliant"] else "NOT compliant"
     ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {digest}")
     click.echo(digest)
@@ -549,28 +569,22 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
 
 @report.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--policy", "-p", "policy_paths", multiple=True, envvar="DRTOOL_POLICY", metavar="PATH",
+              help="Trust the keys in this policy's [signing].trusted_keys (repeatable).")  # fmt: skip
 @click.option("--public-key", type=click.Path(dir_okay=False, exists=True),
-              help="The signer's Ed25519 public key (PEM); without it only integrity is checked.")  # fmt: skip
-def report_verify(file: str, public_key: str | None) -> None:
-    """Check a report's signature (FILE.sig) without any decryption key."""
-    from ..crypto import signing
-
-    try:
-        with open(file + ".sig") as f:
-            sig = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{file}.sig: cannot read the signature: {e}") from None
-    with open(file, "rb") as f:
-        data = f.read()
-    pem = open(public_key, "rb").read() if public_key else None
-    try:
-        fp = signing.verify(data, sig, pem)
-    except signing.SigningError as e:
-        raise CheckFailed(f"{file}: {e}") from None
-    except ValueError:
-        raise UsageError(f"--public-key {public_key}: not a PEM public key") from None
-    who = "the given key" if public_key else "the key in the signature file (pass --public-key to pin it)"
-    click.echo(f"{file}: signature valid, signed by {fp} ({who})")
+              help="Trust the ssh-ed25519 key(s) in this file (a .pub or allowed_signers file).")  # fmt: skip
+@json_option
+@click.pass_context
+def report_verify(click_ctx, file: str, policy_paths: tuple[str, ...], public_key: str | None, as_json: bool) -> None:
+    """Check a report's signature (FILE.sig) against keys you trust; no decryption key needed."""
+    ctx: Ctx = click_ctx.obj
+    paths = (*click_ctx.meta.get("report_policy_paths", ()), *policy_paths)
+    policies = [p for path in paths for p in _policies(ctx, path)]
+    r = ctx.app.verify_report(file, policies=policies, public_key_file=public_key)
+    if as_json:
+        _emit_json({"ok": True, **r})
+    else:
+        click.echo(f"{file}: signature valid, signed by trusted key {r['signed_by']}")
 
 
 def _when(text: str):

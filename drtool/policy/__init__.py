@@ -1,7 +1,7 @@
 """Policy files: the only importer of tomllib. See docs/policy.md."""
 
 from .loader import load_policies, load_policy
-from .schema import BackupOptions, Drill, Policy, Retention, Schedule, StorageTarget
+from .schema import BackupOptions, Drill, Policy, Retention, Schedule, Signing, StorageTarget
 
 __all__ = [
     "load_policies",
@@ -12,4 +12,5 @@ __all__ = [
     "Schedule",
     "BackupOptions",
     "Drill",
+    "Signing",
 ]

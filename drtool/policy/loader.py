@@ -15,10 +15,11 @@ from croniter import croniter
 from croniter.croniter import CroniterBadDateError
 
 from .. import bech32
+from ..crypto import sshsig
 from ..durations import format_duration, parse_duration
 from ..errors import PolicyError
 from ..secrets import dsn_has_password
-from .schema import BackupOptions, Drill, Notify, Policy, Retention, Schedule, StorageTarget
+from .schema import BackupOptions, Drill, Notify, Policy, Retention, Schedule, Signing, StorageTarget
 
 # The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
 _STORAGE_KEYS = {
@@ -61,11 +62,13 @@ _SCHEMA: dict[str, Any] = {
         "amcheck": "bool",
         "from_copy": "str",
     },
+    "signing": {"key_file": "str", "trusted_keys": "list[str]"},
 }
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_HINTS = re.compile(r"(?i)AGE-SECRET-KEY-1|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY")
+_OPENSSH_PRIVATE = re.compile(r"b3BlbnNzaC1rZXktdjE")  # base64 of "openssh-key-v1": a private key's body
 _SECRET_KEYS = re.compile(
     r"(?i)^(password|passwd|secret|token|secret_key|access_key|aws_secret_access_key|webhook_url|heartbeat_url)$"
 )
@@ -268,6 +271,7 @@ class _Validator:
                 self.bad(f"notify.{k}", f"'{nt[k]}' is not an environment variable name (URLs with tokens stay out of "
                          "the file)")  # fmt: skip
         notify_timeout = self.duration("notify.timeout", nt.get("timeout", "10s"))
+        signing = self.signing(raw.get("signing", {}))
 
         if rpo and "backup" in gaps:
             smallest, largest = gaps["backup"]
@@ -321,6 +325,7 @@ class _Validator:
                 nt.get("on_success", False),
                 notify_timeout or 10,
             ),  # fmt: skip
+            signing=signing,
             warnings=tuple(self.warnings),
         )
 
@@ -341,6 +346,29 @@ class _Validator:
         if secs == 0 and not allow_zero:
             self.bad(key, "must be longer than 0s")
         return secs
+
+    def signing(self, raw: dict) -> Signing:
+        """[signing]: every trusted key parses, none twice, and no private key pasted in (never echoed)."""
+        keys = raw.get("trusted_keys", [])
+        seen: dict[bytes, int] = {}
+        for i, line in enumerate(keys):
+            kp = f"signing.trusted_keys[{i}]"
+            if _SECRET_HINTS.search(line) or _OPENSSH_PRIVATE.search(line):
+                self.bad(kp, "is a private key; list public keys here ('ssh-ed25519 AAAA...', the .pub file of "
+                         "'drtool keygen --signing'); the private key goes in signing.key_file")  # fmt: skip
+                continue
+            try:
+                pub = sshsig.parse_public_key(line)
+            except sshsig.SignatureError as e:
+                self.bad(kp, f"{e}")
+                continue
+            if pub.raw in seen:
+                self.bad(kp, f"the same key ({pub.fingerprint}) as signing.trusted_keys[{seen[pub.raw]}]")
+            seen.setdefault(pub.raw, i)
+        key_file = raw.get("key_file")
+        if key_file is not None and not key_file.strip():
+            self.bad("signing.key_file", "is empty (the path of the key 'drtool keygen --signing' wrote)")
+        return Signing(key_file=self.path_value(key_file), trusted_keys=tuple(k.strip() for k in keys))
 
     def storage_target(self, key: str, raw: dict, name: str) -> StorageTarget | None:
         url = raw.get("url")

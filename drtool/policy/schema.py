@@ -68,6 +68,12 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class Signing:
+    key_file: str | None = None  # OpenSSH Ed25519 private key, on hosts that write
+    trusted_keys: tuple[str, ...] = ()  # `ssh-ed25519 AAAA... [comment]` lines, on hosts that read
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     source: Path
@@ -84,4 +90,5 @@ class Policy:
     backup: BackupOptions = field(default_factory=BackupOptions)
     drill: Drill = field(default_factory=Drill)
     notify: Notify = field(default_factory=Notify)
+    signing: Signing = field(default_factory=Signing)
     warnings: tuple[str, ...] = ()
