@@ -10,6 +10,9 @@ from .policy import Policy
 from .scheduler import tightest_interval
 
 _DIVISORS_OF_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15)
+# The longest a `drtool run` may take before systemd stops it. The policy lock does not bound a
+# job (its lease is renewed while the job runs; docs/design.md, "Locks and leases"): this does.
+LONGEST_RUN = "12h"
 
 
 def run_interval_minutes(policies: list[Policy]) -> int:
@@ -46,8 +49,9 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 ExecStart={drtool} --quiet run {policy_path}
-# Backups and drills of large databases take long; `drtool run` holds a lock in the store.
-TimeoutStartSec=12h
+# The longest run allowed: backups and drills of large databases take long. The lock `drtool run`
+# holds in the store is renewed meanwhile; once systemd stops the run, the next one takes it over.
+TimeoutStartSec={LONGEST_RUN}
 Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7

@@ -4,6 +4,7 @@ one policy failing not stopping others, and units that systemd accepts."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 
 import pytest
+from gated_dump import GatedDump
 from helpers import make_setup, run_cli
 
 pytestmark = pytest.mark.integration
@@ -84,23 +86,31 @@ def test_killed_holder_goes_stale_and_the_next_run_proceeds(local):
     assert len(backups(local)) == 1
 
 
-def test_prune_while_a_backup_uploads_waits_its_turn(local):
-    local.pg.psql("CREATE TABLE bulk AS SELECT g, md5(random()::text) AS t FROM generate_series(1, 1500000) g",
-                  db=local.db)  # fmt: skip
+def test_prune_while_a_backup_uploads_waits_its_turn(pg, tmp_path):
+    # the backup is held mid-dump by a gate the test opens, not by racing it with a big table
+    gate = GatedDump(tmp_path / "gated-bin", 0)
+    local = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
+                       extra_toml=DAILY_AT_MIDNIGHT + gate.toml)  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "drtool", "backup", "-p", str(local.policy)], env=env_of(local),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    lock = local.policy.parent / "store" / local.db.replace("_", "-") / "locks" / "policy.lock"
-    deadline = time.monotonic() + 60
-    while not lock.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    r = local.cli("prune", "-p", str(local.policy))
-    assert r.code == 1 and "is locked: held by" in r.err and "for backup" in r.err
-    waited = local.cli("--lock-wait", "120", "prune", "-p", str(local.policy), "--json")
-    out, err = proc.communicate(timeout=120)
+    waiting = None
+    try:
+        gate.wait_reached(proc)  # holds the lock, has not written its manifest
+        r = local.cli("prune", "-p", str(local.policy))
+        assert r.code == 1 and "is locked: held by" in r.err and "for backup" in r.err
+        waiting = subprocess.Popen([sys.executable, "-m", "drtool", "--lock-wait", "300", "prune", "-p",
+                                    str(local.policy), "--json"], env=env_of(local), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        said = iter(waiting.stderr.readline, "")  # its warnings, up to the one that says it waits
+        assert any("is locked" in line and "waiting" in line for line in said)
+    finally:
+        gate.release()
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert waited.code == 0, waited.err
+    w_out, w_err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, w_err
     # prune ran after the backup released the lock: it saw the finished backup and kept it
-    assert [(b["id"], b["action"]) for b in waited.json["backups"]] == [(out.strip(), "keep")]
+    assert [(b["id"], b["action"]) for b in json.loads(w_out)["backups"]] == [(out.strip(), "keep")]
     assert backups(local) == [out.strip()]
 
 

@@ -167,6 +167,19 @@ def test_replace_only_if_unchanged(store):
     assert get_bytes(store, "state") == b"v2"
 
 
+def test_conditional_delete_removes_only_the_version_it_read(store):
+    from drtool.errors import NotFound, PreconditionFailed
+
+    v1 = store.put("locks/b", [b"mine"])
+    v2 = store.put("locks/b", [b"someone else's"])
+    with pytest.raises(PreconditionFailed):
+        store.delete("locks/b", if_match=v1.etag if v1.etag != v2.etag else "stale")
+    assert get_bytes(store, "locks/b") == b"someone else's"
+    store.delete("locks/b", if_match=store.stat("locks/b").etag)
+    with pytest.raises(NotFound):
+        store.stat("locks/b")
+
+
 def test_listing_pages_past_a_thousand_objects(store):
     from concurrent.futures import ThreadPoolExecutor
 

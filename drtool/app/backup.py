@@ -168,6 +168,7 @@ class BackupJobs(AppBase):
                     "row_count_method": method,
                     "tool": {"name": "drtool", "version": __version__},
                 }
+                self.ensure_lock_held(policy)  # a job that lost its lock commits nothing
                 catalog.write_manifest(store, manifest)  # the commit marker, written last
             except BaseException:
                 store.delete(key)

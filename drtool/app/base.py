@@ -7,7 +7,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,12 @@ class AppBase:
     warn: Callable[[str], None] = lambda msg: None
     command_t0: float | None = None  # monotonic time the command began (drill records its duration)
     lock_wait: float = 0  # seconds to wait for a policy lock held by another process
-    incomplete_grace: float = 6 * 3600  # an unfinished backup younger than this may still be running
+    # how long a lock lasts unrenewed; renewed every third of it (docs/design.md, "Locks and leases")
+    lock_lease: float = field(default_factory=locks.lease_seconds)
+    # an unfinished backup younger than this may still be running (one whose lock is live is kept
+    # whatever its age); longer than the lease, so a dead job's lock expires first
+    incomplete_grace: float = 3600
+    _held: dict[str, locks.Lock] = field(default_factory=dict, repr=False)  # policy -> lock this process holds
 
     # -- notifications: never fail the job ------------------------------------------------------
     def _url(self, policy: Policy, env: str | None) -> Secret | None:
@@ -78,13 +83,28 @@ class AppBase:
     @contextmanager
     def locked(self, policy: Policy, store: Store, job: str) -> Iterator[locks.Lock]:
         """Hold the policy's lock (one job at a time per policy, across hosts) for the block."""
-        lock = locks.acquire(store, policy.name, job, wait=self.lock_wait, now=clock.utcnow, on_wait=self.warn)
+        lock = locks.acquire(store, policy.name, job, ttl=self.lock_lease, wait=self.lock_wait, now=clock.utcnow,
+                             on_wait=self.warn)  # fmt: skip
         if "took_over" in lock.body:
             self.warn(f"took over a stale lock of policy '{policy.name}': {lock.body['took_over']}")
+        lock.keep_alive(self.lock_lease / 3)
+        self._held[policy.name] = lock
         try:
             yield lock
         finally:
+            self._held.pop(policy.name, None)
             locks.release(store, lock)
+
+    def ensure_lock_held(self, policy: Policy) -> None:
+        """Before committing anything: LockLost if this process took the policy's lock and lost it
+        (taken over, or not renewable before its lease ran out). No-op outside locked()."""
+        lock = self._held.get(policy.name)
+        if lock is not None:
+            lock.ensure_held()
+
+    def own_lock_token(self, policy: Policy) -> str | None:
+        lock = self._held.get(policy.name)
+        return lock.token if lock is not None else None
 
     # -- building blocks -----------------------------------------------------------------------
     def target(self, policy: Policy, name: str | None) -> StorageTarget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,7 @@ class ScheduleJobs(AppBase):
             policy.schedule.timezone,
             passed,
         )
+        self.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
         rows = []
         for d in decisions:
             rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
@@ -175,6 +177,7 @@ class ScheduleJobs(AppBase):
         for left in store.leftovers(base):
             bid = left.key[len(base) :].split("/", 1)[0]
             groups.setdefault(bid, {"objects": [], "leftovers": []})["leftovers"].append(left)
+        running_since = self._live_foreign_lock_since(policy, store, now) if groups else None
         out = []
         for bid, g in sorted(groups.items()):
             started = catalog.backup_started(bid) or min(
@@ -183,7 +186,9 @@ class ScheduleJobs(AppBase):
             age = (now - started).total_seconds()
             entry = {"id": bid, "objects": len(g["objects"]), "unfinished_uploads": len(g["leftovers"]),
                      "started": clock.iso(started)}  # fmt: skip
-            if age < self.incomplete_grace:
+            if running_since is not None and started >= running_since:
+                entry.update(action="keep", reason="unfinished and started under a live lock: still being written")
+            elif age < self.incomplete_grace:
                 entry.update(action="keep", reason="unfinished and younger than the grace period: may still be running")
             else:
                 entry.update(action="delete", reason="failed or interrupted backup (no manifest)")
@@ -194,6 +199,18 @@ class ScheduleJobs(AppBase):
                         store.discard(left)
             out.append(entry)
         return out
+
+    def _live_foreign_lock_since(self, policy: Policy, store: Store, now) -> Any:
+        """When the job holding a live lock of another process began (second precision, as backup
+        ids are), or None. One job at a time per policy: a backup started since then is its own,
+        still being written, whatever its age."""
+        holder = locks.read_holder(store, policy.name)
+        if not holder or holder.get("token") == self.own_lock_token(policy) or not locks.is_live(holder, now):
+            return None
+        try:
+            return clock.parse_iso(holder["since"]).replace(microsecond=0)
+        except (KeyError, TypeError, ValueError):
+            return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
 
 
 def _last_slot(state: dict, job: str):

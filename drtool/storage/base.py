@@ -60,9 +60,10 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with prefix, in key order, across all pages."""
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove the object (every version of it); deleting a missing object is not an error.
-        RetainedByLock when Object Lock still protects it."""
+        RetainedByLock when Object Lock still protects it. `if_match` deletes only the version
+        with that etag (PreconditionFailed otherwise), as for put."""
 
     def leftovers(self, prefix: str) -> list[Leftover]:
         """Uploads under prefix that started but never completed."""

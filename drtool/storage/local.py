@@ -126,13 +126,29 @@ class LocalStore:
                     continue
         yield from sorted(found, key=lambda o: o.key)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        if if_match:
+            return self._delete_conditional(key, if_match)
         try:
             self._path(key).unlink()
         except FileNotFoundError:
             return
         except OSError as e:
             raise self._fail("delete", key, e) from None
+
+    def _delete_conditional(self, key: str, if_match: str) -> None:
+        """Check and unlink under the same flock as conditional writes."""
+        import fcntl
+
+        with open(self.root / ".drtool-cas.lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                current = self.stat(key)
+            except NotFound:
+                return
+            if current.etag != if_match:
+                raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
+            self.delete(key)
 
     def leftovers(self, prefix: str) -> list[Leftover]:
         out = []

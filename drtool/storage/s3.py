@@ -263,15 +263,31 @@ class S3Store:
         except _BOTO as e:
             raise self._fail("list", prefix or None, e) from None
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         if self.versioned:
+            if if_match and self._etag_or_none(key) not in (None, if_match):
+                raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
             return self._delete_versions(key)
+        cond = {"IfMatch": if_match} if if_match else {}
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(key), **cond)
+        except bx.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise PreconditionFailed(f"{self.url}/{key}: condition not met ({code})") from None
+            err = self._fail("delete", key, e)
+            if not isinstance(err, NotFound) or "bucket" in str(err):
+                raise err from None
         except _BOTO as e:
             err = self._fail("delete", key, e)
             if not isinstance(err, NotFound) or "bucket" in str(err):
                 raise err from None
+
+    def _etag_or_none(self, key: str) -> str | None:
+        try:
+            return self.stat(key).etag
+        except NotFound:
+            return None
 
     def _delete_versions(self, key: str) -> None:
         """On a versioned (Object Lock) bucket a plain delete only hides the data behind a delete
