@@ -154,20 +154,17 @@ def _load(path: Path) -> Policy | InvalidPolicy:
         return InvalidPolicy(path, (*secret_lines, f"{path}: not valid TOML: {e}"))
     except ValueError:  # tomllib lets int() refuse a number of thousands of digits
         return InvalidPolicy(path, (*secret_lines, f"{path}: not valid TOML: a number too long to read"))
-    v = _Validator(path)
     try:
-        return v.run(raw)
+        return _Validator(path, secret_lines).run(raw)
     except PolicyError as e:
-        problems = list(e.problems)
-        if secret_lines and not v.age_secret_named:  # only in a comment: name its line
-            problems = secret_lines + problems
         name = raw.get("name")
-        return InvalidPolicy(path, tuple(problems), name if isinstance(name, str) and _NAME.match(name) else None)
+        return InvalidPolicy(path, tuple(e.problems), name if isinstance(name, str) and _NAME.match(name) else None)
 
 
 class _Validator:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, secret_lines: list[str] | None = None):
         self.path = path
+        self.secret_lines = secret_lines or []  # lines of the file holding an age identity
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.age_secret_named = False  # an age identity was found in a value or key and named by its path
@@ -189,6 +186,7 @@ class _Validator:
                 self.bad(kp, _secret_advice())
                 continue
             if key not in schema:
+                self.holds_secret(kp, value)
                 close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
                 hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
                 known = ", ".join(sorted(schema))
@@ -363,6 +361,8 @@ class _Validator:
                 "less than the time between backups: prune would keep nothing but the newest backup"
             )
 
+        if not self.age_secret_named:  # in a comment, or a value not checked: name its line
+            self.problems += self.secret_lines
         if self.problems:
             raise PolicyError(self.problems)
         assert storage is not None and name is not None and dsn is not None
