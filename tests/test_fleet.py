@@ -135,3 +135,9 @@ def test_a_single_invalid_file_still_exits_2_listing_every_problem(fleet):
     assert r.code == 2 and r.out == ""
     lines = r.err.strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith(f"drtool: error: {bad}: ") for ln in lines)
+
+
+def test_restore_from_a_folder_with_an_invalid_file_needs_a_name(fleet):
+    s, folder, good, bad = fleet
+    r = s.cli("restore", "-p", str(folder), "--target", s.pg.dsn("postgres"))
+    assert r.code == 2 and "pick one with --name" in r.err and "invalid b-bad.toml" in r.err

@@ -132,8 +132,8 @@ def _echo_invalid() -> None:
 
 def _one(ctx: Ctx, path: str, name: str | None) -> Policy:
     policies = _policies(ctx, path, name)
-    if len(policies) > 1:
-        names = ", ".join(p.name for p in policies)
+    if len(policies) > 1 or _INVALID:  # an invalid file may be the one meant: never guess
+        names = ", ".join([*(p.name for p in policies), *(f"invalid {b.source.name}" for b in _INVALID)])
         raise UsageError(f"{path} holds several policies ({names}); pick one with --name")
     return policies[0]
 
