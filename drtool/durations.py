@@ -6,6 +6,7 @@ import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
+MAX_SECONDS = 100 * 365 * 86400  # beyond this, date arithmetic overflows; no schedule or period needs more
 
 
 def parse_duration(text: str) -> int:
@@ -13,7 +14,10 @@ def parse_duration(text: str) -> int:
     s = text.strip().lower()
     if not s or _PART.sub("", s) != "":
         raise ValueError(f"'{text}' is not a duration (use e.g. 90s, 15m, 6h, 7d, 2w)")
-    return sum(int(n) * _UNITS[u] for n, u in _PART.findall(s))
+    parts = _PART.findall(s)
+    if any(len(n) > 12 for n, _ in parts) or sum(int(n) * _UNITS[u] for n, u in parts) > MAX_SECONDS:
+        raise ValueError(f"'{text[:40]}' is longer than 100 years")
+    return sum(int(n) * _UNITS[u] for n, u in parts)
 
 
 def format_duration(seconds: float) -> str:

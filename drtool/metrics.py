@@ -23,9 +23,10 @@ _GAUGES = {
 }
 
 
-def write(path: str, rows: list[dict[str, Any]]) -> None:
+def write(path: str, rows: list[dict[str, Any]], policy_files: dict[str, bool] | None = None) -> None:
     """Write one gauge per metric, labelled by policy; rows map metric names to values (None = absent).
-    Raises OSError when the file cannot be written."""
+    policy_files maps each policy file to whether it is valid (drtool_policy_valid, labelled by file:
+    an invalid file has no policy name to label by). Raises OSError when the file cannot be written."""
     registry = CollectorRegistry()
     gauges = {name: Gauge(f"drtool_{name}", doc, ["policy"], registry=registry) for name, doc in _GAUGES.items()}
     for row in rows:
@@ -33,4 +34,8 @@ def write(path: str, rows: list[dict[str, Any]]) -> None:
             value = row.get(name)
             if value is not None:
                 gauge.labels(policy=row["policy"]).set(float(value))
+    valid = Gauge("drtool_policy_valid", "1 if the policy file validates, 0 if it is invalid and nothing of it runs.",
+                  ["file"], registry=registry)  # fmt: skip
+    for file, ok in (policy_files or {}).items():
+        valid.labels(file=file).set(1.0 if ok else 0.0)
     write_to_textfile(path, registry)

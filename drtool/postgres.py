@@ -460,3 +460,25 @@ def same_database(a: str, b: str) -> bool:
         return host, str(p.get("port") or 5432), p.get("dbname") or p.get("user") or ""
 
     return norm(a) == norm(b)
+
+
+_SECRET_PARAMS = ("password", "sslpassword")
+
+
+def dsn_password_keys(dsn: str) -> list[str]:
+    """The keywords of a libpq DSN (URL or key=value) that carry a secret, as libpq itself parses
+    it: percent-encoded keywords (`?%70assword=`) and quoted values included, and a `dbname` that
+    is itself a connection string. Raises ValueError, without echoing the DSN, when libpq cannot
+    parse it: libpq's own message may quote a fragment of it."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise ValueError("is not a libpq connection string (postgresql://... or key=value ...)") from None
+    found = [k for k in _SECRET_PARAMS if params.get(k)]
+    inner = str(params.get("dbname") or "")
+    if "=" in inner or inner.startswith(("postgresql:", "postgres:")):
+        try:
+            found += [f"dbname.{k}" for k in dsn_password_keys(inner)]
+        except ValueError:
+            pass  # a plain database name that happens to hold '='
+    return found

@@ -114,3 +114,30 @@ def test_json_logs_one_event_per_line(pg, tmp_path):
     bad = s.cli("--log-format", "json", "backup", "-p", str(s.policy))
     errors = [json.loads(line) for line in bad.err.splitlines() if line.strip()]
     assert bad.code == 1 and any(e["level"] == "error" and "cannot connect" in e["msg"] for e in errors)
+
+
+BAD_URLS = {  # shape -> (URL with the token, what the warning may show of it)
+    "no scheme": (f"hooks.example/services/{TOKEN}", "a URL without scheme://host"),
+    "spaces": (f"http://127.0.0.1:9/hook {TOKEN} x", "http://127.0.0.1"),
+    "control chars": (f"http://127.0.0.1:9/{TOKEN}\x01\x7f/x", "http://127.0.0.1"),
+    "bad port": (f"http://127.0.0.1:http/{TOKEN}", "http://127.0.0.1"),
+    "unknown scheme": (f"gopher://hooks.example/{TOKEN}", "gopher://hooks.example"),
+    "file scheme": (f"file:///tmp/{TOKEN}", "a URL without scheme://host"),
+    "unresolvable host": (f"https://no-such-host.invalid/{TOKEN}?token={TOKEN}", "https://no-such-host.invalid"),
+    "unbalanced ipv6": (f"http://[::1/{TOKEN}", "an unparsable URL"),
+    "token in userinfo": (f"https://user:{TOKEN}@127.0.0.1:9/x", "https://127.0.0.1"),
+}
+
+
+@pytest.mark.parametrize("shape", list(BAD_URLS))
+def test_a_bad_notification_url_never_fails_the_job_or_shows_its_token(pg, tmp_path, shape):
+    url, shown = BAD_URLS[shape]
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=NOTIFY)
+    (tmp_path / "store").mkdir(exist_ok=True)
+    s.env.update(HOOK_URL=url, PING_URL=url)
+    r = s.cli("backup", "-p", str(s.policy))
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+    assert f"webhook to {shown} failed: " in r.err and f"heartbeat to {shown} failed: " in r.err
+    assert TOKEN not in r.err + r.out
+    assert len(s.cli("list", "-p", str(s.policy), "--json").json["backups"]) == 1

@@ -10,7 +10,7 @@ from helpers import run_cli
 from drtool.crypto import age
 from drtool.durations import parse_duration
 from drtool.errors import PolicyError
-from drtool.policy import load_policies, load_policy
+from drtool.policy import load_fleet, load_policies, load_policy, loader
 
 RECIPIENT = age.Identity.generate().recipient
 
@@ -246,3 +246,164 @@ def test_retention_that_keeps_nothing_warns(tmp_path):
     )
     p = load_policy(write(tmp_path, text))
     assert any("prune would keep nothing but the newest backup" in w for w in p.warnings)
+
+
+# -- a folder is a fleet: each file loaded on its own ---------------------------------------------
+
+
+def test_fleet_loads_the_valid_files_and_names_the_invalid_ones(tmp_path):
+    write(tmp_path, VALID, "a.toml")
+    write(tmp_path, VALID.replace('name = "orders"', 'name = "billing"').replace("keep_daily", "keep_dayly"), "b.toml")
+    write(tmp_path, "not toml [[[", "c.toml")
+    fleet = load_fleet(tmp_path)
+    assert [p.name for p in fleet.policies] == ["orders"]
+    assert [(b.source.name, b.name) for b in fleet.invalid] == [("b.toml", "billing"), ("c.toml", None)]
+    assert "retention.keep_dayly: unknown key" in fleet.invalid[0].problems[0]
+
+
+def test_a_single_invalid_file_still_raises_every_problem(tmp_path):
+    path = write(tmp_path, VALID.replace("keep_daily", "keep_dayly").replace('rto = "30m"', 'rto = "x"'))
+    with pytest.raises(PolicyError) as e:
+        load_fleet(path)
+    assert len(e.value.problems) == 2
+
+
+# -- DSNs as libpq parses them ---------------------------------------------------------------------
+
+HIDDEN_PASSWORDS = [
+    "postgresql://backup@db1/orders?%70assword=hunter2-pw",
+    "postgresql://backup@db1/orders?sslmode=require&pass%77ord=hunter2-pw",
+    "postgresql://backup@db1/orders?%73%73%6c%70%61%73%73%77%6f%72%64=hunter2-pw",
+    "postgresql://backup:hunter2%2Dpw@db1/orders",
+    "host=db1 dbname=orders password = 'hunter2-pw'",
+    "host=db1 dbname=orders sslpassword=hunter2-pw",
+    "postgresql://backup@db1/?dbname=host%3Ddb1%20password%3Dhunter2-pw",
+]
+
+
+@pytest.mark.parametrize("dsn", HIDDEN_PASSWORDS)
+@pytest.mark.parametrize("key", ["database.dsn", "drill.target_dsn"])
+def test_a_password_hidden_in_a_dsn_is_refused_without_echo(tmp_path, dsn, key):
+    if key == "database.dsn":
+        text = VALID.replace('"postgresql://backup@db1.internal:5432/orders"', f'"{dsn}"')
+    else:
+        text = VALID.replace("[drill]", f'[drill]\ntarget_dsn = "{dsn}"')
+    found = problems(tmp_path, text)
+    assert any(p.startswith(f"{tmp_path / 'p.toml'}: {key}: contains a password") for p in found), found
+    assert not any("hunter2" in p for p in found)
+
+
+def test_a_dsn_libpq_cannot_parse_is_refused_without_echo(tmp_path):
+    text = VALID.replace('"postgresql://backup@db1.internal:5432/orders"', '"host=db1 hunter2-pw"')
+    found = problems(tmp_path, text)
+    assert any("database.dsn: is not a libpq connection string" in p for p in found)
+    assert not any("hunter2" in p for p in found)
+
+
+@pytest.mark.parametrize("dsn", HIDDEN_PASSWORDS)
+def test_restore_target_with_a_hidden_password_exits_2_without_echo(tmp_path, dsn):
+    path = write(tmp_path, VALID)
+    r = run_cli("restore", "-p", str(path), "--target", dsn)
+    assert r.code == 2 and "--target carries a password" in r.err, r.err
+    assert "hunter2" not in r.err + r.out and "Traceback" not in r.err
+
+
+# -- every number is bounded -----------------------------------------------------------------------
+
+
+def _int_keys(schema: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, want in schema.items():
+        if isinstance(want, dict):
+            out += _int_keys(want, f"{prefix}{key}.")
+        elif isinstance(want, list):
+            out += _int_keys(want[0], f"{prefix}{key}[0].")
+        elif want == "int":
+            out.append(prefix + key)
+    return out
+
+
+INT_KEYS = _int_keys(loader._SCHEMA)
+DURATION_KEYS = sorted({"retention.keep_within", "objectives.rpo", "objectives.rto", "notify.timeout",
+                        *loader._DURATION_BOUNDS})  # fmt: skip
+
+
+def _with(key: str, value: str) -> str:
+    """VALID with key (a.b or storage.copies[0].c) set to a TOML value, replacing any line of that key."""
+    section, _, leaf = key.rpartition(".")
+    header = "[[storage.copies]]" if section == "storage.copies[0]" else f"[{section}]"
+    text = "\n".join(ln for ln in VALID.splitlines() if not ln.startswith(f"{leaf} ="))
+    if header not in text:
+        text += f"\n{header}\n"
+    return text.replace(header, f"{header}\n{leaf} = {value}", 1)
+
+
+def test_every_numeric_key_is_known_to_this_test():
+    assert {"retention.keep_last", "backup.zstd_threads", "storage.max_attempts",
+            "storage.copies[0].object_lock_days"} <= set(INT_KEYS)  # fmt: skip
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+@pytest.mark.parametrize("huge", [10**20, 2**63, 10**400])
+def test_every_integer_key_refuses_a_huge_value(tmp_path, key, huge):
+    found = problems(tmp_path, _with(key, str(huge)))
+    assert any(p.startswith(f"{tmp_path / 'p.toml'}: {key}: ") and "largest allowed" in p for p in found), found
+
+
+@pytest.mark.parametrize("key", DURATION_KEYS)
+@pytest.mark.parametrize("huge", ["99999999999w", "1" + "0" * 40 + "s", "36501d"])
+def test_every_duration_key_refuses_a_huge_value(tmp_path, key, huge):
+    found = problems(tmp_path, _with(key, f'"{huge}"'))
+    assert any(p.startswith(f"{tmp_path / 'p.toml'}: {key}: ") and "longer than" in p for p in found), found
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+def test_the_largest_allowed_integer_is_accepted(tmp_path, key):
+    top = loader._INT_BOUNDS.get(loader._bound_key(key), loader._INT_MAX)
+    load_policy(write(tmp_path, _with(key, str(top))))
+
+
+def test_a_number_of_thousands_of_digits_is_one_clear_problem(tmp_path):
+    found = problems(tmp_path, VALID.replace("keep_last = 4", "keep_last = " + "9" * 5000))
+    assert len(found) == 1 and "not valid TOML" in found[0] and "9999" not in found[0]
+
+
+def test_cli_huge_keep_within_exits_2_naming_the_key(tmp_path):
+    path = write(tmp_path, VALID.replace('keep_within = "2d"', 'keep_within = "99999999999w"'))
+    r = run_cli("prune", "-p", str(path))
+    assert r.code == 2 and f"{path}: retention.keep_within: " in r.err and "Traceback" not in r.err
+
+
+def test_report_since_huge_exits_2(tmp_path):
+    path = write(tmp_path, VALID)
+    r = run_cli("report", "-p", str(path), "--format", "json", "--output", str(tmp_path / "r.json"),
+                "--since", "99999999999w")  # fmt: skip
+    assert r.code == 2 and "--since" in r.err and "Traceback" not in r.err
+
+
+# -- an age identity anywhere is refused, never echoed ---------------------------------------------
+
+SECRET_BODY = age.Identity.generate().encode().removeprefix("AGE-SECRET-KEY-1")
+AGE_SECRET = "AGE-SECRET-KEY-1" + SECRET_BODY
+
+
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        (("[drill]\nchecks = [", f"[drill]\nchecks = [\"SELECT '{AGE_SECRET}' <> ''\", "), "drill.checks[0]"),
+        (("[storage]", f"# old key: {AGE_SECRET}\n[storage]"), "line "),
+        ((f'recipients = ["{RECIPIENT}"]', f'recipients = ["{AGE_SECRET}"]'), "encryption.recipients[0]"),
+        ((f'recipients = ["{RECIPIENT}"]', f'recipients = "{AGE_SECRET}"'), "encryption.recipients"),
+        (("[storage]", f"[storage]\n{AGE_SECRET} = 1"), "storage.(a key)"),
+        (("[storage]", f'[storage]\nnote = "{AGE_SECRET.lower()}"'), "storage.note"),
+        (("[storage]", f"[storage\n# {AGE_SECRET}"), "line "),
+    ],
+)
+def test_an_age_identity_anywhere_is_refused_without_echo(tmp_path, change, where):
+    old, new = change
+    assert old in VALID
+    found = problems(tmp_path, VALID.replace(old, new, 1))
+    path = str(tmp_path / "p.toml")
+    assert any(p.startswith(f"{path}: {where}") and "age identity" in p for p in found), found
+    text = "\n".join(found)
+    assert SECRET_BODY[:8] not in text and SECRET_BODY[:8].lower() not in text

@@ -9,7 +9,6 @@ from typing import Any
 from .. import __version__, catalog, clock, drills, objectives, postgres, scratch
 from ..errors import DrtoolError, UsageError
 from ..policy import Policy
-from ..secrets import dsn_has_password
 from ..storage import Store
 from .base import AppBase, _password_from_env
 
@@ -63,7 +62,7 @@ class DrillJobs(AppBase):
         drill_id = catalog.new_backup_id(started)
         major = postgres.server_major(int(m["server_version_num"]))
         if dr.target_dsn:
-            if dsn_has_password(dr.target_dsn):
+            if postgres.dsn_password_keys(dr.target_dsn):  # validated at load; never in argv
                 raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
             server = postgres.Conninfo(dr.target_dsn, _password_from_env(dr.target_password_env,
                                                                          "drill.target_password_env"))  # fmt: skip

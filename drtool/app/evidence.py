@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__, catalog, clock, health, metrics, postgres, reports, trust
 from ..crypto import age, signing, sshsig
 from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
-from ..policy import Policy, StorageTarget
+from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
 
@@ -121,10 +121,12 @@ class EvidenceJobs(AppBase):
             rows.append(row)
         return rows
 
-    def write_metrics(self, path: str, policies: list[Policy]) -> None:
-        """Write the textfile; a failure is reported and never fails the job that ran."""
+    def write_metrics(self, path: str, policies: list[Policy], invalid: Sequence[InvalidPolicy] = ()) -> None:
+        """Write the textfile; a failure is reported and never fails the job that ran. Every policy
+        file gets drtool_policy_valid{file=...}: 1, or 0 for an invalid one (which has no other figures)."""
+        files = {str(p.source): True for p in policies} | {str(b.source): False for b in invalid}
         try:
-            metrics.write(path, self.metrics_rows(policies))
+            metrics.write(path, self.metrics_rows(policies), files)
         except OSError as e:
             self.warn(f"cannot write metrics file {path}: {e.strerror or e}")
 

@@ -9,7 +9,6 @@ from .. import catalog, clock, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
-from ..secrets import dsn_has_password
 from .base import AppBase, _password_from_env
 
 
@@ -57,7 +56,7 @@ class RestoreJobs(AppBase):
     ) -> dict[str, Any]:
         """A dump is SQL (functions, triggers, ownership) and runs with the privileges of whoever
         restores it: `role` (pg_restore --role, implying --no-owner) restores as that role."""
-        if dsn_has_password(target_dsn):
+        if _target_password_keys(target_dsn):
             raise UsageError(
                 "--target carries a password, which would show in the process list; use "
                 "--target-password-env NAME, PGPASSWORD or a .pgpass file"
@@ -211,3 +210,11 @@ def _capture_toc(pieces, f):
     if scanner.info.toc_end is None:
         why = scanner._failed or "the archive ended before its table of contents did"
         raise IntegrityError(f"cannot read the archive's table of contents: {why}")
+
+
+def _target_password_keys(dsn: str) -> list[str]:
+    """The keywords of --target that carry a password, as libpq parses it (?%70assword= included)."""
+    try:
+        return postgres.dsn_password_keys(dsn)
+    except ValueError as e:
+        raise UsageError(f"--target {e}") from None

@@ -13,6 +13,7 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import click  # noqa: E402
@@ -20,13 +21,16 @@ import click  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..app import App  # noqa: E402
 from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
-from ..policy import Policy, load_policies  # noqa: E402
+from ..policy import InvalidPolicy, Policy, load_fleet  # noqa: E402
 from .render import ProgressLine, human_bytes, table  # noqa: E402
 
 JSON_SCHEMA_VERSION = 1
 
 
 _LOG = {"json": False, "command": None}
+# Policy files of a fleet that did not validate: named in the output and the metrics, never run,
+# and the command's exit code is at least EXIT_USAGE (see main()).
+_INVALID: list[InvalidPolicy] = []
 
 
 def log(level: str, msg: str, **fields: Any) -> None:
@@ -73,27 +77,70 @@ name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick o
 
 
 def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
-    policies = load_policies(path)
+    """The valid policies of a file or folder. A single invalid file raises PolicyError (exit 2);
+    in a folder each file stands alone: an invalid one is logged and recorded in _INVALID, and
+    the others are returned to run."""
+    fleet = load_fleet(path)
+    policies, invalid = fleet.policies, fleet.invalid
     if name:
+        claimed = [bad for bad in invalid if bad.name == name]
+        if claimed:  # the policy asked for is itself invalid
+            raise PolicyError(list(claimed[0].problems))
         policies = [p for p in policies if p.name == name]
         if not policies:
-            raise UsageError(f"{path}: no policy named '{name}'")
+            unread = f" ({len(invalid)} invalid files there have no readable name)" if invalid else ""
+            raise UsageError(f"{path}: no policy named '{name}'{unread}")
+        for bad in invalid:
+            ctx.warn(f"{bad.source}: invalid policy file, ignored while '{name}' is asked for")
+        invalid = []
+    for bad in invalid:
+        _INVALID.append(bad)
+        ctx.progress.clear()
+        for line in bad.problems:
+            log("error", line, policy_file=str(bad.source))
     for p in policies:
         for w in p.warnings:
             ctx.warn(w)
     return policies
 
 
+def _policies_of(ctx: Ctx, paths: tuple[str, ...]) -> list[Policy]:
+    """Policies of several PATHs, each on its own: one invalid file among them does not stop the rest."""
+    if len(paths) == 1:
+        return _policies(ctx, paths[0])
+    policies: list[Policy] = []
+    for path in paths:
+        try:
+            policies += _policies(ctx, path)
+        except PolicyError as e:
+            _INVALID.append(InvalidPolicy(Path(path), tuple(e.problems)))
+            for line in e.problems:
+                log("error", line, policy_file=path)
+    return policies
+
+
+def _invalid_json() -> list[dict[str, Any]]:
+    return [{"file": str(b.source), "name": b.name, "problems": list(b.problems)} for b in _INVALID]
+
+
+def _echo_invalid() -> None:
+    """Text output: one line per problem of each invalid policy file (not run)."""
+    for bad in _INVALID:
+        for line in bad.problems:
+            click.echo(f"INVALID (not run) {line}")
+
+
 def _one(ctx: Ctx, path: str, name: str | None) -> Policy:
     policies = _policies(ctx, path, name)
-    if len(policies) > 1:
-        names = ", ".join(p.name for p in policies)
+    if len(policies) > 1 or _INVALID:  # an invalid file may be the one meant: never guess
+        names = ", ".join([*(p.name for p in policies), *(f"invalid {b.source.name}" for b in _INVALID)])
         raise UsageError(f"{path} holds several policies ({names}); pick one with --name")
     return policies[0]
 
 
 def _emit_json(doc: dict[str, Any]) -> None:
-    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc}, indent=2, default=str))
+    extra = {"invalid_policies": _invalid_json()} if _INVALID else {}
+    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, indent=2, default=str))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,6 +153,7 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
     """Backups of PostgreSQL that are encrypted, streamed to object storage, and proven by restores."""
     _LOG["json"] = log_format == "json"
     _LOG["command"] = click_ctx.invoked_subcommand
+    _INVALID.clear()
     click_ctx.obj = Ctx(quiet)
     click_ctx.obj.app.lock_wait = lock_wait
 
@@ -153,11 +201,12 @@ def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) ->
             failed = failed or e
             results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e)}))
     if as_json:
-        _emit_json({"ok": failed is None, "policies": results})
+        _emit_json({"ok": failed is None and not _INVALID, "policies": results})
     else:
         for r in results:
             for c in r.get("checks", []):
                 click.echo(f"{r['policy']:<16} {c['check']:<9} {'ok  ' if c['ok'] else 'FAIL'}  {c['detail']}")
+        _echo_invalid()
     if failed:
         raise failed
 
@@ -190,15 +239,16 @@ def backup(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
         )  # fmt: skip
         done.append(m)
     if metrics_file:
-        ctx.app.write_metrics(metrics_file, policies)
+        ctx.app.write_metrics(metrics_file, policies, invalid=_INVALID)
     if as_json:
-        if len(done) == 1 and not first_error:
+        if len(done) == 1 and not first_error and not _INVALID:
             _emit_json(done[0])
         else:
             _emit_json({"backups": done})
     else:
         for m in done:
             click.echo(m["id"])
+        _echo_invalid()
     if first_error:
         raise click.exceptions.Exit(first_error.exit_code)
 
@@ -217,6 +267,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
     if as_json:
         _emit_json({"backups": rows})
         return
+    _echo_invalid()
     if not rows:
         ctx.info("no complete backups")
         return
@@ -316,9 +367,10 @@ def verify(
             failed = failed or e
             results.append(getattr(e, "result", {"policy": p.name, "error": str(e)}))
     if as_json:
-        _emit_json({"ok": failed is None, "policies": results})
+        _emit_json({"ok": failed is None and not _INVALID, "policies": results})
     else:
         ctx.progress.clear()
+        _echo_invalid()
         for r in results:
             for b in r.get("backups", []):
                 how = "SHA-256 + age authentication" if b["authenticated"] else "SHA-256"
@@ -352,8 +404,9 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
     """Apply retention: keep what the rules say (with reasons), delete the rest and failed backups."""
     results = [ctx.app.prune(p, dry_run=dry_run) for p in _policies(ctx, policy_path, policy_name)]
     if as_json:
-        _emit_json(results[0] if len(results) == 1 else {"policies": results})
+        _emit_json(results[0] if len(results) == 1 and not _INVALID else {"policies": results})
         return
+    _echo_invalid()
     for r in results:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{r['policy']}: keep {r['kept']}, {verb} {r['deleted']} (rules: {r['rules'] or 'none'})")
@@ -388,9 +441,11 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
         if not as_json:
             _render_drill(r)
     if metrics_file:
-        ctx.app.write_metrics(metrics_file, policies)
+        ctx.app.write_metrics(metrics_file, policies, invalid=_INVALID)
     if as_json:
-        _emit_json(records[0] if len(records) == 1 else {"drills": records})
+        _emit_json(records[0] if len(records) == 1 and not _INVALID else {"drills": records})
+    else:
+        _echo_invalid()
     if worst:
         raise click.exceptions.Exit(worst)
 
@@ -403,7 +458,7 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
 @pass_ctx
 def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | None, as_json: bool) -> None:
     """What cron/systemd calls: do whatever the policies' [schedule] says is due, once per slot."""
-    policies = [p for path in paths for p in _policies(ctx, path)]
+    policies = _policies_of(ctx, paths)
     results, worst = [], 0
     for p in policies:  # one policy failing does not stop the others
         try:
@@ -418,7 +473,7 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | Non
                 log("error", f"{p.name} {job}: {o.get('error')}", policy=p.name, job=job)
         results.append(r)
     if metrics_file and not dry_run:
-        ctx.app.write_metrics(metrics_file, policies)
+        ctx.app.write_metrics(metrics_file, policies, invalid=_INVALID)
     if as_json:
         _emit_json({"dry_run": dry_run, "policies": results})
     else:
@@ -434,6 +489,7 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | Non
                     missed = f"slot {o['slot']}{missed}" if o["slot"] else "retrying earlier failures"
                     detail = o.get("summary") if o["outcome"] == "ok" else o.get("error")
                     click.echo(f"{r['policy']:<16} {job:<7} {o['outcome']} ({missed}): {detail}")
+        _echo_invalid()
     if worst:
         raise click.exceptions.Exit(worst)
 
@@ -489,14 +545,14 @@ def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
 
     policies = _policies(ctx, policy_path, policy_name)
     per = {p.name: ctx.app.status(p) for p in policies}
-    overall = health.worst(*(r["status"] for r in per.values()))
+    overall = health.worst(*(r["status"] for r in per.values()), *(["unhealthy"] if _INVALID else []))
     components: dict[str, str] = {}
     for r in per.values():
         for k, v in r["components"].items():
             if components.get(k, "ok") == "ok":
                 components[k] = v
     if metrics_file:
-        ctx.app.write_metrics(metrics_file, policies)
+        ctx.app.write_metrics(metrics_file, policies, invalid=_INVALID)
     if as_json:
         _emit_json({"status": overall, "checked_at": clock.iso(clock.utcnow()), "policies": per,
                     "components": components})  # fmt: skip
@@ -507,6 +563,7 @@ def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
             click.echo(f"  {name}: {r['status']}; newest backup {'-' if age_s is None else f'{age_s:.0f}s'} old")
             for reason in r["reasons"]:
                 click.echo(f"    - {reason}")
+        _echo_invalid()
     if overall != "healthy":
         raise click.exceptions.Exit(EXIT_CHECK)
 
@@ -536,7 +593,7 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     ctx: Ctx = click_ctx.obj
     if not policy_paths or not fmt or not output:
         raise UsageError("report needs --policy, --format and --output (or: drtool report verify FILE)")
-    policies = [p for path in policy_paths for p in _policies(ctx, path)]
+    policies = _policies_of(ctx, policy_paths)
     signer = ctx.app.report_signer(sign_key) if sign_key else None  # a bad key fails before the work
     end = _when(date_to) if date_to else clock.utcnow()
     try:
@@ -544,6 +601,9 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     except ValueError as e:
         raise UsageError(f"--since: {e}") from None
     doc = ctx.app.report(policies, start=start, end=end)
+    if _INVALID:  # a policy that could not be read is not proven: the fleet is not compliant
+        doc["compliant"] = False
+        doc["invalid_policies"] = _invalid_json()
     text = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}[fmt](doc)
     data = text.encode()
     digest = hashlib.sha256(data).hexdigest()
@@ -645,13 +705,18 @@ def main(argv: list[str] | None = None) -> None:
         ProgressLine().clear()
         for line in str(e).splitlines() or [type(e).__name__]:
             log("error", line)
-        sys.exit(e.exit_code)
+        sys.exit(_worst(e.exit_code))
     except KeyboardInterrupt:
         click.echo("\ndrtool: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
         os._exit(1)
-    _exit(rc if isinstance(rc, int) else 0)
+    _exit(_worst(rc if isinstance(rc, int) else 0))
+
+
+def _worst(code: int) -> int:
+    """A fleet with an invalid policy file exits at least EXIT_USAGE, whatever the others did."""
+    return max(code, EXIT_USAGE) if _INVALID else code
 
 
 def _exit(code: int) -> None:

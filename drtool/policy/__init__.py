@@ -1,11 +1,14 @@
 """Policy files: the only importer of tomllib. See docs/policy.md."""
 
-from .loader import load_policies, load_policy
-from .schema import BackupOptions, Drill, Policy, Retention, Schedule, Signing, StorageTarget
+from .loader import load_fleet, load_policies, load_policy
+from .schema import BackupOptions, Drill, Fleet, InvalidPolicy, Policy, Retention, Schedule, Signing, StorageTarget
 
 __all__ = [
+    "load_fleet",
     "load_policies",
     "load_policy",
+    "Fleet",
+    "InvalidPolicy",
     "Policy",
     "StorageTarget",
     "Retention",

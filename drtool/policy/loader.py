@@ -18,8 +18,19 @@ from .. import bech32
 from ..crypto import sshsig
 from ..durations import format_duration, parse_duration
 from ..errors import PolicyError
-from ..secrets import dsn_has_password
-from .schema import BackupOptions, Drill, Notify, Policy, Retention, Schedule, Signing, StorageTarget
+from ..postgres import dsn_password_keys
+from .schema import (
+    BackupOptions,
+    Drill,
+    Fleet,
+    InvalidPolicy,
+    Notify,
+    Policy,
+    Retention,
+    Schedule,
+    Signing,
+    StorageTarget,
+)
 
 # The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
 _STORAGE_KEYS = {
@@ -72,53 +83,105 @@ _OPENSSH_PRIVATE = re.compile(r"b3BlbnNzaC1rZXktdjE")  # base64 of "openssh-key-
 _SECRET_KEYS = re.compile(
     r"(?i)^(password|passwd|secret|token|secret_key|access_key|aws_secret_access_key|webhook_url|heartbeat_url)$"
 )
+_AGE_SECRET = re.compile(r"(?i)AGE-SECRET-KEY-1")
+
+# The largest value each number may take: anything above is a typo or an attack, and would fail
+# later (OverflowError, a C conversion, a date before year 1) instead of here with its key path.
+# Keys under storage.copies[i] share the storage.* bounds. An integer key not listed gets _INT_MAX.
+_INT_BOUNDS = {
+    **{f"retention.keep_{k}": 1_000_000 for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly")},
+    "storage.max_attempts": 100,
+    "storage.object_lock_days": 36_500,  # 100 years, S3's own limit
+    "backup.zstd_level": 19,
+    "backup.zstd_threads": 200,  # ZSTDMT_NBWORKERS_MAX
+}
+_INT_MAX = 1_000_000
+_YEAR = 365 * 86400
+_DURATION_BOUNDS = {  # seconds; a duration key not listed gets _DURATION_MAX
+    "retention.keep_within": 100 * _YEAR,
+    "objectives.rpo": 10 * _YEAR,
+    "objectives.rto": 10 * _YEAR,
+    "notify.timeout": 300,  # a notification never holds a job up for long
+}
+_DURATION_MAX = 100 * _YEAR
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """The policies of a file or a folder of *.toml, each file loaded on its own.
+
+    In a folder an invalid file (or a second file using a name taken by an earlier one, in file
+    name order) is returned in `invalid` and the others load. A single file that is invalid, a
+    missing path or an empty folder raise PolicyError listing every problem."""
+    p = Path(path)
+    if p.is_file():
+        return Fleet([load_policy(p)], [])
+    if not p.is_dir():
+        raise PolicyError([f"{p}: no such policy file or folder"])
+    files = sorted(p.glob("*.toml"))
+    if not files:
+        raise PolicyError([f"{p}: no *.toml policy files in this folder"])
+    fleet = Fleet([], [])
+    seen: dict[str, Path] = {}
+    for f in files:
+        loaded = _load(f)
+        if isinstance(loaded, InvalidPolicy):
+            fleet.invalid.append(loaded)
+        elif loaded.name in seen:  # two files would share one catalog and lock: the first keeps it
+            problem = f"{f}: name: '{loaded.name}' is also used by {seen[loaded.name]}"
+            fleet.invalid.append(InvalidPolicy(f, (problem,), loaded.name))
+        else:
+            seen[loaded.name] = f
+            fleet.policies.append(loaded)
+    return fleet
 
 
 def load_policies(path: str | Path) -> list[Policy]:
-    """Policies from a file or a folder of *.toml; raises PolicyError listing every problem."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.glob("*.toml"))
-        if not files:
-            raise PolicyError([f"{p}: no *.toml policy files in this folder"])
-    elif p.is_file():
-        files = [p]
-    else:
-        raise PolicyError([f"{p}: no such policy file or folder"])
-    problems: list[str] = []
-    policies: list[Policy] = []
-    for f in files:
-        try:
-            policies.append(load_policy(f))
-        except PolicyError as e:
-            problems.extend(e.problems)
-    seen: dict[str, Path] = {}
-    for pol in policies:
-        if pol.name in seen:
-            problems.append(f"{pol.source}: name: '{pol.name}' is also used by {seen[pol.name]}")
-        seen[pol.name] = pol.source
-    if problems:
-        raise PolicyError(problems)
-    return policies
+    """Policies from a file or a folder of *.toml; raises PolicyError listing every problem of every file."""
+    fleet = load_fleet(path)
+    if fleet.invalid:
+        raise PolicyError([line for bad in fleet.invalid for line in bad.problems])
+    return fleet.policies
 
 
 def load_policy(path: Path) -> Policy:
+    """One policy file; raises PolicyError listing every problem."""
+    loaded = _load(path)
+    if isinstance(loaded, InvalidPolicy):
+        raise PolicyError(list(loaded.problems))
+    return loaded
+
+
+def _load(path: Path) -> Policy | InvalidPolicy:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise PolicyError([f"{path}: cannot read: {e.strerror}"]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError([f"{path}: not valid TOML: {e}"]) from None
+        return InvalidPolicy(path, (f"{path}: cannot read: {e.strerror}",))
     except UnicodeDecodeError:
-        raise PolicyError([f"{path}: not UTF-8 text"]) from None
-    return _Validator(path).run(raw)
+        return InvalidPolicy(path, (f"{path}: not UTF-8 text",))
+    # An age identity anywhere (a value, a key, a comment) is refused before parsing, so a file
+    # that is also not valid TOML is still named for it; the message never quotes the line.
+    secret_lines = [f"{path}: line {n}: {_age_secret_advice()}"
+                    for n, line in enumerate(text.splitlines(), 1) if _AGE_SECRET.search(line)]  # fmt: skip
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return InvalidPolicy(path, (*secret_lines, f"{path}: not valid TOML: {e}"))
+    except ValueError:  # tomllib lets int() refuse a number of thousands of digits
+        return InvalidPolicy(path, (*secret_lines, f"{path}: not valid TOML: a number too long to read"))
+    try:
+        return _Validator(path, secret_lines).run(raw)
+    except PolicyError as e:
+        name = raw.get("name")
+        return InvalidPolicy(path, tuple(e.problems), name if isinstance(name, str) and _NAME.match(name) else None)
 
 
 class _Validator:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, secret_lines: list[str] | None = None):
         self.path = path
+        self.secret_lines = secret_lines or []  # lines of the file holding an age identity
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.age_secret_named = False  # an age identity was found in a value or key and named by its path
 
     def bad(self, key: str, msg: str) -> None:
         self.problems.append(f"{self.path}: {key}: {msg}")
@@ -129,10 +192,15 @@ class _Validator:
         clean: dict = {}
         for key, value in data.items():
             kp = f"{prefix}{key}"
+            if _SECRET_HINTS.search(key):  # never echo the key itself
+                self.age_secret_named |= bool(_AGE_SECRET.search(key))
+                self.bad(f"{prefix}(a key)" if prefix else "(a key)", _secret_advice_for(key))
+                continue
             if _SECRET_KEYS.match(key):
                 self.bad(kp, _secret_advice())
                 continue
             if key not in schema:
+                self.holds_secret(kp, value)
                 close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
                 hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
                 known = ", ".join(sorted(schema))
@@ -154,6 +222,8 @@ class _Validator:
         return clean
 
     def check_type(self, kp: str, value: Any, want: str) -> bool:
+        if self.holds_secret(kp, value):
+            return False
         ok = {
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
@@ -161,12 +231,25 @@ class _Validator:
             "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         }[want]
         if not ok:
-            self.bad(kp, f"must be {_TYPE_WORDS[want]}, not {type(value).__name__} {value!r}")
+            self.bad(kp, f"must be {_TYPE_WORDS[want]}, not {type(value).__name__} {_short(value)}")
             return False
-        if isinstance(value, str) and _SECRET_HINTS.search(value):
-            self.bad(kp, _secret_advice())
+        if want == "int" and value > (top := _INT_BOUNDS.get(_bound_key(kp), _INT_MAX)):
+            self.bad(kp, f"{_short(value)} is more than the largest allowed, {top}")
             return False
         return True
+
+    def holds_secret(self, kp: str, value: Any) -> bool:
+        """Name (never echo) each string in the value that looks like a secret."""
+        items = [(kp, value)] if isinstance(value, str) else []
+        if isinstance(value, list):
+            items = [(f"{kp}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+        found = False
+        for where, text in items:
+            if _SECRET_HINTS.search(text):
+                self.age_secret_named |= bool(_AGE_SECRET.search(text))
+                self.bad(where, _secret_advice_for(text))
+                found = True
+        return found
 
     # -- values ----------------------------------------------------------------------------
     def run(self, raw: dict) -> Policy:
@@ -181,8 +264,8 @@ class _Validator:
         dsn = db.get("dsn")
         if not dsn:
             self.bad("database.dsn", "missing (e.g. 'postgresql://backup@db1:5432/orders')")
-        elif dsn_has_password(dsn):
-            self.bad("database.dsn", "contains a password; " + _secret_advice())
+        else:
+            self.dsn("database.dsn", dsn)
         pw_env = db.get("password_env")
         if pw_env is not None and not _ENV_NAME.match(pw_env):
             self.bad("database.password_env", f"'{pw_env}' is not an environment variable name")
@@ -254,8 +337,8 @@ class _Validator:
 
         dr = raw.get("drill", {})
         tdsn = dr.get("target_dsn")
-        if tdsn and dsn_has_password(tdsn):
-            self.bad("drill.target_dsn", "contains a password; " + _secret_advice())
+        if tdsn:
+            self.dsn("drill.target_dsn", tdsn)
         tpw = dr.get("target_password_env")
         if tpw is not None and not _ENV_NAME.match(tpw):
             self.bad("drill.target_password_env", f"'{tpw}' is not an environment variable name")
@@ -293,6 +376,8 @@ class _Validator:
                 "less than the time between backups: prune would keep nothing but the newest backup"
             )
 
+        if not self.age_secret_named:  # in a comment, or a value not checked: name its line
+            self.problems += self.secret_lines
         if self.problems:
             raise PolicyError(self.problems)
         assert storage is not None and name is not None and dsn is not None
@@ -345,6 +430,10 @@ class _Validator:
             return 0
         if secs == 0 and not allow_zero:
             self.bad(key, "must be longer than 0s")
+        top = _DURATION_BOUNDS.get(_bound_key(key), _DURATION_MAX)
+        if secs > top:
+            self.bad(key, f"'{value}' is longer than the largest allowed, {format_duration(top)}")
+            return 0
         return secs
 
     def signing(self, raw: dict) -> Signing:
@@ -369,6 +458,16 @@ class _Validator:
         if key_file is not None and not key_file.strip():
             self.bad("signing.key_file", "is empty (the path of the key 'drtool keygen --signing' wrote)")
         return Signing(key_file=self.path_value(key_file), trusted_keys=tuple(k.strip() for k in keys))
+
+    def dsn(self, key: str, dsn: str) -> None:
+        """Refuse a DSN libpq cannot parse or that carries a password (it would show in pg_dump's argv)."""
+        try:
+            keys = dsn_password_keys(dsn)
+        except ValueError as e:
+            self.bad(key, str(e))
+            return
+        if keys:
+            self.bad(key, f"contains a password ({', '.join(keys)}); " + _secret_advice())
 
     def storage_target(self, key: str, raw: dict, name: str) -> StorageTarget | None:
         url = raw.get("url")
@@ -444,6 +543,27 @@ def _secret_advice() -> str:
         "database.password_env, PGPASSFILE or ~/.pgpass; the age identity from "
         "encryption.identity_file; S3 credentials from the AWS credential chain"
     )
+
+
+def _age_secret_advice() -> str:
+    return "holds an age identity (a secret key); " + _secret_advice()
+
+
+def _secret_advice_for(text: str) -> str:
+    return _age_secret_advice() if _AGE_SECRET.search(text) else _secret_advice()
+
+
+def _bound_key(key_path: str) -> str:
+    """storage.copies[1].max_attempts -> storage.max_attempts: the key its bound is listed under."""
+    return re.sub(r"^storage\.copies\[\d+\]\.", "storage.", key_path)
+
+
+def _short(value: Any) -> str:
+    """A value for a message: a number of hundreds of digits is not worth echoing."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a number of over 30 digits"
+    if _SECRET_HINTS.search(text):
+        return "(not shown: it holds a secret)"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _valid_recipient(text: str) -> bool:

@@ -92,3 +92,20 @@ class Policy:
     notify: Notify = field(default_factory=Notify)
     signing: Signing = field(default_factory=Signing)
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvalidPolicy:
+    """A policy file that did not validate: it is named, never run, and does not stop the others."""
+
+    source: Path
+    problems: tuple[str, ...]  # each 'file: key.path: message', secrets never echoed
+    name: str | None = None  # the name the file declares, when it parses far enough to say
+
+
+@dataclass
+class Fleet:
+    """The policies of a file or folder: the valid ones to run, the invalid ones to report."""
+
+    policies: list[Policy]
+    invalid: list[InvalidPolicy]
