@@ -190,3 +190,26 @@ def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
     for x in found:
         store.discard(x)
     assert store.leftovers("b/") == []
+
+
+def test_ranged_read_returns_the_tail_of_the_same_version(store):
+    put_bytes(store, "r/obj", b"0123456789")
+    with store.get("r/obj") as whole:
+        assert whole.read() == b"0123456789"
+        etag, size = whole.etag, whole.size
+    assert etag and etag == store.stat("r/obj").etag
+    assert size == 10
+    with store.get("r/obj", 4, if_match=etag) as tail:
+        assert tail.read() == b"456789"
+        assert (tail.etag, tail.size) == (etag, 10)  # the whole object's size, not the range's
+
+
+def test_ranged_read_of_a_replaced_object_is_refused(store):
+    from drtool.errors import PreconditionFailed
+
+    put_bytes(store, "r/obj", b"first version")
+    with store.get("r/obj") as first:
+        etag = first.etag
+    put_bytes(store, "r/obj", b"second version")
+    with pytest.raises(PreconditionFailed, match="r/obj"):
+        store.get("r/obj", 6, if_match=etag)

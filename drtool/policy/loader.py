@@ -20,6 +20,8 @@ from ..errors import PolicyError
 from ..secrets import dsn_has_password
 from .schema import BackupOptions, Drill, Notify, Policy, Retention, Schedule, StorageTarget
 
+MAX_READ_TIMEOUT = 3600  # storage.read_timeout: a store silent this long is down, not slow
+
 # The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
 _STORAGE_KEYS = {
     "url": "str",
@@ -30,6 +32,7 @@ _STORAGE_KEYS = {
     "verify_tls": "bool",
     "retry_mode": "str",
     "max_attempts": "int",
+    "read_timeout": "str",
     "ca_bundle": "str",
     "object_lock_days": "int",
     "object_lock_mode": "str",
@@ -378,6 +381,9 @@ class _Validator:
         attempts = raw.get("max_attempts", 5)
         if attempts < 1:
             self.bad(f"{key}.max_attempts", "must be 1 or more")
+        read_timeout = self.duration(f"{key}.read_timeout", raw.get("read_timeout", "60s"))
+        if read_timeout > MAX_READ_TIMEOUT:
+            self.bad(f"{key}.read_timeout", f"must be at most {format_duration(MAX_READ_TIMEOUT)}")
         lock = raw.get("object_lock_days")
         if lock is not None and lock <= 0:
             self.bad(f"{key}.object_lock_days", "must be 1 or more")
@@ -395,6 +401,7 @@ class _Validator:
             verify_tls=raw.get("verify_tls", True),
             retry_mode=retry_mode,
             max_attempts=attempts,
+            read_timeout=read_timeout or 60,
             ca_bundle=raw.get("ca_bundle"),
             object_lock_days=lock,
             object_lock_mode=lock_mode,
