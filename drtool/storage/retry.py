@@ -25,6 +25,7 @@ from .base import Leftover, ObjectInfo, Reader, Store
 T = TypeVar("T")
 FIRST_BACKOFF = 0.5  # seconds before the second attempt; doubles after each failure
 MAX_BACKOFF = 8.0
+PIECE = 64 * 1024  # the most a broken connection can cost a resumed read
 
 
 class RetryingStore:
@@ -136,7 +137,18 @@ class _ResumingReader:
         self.etag, self.size = first.etag, first.size
 
     def read(self, n: int = -1) -> bytes:
-        return self._resumed(lambda body: body.read(n))
+        """n bytes (all to the end when n < 0), fewer only at the end of the object. Taken from the
+        store in pieces, so a fault loses at most one piece and resuming starts close to it."""
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            want = PIECE if n < 0 else min(PIECE, n - len(out))
+            piece = self._resumed(lambda body, want=want: body.read(want))
+            if not piece:
+                break
+            if not out and len(piece) == n:
+                return piece
+            out += piece
+        return bytes(out)
 
     def readline(self, limit: int = -1) -> bytes:
         return self._resumed(lambda body: body.readline(limit))
