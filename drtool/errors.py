@@ -36,7 +36,9 @@ class DatabaseError(DrtoolError):
 
 
 class StorageError(DrtoolError):
-    """The object store failed. `retryable` tells transient faults from permanent ones."""
+    """The object store failed. `retryable` tells transient faults (5xx, throttling, a connection
+    refused, reset or stalled) from permanent ones (403, 404, a failed precondition); each store
+    sets it where the fault is raised, and storage/retry.py retries by it alone."""
 
     def __init__(self, message: str, *, retryable: bool = False):
         super().__init__(message)

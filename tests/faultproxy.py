@@ -14,7 +14,10 @@ server will not produce on demand:
 
     proxy.add("PUT", r"/manifest\\.json$", "lose_reply")          # every matching request
     proxy.add("GET", r"/dump\\.zst\\.age$", "reset", after=65536, times=1)
+    proxy.add("GET", r"/obj$", "reset", after=100, times=1, then=replace_it)  # then(): run as the fault hits
     proxy.requests                                                 # [(method, path, outcome)]
+    proxy.ranges                                                   # [(path, Range header)] of ranged requests
+    proxy.if_match                                                 # [(path, If-Match header)] of conditional ones
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
@@ -42,6 +46,7 @@ class Fault:
     seconds: float = 0.0
     skip: int = 0  # let this many matching requests through first
     times: int | None = None  # apply this many times (None: for ever)
+    then: Callable[[], None] | None = None  # run after the fault's partial reply, before it ends
     seen: int = 0
     applied: int = 0
 
@@ -61,6 +66,8 @@ class FaultProxy:
         self.upstream = (u.hostname or "127.0.0.1", u.port or 80)
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str]] = []
+        self.ranges: list[tuple[str, str]] = []
+        self.if_match: list[tuple[str, str]] = []
         self._mutex = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -146,6 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         method, path = self.command, self.path
         body = self._body()
+        with self.owner._mutex:
+            if self.headers.get("Range"):
+                self.owner.ranges.append((path, self.headers["Range"]))
+            if self.headers.get("If-Match"):
+                self.owner.if_match.append((path, self.headers["If-Match"]))
         fault = self.owner._match(method, path)
         if fault and fault.action == "error":
             self.owner._record(method, path, f"error {fault.status}")
@@ -182,6 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data[: fault.after])
         self.wfile.flush()
+        if fault.then:
+            fault.then()
         if fault.action == "stall":
             time.sleep(fault.seconds)
             self.close_connection = True

@@ -407,3 +407,21 @@ def test_an_age_identity_anywhere_is_refused_without_echo(tmp_path, change, wher
     assert any(p.startswith(f"{path}: {where}") and "age identity" in p for p in found), found
     text = "\n".join(found)
     assert SECRET_BODY[:8] not in text and SECRET_BODY[:8].lower() not in text
+
+
+def test_storage_read_timeout_defaults_to_a_minute_and_parses_per_target(tmp_path):
+    assert load_policy(write(tmp_path, VALID)).storage.read_timeout == 60
+    text = VALID.replace('region = "eu-central-1"', 'region = "eu-central-1"\nread_timeout = "2s"')
+    text = text.replace('region = "us-east-1"', 'region = "us-east-1"\nread_timeout = "5m"')
+    p = load_policy(write(tmp_path, text))
+    assert (p.storage.read_timeout, p.copies[0].read_timeout) == (2, 300)
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [("0s", "longer than 0s"), ("2h", "longer than the largest allowed, 1h"), ("soon", "not a duration")],
+)
+def test_storage_read_timeout_is_bounded(tmp_path, value, words):
+    text = VALID.replace('region = "eu-central-1"', f'region = "eu-central-1"\nread_timeout = "{value}"')
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and "storage.read_timeout" in found[0] and words in found[0], found

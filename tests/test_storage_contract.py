@@ -9,22 +9,27 @@ import pytest
 
 from drtool.errors import NotFound, StorageError
 from drtool.policy import StorageTarget
-from drtool.storage import LocalStore, get_bytes, open_store, put_bytes
+from drtool.storage import LocalStore, RetryingStore, get_bytes, open_store, put_bytes
 from drtool.storage import s3 as s3mod
+from drtool.storage.retry import unwrap
 
 
 def s3_store(url: str, endpoint: str):
     return open_store(StorageTarget(url=url, endpoint_url=endpoint, region="us-east-1", addressing_style="path"))
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "retrying-local"])
 def store(request, tmp_path):
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    seaweed = request.getfixturevalue("seaweed")
-    bucket = request.getfixturevalue("bucket")
-    prefix = request.getfixturevalue("s3_prefix")
-    return s3_store(f"s3://{bucket}/{prefix}", seaweed.endpoint)
+    """Each store, and a store as the app uses it (wrapped in RetryingStore; the wrapped S3 store
+    is exercised end to end in test_reads.py): all keep the contract."""
+    if request.param.endswith("local"):
+        inner = LocalStore(tmp_path / "store")
+    else:
+        seaweed = request.getfixturevalue("seaweed")
+        bucket = request.getfixturevalue("bucket")
+        prefix = request.getfixturevalue("s3_prefix")
+        inner = s3_store(f"s3://{bucket}/{prefix}", seaweed.endpoint)
+    return RetryingStore(inner) if request.param.startswith("retrying") else inner
 
 
 def test_put_then_get_returns_same_bytes(store):
@@ -40,8 +45,9 @@ def test_overwrite_replaces_whole_object(store):
 
 
 def test_missing_object_raises_not_found(store):
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as e:
         store.get("nope")
+    assert e.value.retryable is False  # permanent: a wrapper must not retry it
     with pytest.raises(NotFound):
         store.stat("nope")
 
@@ -191,7 +197,7 @@ def test_listing_pages_past_a_thousand_objects(store):
 
 def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
-    if isinstance(store, LocalStore):  # a writer killed mid-write leaves its temp file
+    if isinstance(unwrap(store), LocalStore):  # a writer killed mid-write leaves its temp file
         (store.root / "b").mkdir(parents=True)
         (store.root / "b" / ".tmp-deadbeef").write_bytes(b"partial")
     else:  # a process killed mid-upload leaves its multipart upload
@@ -203,3 +209,26 @@ def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
     for x in found:
         store.discard(x)
     assert store.leftovers("b/") == []
+
+
+def test_ranged_read_returns_the_tail_of_the_same_version(store):
+    put_bytes(store, "r/obj", b"0123456789")
+    with store.get("r/obj") as whole:
+        assert whole.read() == b"0123456789"
+        etag, size = whole.etag, whole.size
+    assert etag and etag == store.stat("r/obj").etag
+    assert size == 10
+    with store.get("r/obj", 4, if_match=etag) as tail:
+        assert tail.read() == b"456789"
+        assert (tail.etag, tail.size) == (etag, 10)  # the whole object's size, not the range's
+
+
+def test_ranged_read_of_a_replaced_object_is_refused(store):
+    from drtool.errors import PreconditionFailed
+
+    put_bytes(store, "r/obj", b"first version")
+    with store.get("r/obj") as first:
+        etag = first.etag
+    put_bytes(store, "r/obj", b"second version")
+    with pytest.raises(PreconditionFailed, match="r/obj"):
+        store.get("r/obj", 6, if_match=etag)

@@ -16,7 +16,7 @@ from ..crypto import age, sshsig
 from ..errors import DrtoolError, IdentityError, StorageError, UsageError
 from ..policy import Policy, StorageTarget
 from ..secrets import Secret
-from ..storage import LocalStore, Store, open_store
+from ..storage import LocalStore, RetryingStore, Store, open_store
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
@@ -134,7 +134,7 @@ class AppBase:
                 usable, detail = store.lock_status()
                 if not usable:
                     raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
-        return store
+        return RetryingStore(store, attempts=spec.max_attempts, on_retry=self.warn)  # reads resume after faults
 
     def source(self, policy: Policy) -> postgres.Conninfo:
         return postgres.Conninfo(policy.dsn, _password_from_env(policy.password_env, "database.password_env"))

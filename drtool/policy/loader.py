@@ -42,6 +42,7 @@ _STORAGE_KEYS = {
     "verify_tls": "bool",
     "retry_mode": "str",
     "max_attempts": "int",
+    "read_timeout": "str",
     "ca_bundle": "str",
     "object_lock_days": "int",
     "object_lock_mode": "str",
@@ -102,6 +103,7 @@ _DURATION_BOUNDS = {  # seconds; a duration key not listed gets _DURATION_MAX
     "objectives.rpo": 10 * _YEAR,
     "objectives.rto": 10 * _YEAR,
     "notify.timeout": 300,  # a notification never holds a job up for long
+    "storage.read_timeout": 3600,  # a store silent this long is down, not slow
 }
 _DURATION_MAX = 100 * _YEAR
 
@@ -505,6 +507,7 @@ class _Validator:
         attempts = raw.get("max_attempts", 5)
         if attempts < 1:
             self.bad(f"{key}.max_attempts", "must be 1 or more")
+        read_timeout = self.duration(f"{key}.read_timeout", raw.get("read_timeout", "60s"))
         lock = raw.get("object_lock_days")
         if lock is not None and lock <= 0:
             self.bad(f"{key}.object_lock_days", "must be 1 or more")
@@ -522,6 +525,7 @@ class _Validator:
             verify_tls=raw.get("verify_tls", True),
             retry_mode=retry_mode,
             max_attempts=attempts,
+            read_timeout=read_timeout or 60,
             ca_bundle=raw.get("ca_bundle"),
             object_lock_days=lock,
             object_lock_mode=lock_mode,

@@ -15,7 +15,8 @@ class StorageTarget:
     request_checksums: str = "when_required"  # boto3's default "when_supported" breaks many S3 clones
     verify_tls: bool = True
     retry_mode: str = "standard"  # botocore: standard, or adaptive (client-side rate limiting)
-    max_attempts: int = 5
+    max_attempts: int = 5  # botocore's per request, and drtool's per read (storage/retry.py)
+    read_timeout: int = 60  # seconds without a byte from the store before a read is retried
     ca_bundle: str | None = None
     object_lock_days: int | None = None  # S3 Object Lock on every backup object for this long
     object_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE (privileged users may lift it)

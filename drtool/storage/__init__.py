@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from .base import ObjectInfo, Store, get_bytes, put_bytes
+from .base import ObjectInfo, Reader, Store, get_bytes, put_bytes
 from .local import LocalStore
+from .retry import RetryingStore
 
 
 def open_store(target) -> Store:
@@ -27,7 +28,8 @@ def open_store(target) -> Store:
         ca_bundle=target.ca_bundle,
         lock_days=target.object_lock_days,
         lock_mode=target.object_lock_mode,
+        read_timeout=target.read_timeout,
     )
 
 
-__all__ = ["ObjectInfo", "Store", "LocalStore", "open_store", "get_bytes", "put_bytes"]
+__all__ = ["ObjectInfo", "Reader", "Store", "LocalStore", "RetryingStore", "open_store", "get_bytes", "put_bytes"]

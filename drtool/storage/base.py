@@ -1,12 +1,17 @@
 """The storage interface: five calls (plus two for leftovers of interrupted uploads).
-Retry, logging and the like wrap a Store; they are not in it."""
+Retry, logging and the like wrap a Store (storage/retry.py); they are not in it.
+
+Errors: every call raises StorageError (or a subclass) for an expected failure. Each store
+classifies its own faults at the boundary: `retryable` is True for transient ones (S3 5xx,
+throttling, connection refused/reset, a read timeout) and False for permanent ones (403, 404,
+a precondition that does not hold), so wrappers decide by that flag, never by the message."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,23 @@ class Leftover:
     key: str
     started: dt.datetime
     handle: str  # the upload id, or the temp file's path
+
+
+class Reader(Protocol):
+    """An open object stream (from Store.get). Close it; it is also a context manager."""
+
+    etag: str | None  # the version being read; pass it as get(..., if_match=) to resume the same one
+    size: int | None  # the whole object's size in bytes (not only the part from the offset on)
+
+    def read(self, n: int = -1) -> bytes: ...
+
+    def readline(self, limit: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Reader: ...
+
+    def __exit__(self, *exc) -> None: ...
 
 
 class Store(Protocol):
@@ -51,8 +73,11 @@ class Store(Protocol):
         `retain` asks for the store's immutability (S3 Object Lock) where it has one.
         """
 
-    def get(self, key: str) -> BinaryIO:
-        """A readable stream of the object; raises NotFound. The caller closes it."""
+    def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> Reader:
+        """A stream of the object from byte `offset` (0 <= offset < size, or 0) to its end; raises
+        NotFound. With `if_match`, PreconditionFailed unless the object is still the version with
+        that etag, so a read resumed after a fault never stitches two versions together.
+        The caller closes the stream."""
 
     def stat(self, key: str) -> ObjectInfo:
         """Size of the object; raises NotFound."""

@@ -6,7 +6,7 @@ import datetime as dt
 import errno
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -94,11 +94,27 @@ class LocalStore:
                 raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
             return self.put(key, [data])
 
-    def get(self, key: str) -> BinaryIO:
+    def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> _FileReader:
         try:
-            return open(self._path(key), "rb")
+            f = open(self._path(key), "rb")
         except OSError as e:
             raise self._fail("read", key, e) from None
+        try:
+            # the etag of the open file, not of the path: a rename that replaces it later does not
+            # change what this stream reads
+            st = os.fstat(f.fileno())
+            etag = _info(key, st).etag
+            if if_match is not None and etag != if_match:
+                raise PreconditionFailed(f"{self.url}/{key}: changed since it was first read")
+            if offset:
+                f.seek(offset)
+        except OSError as e:
+            f.close()
+            raise self._fail("read", key, e) from None
+        except BaseException:
+            f.close()
+            raise
+        return _FileReader(f, etag, st.st_size, lambda e: self._fail("read", key, e))
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -172,6 +188,34 @@ class LocalStore:
             os.unlink(leftover.handle)
         except FileNotFoundError:
             pass
+
+
+class _FileReader:
+    """An open file with the etag and size of the version it reads (the Reader contract)."""
+
+    def __init__(self, f: BinaryIO, etag: str | None, size: int, fail: Callable[[OSError], StorageError]):
+        self._f, self.etag, self.size, self._fail = f, etag, size, fail
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._f.read(n)
+        except OSError as e:  # EIO on a failing disk: name the object, no traceback
+            raise self._fail(e) from None
+
+    def readline(self, limit: int = -1) -> bytes:
+        try:
+            return self._f.readline(limit)
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _FileReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

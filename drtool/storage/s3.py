@@ -6,7 +6,6 @@ import math
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
 from urllib.parse import urlparse
 
 import boto3
@@ -23,8 +22,11 @@ DEFAULT_PART = 16 * MiB  # without a size hint: up to ~156 GiB in 10,000 parts
 MAX_PARTS = 10_000
 IN_FLIGHT = 2  # parts uploading concurrently; memory is (IN_FLIGHT + 1) * part size
 
+# Transient S3 answers: worth another attempt. 403 and 404 are permanent (classified in _fail).
 _RETRYABLE_CODES = {
     "SlowDown",
+    "SlowDownRead",
+    "SlowDownWrite",
     "InternalError",
     "ServiceUnavailable",
     "RequestTimeout",
@@ -33,7 +35,14 @@ _RETRYABLE_CODES = {
     "RequestTimeTooSkewed",
     "Throttling",
     "ThrottlingException",
+    "TooManyRequests",
+    "RequestLimitExceeded",
 }
+# The connection failed before an answer arrived: the store was not reached.
+_UNREACHABLE = (bx.EndpointConnectionError, bx.ConnectTimeoutError)
+# The connection broke after the request went out (a reset, a body cut short): transient.
+_BROKEN = (bx.ConnectionClosedError, bx.ResponseStreamingError, bx.IncompleteReadError)
+DEFAULT_READ_TIMEOUT = 60  # seconds without a byte from the store (storage.read_timeout)
 
 
 def part_size_for(size_hint: int | None) -> int:
@@ -61,6 +70,7 @@ class S3Store:
         client=None,
         lock_days: int | None = None,
         lock_mode: str = "COMPLIANCE",
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ):
         u = urlparse(url)
         self.bucket = u.netloc
@@ -75,7 +85,7 @@ class S3Store:
             request_checksum_calculation=request_checksums,
             response_checksum_validation=request_checksums,
             connect_timeout=10,
-            read_timeout=120,
+            read_timeout=read_timeout,  # also bounds a stalled body: each socket read waits this long
             max_pool_connections=IN_FLIGHT + 4,
         )
         self.client = client or boto3.session.Session().client(
@@ -85,6 +95,7 @@ class S3Store:
             verify=(ca_bundle or True) if verify_tls else False,
         )
         self.endpoint = endpoint_url
+        self.read_timeout = read_timeout
         self.lock_days = lock_days
         self.lock_mode = lock_mode
         self.versioned = bool(lock_days)  # Object Lock buckets are versioned: deletes must name versions
@@ -105,26 +116,28 @@ class S3Store:
                 return NotFound(f"{where}: object not found")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{where}: access denied while trying to {what} ({code})")
+            if code in ("PreconditionFailed", "412") or status == 412:
+                return PreconditionFailed(f"{where}: changed since it was first read")
             return StorageError(
                 f"{where}: cannot {what}: {code} {err.get('Message', '')}".rstrip(),
-                retryable=code in _RETRYABLE_CODES or (status or 0) >= 500,
+                retryable=code in _RETRYABLE_CODES or status == 429 or (status or 0) >= 500,
             )
         if isinstance(e, bx.NoCredentialsError):
             return StorageError(
                 f"{self.url}: no S3 credentials found (set AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)"
             )
-        if isinstance(
-            e,
-            (
-                bx.EndpointConnectionError,
-                bx.ConnectTimeoutError,
-                bx.ReadTimeoutError,
-                bx.ConnectionClosedError,
-            ),
-        ):
+        if isinstance(e, _UNREACHABLE):
             ep = self.endpoint or "AWS"
             return StorageError(f"{self.url}: cannot reach the store at {ep} to {what}", retryable=True)
+        if isinstance(e, bx.ReadTimeoutError):
+            return StorageError(
+                f"{where}: the store sent nothing for {self.read_timeout:g}s while trying to {what} "
+                "(storage.read_timeout)",
+                retryable=True,
+            )
+        if isinstance(e, _BROKEN):
+            return StorageError(f"{where}: the connection broke while trying to {what}", retryable=True)
         return StorageError(f"{where}: cannot {what}: {e}")
 
     # -- the five calls --------------------------------------------------------------------
@@ -236,12 +249,19 @@ class S3Store:
             pool.shutdown(wait=True)
         return ObjectInfo(key, total)
 
-    def get(self, key: str) -> BinaryIO:
+    def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> _Body:
+        args: dict = {"Range": f"bytes={offset}-"} if offset else {}
+        if if_match is not None:
+            args["IfMatch"] = if_match
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key), **args)
         except _BOTO as e:
             raise self._fail("read", key, e) from None
-        return _Body(r["Body"], self, key)
+        body = _Body(r["Body"], self, key, r.get("ETag"), _total_size(r))
+        if if_match is not None and body.etag != if_match:  # a server that ignores If-Match
+            body.close()
+            raise PreconditionFailed(f"{self.url}/{key}: changed since it was first read")
+        return body
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -364,7 +384,7 @@ class S3Store:
     def copy_from(self, src: S3Store, key: str, size: int, *, retain: bool = False) -> bool:
         """Server-side copy of src's object to the same key here, when both live behind the same
         endpoint (the data never passes through this host); False when that is not possible."""
-        if src.endpoint != self.endpoint:
+        if not isinstance(src, S3Store) or src.endpoint != self.endpoint:
             return False
         from boto3.s3.transfer import TransferConfig
 
@@ -400,11 +420,21 @@ class S3Store:
             raise self._fail("open bucket", None, e) from None
 
 
-class _Body:
-    """The response body as a file object whose read errors become StorageError."""
+def _total_size(r: dict) -> int | None:
+    """The whole object's size: from Content-Range ('bytes 100-199/200') on a ranged answer."""
+    rng = r.get("ContentRange")
+    if rng and "/" in rng and rng.rsplit("/", 1)[1].isdigit():
+        return int(rng.rsplit("/", 1)[1])
+    return r.get("ContentLength")
 
-    def __init__(self, body, store: S3Store, key: str):
+
+class _Body:
+    """The response body as a Reader whose read errors become StorageError (retryable when the
+    connection broke or stalled)."""
+
+    def __init__(self, body, store: S3Store, key: str, etag: str | None = None, size: int | None = None):
         self._body, self._store, self._key = body, store, key
+        self.etag, self.size = etag, size
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -424,7 +454,10 @@ class _Body:
         return bytes(out)
 
     def close(self) -> None:
-        self._body.close()
+        try:
+            self._body.close()
+        except Exception:  # closing a connection that already broke: nothing left to release
+            pass
 
     def __enter__(self):
         return self
