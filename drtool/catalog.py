@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from .clock import iso
-from .errors import DrtoolError, NotFound, StorageError, UsageError
+from .errors import DrtoolError, IntegrityError, NotFound, StorageError, UsageError
 from .records import (
     MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
     MANIFEST_VERSION,  # noqa: F401
@@ -226,12 +226,17 @@ def list_backups(store: Store, policy: str) -> list[Backup]:
     return scan(store, policy).restorable
 
 
-def find_backup(store: Store, policy: str, backup_id: str | None, damaged: frozenset[str] = frozenset()) -> Backup:
+def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None) -> Backup:
     """The named backup, or the newest one that is neither missing objects nor in `damaged`
-    (backups a check found damaged)."""
+    (backup id -> why a check found it damaged)."""
     if backup_id:
         return read_manifest(store, policy, backup_id)
-    backups = [b for b in list_backups(store, policy) if b.id not in damaged]
+    damaged = damaged or {}
+    listed = list_backups(store, policy)
+    backups = [b for b in listed if b.id not in damaged]
+    if not backups and listed:
+        raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "
+                             f"{listed[0].id}: {damaged[listed[0].id]}")  # fmt: skip
     if not backups:
         raise DrtoolError(f"{store.url}: policy '{policy}' has no complete backup yet")
     return backups[0]
@@ -268,6 +273,10 @@ class CheckStates:
     def verified(self) -> frozenset[str]:
         """Backups whose newest check is a passed drill or a deep (full) verify."""
         return frozenset(b for b, c in self.newest.items() if not c.damaged and c.kind in ("drill", "deep-verify"))
+
+    def reasons(self) -> dict[str, str]:
+        """Backup id -> why it is known to be damaged."""
+        return {b: self.reason(b) or "" for b in self.damaged}
 
     def reason(self, backup_id: str) -> str | None:
         c = self.newest.get(backup_id)

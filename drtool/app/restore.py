@@ -54,9 +54,16 @@ class RestoreJobs(AppBase):
                         "target": target or "primary"})  # fmt: skip
         return out
 
-    def _damaged(self, store, policy: Policy, from_copy: str | None) -> frozenset[str]:
-        """Backups of the primary whose newest check found them damaged (none for a copy target)."""
-        return frozenset() if from_copy else catalog.read_checks(store, policy.name).damaged
+    def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
+        """The named backup, or the newest one not known to be damaged (findings are about the
+        primary's objects, so a copy target's newest is taken as listed)."""
+        if backup_id or from_copy:
+            return catalog.find_backup(store, policy.name, backup_id)
+        damaged = catalog.read_checks(store, policy.name).reasons()
+        backup = catalog.find_backup(store, policy.name, None, damaged)
+        for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
+            self.warn(f"skipping backup {bid}: {damaged[bid]}")
+        return backup
 
     # -- restore -----------------------------------------------------------------------------------
     def restore(
@@ -79,7 +86,7 @@ class RestoreJobs(AppBase):
             raise UsageError("--jobs must be 1 or more")
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
         store = self.store(policy, target=from_copy)
-        backup = catalog.find_backup(store, policy.name, backup_id, self._damaged(store, policy, from_copy))
+        backup = self._find(store, policy, backup_id, from_copy)
         identities = self.identities(policy)
         pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
@@ -159,7 +166,7 @@ class RestoreJobs(AppBase):
             listing = catalog.scan(store, policy.name)
             backups, unreadable = listing.backups, listing.unreadable
         else:
-            backups = [catalog.find_backup(store, policy.name, backup_id, self._damaged(store, policy, None))]
+            backups = [catalog.find_backup(store, policy.name, backup_id)]  # verify may re-check a damaged one
         identities = None
         if deep is not False and policy.identity_file:
             identities = self.identities(policy)
