@@ -228,11 +228,11 @@ def list_backups(store: Store, policy: str) -> list[Backup]:
 
 def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None) -> Backup:
     """The named backup, or the newest one that is neither missing objects nor in `damaged`
-    (backup id -> why a check found it damaged)."""
+    (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged."""
     if backup_id:
         return read_manifest(store, policy, backup_id)
-    damaged = damaged or {}
-    listed = list_backups(store, policy)
+    listed = scan(store, policy).backups
+    damaged = {**(damaged or {}), **{b.id: b.damaged for b in listed if b.damaged}}
     backups = [b for b in listed if b.id not in damaged]
     if not backups and listed:
         raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "

@@ -54,6 +54,14 @@ class RestoreJobs(AppBase):
                         "target": target or "primary"})  # fmt: skip
         return out
 
+    @staticmethod
+    def _newest(store, policy: Policy) -> list[catalog.Backup]:
+        """The newest listed backup, damaged or not: verify is how damage is found, or cleared."""
+        backups = catalog.scan(store, policy.name).backups
+        if not backups:
+            raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
+        return backups[:1]
+
     def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
         """The named backup, or the newest one not known to be damaged (findings are about the
         primary's objects, so a copy target's newest is taken as listed)."""
@@ -166,7 +174,9 @@ class RestoreJobs(AppBase):
             listing = catalog.scan(store, policy.name)
             backups, unreadable = listing.backups, listing.unreadable
         else:
-            backups = [catalog.find_backup(store, policy.name, backup_id)]  # verify may re-check a damaged one
+            backups = (
+                [catalog.read_manifest(store, policy.name, backup_id)] if backup_id else self._newest(store, policy)
+            )
         identities = None
         if deep is not False and policy.identity_file:
             identities = self.identities(policy)
@@ -204,8 +214,6 @@ class RestoreJobs(AppBase):
         where = f"backup {b.id}, object {store.url}/{key}"
         entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
         try:
-            if b.missing:
-                raise IntegrityError(f"backup {b.id}: missing object: {', '.join(b.missing)}")
             if identities:
                 for _ in self._decoded(store, key, b, identities, where):
                     pass
