@@ -11,14 +11,26 @@ import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from .clock import parse_iso
-from .errors import DrtoolError, IntegrityError, NotFound, UsageError
+from .clock import iso
+from .errors import DrtoolError, IntegrityError, NotFound, StorageError, UsageError
+from .records import (
+    MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
+    MANIFEST_VERSION,  # noqa: F401
+    CheckRecord,
+    CheckRecordInvalid,
+    Manifest,
+    ManifestInvalid,
+    manifest_to_dict,
+    parse_check,
+    parse_manifest,
+    serialise_check,
+    serialise_manifest,
+)
 from .storage import Store, get_bytes, put_bytes
 
-MANIFEST_FORMAT = "drtool-backup-manifest"
-MANIFEST_VERSION = 1
 DUMP_NAME = "dump.zst.age"
 MANIFEST_NAME = "manifest.json"
 PAYLOAD_FORMAT = "age-v1(zstd(pg_dump --format=custom --compress=0))"
@@ -54,44 +66,94 @@ def manifest_key(policy: str, backup_id: str) -> str:
 
 @dataclass(frozen=True)
 class Backup:
-    """A committed backup, as its manifest describes it."""
+    """A backup whose manifest is valid and stored under its own key. `missing` names the
+    objects it lists that the store does not hold (or holds at another size): such a backup is
+    damaged and cannot be restored."""
 
-    manifest: dict[str, Any]
+    record: Manifest
+    missing: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
-        return self.manifest["id"]
+        return self.record.id
 
     @property
     def recovery_point(self):
-        return parse_iso(self.manifest["recovery_point"])
+        return self.record.recovery_point
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as its JSON document, for readers not yet moved to `record`."""
+        return manifest_to_dict(self.record)
 
     @property
     def dump(self) -> dict[str, Any]:
-        return next(o for o in self.manifest["objects"] if o["role"] == "dump")
+        return self.record.dump.as_dict()
+
+    @property
+    def damaged(self) -> str | None:
+        """Why this backup cannot be restored, from the listing alone; None if nothing is known."""
+        return f"missing object: {', '.join(self.missing)}" if self.missing else None
 
     def summary(self) -> dict[str, Any]:
-        m = self.manifest
+        m = self.record
         return {
-            "id": m["id"],
-            "policy": m["policy"],
-            "database": m["database"],
-            "recovery_point": m["recovery_point"],
-            "started_at": m["started_at"],
-            "completed_at": m["completed_at"],
-            "size_bytes": m["sizes"]["stored_bytes"],
-            "plain_bytes": m["sizes"]["plain_bytes"],
-            "server_version": m["server_version"],
-            "tables": len(m["tables"]),
+            "id": m.id,
+            "policy": m.policy,
+            "database": m.database,
+            "recovery_point": iso(m.recovery_point),
+            "started_at": iso(m.started_at),
+            "completed_at": iso(m.completed_at),
+            "size_bytes": m.sizes.stored_bytes,
+            "plain_bytes": m.sizes.plain_bytes,
+            "server_version": m.server_version,
+            "tables": len(m.tables),
         }
 
 
-def write_manifest(store: Store, manifest: dict[str, Any]) -> None:
-    data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    store.put(manifest_key(manifest["policy"], manifest["id"]), [data], retain=True)
+@dataclass(frozen=True)
+class Unreadable:
+    """A manifest that is there but cannot be used: malformed, not its key's, or unreadable."""
+
+    backup_id: str  # the folder it is in
+    key: str
+    reason: str  # one line naming the object
+    claims: str | None = None  # the id it claims, when that differs from its folder
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Everything under <policy>/backups/ that has a manifest, newest recovery point first."""
+
+    backups: list[Backup]  # valid manifests, damaged ones included (see Backup.missing)
+    unreadable: list[Unreadable]
+
+    @property
+    def restorable(self) -> list[Backup]:
+        return [b for b in self.backups if not b.missing]
+
+    def protected_ids(self) -> set[str]:
+        """Folders prune must leave alone: every listed backup and whatever an unreadable
+        manifest sits in or names."""
+        ids = {b.id for b in self.backups} | {u.backup_id for u in self.unreadable}
+        return ids | {u.claims for u in self.unreadable if u.claims}
+
+
+def write_manifest(store: Store, manifest: Manifest) -> None:
+    store.put(manifest_key(manifest.policy, manifest.id), [serialise_manifest(manifest)], retain=True)
+
+
+def stored_manifest(store: Store, policy: str, backup_id: str) -> bytes | None:
+    """The stored manifest's bytes, None if there is none; StorageError when the store cannot tell."""
+    try:
+        return get_bytes(store, manifest_key(policy, backup_id))
+    except NotFound:
+        return None
 
 
 def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
+    """The named backup. UsageError if it has no manifest; ManifestInvalid if its manifest is
+    malformed or not its own. Objects are not checked here (restore and verify read them)."""
     key = manifest_key(policy, backup_id)
     try:
         raw = get_bytes(store, key)
@@ -99,45 +161,151 @@ def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
         raise UsageError(
             f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
         ) from None
-    return Backup(_parse(raw, f"{store.url}/{key}"))
+    return Backup(_bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}"))
 
 
-def _parse(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        m = json.loads(raw)
-    except ValueError:
-        raise IntegrityError(f"{where}: manifest is not valid JSON") from None
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-        raise IntegrityError(f"{where}: not a drtool manifest")
-    if m.get("version", 0) > MANIFEST_VERSION:
-        raise IntegrityError(f"{where}: manifest version {m.get('version')} is newer than this drtool")
+def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
+    """A manifest is only valid under its own key: a copy placed in another folder would list
+    one backup twice and restore the wrong one."""
+    if m.id != backup_id or m.policy != policy:
+        raise ManifestInvalid(f"{where}: manifest is of backup '{m.id}' of policy '{m.policy}', "
+                              f"not of the folder it is in ('{backup_id}' of '{policy}')")  # fmt: skip
     return m
 
 
-def list_backups(store: Store, policy: str) -> list[Backup]:
-    """Committed backups of a policy, newest recovery point first. Folders without a manifest
-    (failed or in-progress backups) are not backups and are not listed."""
-    keys = [obj.key for obj in store.list(f"{policy}/backups/") if obj.key.endswith("/" + MANIFEST_NAME)]
+def _folder(policy: str, key: str) -> str:
+    return key[len(f"{policy}/backups/") :].split("/", 1)[0]
 
-    def read(key: str) -> Backup:
-        return Backup(_parse(get_bytes(store, key), f"{store.url}/{key}"))
+
+def scan(store: Store, policy: str) -> Listing:
+    """Every manifest of a policy, each parsed on its own: one bad manifest is reported in
+    `unreadable` and never stops the others. Objects a manifest lists are checked against the
+    same listing (no extra request)."""
+    objects = {obj.key: obj.size for obj in store.list(f"{policy}/backups/")}
+    keys = [k for k in objects if k.endswith("/" + MANIFEST_NAME)]
+
+    def read(key: str) -> Backup | Unreadable:
+        bid, where = _folder(policy, key), f"{store.url}/{key}"
+        try:
+            raw = get_bytes(store, key)
+        except NotFound:
+            return Unreadable(bid, key, f"{where}: manifest vanished after it was listed (deleted meanwhile?)")
+        except StorageError as e:
+            return Unreadable(bid, key, f"{where}: manifest cannot be read: {e}")
+        try:
+            m = parse_manifest(raw, where)
+        except ManifestInvalid as e:
+            return Unreadable(bid, key, str(e))
+        try:
+            _bound(m, policy, bid, where)
+        except ManifestInvalid as e:
+            return Unreadable(bid, key, str(e), claims=m.id if m.policy == policy else None)
+        prefix = backup_prefix(policy, bid)
+        missing = tuple(
+            f"{store.url}/{prefix}{o.key}" + ("" if objects.get(prefix + o.key) is None else
+                                              f" (size {objects[prefix + o.key]}, manifest says {o.size})")
+            for o in m.objects
+            if objects.get(prefix + o.key) != o.size
+        )  # fmt: skip
+        return Backup(m, missing)
 
     # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run
     # side by side; this is on the path of `drtool restore` during an outage.
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        out = list(pool.map(read, keys))
-    out.sort(key=lambda b: (b.manifest["recovery_point"], b.id), reverse=True)
-    return out
+        found = list(pool.map(read, keys))
+    backups = [b for b in found if isinstance(b, Backup)]
+    backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
+    unreadable = sorted((u for u in found if isinstance(u, Unreadable)), key=lambda u: u.key)
+    return Listing(backups, unreadable)
 
 
-def find_backup(store: Store, policy: str, backup_id: str | None) -> Backup:
-    """The named backup, or the newest one."""
+def list_backups(store: Store, policy: str) -> list[Backup]:
+    """Restorable backups of a policy as far as the listing shows, newest recovery point first.
+    Folders without a manifest, unreadable manifests and backups with missing objects are not
+    listed here (scan() has them all)."""
+    return scan(store, policy).restorable
+
+
+def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None) -> Backup:
+    """The named backup, or the newest one that is neither missing objects nor in `damaged`
+    (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged."""
     if backup_id:
         return read_manifest(store, policy, backup_id)
-    backups = list_backups(store, policy)
+    listed = scan(store, policy).backups
+    damaged = {**(damaged or {}), **{b.id: b.damaged for b in listed if b.damaged}}
+    backups = [b for b in listed if b.id not in damaged]
+    if not backups and listed:
+        raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "
+                             f"{listed[0].id}: {damaged[listed[0].id]}")  # fmt: skip
     if not backups:
         raise DrtoolError(f"{store.url}: policy '{policy}' has no complete backup yet")
     return backups[0]
+
+
+# -- check records: what verify and drill found, per backup (append-only) -------------------------
+
+
+def check_key(policy: str, backup_id: str, at) -> str:
+    """<policy>/checks/<backup_id>/<utc>-<rand>.json: keys of one backup sort by time."""
+    return f"{policy}/checks/{backup_id}/{at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.json"
+
+
+def write_check(store: Store, record: CheckRecord) -> str:
+    """Store a check record under a new key (never overwrites one); returns the key."""
+    key = check_key(record.policy, record.backup_id, record.checked_at)
+    store.put(key, [serialise_check(record)], if_absent=True)
+    return key
+
+
+@dataclass(frozen=True)
+class CheckStates:
+    """The newest check record of each backup, and what could not be read."""
+
+    newest: dict[str, CheckRecord]
+    problems: list[str]
+
+    @property
+    def damaged(self) -> frozenset[str]:
+        """Backups whose newest check found them damaged."""
+        return frozenset(b for b, c in self.newest.items() if c.damaged)
+
+    @property
+    def verified(self) -> frozenset[str]:
+        """Backups whose newest check is a passed drill or a deep (full) verify."""
+        return frozenset(b for b, c in self.newest.items() if not c.damaged and c.kind in ("drill", "deep-verify"))
+
+    def reasons(self) -> dict[str, str]:
+        """Backup id -> why it is known to be damaged."""
+        return {b: self.reason(b) or "" for b in self.damaged}
+
+    def reason(self, backup_id: str) -> str | None:
+        c = self.newest.get(backup_id)
+        if c is None or not c.damaged:
+            return None
+        return f"{c.kind} at {iso(c.checked_at)} found it damaged: {c.reason}"
+
+
+def read_checks(store: Store, policy: str) -> CheckStates:
+    """One LIST, then one GET per backup that has checks (the newest only)."""
+    base = f"{policy}/checks/"
+    newest: dict[str, str] = {}
+    for obj in store.list(base):
+        bid = obj.key[len(base) :].split("/", 1)[0]
+        if obj.key.endswith(".json") and obj.key > newest.get(bid, ""):
+            newest[bid] = obj.key
+
+    def read(key: str) -> CheckRecord | str:
+        try:
+            return parse_check(get_bytes(store, key), f"{store.url}/{key}")
+        except CheckRecordInvalid as e:
+            return str(e)
+        except StorageError as e:
+            return f"{store.url}/{key}: check record cannot be read: {e}"
+
+    with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+        found = dict(zip(newest, pool.map(read, newest.values()), strict=True))
+    return CheckStates({b: c for b, c in found.items() if isinstance(c, CheckRecord)},
+                       [c for c in found.values() if isinstance(c, str)])  # fmt: skip
 
 
 # -- schedule state: what `drtool run` did, per job ------------------------------------------------

@@ -3,8 +3,10 @@
 GFS rules as in restic's `forget --keep-*`: keep the newest backup in each of the last N
 hours/days/weeks/months/years that have a backup, the N newest overall, and everything younger
 than `keep_within`. Buckets follow the policy's time zone. Safety floors no rule overrides:
-no rules at all deletes nothing; the newest complete backup and the newest backup that passed a
-drill are always kept. Every decision carries its reasons.
+no rules at all deletes nothing; the newest backup not known to be damaged and the newest backup
+that passed a drill or a deep verify are always kept. A backup known to be damaged (a check found
+it so, or objects are missing) counts toward no rule and no floor: it is kept as evidence while it
+is newer than the newest good backup, and deleted once older. Every decision carries its reasons.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ def apply(
     now: dt.datetime,
     tz: str = "UTC",
     passed_drills: frozenset[str] = frozenset(),
+    damaged: dict[str, str] | None = None,
 ) -> list[Decision]:
-    """A decision for every backup, newest first."""
+    """A decision for every backup, newest first. `passed_drills`: backups that passed a drill or a
+    deep verify; `damaged`: backup id -> why it is known to be damaged."""
     zone = ZoneInfo(tz)
     ordered = sorted(backups, key=lambda b: (b.recovery_point, b.backup_id), reverse=True)
     out = [Decision(b.backup_id, b.recovery_point) for b in ordered]
@@ -69,12 +73,14 @@ def apply(
             keep(d, "no retention rules: nothing is deleted")
         return out
 
-    for i, d in enumerate(out[: rules.keep_last]):
+    damaged = damaged or {}
+    good = [d for d in out if d.backup_id not in damaged]
+    for i, d in enumerate(good[: rules.keep_last]):
         keep(d, f"last {i + 1}/{rules.keep_last}")
     for name, attr, bucket_of in _BUCKETS:
         limit = getattr(rules, attr)
         seen: list[str] = []
-        for d in out:  # newest first: the first backup seen in a bucket is that bucket's newest
+        for d in good:  # newest first: the first backup seen in a bucket is that bucket's newest
             if len(seen) >= limit:
                 break
             b = bucket_of(d.recovery_point.astimezone(zone))
@@ -83,16 +89,25 @@ def apply(
                 keep(d, f"{name} {b}")
     if rules.keep_within:
         horizon = now - dt.timedelta(seconds=rules.keep_within)
-        for d in out:
+        for d in good:
             if d.recovery_point >= horizon:
                 keep(d, f"within {_short(rules.keep_within)}")
     # safety floors
-    keep(out[0], "newest complete backup")
-    drilled = next((d for d in out if d.backup_id in passed_drills), None)
+    if good:
+        keep(good[0], "newest complete backup" if good[0] is out[0] else "newest backup not known to be damaged")
+    drilled = next((d for d in good if d.backup_id in passed_drills), None)
     if drilled:
         keep(drilled, "newest backup that passed a drill")
+    newest_good = good[0].recovery_point if good else None
     for d in out:
-        if not d.keep:
+        if d.backup_id not in damaged:
+            continue
+        if newest_good is None or (d.recovery_point, d.backup_id) > (newest_good, good[0].backup_id):
+            keep(d, f"known damaged ({damaged[d.backup_id]}); newer than any good backup: kept as evidence")
+        else:
+            d.reasons.append(f"known damaged ({damaged[d.backup_id]}); older than the newest good backup")
+    for d in out:
+        if not d.keep and d.backup_id not in damaged:
             d.reasons.append("matches no retention rule")
     return out
 

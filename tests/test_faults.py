@@ -305,14 +305,19 @@ def test_damaged_object_fails_verify_and_restore_naming_it(local, how):
     assert local.pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=target) == "0"
 
 
-def test_damaged_manifest_fails_list_and_restore_naming_it(local):
-    """Manifests are read side by side when listing; a damaged one still ends in one clear line."""
+def test_damaged_manifest_is_listed_unreadable_and_fails_only_its_own_restore(local):
+    """Manifests are read side by side when listing; a damaged one is named in one line, the
+    others stay usable, and a restore of the damaged one itself exits 3."""
     made = [local.cli("backup", "-p", str(local.policy), "--json").json for _ in range(2)]
     ids = [m["id"] for m in made]
     manifest = local.policy.parent / "store" / made[0]["policy"] / "backups" / ids[0] / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:40])
-    assert_clean_failure(local.cli("list", "-p", str(local.policy)), 3, f"{ids[0]}/manifest.json", "not valid JSON")
-    r = local.restore(local.target_db())
+    r = local.cli("list", "-p", str(local.policy), "--json")
+    assert r.code == 0 and "Traceback" not in r.err
+    assert f"{ids[0]}/manifest.json" in r.err and "not valid JSON" in r.err
+    assert [(b["id"], b["status"]) for b in r.json["backups"]] == [(ids[1], "ok"), (ids[0], "unreadable")]
+    assert local.restore(local.target_db()).code == 0  # the newest is fine
+    r = local.restore(local.target_db(), "--backup", ids[0])
     assert_clean_failure(r, 3, f"{ids[0]}/manifest.json", "not valid JSON")
 
 

@@ -108,3 +108,32 @@ def test_invariants(backups, rules, drilled_idx):
     survivors = [Candidate(d.backup_id, d.recovery_point) for d in ds if d.keep]
     again = retention.apply(survivors, rules, NOW, passed_drills=passed)
     assert all(d.keep for d in again)
+
+
+def test_known_damaged_backups_count_toward_no_rule_and_never_displace_the_last_good_one():
+    backups = history(6, 4)  # b0000 newest
+    damaged = {"b0000": "verify found it damaged", "b0002": "missing object"}
+    ds = {d.backup_id: d for d in retention.apply(backups, Retention(keep_last=1), NOW, damaged=damaged)}
+    assert ds["b0001"].keep and ds["b0001"].reasons == ["last 1/1", "newest backup not known to be damaged"]
+    assert ds["b0000"].keep and "kept as evidence" in ds["b0000"].reasons[0]  # newer than any good one
+    assert not ds["b0002"].keep and "older than the newest good backup" in ds["b0002"].reasons[0]
+    assert not ds["b0003"].keep
+
+
+def test_when_every_backup_is_damaged_none_is_deleted():
+    ds = retention.apply(history(6, 3), Retention(keep_last=1), NOW, damaged={f"b{i:04d}": "x" for i in range(3)})
+    assert all(d.keep for d in ds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(times_st, rules_st, st.sets(st.integers(min_value=0, max_value=59)))
+def test_the_newest_backup_not_known_damaged_is_always_kept(backups, rules, damaged_idx):
+    ids = [b.backup_id for b in sorted(backups, key=lambda b: (b.recovery_point, b.backup_id), reverse=True)]
+    damaged = {ids[i]: "damaged" for i in damaged_idx if i < len(ids)}
+    ds = retention.apply(backups, rules, NOW, damaged=damaged)
+    good = [d for d in ds if d.backup_id not in damaged]
+    if good:
+        assert good[0].keep
+    for d in ds:  # a damaged backup is kept only as evidence newer than every good one
+        if d.backup_id in damaged and d.keep and good:
+            assert d.recovery_point >= good[0].recovery_point

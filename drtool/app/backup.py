@@ -10,6 +10,7 @@ from ..crypto import age
 from ..dumpscan import BackgroundScanner, UnsupportedArchive
 from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
+from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
 from ..storage import Store
 from .base import AppBase, _check_region
 
@@ -77,7 +78,8 @@ class BackupJobs(AppBase):
             return  # pruned before it could be copied: nothing to do
         prefix = catalog.backup_prefix(policy.name, backup_id)
         method = "streamed"
-        for obj in backup.manifest["objects"]:
+        for o in backup.record.objects:
+            obj = o.as_dict()
             key = prefix + obj["key"]
             copy_from = getattr(dst, "copy_from", None)
             if copy_from is not None and type(src) is type(dst) and copy_from(src, key, obj["size"], retain=True):
@@ -90,12 +92,12 @@ class BackupJobs(AppBase):
                 dst.delete(key)
                 raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
-        copy = dict(backup.manifest)
-        copy["copy"] = {"target": target.name, "source": src.url, "copied_at": clock.iso(clock.utcnow()),
-                        "method": method}  # fmt: skip
+        copy = backup.record.with_copy({"target": target.name, "source": src.url,
+                                        "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
         catalog.write_manifest(dst, copy)  # the copy's own commit marker, written last
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
+        """One attempt; returns the manifest's JSON document."""
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
         ci = self.source(policy)
@@ -127,50 +129,67 @@ class BackupJobs(AppBase):
                     self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
                     tables, method = postgres.count_rows(conn), "count(*)"
                 completed = clock.utcnow()
-                manifest = {
-                    "format": catalog.MANIFEST_FORMAT,
-                    "version": catalog.MANIFEST_VERSION,
-                    "id": backup_id,
-                    "policy": policy.name,
-                    "database": snap.database,
-                    "encoding": snap.encoding,
-                    "source": ci.label,
-                    "host": socket.gethostname(),
-                    "server_version": snap.server_version,
-                    "server_version_num": snap.server_version_num,
-                    "pg_dump_version": pg_dump.version,
-                    "recovery_point": clock.iso(snap.recovery_point),
-                    "started_at": clock.iso(started),
-                    "completed_at": clock.iso(completed),
-                    "sizes": {
-                        "database_bytes": snap.database_size,
-                        "plain_bytes": stats.plain_bytes,
-                        "compressed_bytes": stats.compressed_bytes,
-                        "stored_bytes": stored.size,
-                    },
-                    "objects": [
-                        {
-                            "role": "dump",
-                            "key": catalog.DUMP_NAME,
-                            "size": stored.size,
-                            "sha256": stats.sha256,
-                        }
-                    ],
-                    "payload_format": catalog.PAYLOAD_FORMAT,
-                    "compression": {"algorithm": "zstd", "level": policy.backup.zstd_level},
-                    "encryption": {
+                manifest = Manifest(
+                    id=backup_id,
+                    policy=policy.name,
+                    database=snap.database,
+                    encoding=snap.encoding,
+                    source=ci.label,
+                    host=socket.gethostname(),
+                    server_version=snap.server_version,
+                    server_version_num=snap.server_version_num,
+                    pg_dump_version=pg_dump.version,
+                    recovery_point=snap.recovery_point,
+                    started_at=started,
+                    completed_at=completed,
+                    sizes=Sizes(
+                        database_bytes=snap.database_size,
+                        plain_bytes=stats.plain_bytes,
+                        compressed_bytes=stats.compressed_bytes,
+                        stored_bytes=stored.size,
+                    ),
+                    objects=(ManifestObject("dump", catalog.DUMP_NAME, stored.size, stats.sha256),),
+                    payload_format=catalog.PAYLOAD_FORMAT,
+                    compression={"algorithm": "zstd", "level": policy.backup.zstd_level},
+                    encryption={
                         "scheme": "age-v1-x25519",
                         "recipients": [
                             {"recipient": r, "fingerprint": age.recipient_fingerprint(r)} for r in policy.recipients
                         ],
                     },
-                    "tables": tables,
-                    "row_count_method": method,
-                    "tool": {"name": "drtool", "version": __version__},
-                }
+                    tables=tables,
+                    row_count_method=method,
+                    tool={"name": "drtool", "version": __version__},
+                )
                 self.ensure_lock_held(policy)  # a job that lost its lock commits nothing
-                catalog.write_manifest(store, manifest)  # the commit marker, written last
             except BaseException:
                 store.delete(key)
                 raise
-        return manifest
+            self._commit(store, manifest, key)
+        return manifest_to_dict(manifest)
+
+    def _commit(self, store: Store, manifest: Manifest, dump: str) -> None:
+        """Write the manifest, the commit marker, last. Once its write was attempted the dump is
+        deleted only when a read proves the manifest absent: a write whose reply was lost may
+        have landed, and deleting the dump would leave a listed backup with no data."""
+        where = f"{store.url}/{catalog.manifest_key(manifest.policy, manifest.id)}"
+        try:
+            catalog.write_manifest(store, manifest)
+            return
+        except DrtoolError as e:
+            failure = e
+        try:
+            stored = catalog.stored_manifest(store, manifest.policy, manifest.id)
+        except DrtoolError as e:
+            raise DrtoolError(f"backup {manifest.id}: writing {where} failed ({failure}), and reading it back "
+                              f"failed too ({e}); its objects are left in place: `drtool list` will show "
+                              "whether it committed, and prune cleans up if it did not") from None  # fmt: skip
+        if stored == catalog.serialise_manifest(manifest):
+            self.warn(f"backup {manifest.id}: the store's reply to writing {where} was lost, but the manifest "
+                      "is stored: the backup committed")  # fmt: skip
+            return
+        if stored is not None:
+            raise DrtoolError(f"backup {manifest.id}: writing {where} failed ({failure}) and the store holds a "
+                              "different manifest there; objects left in place")  # fmt: skip
+        store.delete(dump)
+        raise failure

@@ -10,6 +10,7 @@ from .. import __version__, catalog, clock, drills, objectives, postgres, scratc
 from ..errors import DrtoolError, UsageError
 from ..policy import Policy
 from ..storage import Store
+from . import checks
 from .base import AppBase, _password_from_env
 
 
@@ -51,6 +52,9 @@ class DrillJobs(AppBase):
         dr = policy.drill
         source = source or store
         backups = catalog.list_backups(source, policy.name)
+        if source is store:  # findings are about the primary's objects
+            damaged = catalog.read_checks(store, policy.name).damaged
+            backups = [b for b in backups if b.id not in damaged]
         if backup_id:
             backup = catalog.read_manifest(source, policy.name, backup_id)
         elif not backups:
@@ -139,4 +143,5 @@ class DrillJobs(AppBase):
             age = clock.monotonic() - self.command_t0
         record["command_seconds"] = None if age is None else round(age, 3)
         catalog.write_drill_record(store, record)
+        checks.record_drill(store, record, self.warn)  # what it found about the backup, for prune
         return record

@@ -7,25 +7,34 @@ from typing import Any
 
 from .. import catalog, clock, pipeline, postgres
 from ..dumpscan import DumpScanner
-from ..errors import CheckFailed, DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
+from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
+from . import checks
 from .base import AppBase, _password_from_env
 
 
 class RestoreJobs(AppBase):
     # -- list --------------------------------------------------------------------------------------
     def list(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
-        """Complete backups in a storage target (default: the primary), newest first, each with
-        the outcome of its latest drill and, on the primary, the copies not made yet."""
+        """Backups in a storage target (default: the primary), newest first, each with its
+        `status` (ok, or damaged with the reason: objects missing, or a check found it so), the
+        outcome of its latest drill and, on the primary, the copies not made yet. A manifest that
+        cannot be used is listed with status `unreadable` and its error, after the others."""
         store = self.store(policy, target=target)
         primary = store if target in (None, "primary") else self.store(policy)
         records, problems = catalog.list_drill_records(primary, policy.name)
-        for p in problems:
+        listing = catalog.scan(store, policy.name)
+        checks = catalog.read_checks(primary, policy.name) if primary is store else None
+        for p in [*problems, *(checks.problems if checks else [])]:
             self.warn(p)
         pending = catalog.read_copy_state(primary, policy.name)["pending"]
         out = []
-        for b in catalog.list_backups(store, policy.name):
+        for b in listing.backups:
             row = b.summary()
+            damage = b.damaged or (checks.reason(b.id) if checks else None)
+            row["status"] = "damaged" if damage else "ok"
+            if damage:
+                row["damage"] = damage
             mine = [r for r in records if r.get("backup_id") == b.id]  # newest first
             row["last_drill"] = (
                 {"drill_id": mine[0]["drill_id"], "started_at": mine[0]["started_at"], "passed": mine[0]["passed"]}
@@ -38,7 +47,30 @@ class RestoreJobs(AppBase):
             if policy.copies:
                 row["copies_pending"] = sorted(name for name, ids in pending.items() if b.id in ids)
             out.append(row)
+        for u in listing.unreadable:
+            self.warn(u.reason)
+            out.append({"id": u.backup_id, "policy": policy.name, "status": "unreadable", "error": u.reason,
+                        "target": target or "primary"})  # fmt: skip
         return out
+
+    @staticmethod
+    def _newest(store, policy: Policy) -> list[catalog.Backup]:
+        """The newest listed backup, damaged or not: verify is how damage is found, or cleared."""
+        backups = catalog.scan(store, policy.name).backups
+        if not backups:
+            raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
+        return backups[:1]
+
+    def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
+        """The named backup, or the newest one not known to be damaged (findings are about the
+        primary's objects, so a copy target's newest is taken as listed)."""
+        if backup_id or from_copy:
+            return catalog.find_backup(store, policy.name, backup_id)
+        damaged = catalog.read_checks(store, policy.name).reasons()
+        backup = catalog.find_backup(store, policy.name, None, damaged)
+        for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
+            self.warn(f"skipping backup {bid}: {damaged[bid]}")
+        return backup
 
     # -- restore -----------------------------------------------------------------------------------
     def restore(
@@ -66,7 +98,7 @@ class RestoreJobs(AppBase):
         extra = _ownership_options(role, no_owner)
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
         store = self.store(policy, target=from_copy)
-        backup = catalog.find_backup(store, policy.name, backup_id)
+        backup = self._find(store, policy, backup_id, from_copy)
         identities = self.identities(policy)
         pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
@@ -85,6 +117,10 @@ class RestoreJobs(AppBase):
         t0 = clock.monotonic()
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{dkey}"
+        try:
+            store.stat(dkey)
+        except NotFound:
+            raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
         plain = self._decoded(store, dkey, backup, identities, where)
         if jobs == 1:
             postgres.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
@@ -139,41 +175,31 @@ class RestoreJobs(AppBase):
         """Re-read stored objects: SHA-256 always; with the identity also age authentication to
         the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
         store = self.store(policy)
+        unreadable: list[catalog.Unreadable] = []
         if all_backups:
-            backups = catalog.list_backups(store, policy.name)
+            listing = catalog.scan(store, policy.name)
+            backups, unreadable = listing.backups, listing.unreadable
         else:
-            backups = [catalog.find_backup(store, policy.name, backup_id)]
+            backups = (
+                [catalog.read_manifest(store, policy.name, backup_id)] if backup_id else self._newest(store, policy)
+            )
         identities = None
         if deep is not False and policy.identity_file:
             identities = self.identities(policy)
         elif deep:
             raise UsageError(f"{policy.source}: encryption.identity_file is needed for a deep verify")
+        kind = "deep-verify" if identities else "verify"
         results, problems = [], []
         for b in backups:
-            obj = b.dump
-            key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
-            where = f"backup {b.id}, object {store.url}/{key}"
-            entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
-            try:
-                if identities:
-                    for _ in self._decoded(store, key, b, identities, where):
-                        pass
-                else:
-                    with store.get(key) as raw:
-                        digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
-                    if digest != obj["sha256"] or size != obj["size"]:
-                        raise IntegrityError(
-                            f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
-                            f"actual {digest} ({size} bytes)"
-                        )
-                entry["ok"] = True
-            except NotFound:
-                entry.update(ok=False, error=f"{where}: object is missing")
+            entry = self._verify_one(store, policy, b, identities)
+            if "finding" in entry:
+                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.warn)
+            if not entry["ok"]:
                 problems.append(entry["error"])
-            except IntegrityError as e:
-                entry.update(ok=False, error=str(e))
-                problems.append(str(e))
             results.append(entry)
+        for u in unreadable:
+            results.append({"id": u.backup_id, "object": u.key, "ok": False, "authenticated": False, "error": u.reason})
+            problems.append(u.reason)
         report = {
             "policy": policy.name,
             "verified": len(results),
@@ -185,6 +211,37 @@ class RestoreJobs(AppBase):
             err.result = report  # type: ignore[attr-defined]
             raise err
         return report
+
+    def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
+        """One backup's verify entry. `finding` (damage, or None for ok) is set when the result
+        says something about the backup itself; a store that cannot be read says nothing."""
+        obj = b.dump
+        key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
+        where = f"backup {b.id}, object {store.url}/{key}"
+        entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
+        try:
+            if identities:
+                for _ in self._decoded(store, key, b, identities, where):
+                    pass
+            else:
+                with store.get(key) as raw:
+                    digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
+                if digest != obj["sha256"] or size != obj["size"]:
+                    raise IntegrityError(
+                        f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
+                        f"actual {digest} ({size} bytes)"
+                    )
+            entry.update(ok=True, finding=None)
+        except NotFound:
+            entry.update(ok=False, error=f"{where}: object is missing")
+            entry["finding"] = entry["error"]
+        except IntegrityError as e:
+            entry.update(ok=False, error=str(e), finding=str(e))
+        except IdentityError:
+            raise  # the key at hand, not any one backup: one error for the whole command
+        except DrtoolError as e:  # the store failed, not the backup, not the backup: no finding
+            entry.update(ok=False, error=f"{where}: could not be verified: {e}")
+        return entry
 
 
 def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:

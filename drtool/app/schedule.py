@@ -117,7 +117,10 @@ class ScheduleJobs(AppBase):
         for p in problems:
             self.warn(p)
         passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
-        result = self._prune_target(policy, store, dry_run, passed)
+        checks = catalog.read_checks(store, policy.name)  # findings live on the primary, like drill records
+        for p in checks.problems:
+            self.warn(p)
+        result = self._prune_target(policy, store, dry_run, passed, checks)
         if policy.copies:
             result["copies"] = {}
             for c in policy.copies:
@@ -130,16 +133,39 @@ class ScheduleJobs(AppBase):
                     self.warn(f"prune of copy target '{c.name}' failed, will retry on the next run: {e}")
         return result
 
-    def _prune_target(self, policy: Policy, store: Store, dry_run: bool, passed: frozenset[str]) -> dict[str, Any]:
+    def _prune_target(
+        self,
+        policy: Policy,
+        store: Store,
+        dry_run: bool,
+        passed: frozenset[str],
+        checks: catalog.CheckStates | None = None,
+    ) -> dict[str, Any]:
+        """Retention on one store. A backup known to be damaged (objects missing, or the newest
+        check in `checks` found it damaged) counts toward no rule; a folder with an unreadable
+        manifest, and whatever such a manifest names, is never deleted."""
         now = clock.utcnow()
-        backups = catalog.list_backups(store, policy.name)
+        listing = catalog.scan(store, policy.name)
+        for u in listing.unreadable:
+            self.warn(f"{u.reason}; not pruned")
+        backups = listing.backups
+        damaged = {b.id: b.damaged for b in backups if b.damaged}
+        if checks is not None:
+            damaged.update({bid: checks.reason(bid) for bid in checks.damaged if bid not in damaged})
+            passed = passed | checks.verified
         decisions = retention.apply(
             [retention.Candidate(b.id, b.recovery_point) for b in backups],
             policy.retention,
             now,
             policy.schedule.timezone,
-            passed,
+            passed - set(damaged),
+            damaged,  # type: ignore[arg-type]
         )
+        named = {u.claims: u.key for u in listing.unreadable if u.claims}
+        for d in decisions:
+            if d.backup_id in named and not d.keep:
+                d.keep = True
+                d.reasons.append(f"an unreadable manifest ({named[d.backup_id]}) names it: kept until that is resolved")
         self.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
         rows = []
         for d in decisions:
@@ -154,13 +180,14 @@ class ScheduleJobs(AppBase):
                 except RetainedByLock as e:  # deleted by a later prune, once the lock expires
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
-        incomplete = self._incomplete(policy, store, {b.id for b in backups}, now, dry_run)
+        incomplete = self._incomplete(policy, store, listing.protected_ids(), now, dry_run)
         return {
             "policy": policy.name,
             "dry_run": dry_run,
             "rules": {k: v for k, v in vars(policy.retention).items() if v},
             "backups": rows,
             "incomplete": incomplete,
+            "unreadable": [{"id": u.backup_id, "key": u.key, "error": u.reason} for u in listing.unreadable],
             "kept": sum(r["action"] == "keep" for r in rows),
             "deleted": sum(r["action"] == "delete" for r in rows),
             "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),

@@ -272,7 +272,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
         ctx.info("no complete backups")
         return
     for r in rows:
-        r["size"] = human_bytes(r["size_bytes"])
+        r["size"] = human_bytes(r.get("size_bytes"))
         last = r.get("last_drill")
         r["drill"] = "-" if not last else ("passed " if last["passed"] else "FAILED ") + last["started_at"][:16]
         r["pending"] = ", ".join(r.get("copies_pending") or []) or "-"
@@ -282,6 +282,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
             [
                 ("policy", "POLICY"),
                 ("id", "ID"),
+                ("status", "STATUS"),
                 ("recovery_point", "RECOVERY POINT"),
                 ("completed_at", "COMPLETED"),
                 ("size", "SIZE"),
@@ -417,6 +418,8 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
             action = x["action"].upper() if x["action"] == "delete" else x["action"]
             parts = f"{x['objects']} objects, {x['unfinished_uploads']} unfinished uploads"
             click.echo(f"  {action:<6} {x['id']}  incomplete ({parts}): {x['reason']}")
+        for u in r.get("unreadable", []):
+            click.echo(f"  keep   {u['id']}  unreadable manifest, not pruned: {u['error']}")
 
 
 @cli.command()
