@@ -19,7 +19,7 @@ import click  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..app import App  # noqa: E402
-from ..errors import EXIT_CHECK, EXIT_USAGE, CheckFailed, DrtoolError, PolicyError, UsageError  # noqa: E402
+from ..errors import EXIT_CHECK, EXIT_FAILED, EXIT_USAGE, CheckFailed, DrtoolError, PolicyError, UsageError  # noqa: E402
 from ..policy import Policy, load_policies  # noqa: E402
 from .render import ProgressLine, human_bytes, table  # noqa: E402
 
@@ -364,7 +364,10 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
         ctx.info(f"drill {p.name}: restoring into a scratch database...")
         r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
         records.append(r)
-        if not r["passed"] or r["rpo_met"] is False:
+        if r["outcome"] == "could-not-run":  # nothing is known about the backup: the operation failed
+            worst = max(worst, EXIT_FAILED)
+            log("error", f"drill {p.name}: could not run: {r['failure']}", policy=p.name, job="drill")
+        elif not r["passed"] or r["rpo_met"] is False:
             worst = EXIT_CHECK
         if not as_json:
             _render_drill(r)
@@ -588,8 +591,9 @@ def _render_drill(r: dict[str, Any]) -> None:
         return "-" if v is None else f"{v:.1f}s"
 
     obj = r["objectives"]
-    verdict = "PASSED" if r["passed"] else "FAILED"
-    click.echo(f"{r['policy']}: drill {r['drill_id']} of backup {r['backup_id']}: {verdict}")
+    verdict = {"passed": "PASSED", "failed": "FAILED", "could-not-run": "COULD NOT RUN"}[r["outcome"]]
+    profile = f" (scratch server: {r['scratch_profile']})" if r.get("scratch_profile") else ""
+    click.echo(f"{r['policy']}: drill {r['drill_id']} of backup {r['backup_id'] or '-'}: {verdict}{profile}")
     if r["failure"]:
         click.echo(f"  reason: {r['failure']}")
     met = {True: "met", False: "MISSED", None: "not measured"}
