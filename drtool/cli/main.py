@@ -506,8 +506,10 @@ def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
 @click.option(
     "--sign-key", type=click.Path(dir_okay=False, exists=True), help="Ed25519 private key (PEM) to sign with."
 )
+@click.option("--fail-on-noncompliant", is_flag=True,
+              help="Exit 3 when any policy is not compliant (the report is written all the same).")  # fmt: skip
 @click.pass_context
-def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key) -> None:
+def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key, fail_on_noncompliant) -> None:
     """Compliance report from the store's evidence (html, md or json); `report verify FILE` checks one."""
     if click_ctx.invoked_subcommand:
         return
@@ -548,6 +550,10 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     verdict = "compliant" if doc["compliant"] else "NOT compliant"
     ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {digest}")
     click.echo(digest)
+    if fail_on_noncompliant and not doc["compliant"]:
+        failing = [p["policy"] for p in doc["policies"] if not p["compliant"]]
+        log("error", f"not compliant: {', '.join(failing) or 'no policies'} (see {output})")
+        raise click.exceptions.Exit(EXIT_CHECK)
 
 
 @report.command("verify")
