@@ -110,7 +110,7 @@ def test_drill_stopped_by_an_unreachable_store_could_not_run(pg, tmp_path, scrat
     assert "Traceback" not in r.err and "could not run: fetch: " in r.err
     rec = r.json
     assert rec["outcome"] == "could-not-run" and rec["passed"] is False and rec["failure"].startswith("fetch: ")
-    assert fault_proxy.count("GET", "dump.zst.age", "error") >= 1
+    assert fault_proxy.count("GET", r"dump\.zst\.age", "error 503") >= 1
     fault_proxy.clear()
     # the record is in the store; the report counts it neither as a failure nor as a drill that ran
     p = report(s, tmp_path, "--from", since)
