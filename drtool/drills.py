@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import postgres, scratch
-from .errors import DatabaseError, DrtoolError, IdentityError, IntegrityError, StorageError
+from .errors import DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, StorageError
+from .health import COULD_NOT_RUN, FAILED, PASSED
 
 DRILL_DB = "drtool_drill"
 
@@ -30,6 +31,7 @@ class Target:
     bin_dir: Path | None = None  # scratch: server binaries of the backup's major version
     version: str = ""
     server: postgres.Conninfo | None = None  # server: maintenance connection to the target server
+    profile: str = scratch.DURABLE  # scratch: server settings (durable like production, or fast)
 
 
 @dataclass
@@ -37,13 +39,37 @@ class Outcome:
     phases: dict[str, float] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     rto_seconds: float | None = None
-    failure: str | None = None
+    failure: str | None = None  # the first cause, whether the backup failed or the drill could not run
+    could_not_run: bool = False
     target_label: str = ""
     bytes_restored: int = 0
+
+    @property
+    def result(self) -> str:
+        if self.could_not_run:
+            return COULD_NOT_RUN
+        return FAILED if self.failure else PASSED
 
     def check(self, name: str, ok: bool | None, detail: str, **extra: Any) -> bool:
         self.checks.append({"name": name, "ok": ok, "detail": detail, **extra})
         return ok is not False
+
+    def stop(self, step: str, error: DrtoolError, *, at_fault: bool | None = None) -> None:
+        """The drill stopped at `step`: the backup could not be restored (a failed drill, with a
+        failed check named after the step), or something it needs was unavailable. `at_fault`
+        overrides the usual judgement of the error (backup_at_fault)."""
+        self.failure = f"{step}: {error}"
+        if backup_at_fault(error) if at_fault is None else at_fault:
+            self.check(step, False, str(error))
+        else:
+            self.could_not_run = True
+
+
+def backup_at_fault(error: DrtoolError) -> bool:
+    """Whether an error stopping a drill proves the backup cannot be restored as configured:
+    damaged or missing objects, or a configured key that is missing or does not open them.
+    Anything else (store, scratch server or tools unavailable) says nothing about the backup."""
+    return isinstance(error, (IntegrityError, IdentityError, NotFound))
 
 
 @contextmanager
@@ -66,17 +92,24 @@ def run(
     drill_id: str,
     t0: float,
 ) -> Outcome:
-    """Run one drill. Failures of the backup under test are recorded in the Outcome; failures
-    that stop the drill from running at all (no server binaries, no identity) raise."""
+    """Run one drill. Everything that stops it is recorded in the Outcome: a failure of the
+    backup under test, or the reason the drill could not run (scratch server, store)."""
     out = Outcome()
     with ExitStack() as cleanup:
         try:
-            with _timed(out.phases, "provision"):
-                ci = _provision(target, manifest, drill_id, cleanup, out)
+            try:
+                with _timed(out.phases, "provision"):
+                    ci = _provision(target, manifest, drill_id, cleanup, out)
+            except DrtoolError as e:
+                out.stop("provision", e)
+                return out
             _restore(ci, pieces, pg_restore, out)
             if out.failure is None:
-                with _timed(out.phases, "verify"):
-                    _verify(ci, manifest, checks, amcheck, out)
+                try:
+                    with _timed(out.phases, "verify"):
+                        _verify(ci, manifest, checks, amcheck, out)
+                except DatabaseError as e:  # the server went away under the checks
+                    out.stop("verify", e)
                 if out.failure is None:
                     out.rto_seconds = round(time.monotonic() - t0, 3)
         finally:
@@ -90,7 +123,7 @@ def _provision(target: Target, manifest: dict, drill_id: str, cleanup: ExitStack
     encoding = manifest.get("encoding")
     if target.kind == "scratch":
         assert target.bin_dir is not None
-        server = cleanup.enter_context(scratch.scratch_server(target.bin_dir, target.version))
+        server = cleanup.enter_context(scratch.scratch_server(target.bin_dir, target.version, profile=target.profile))
         admin = postgres.Conninfo(server.dsn("postgres"))
         postgres.create_database(admin, DRILL_DB, encoding)
         out.target_label = f"scratch PostgreSQL {target.version} ({server.base})"
@@ -118,12 +151,11 @@ def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool:
         # A scratch server has none of the source's roles: ownership and grants are not restored.
         producing = postgres.restore_stream(tool, ci, counting(), extra=("--no-owner", "--no-acl"))
         out.check("pg_restore", True, "finished without errors")
-    except IntegrityError as e:
-        out.failure = f"fetch: {e}"
-        out.check("fetch", False, str(e))
-    except IdentityError:
-        raise
-    except (DatabaseError, StorageError) as e:
+    except (IntegrityError, StorageError) as e:  # damaged or missing: failed; unreachable: could not run
+        out.stop("fetch", e)
+    except IdentityError as e:
+        out.stop("identity", e)
+    except DatabaseError as e:
         out.failure = f"restore: {e}"
         out.check("pg_restore", False, str(e))
     else:

@@ -13,13 +13,14 @@ _GAUGES = {
     "last_success_timestamp_seconds": "Time of the newest complete backup or passed drill (Unix time).",
     "rpo_achieved_seconds": "Age of the newest complete backup's recovery point: the RPO achieved now.",
     "drill_rto_seconds": "RTO measured by the newest drill.",
-    "drill_success": "1 if the newest drill passed, 0 if it failed.",
+    "drill_success": "1 if the newest drill that ran passed, 0 if it failed (one that could not run is ignored).",
     "drill_last_timestamp_seconds": "Start of the newest drill (Unix time).",
     "rpo_objective_seconds": "objectives.rpo of the policy.",
     "rto_objective_seconds": "objectives.rto of the policy.",
     "copies_pending": "Backups not yet copied to a copy target.",
     "healthy": "1 if drtool status says healthy, else 0.",
-    "compliant": "1 if the policy is compliant over the last 90 days (drtool report's verdict), else 0.",
+    "compliant": "1 if the policy is compliant over the last 90 days (drtool report's verdict; days before the "
+    "first backup count against the RPO), else 0.",
 }
 
 

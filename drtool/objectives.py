@@ -23,14 +23,20 @@ class Gap:
     after_backup: str | None
 
 
-def gaps(points: list[Point], until: dt.datetime) -> list[Gap]:
+def gaps(points: list[Point], until: dt.datetime, since: dt.datetime | None = None) -> list[Gap]:
     """Every stretch during which the newest complete backup aged, up to `until`: for
     consecutive backups k, k+1 (by completion), completion of k+1 minus recovery point of k;
-    and `until` minus the newest recovery point. Backups completed after `until` are ignored."""
+    and `until` minus the newest recovery point. Backups completed after `until` are ignored.
+    With `since` (a period's start), a period that begins before any backup was complete opens
+    with a gap from `since` to the first completion (its `after_backup` is None): nothing
+    covered that stretch, so it counts against the RPO like any other."""
     ordered = sorted((p for p in points if p.completed_at <= until), key=lambda p: p.completed_at)
-    if not ordered:
-        return []
     out = []
+    if since is not None and since < until and (not ordered or ordered[0].completed_at > since):
+        covered_from = ordered[0].completed_at if ordered else until
+        out.append(Gap((covered_from - since).total_seconds(), since, covered_from, None))
+    if not ordered:
+        return out
     newest = ordered[0]
     for nxt in ordered[1:]:
         out.append(Gap((nxt.completed_at - newest.recovery_point).total_seconds(), newest.recovery_point,

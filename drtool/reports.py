@@ -12,6 +12,7 @@ from typing import Any
 
 from .clock import iso, parse_iso
 from .durations import format_duration
+from .health import COULD_NOT_RUN, drill_outcome
 from .objectives import Point
 from .objectives import gaps as rpo_gaps
 
@@ -58,18 +59,25 @@ def build_policy(
     """The report section of one policy. `policy` carries name, objectives, retention, targets."""
     rpo_t, rto_t = policy["rpo_seconds"], policy["rto_seconds"]
     points = [Point(b["id"], parse_iso(b["recovery_point"]), parse_iso(b["completed_at"])) for b in backups]
-    gaps = [g for g in rpo_gaps(points, end) if g.end > start]
+    # the period's start is part of it: a stretch before the first backup counts against the RPO
+    gaps = [g for g in rpo_gaps(points, end, since=start) if g.end > start]
     worst = max(gaps, key=lambda g: g.seconds, default=None)
-    in_period = [d for d in drills if start <= parse_iso(d["started_at"]) <= end]
-    in_period.sort(key=lambda d: d["started_at"])
+    uncovered = next((g for g in gaps if g.after_backup is None), None)
+    attempts = sorted((d for d in drills if start <= parse_iso(d["started_at"]) <= end), key=lambda d: d["started_at"])
+    # a drill that could not run (store, scratch server or tools unavailable) is neither a pass
+    # nor a failure of the backup, and it is not "a drill ran"; it is listed as such
+    in_period = [d for d in attempts if drill_outcome(d) != COULD_NOT_RUN]
     rtos = [d["rto_seconds"] for d in in_period if d.get("rto_seconds") is not None]
     passed = [d for d in in_period if d.get("passed")]
     reasons = []
     if not backups:
         reasons.append("no backups: there is no evidence")
-    if worst is None:
+    if all(g.after_backup is None for g in gaps):
         reasons.append("no backup completed in or before the period")
-    elif rpo_t and worst.seconds > rpo_t:
+    elif uncovered is not None and rpo_t and uncovered.seconds > rpo_t:
+        reasons.append(f"no backup before {iso(uncovered.end)}: the first {format_duration(uncovered.seconds)} of "
+                       f"the period (from {iso(start)}) are covered by no backup, more than the RPO target")  # fmt: skip
+    if worst is not None and rpo_t and worst.seconds > rpo_t:
         reasons.append(f"worst-case RPO {format_duration(worst.seconds)} exceeds the target {format_duration(rpo_t)}")
     if not in_period:
         reasons.append("no restore drill ran in the period")
@@ -100,12 +108,16 @@ def build_policy(
             "worst_seconds": None if worst is None else round(worst.seconds, 1),
             "worst_from": None if worst is None else iso(worst.start),
             "worst_to": None if worst is None else iso(worst.end),
+            "uncovered": None
+            if uncovered is None
+            else {"from": iso(uncovered.start), "to": iso(uncovered.end), "seconds": round(uncovered.seconds, 1)},
             "series": [{"at": iso(g.end), "seconds": round(g.seconds, 1)} for g in gaps],
         },
         "drills": {
             "run": len(in_period),
             "passed": len(passed),
             "failed": len(in_period) - len(passed),
+            "could_not_run": len(attempts) - len(in_period),
             "rto_last_seconds": rtos[-1] if rtos else None,
             "rto_median_seconds": statistics.median(rtos) if rtos else None,
             "rto_p95_seconds": _pct(rtos, 0.95),
@@ -115,14 +127,16 @@ def build_policy(
                     "drill_id": d["drill_id"],
                     "started_at": d["started_at"],
                     "backup_id": d["backup_id"],
+                    "outcome": drill_outcome(d),
                     "passed": d.get("passed"),
                     "rto_seconds": d.get("rto_seconds"),
+                    "scratch_profile": d.get("scratch_profile"),
                     "rpo_seconds": d.get("rpo_seconds"),
                     "storage_target": d.get("storage_target", "primary"),
                     "failure": d.get("failure"),
                     "checks": [{"name": c["name"], "ok": c["ok"], "detail": c["detail"]} for c in d.get("checks", [])],
                 }
-                for d in in_period
+                for d in attempts
             ],  # fmt: skip
             "unreadable_records": drill_problems,
         },
@@ -188,6 +202,29 @@ def _d(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
 
 
+_RESULT = {"passed": "passed", "failed": "FAILED", "could-not-run": "could not run"}
+
+
+def _drill_counts(d: dict) -> str:
+    cnr = f" ({d['could_not_run']} could not run)" if d.get("could_not_run") else ""
+    return f"{d['run']} / {d['passed']} / {d['failed']}{cnr}"
+
+
+def _rto(x: dict) -> str:
+    """A drill's RTO with the scratch server's settings beside it: a fast profile flatters it."""
+    profile = x.get("scratch_profile")
+    return _d(x["rto_seconds"]) + (f" ({profile})" if profile and x["rto_seconds"] is not None else "")
+
+
+def _coverage(r: dict) -> str:
+    u = r.get("uncovered")
+    if not u:
+        return ""
+    return (
+        f"Evidence starts at {u['to']}: no backup covers the period before it (from {u['from']}, {_d(u['seconds'])})."
+    )
+
+
 def render_md(doc: dict) -> str:
     out = ["# Backup and recovery compliance report", "",
            f"Period {doc['period']['from']} to {doc['period']['to']}; generated {doc['generated_at']} by drtool "
@@ -200,9 +237,11 @@ def render_md(doc: dict) -> str:
         out += [f"- {x}" for x in p["reasons"]] + ([""] if p["reasons"] else [])
         out += ["| measure | achieved | target |", "|---|---|---|",
                 f"| worst-case RPO | {_d(r['worst_seconds'])} ({r['worst_from'] or '-'} to {r['worst_to'] or '-'}) | {_d(o['rpo_seconds'])} |",
-                f"| drills run / passed / failed | {d['run']} / {d['passed']} / {d['failed']} | at least 1, all passed |",
+                f"| drills run / passed / failed | {_drill_counts(d)} | at least 1, all passed |",
                 f"| RTO last / median / p95 | {_d(d['rto_last_seconds'])} / {_d(d['rto_median_seconds'])} / {_d(d['rto_p95_seconds'])} | {_d(o['rto_seconds'])} |",
                 ""]  # fmt: skip
+        if _coverage(r):
+            out += [_coverage(r), ""]
         f = p["forecast"]
         if f["available"]:
             breach = f["rto_breach_date"] or "not within the trend"
@@ -218,8 +257,9 @@ def render_md(doc: dict) -> str:
             checks = ", ".join(
                 f"{c['name']} {'ok' if c['ok'] else ('skip' if c['ok'] is None else 'FAIL')}" for c in x["checks"]
             )
-            out.append(f"| {x['drill_id']} | {x['started_at']} | {x['backup_id']} | {x['storage_target']} | "
-                       f"{'passed' if x['passed'] else 'FAILED'} | {_d(x['rto_seconds'])} | {checks} |")  # fmt: skip
+            result = _RESULT[x["outcome"]] + (f": {x['failure']}" if x["outcome"] == "could-not-run" else "")
+            out.append(f"| {x['drill_id']} | {x['started_at']} | {x['backup_id'] or '-'} | {x['storage_target']} | "
+                       f"{result} | {_rto(x)} | {checks} |")  # fmt: skip
         out += [
             "",
             "### Backup inventory",
@@ -297,9 +337,11 @@ def render_html(doc: dict) -> str:
         parts.append(
             "<table><tr><th>measure</th><th>achieved</th><th>target</th></tr>"
             f"<tr><td>worst-case RPO</td><td>{_d(r['worst_seconds'])} ({e(r['worst_from'] or '-')} to {e(r['worst_to'] or '-')})</td><td>{_d(o['rpo_seconds'])}</td></tr>"
-            f"<tr><td>drills run / passed / failed</td><td>{d['run']} / {d['passed']} / {d['failed']}</td><td>at least 1, all passed</td></tr>"
+            f"<tr><td>drills run / passed / failed</td><td>{_drill_counts(d)}</td><td>at least 1, all passed</td></tr>"
             f"<tr><td>RTO last / median / p95</td><td>{_d(d['rto_last_seconds'])} / {_d(d['rto_median_seconds'])} / {_d(d['rto_p95_seconds'])}</td><td>{_d(o['rto_seconds'])}</td></tr></table>"
         )  # fmt: skip
+        if _coverage(r):
+            parts.append(f"<p class=bad>{e(_coverage(r))}</p>")
         t = lambda s: parse_iso(s).timestamp() / 86400  # noqa: E731
         parts.append(_svg_chart("Achieved RPO over time (hours) against the target",
                                 [(t(x["at"]), x["seconds"] / 3600) for x in r["series"]],
@@ -321,9 +363,11 @@ def render_html(doc: dict) -> str:
                 f"{e(c['name'])}: {'ok' if c['ok'] else ('skipped' if c['ok'] is None else 'FAILED')} – {e(c['detail'])}"
                 for c in x["checks"]
             )
-            parts.append(f"<tr><td>{e(x['drill_id'])}</td><td>{e(x['started_at'])}</td><td>{e(x['backup_id'])}</td>"
-                         f"<td>{e(x['storage_target'])}</td><td class={'ok' if x['passed'] else 'bad'}>{'passed' if x['passed'] else 'FAILED'}</td>"
-                         f"<td>{_d(x['rto_seconds'])}</td><td>{checks}</td></tr>")  # fmt: skip
+            result = _RESULT[x["outcome"]] + (f": {x['failure']}" if x["outcome"] == "could-not-run" else "")
+            cls = {"passed": "ok", "failed": "bad", "could-not-run": "none"}[x["outcome"]]
+            parts.append(f"<tr><td>{e(x['drill_id'])}</td><td>{e(x['started_at'])}</td><td>{e(x['backup_id'] or '-')}</td>"
+                         f"<td>{e(x['storage_target'])}</td><td class={cls}>{e(result)}</td>"
+                         f"<td>{e(_rto(x))}</td><td>{checks}</td></tr>")  # fmt: skip
         parts.append("</table><h3>Backup inventory</h3><table><tr><th>id</th><th>recovery point</th><th>stored</th>"
                      "<th>targets</th><th>recipients</th><th>SHA-256</th></tr>")  # fmt: skip
         for b in p["inventory"]:

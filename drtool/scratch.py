@@ -30,14 +30,20 @@ PREFIX = "drtool-drill-"
 OWNER_FILE = "drtool.owner"  # "<pid>" of the drtool process that owns the folder
 SUPERUSER = "drtool"
 
+DURABLE, FAST = "durable", "fast"
+PROFILES = (DURABLE, FAST)
+
+# "durable" writes as a production server does, so the drill's RTO is what a real recovery
+# takes; "fast" skips the flushes and the WAL a crash would need (a quicker drill, a flattering RTO).
+_PROFILE_CONF = {
+    DURABLE: "fsync = on\nsynchronous_commit = on\nfull_page_writes = on\nwal_level = replica\n",
+    FAST: "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nwal_level = minimal\n",
+}
+
 _CONF = """
 listen_addresses = ''
 unix_socket_directories = '{sock}'
 port = {port}
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-wal_level = minimal
 max_wal_senders = 0
 shared_buffers = 128MB
 maintenance_work_mem = 256MB
@@ -171,8 +177,11 @@ def _wait_gone(pid: int, timeout: float) -> None:
 
 
 @contextmanager
-def scratch_server(bindir: Path, version: str, root: Path | None = None) -> Iterator[ScratchServer]:
-    """A started throwaway server; stopped and deleted when the block ends, however it ends."""
+def scratch_server(
+    bindir: Path, version: str, root: Path | None = None, *, profile: str = DURABLE
+) -> Iterator[ScratchServer]:
+    """A started throwaway server with the settings of `profile`; stopped and deleted when the
+    block ends, however it ends."""
     root = Path(root or tempfile.gettempdir())
     reap_stale(root)
     user = _run_as()
@@ -196,7 +205,7 @@ def scratch_server(bindir: Path, version: str, root: Path | None = None) -> Iter
         if r.returncode != 0:
             raise DatabaseError(f"scratch server: initdb failed: {(r.stderr or r.stdout).strip()[-300:]}")
         with open(base / "data" / "postgresql.conf", "a") as f:
-            f.write(_CONF.format(sock=server.socket_dir, port=server.port))
+            f.write(_CONF.format(sock=server.socket_dir, port=server.port) + _PROFILE_CONF[profile])
         log = open(base / "server.log", "wb")
         server.proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(base / "data")],

@@ -135,6 +135,10 @@ def test_missing_server_binaries_is_a_clear_error(local, tmp_path):
     r = local.cli("drill", "-p", str(local.policy))
     assert r.code == 1 and "Traceback" not in r.err
     assert "no PostgreSQL 15 server binaries" in r.err and "drill.pg_bin_dir" in r.err
+    # the attempt is recorded as one that could not run, which says nothing against the backup
+    (rec,) = drill_records(local)
+    assert rec["outcome"] == "could-not-run" and rec["passed"] is False and rec["checks"] == []
+    assert rec["failure"].startswith("provision: no PostgreSQL 15 server binaries")
 
 
 def test_target_dsn_equal_to_source_is_refused_before_anything_runs(local):
@@ -190,3 +194,30 @@ def test_random_pick_drills_any_complete_backup(local):
     local.policy.write_text(local.policy.read_text().replace("[drill]", '[drill]\npick = "random"'))
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 0 and r.json["backup_id"] in ids
+
+
+SETTINGS = "SELECT current_setting('fsync') = '{0}' AND current_setting('full_page_writes') = '{0}'"
+
+
+def test_scratch_server_is_durable_by_default_and_fast_only_when_asked(local, tmp_path):
+    text = local.policy.read_text().replace("SELECT count(*) = 3000 FROM orders", SETTINGS.format("on"))
+    local.policy.write_text(text)
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    r = local.cli("drill", "-p", str(local.policy), "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["scratch_profile"] == "durable" and r.json["outcome"] == "passed"
+    # and the report shows the profile next to the RTO
+    md = tmp_path / "r.md"
+    assert local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(md)).code == 0
+    assert "s (durable) | pg_restore ok" in md.read_text()
+    local.policy.write_text(text.replace("[drill]", '[drill]\nprofile = "fast"').replace(
+        SETTINGS.format("on"), SETTINGS.format("off")))  # fmt: skip
+    r = local.cli("drill", "-p", str(local.policy), "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["scratch_profile"] == "fast"
+
+
+def test_unknown_drill_profile_is_an_invalid_policy(local):
+    local.policy.write_text(local.policy.read_text().replace("[drill]", '[drill]\nprofile = "turbo"'))
+    r = local.cli("drill", "-p", str(local.policy))
+    assert r.code == 2 and "drill.profile" in r.err and "'turbo'" in r.err and "Traceback" not in r.err

@@ -41,3 +41,26 @@ def test_report_names_an_rpo_miss_with_when():
     assert section["rpo"]["worst_from"].startswith("2026-11-01T00:00:00")
     assert any("worst-case RPO 6h6m exceeds the target 4h" in r for r in section["reasons"])
     assert "no restore drill ran in the period" in section["reasons"]
+
+
+def test_a_period_that_starts_before_the_first_backup_opens_with_a_gap():
+    pts = [objectives.Point("a", T0 + dt.timedelta(days=3), T0 + dt.timedelta(days=3, minutes=10))]
+    gaps = objectives.gaps(pts, T0 + dt.timedelta(days=3, hours=1), since=T0)
+    assert gaps[0].after_backup is None and gaps[0].start == T0
+    assert gaps[0].end == pts[0].completed_at and gaps[0].seconds == 3 * 86400 + 600
+    # a period covered from its start has no such gap; a period with no backup at all is one gap
+    assert all(g.after_backup for g in objectives.gaps(pts, T0 + dt.timedelta(days=4), since=pts[0].completed_at))
+    assert [g.seconds for g in objectives.gaps([], T0 + dt.timedelta(hours=2), since=T0)] == [7200]
+
+
+def test_report_names_the_uncovered_start_of_the_period():
+    section = reports.build_policy(
+        policy={"name": "p", "rpo_seconds": 4 * 3600, "rto_seconds": 600, "retention": {}, "copies": [],
+                "storage": {"url": "file:///x", "object_lock": None, "copies": []},
+                "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
+        backups=[backup(1, 48, 48.1)], drills=[], drill_problems=[], schedule_state={},
+        copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=49),
+    )  # fmt: skip
+    assert section["compliant"] is False
+    assert section["rpo"]["uncovered"]["seconds"] == 48.1 * 3600 and section["rpo"]["worst_seconds"] == 48.1 * 3600
+    assert any(r.startswith("no backup before 2026-11-03T00:06:00") for r in section["reasons"]), section["reasons"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -11,6 +12,11 @@ from helpers import drill_setup, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
+
+
+def just_now() -> str:
+    """A period start just before what the test does next (ISO 8601 UTC)."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture
@@ -41,11 +47,12 @@ def test_period_without_drills_is_not_compliant(local, tmp_path):
 
 
 def test_report_with_real_backups_and_drills(local, tmp_path):
+    evidence_from = just_now()
     for _ in range(2):
         assert local.cli("backup", "-p", str(local.policy)).code == 0
     assert local.cli("drill", "-p", str(local.policy)).code == 0
     out = tmp_path / "r.json"
-    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out), "--from", evidence_from)
     assert r.code == 0, r.err
     doc = json.loads(out.read_text())
     p = doc["policies"][0]
@@ -89,7 +96,8 @@ def test_status_healthy_after_backup_and_drill_and_metrics_parse(local, tmp_path
     assert s.json["status"] == "healthy" and s.json["components"]["database"] == "ok"
     families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
     assert families["drtool_drill_success"].samples[0].value == 1.0
-    assert families["drtool_compliant"].samples[0].value == 1.0  # a backup and a passed drill in 90 days
+    # a backup and a passed drill, but the 90 days before the backup are covered by none
+    assert families["drtool_compliant"].samples[0].value == 0.0
     assert families["drtool_rpo_objective_seconds"].samples[0].value == 6 * 3600
     assert families["drtool_last_backup_size_bytes"].samples[0].value > 0
 
@@ -207,3 +215,39 @@ def test_report_into_a_missing_folder_is_one_clear_error(local, tmp_path):
     (tmp_path / "r.md.sig").write_text('{"public_key": "", "signature": "", "sha256": "x"}')
     v = run_cli("report", "verify", str(out), "--public-key", str(bad_key))
     assert v.code in (2, 3) and "Traceback" not in v.err
+
+
+def test_period_before_the_first_backup_counts_against_the_rpo(local, tmp_path):
+    evidence_from = just_now()
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    first = local.cli("list", "-p", str(local.policy), "--json").json["backups"][0]
+    # over the default 90 days the evidence covers minutes: not compliant, and the report says from when
+    out = tmp_path / "r.json"
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
+    assert r.code == 0, r.err
+    p = json.loads(out.read_text())["policies"][0]
+    assert p["compliant"] is False
+    assert p["rpo"]["uncovered"]["to"] == first["completed_at"] and p["rpo"]["worst_seconds"] > 89 * 86400
+    assert any(x.startswith(f"no backup before {first['completed_at']}") for x in p["reasons"]), p["reasons"]
+    md = tmp_path / "r.md"
+    assert local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(md)).code == 0
+    assert f"Evidence starts at {first['completed_at']}" in md.read_text()
+    # a period that starts just before the first backup is covered, and can be compliant
+    r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out), "--from", evidence_from)
+    p = json.loads(out.read_text())["policies"][0]
+    assert p["compliant"] is True, p["reasons"]
+    assert p["rpo"]["uncovered"]["seconds"] < 6 * 3600
+
+
+def test_fail_on_noncompliant_exits_3_only_when_not_compliant(local, tmp_path):
+    evidence_from = just_now()
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    assert local.cli("drill", "-p", str(local.policy)).code == 0
+    out = tmp_path / "r.md"
+    args = ["report", "-p", str(local.policy), "--format", "md", "-o", str(out), "--fail-on-noncompliant"]
+    r = local.cli(*args)
+    assert r.code == 3 and "Traceback" not in r.err
+    assert f"not compliant: {local.db.replace('_', '-')}" in r.err and out.exists()  # the report is written anyway
+    ok = local.cli(*args, "--from", evidence_from)
+    assert ok.code == 0, ok.err

@@ -32,6 +32,8 @@ def drill_finding(record: dict[str, Any]) -> tuple[bool, str | None]:
     """(is a finding about the backup, damage). Only a drill that passed, or one that failed
     because of the backup itself (its bytes, or row counts that differ from its manifest), says
     anything about the backup; a failed policy check, a missed RTO or an unavailable store does not."""
+    if record.get("outcome") == "could-not-run":  # the store, scratch server or tools were down
+        return False, None
     if record.get("passed"):
         return True, OK
     for c in record.get("checks", []):

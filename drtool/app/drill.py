@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, drills, objectives, postgres, scratch
-from ..errors import DrtoolError, UsageError
+from .. import __version__, catalog, clock, drills, health, objectives, postgres, scratch
+from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
 from . import checks
@@ -18,8 +19,10 @@ class DrillJobs(AppBase):
     # -- drill -----------------------------------------------------------------------------------
     def drill(self, policy: Policy, *, backup_id: str | None = None, from_copy: str | None = None) -> dict[str, Any]:
         """Restore a backup into a scratch database, verify it, measure RPO and RTO, and store the
-        record. Returns the record; `passed` and `rpo_met` say how it went. Raises only when the
-        drill could not run (no server binaries, no identity, store unreachable)."""
+        record. Returns the record; `outcome` says how it went: "passed", "failed" (the backup
+        could not be restored or verified) or "could-not-run" (store, scratch server or tools
+        unavailable). Raises only for bad usage, or when the primary store cannot be opened (then
+        there is nowhere to record anything)."""
         started = clock.utcnow()
         t0 = clock.monotonic()  # the RTO clock: finding the backup is part of a real recovery
         dr = policy.drill
@@ -28,12 +31,12 @@ class DrillJobs(AppBase):
                              "must restore somewhere else")  # fmt: skip
         store = self.store(policy)
         from_copy = from_copy or policy.drill.from_copy
-        source = self.store(policy, target=from_copy) if from_copy else store
         with self.reported(policy, "drill") as outcome, self.locked(policy, store, "drill"):
-            rec = self._drill(policy, store, backup_id, started, t0, source=source, source_name=from_copy)
-            outcome.update(ok=rec["passed"] and rec["rpo_met"] is not False,
-                           summary=f"drill {rec['drill_id']}: " + (rec["failure"] or "passed"),
-                           details={"drill_id": rec["drill_id"], "rto_seconds": rec["rto_seconds"]})  # fmt: skip
+            rec = self._drill(policy, store, backup_id, started, t0, source_name=from_copy)
+            outcome.update(ok=rec["outcome"] == health.PASSED and rec["rpo_met"] is not False,
+                           summary=f"drill {rec['drill_id']}: " + _summary(rec),
+                           details={"drill_id": rec["drill_id"], "outcome": rec["outcome"],
+                                    "rto_seconds": rec["rto_seconds"]})  # fmt: skip
             return rec
 
     def _drill(
@@ -44,43 +47,66 @@ class DrillJobs(AppBase):
         started,
         t0: float,
         *,
-        source: Store | None = None,
         source_name: str | None = None,
     ) -> dict[str, Any]:
-        """Drill a backup fetched from `source` (a copy target, or the primary); the record is
-        written to the primary `store`, where all evidence of the policy lives."""
+        """Drill a backup fetched from the copy target `source_name` (or the primary); the record
+        is written to the primary `store`, where all evidence of the policy lives. Every attempt
+        leaves a record, whatever stopped it (bad usage aside)."""
+        drill_id = catalog.new_backup_id(started)
+        attempt = _Attempt(requested=backup_id)
+        try:
+            outcome = self._attempt(policy, store, drill_id, t0, source_name, attempt)
+        except UsageError:
+            raise
+        except DrtoolError as e:  # stopped before the restore began (store, identity, binaries)
+            outcome = drills.Outcome()
+            # while reading the catalog only a damaged manifest is the backup's fault
+            at_fault = isinstance(e, IntegrityError) if attempt.step == "catalog" else None
+            outcome.stop(attempt.step, e, at_fault=at_fault)
+        record = self._drill_record(policy, drill_id, started, outcome, attempt, source_name)
+        self.keep_drill_record(store, record)
+        return record
+
+    def _attempt(self, policy: Policy, store: Store, drill_id: str, t0: float, source_name: str | None,
+                 attempt: _Attempt) -> drills.Outcome:  # fmt: skip
+        """Find the backup, the key and the target, then run the drill; `attempt` keeps what was
+        found so far (and the step under way) for the record, should a step fail."""
         dr = policy.drill
-        source = source or store
+        if dr.target_dsn and postgres.dsn_password_keys(dr.target_dsn):  # validated at load; never in argv
+            raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
+        attempt.step = "catalog"
+        source = self.store(policy, target=source_name) if source_name else store
         backups = catalog.list_backups(source, policy.name)
-        if source is store:  # findings are about the primary's objects
+        if source is store:  # findings are about the primary's objects: a damaged one is no candidate
             damaged = catalog.read_checks(store, policy.name).damaged
             backups = [b for b in backups if b.id not in damaged]
-        if backup_id:
-            backup = catalog.read_manifest(source, policy.name, backup_id)
-        elif not backups:
+        attempt.backups = backups
+        if attempt.requested:
+            attempt.backup = catalog.read_manifest(source, policy.name, attempt.requested)
+        elif not attempt.backups:
             raise DrtoolError(f"{source.url}: policy '{policy.name}' has no complete backup to drill")
         else:
-            backup = random.choice(backups) if dr.pick == "random" else backups[0]
+            attempt.backup = random.choice(attempt.backups) if dr.pick == "random" else attempt.backups[0]
+        backup = attempt.backup
         m = backup.manifest
+        attempt.step = "identity"
         identities = self.identities(policy)
-        drill_id = catalog.new_backup_id(started)
+        attempt.step = "provision"
         major = postgres.server_major(int(m["server_version_num"]))
         if dr.target_dsn:
-            if postgres.dsn_password_keys(dr.target_dsn):  # validated at load; never in argv
-                raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
             server = postgres.Conninfo(dr.target_dsn, _password_from_env(dr.target_password_env,
                                                                          "drill.target_password_env"))  # fmt: skip
-            target = drills.Target("server", server=server)
+            attempt.target = drills.Target("server", server=server)
             pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
         else:
             bin_dir, version = scratch.find_server_bin(major, dr.pg_bin_dir)
-            target = drills.Target("scratch", bin_dir=bin_dir, version=version)
+            attempt.target = drills.Target("scratch", bin_dir=bin_dir, version=version, profile=dr.profile)
             pg_restore = postgres.find_tool("pg_restore", str(bin_dir))
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {source.url}/{dkey}"
-        outcome = drills.run(
+        return drills.run(
             manifest=m,
-            target=target,
+            target=attempt.target,
             pieces=lambda: self._decoded(source, dkey, backup, identities, where),
             pg_restore=pg_restore,
             checks=dr.checks,
@@ -88,42 +114,51 @@ class DrillJobs(AppBase):
             drill_id=drill_id,
             t0=t0,
         )
+
+    def _drill_record(self, policy: Policy, drill_id: str, started, outcome: drills.Outcome, attempt: _Attempt,
+                      source_name: str | None) -> dict[str, Any]:  # fmt: skip
         completed = clock.utcnow()
-        rpo = (started - backup.recovery_point).total_seconds()
+        backup, target = attempt.backup, attempt.target
+        m = backup.manifest if backup else {}
+        rpo = None if backup is None else (started - backup.recovery_point).total_seconds()
         points = [objectives.Point(b.id, b.recovery_point, clock.parse_iso(b.manifest["completed_at"]))
-                  for b in backups]  # fmt: skip
+                  for b in attempt.backups]  # fmt: skip
         worst = objectives.worst_rpo(points, started)
         rto = outcome.rto_seconds
         rto_met = None if policy.rto is None or rto is None else rto <= policy.rto
-        failure = outcome.failure
-        if failure is None and rto_met is False:
-            failure = f"RTO {rto:.1f}s exceeds objectives.rto ({policy.rto}s)"
+        failure, result = outcome.failure, outcome.result
+        if result == health.PASSED and rto_met is False:
+            failure, result = f"RTO {rto:.1f}s exceeds objectives.rto ({policy.rto}s)", health.FAILED
         record = {
             "format": catalog.DRILL_FORMAT,
             "version": catalog.DRILL_VERSION,
             "drill_id": drill_id,
             "policy": policy.name,
-            "backup_id": backup.id,
+            "backup_id": backup.id if backup else attempt.requested,
             "storage_target": source_name or "primary",
-            "backup_recovery_point": m["recovery_point"],
-            "backup_stored_bytes": m["sizes"]["stored_bytes"],
+            "backup_recovery_point": m.get("recovery_point"),
+            "backup_stored_bytes": m["sizes"]["stored_bytes"] if m else None,
             "bytes_restored": outcome.bytes_restored,
-            "source_server_version": m["server_version"],
-            "target": {
+            "source_server_version": m.get("server_version"),
+            "target": None
+            if target is None
+            else {
                 "kind": target.kind,
                 "label": outcome.target_label,
                 "server_version": target.version or None,
             },  # fmt: skip
+            # the settings the scratch server ran with; None on an existing server (not ours to set)
+            "scratch_profile": target.profile if target is not None and target.kind == "scratch" else None,
             "host": socket.gethostname(),
             "tool": {"name": "drtool", "version": __version__},
             "started_at": clock.iso(started),
             "completed_at": clock.iso(completed),
             "phases": outcome.phases,
             "checks": outcome.checks,
-            "rpo_seconds": round(rpo, 3),
+            "rpo_seconds": None if rpo is None else round(rpo, 3),
             "rto_seconds": rto,
             "objectives": {"rpo_seconds": policy.rpo, "rto_seconds": policy.rto},
-            "rpo_met": None if policy.rpo is None else rpo <= policy.rpo,
+            "rpo_met": None if policy.rpo is None or rpo is None else rpo <= policy.rpo,
             "rto_met": rto_met,
             "worst_rpo": None
             if worst is None
@@ -134,7 +169,8 @@ class DrillJobs(AppBase):
                 "after_backup": worst.after_backup,
                 "backups_considered": len(points),
             },
-            "passed": failure is None,
+            "outcome": result,
+            "passed": result == health.PASSED,
             "failure": failure,
         }
         # the whole command so far (interpreter start-up included), to compare with a stopwatch outside
@@ -142,6 +178,34 @@ class DrillJobs(AppBase):
         if age is None and self.command_t0 is not None:
             age = clock.monotonic() - self.command_t0
         record["command_seconds"] = None if age is None else round(age, 3)
-        catalog.write_drill_record(store, record)
-        checks.record_drill(store, record, self.warn)  # what it found about the backup, for prune
         return record
+
+    def keep_drill_record(self, store: Store, record: dict[str, Any]) -> None:
+        """Store a drill record: the one place drill evidence is written. A drill that could not
+        run is recorded best-effort: the store may be what was down, so a failed write is only
+        logged; the record of a drill that ran must be kept, or the command fails."""
+        try:
+            catalog.write_drill_record(store, record)
+        except DrtoolError as e:
+            if record["outcome"] != health.COULD_NOT_RUN:
+                raise
+            self.warn(f"drill {record['drill_id']} could not run, and its record could not be stored either: {e}")
+            return
+        checks.record_drill(store, record, self.warn)  # what it found about the backup, for prune
+
+
+@dataclass
+class _Attempt:
+    """What a drill attempt found before it stopped: the step under way, backups, target."""
+
+    requested: str | None  # --backup ID, if one was asked for
+    step: str = "catalog"
+    backups: list[catalog.Backup] = field(default_factory=list)
+    backup: catalog.Backup | None = None
+    target: drills.Target | None = None
+
+
+def _summary(rec: dict[str, Any]) -> str:
+    if rec["outcome"] == health.COULD_NOT_RUN:
+        return f"could not run: {rec['failure']}"
+    return rec["failure"] or "passed"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, postgres, reports, trust
+from .. import __version__, catalog, clock, health, metrics, postgres, reports, scratch, trust
 from ..crypto import age, signing, sshsig
 from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
@@ -74,17 +74,56 @@ class EvidenceJobs(AppBase):
         ev = self._evidence(policy, store)
         if ev.problems:
             components["drill_records"] = f"{len(ev.problems)} unreadable"
+        if policy.identity_file:  # this host is meant to restore and drill: can it?
+            components["restore"] = self._restore_readiness(policy, ev.backups[0] if ev.backups else None)
+        ran = health.drills_that_ran(ev.records)
         result = health.evaluate(
             now=clock.utcnow(),
             rpo=policy.rpo,
             newest_recovery_point=clock.parse_iso(ev.backups[0]["recovery_point"]) if ev.backups else None,
-            last_drill=ev.records[0] if ev.records else None,
+            last_drill=ran[0] if ran else None,
+            last_attempt=ev.records[0] if ev.records else None,
             copies_pending={c.name: len(ev.pending.get(c.name, {})) for c in policy.copies},
             schedule_state=ev.schedule,
             components=components,
         )
         result["backups"] = len(ev.backups)
         return result, ev
+
+    def _restore_readiness(self, policy: Policy, newest: dict[str, Any] | None) -> str:
+        """Returns "ok" when this host could restore the newest backup now: the identity file is there,
+        readable and opens it (matches one of its recipients), and pg_restore (and, for drills
+        on a throwaway server, the server binaries) of the backup's major version are found.
+        Otherwise the problems, in one line."""
+        problems = []
+        try:
+            mine = {age.recipient_fingerprint(i.recipient) for i in self.identities(policy)}
+            if newest is not None:
+                theirs = {r.get("fingerprint") for r in newest.get("encryption", {}).get("recipients", [])}
+                what = f"the recipients of the newest backup {newest.get('id')}"
+            else:
+                theirs = {age.recipient_fingerprint(r) for r in policy.recipients}
+                what = "encryption.recipients"
+            if not mine & theirs:
+                problems.append(f"identity file {policy.identity_file} matches none of {what}: it cannot decrypt it")
+        except DrtoolError as e:
+            problems.append(str(e))
+        try:
+            major = postgres.server_major(int(newest["server_version_num"])) if newest else None
+        except (KeyError, TypeError, ValueError):
+            major = None
+        try:
+            tool = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+            if major is not None and tool.major < major:
+                problems.append(f"pg_restore {tool.version} ({tool.path}) cannot read a PostgreSQL {major} backup")
+        except DrtoolError as e:
+            problems.append(str(e))
+        if major is not None and not policy.drill.target_dsn:
+            try:
+                scratch.find_server_bin(major, policy.drill.pg_bin_dir)
+            except DrtoolError as e:
+                problems.append(str(e))
+        return "; ".join(problems) or "ok"
 
     def metrics_rows(self, policies: list[Policy]) -> list[dict[str, Any]]:
         """Per-policy figures for the Prometheus textfile, from one read of the store's evidence."""
@@ -109,12 +148,13 @@ class EvidenceJobs(AppBase):
                 row["last_backup_duration_seconds"] = (done - clock.parse_iso(m["started_at"])).total_seconds()
                 row["last_backup_size_bytes"] = m["sizes"]["stored_bytes"]
                 success.append(done.timestamp())
-            if ev.records:
-                r = ev.records[0]
+            ran = health.drills_that_ran(ev.records)  # a drill that could not run is no evidence either way
+            if ran:
+                r = ran[0]
                 row["drill_rto_seconds"] = r.get("rto_seconds")
                 row["drill_success"] = 1 if r.get("passed") else 0
                 row["drill_last_timestamp_seconds"] = clock.parse_iso(r["started_at"]).timestamp()
-                success += [clock.parse_iso(x["completed_at"]).timestamp() for x in ev.records if x.get("passed")][:1]
+                success += [clock.parse_iso(x["completed_at"]).timestamp() for x in ran if x.get("passed")][:1]
             row["last_success_timestamp_seconds"] = max(success) if success else None
             now = clock.utcnow()
             row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now)["compliant"])

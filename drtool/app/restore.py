@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from .. import catalog, clock, pipeline, postgres
+from .. import catalog, clock, health, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -35,7 +35,8 @@ class RestoreJobs(AppBase):
             row["status"] = "damaged" if damage else "ok"
             if damage:
                 row["damage"] = damage
-            mine = [r for r in records if r.get("backup_id") == b.id]  # newest first
+            # newest first; a drill that could not run says nothing about the backup
+            mine = [r for r in health.drills_that_ran(records) if r.get("backup_id") == b.id]
             row["last_drill"] = (
                 {"drill_id": mine[0]["drill_id"], "started_at": mine[0]["started_at"], "passed": mine[0]["passed"]}
                 if mine

@@ -96,12 +96,16 @@ class ScheduleJobs(AppBase):
             return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
         started, t0 = clock.utcnow(), clock.monotonic()
         src = policy.drill.from_copy
-        rec = self._drill(policy, store, None, started, t0, source=self.store(policy, target=src) if src else None,
-                          source_name=src)  # fmt: skip
-        good = rec["passed"] and rec["rpo_met"] is not False
-        return {"outcome": "ok" if good else "failed", "summary": f"drill {rec['drill_id']}",
-                "error": None if good else rec["failure"] or "RPO objective missed",
-                "exit_code": 0 if good else 3, "drill_id": rec["drill_id"]}  # fmt: skip
+        rec = self._drill(policy, store, None, started, t0, source_name=src)
+        if rec["passed"] and rec["rpo_met"] is not False:
+            return {"outcome": "ok", "summary": f"drill {rec['drill_id']}", "error": None, "exit_code": 0,
+                    "drill_id": rec["drill_id"]}  # fmt: skip
+        if rec["outcome"] == "could-not-run":  # says nothing about the backup: exit 1, not 3
+            error, code = f"could not run: {rec['failure']}", 1
+        else:
+            error, code = rec["failure"] or "RPO objective missed", 3
+        return {"outcome": "failed", "summary": f"drill {rec['drill_id']}", "error": error, "exit_code": code,
+                "drill_id": rec["drill_id"]}  # fmt: skip
 
     # -- prune ---------------------------------------------------------------------------------
     def prune(self, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import click  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..app import App  # noqa: E402
-from ..errors import EXIT_CHECK, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
+from ..errors import EXIT_CHECK, EXIT_FAILED, EXIT_USAGE, DrtoolError, PolicyError, UsageError  # noqa: E402
 from ..policy import InvalidPolicy, Policy, load_fleet  # noqa: E402
 from .render import ProgressLine, human_bytes, table  # noqa: E402
 
@@ -439,7 +439,10 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
         ctx.info(f"drill {p.name}: restoring into a scratch database...")
         r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
         records.append(r)
-        if not r["passed"] or r["rpo_met"] is False:
+        if r["outcome"] == "could-not-run":  # nothing is known about the backup: the operation failed
+            worst = max(worst, EXIT_FAILED)
+            log("error", f"drill {p.name}: could not run: {r['failure']}", policy=p.name, job="drill")
+        elif not r["passed"] or r["rpo_met"] is False:
             worst = EXIT_CHECK
         if not as_json:
             _render_drill(r)
@@ -584,8 +587,10 @@ def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: st
     type=click.Path(dir_okay=False, exists=True),
     help="Signing key (drtool keygen --signing) to write FILE.sig with (SSH signature, namespace drtool-report).",
 )
+@click.option("--fail-on-noncompliant", is_flag=True,
+              help="Exit 3 when any policy is not compliant (the report is written all the same).")  # fmt: skip
 @click.pass_context
-def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key) -> None:
+def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign_key, fail_on_noncompliant) -> None:
     """Compliance report from the store's evidence (html, md or json); `report verify FILE` checks one."""
     if click_ctx.invoked_subcommand:
         click_ctx.meta["report_policy_paths"] = policy_paths  # `report -p P verify FILE` trusts P's keys too
@@ -628,6 +633,10 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     verdict = "compliant" if doc["compliant"] else "NOT compliant"
     ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {digest}")
     click.echo(digest)
+    if fail_on_noncompliant and not doc["compliant"]:
+        failing = [p["policy"] for p in doc["policies"] if not p["compliant"]]
+        log("error", f"not compliant: {', '.join(failing) or 'no policies'} (see {output})")
+        raise click.exceptions.Exit(EXIT_CHECK)
 
 
 @report.command("verify")
@@ -665,8 +674,9 @@ def _render_drill(r: dict[str, Any]) -> None:
         return "-" if v is None else f"{v:.1f}s"
 
     obj = r["objectives"]
-    verdict = "PASSED" if r["passed"] else "FAILED"
-    click.echo(f"{r['policy']}: drill {r['drill_id']} of backup {r['backup_id']}: {verdict}")
+    verdict = {"passed": "PASSED", "failed": "FAILED", "could-not-run": "COULD NOT RUN"}[r["outcome"]]
+    profile = f" (scratch server: {r['scratch_profile']})" if r.get("scratch_profile") else ""
+    click.echo(f"{r['policy']}: drill {r['drill_id']} of backup {r['backup_id'] or '-'}: {verdict}{profile}")
     if r["failure"]:
         click.echo(f"  reason: {r['failure']}")
     met = {True: "met", False: "MISSED", None: "not measured"}

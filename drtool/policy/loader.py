@@ -73,6 +73,7 @@ _SCHEMA: dict[str, Any] = {
         "pick": "str",
         "amcheck": "bool",
         "from_copy": "str",
+        "profile": "str",
     },
     "signing": {"key_file": "str", "trusted_keys": "list[str]"},
 }
@@ -349,6 +350,9 @@ class _Validator:
         pick = dr.get("pick", "latest")
         if pick not in ("latest", "random"):
             self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
+        profile = dr.get("profile", "durable")
+        if profile not in ("durable", "fast"):
+            self.bad("drill.profile", f"'{profile}' must be 'durable' (settings of a production server) or 'fast'")
 
         nt = raw.get("notify", {})
         for k in ("webhook_url_env", "heartbeat_url_env"):
@@ -405,6 +409,7 @@ class _Validator:
                 amcheck=dr.get("amcheck", False),
                 target_password_env=dr.get("target_password_env"),
                 from_copy=dr.get("from_copy"),
+                profile=profile,
             ),
             notify=Notify(
                 nt.get("webhook_url_env"),

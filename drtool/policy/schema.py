@@ -58,6 +58,7 @@ class Drill:
     amcheck: bool = False  # bt_index_check every restored B-tree index
     target_password_env: str | None = None
     from_copy: str | None = None  # drill from this [[storage.copies]] target, proving the DR copy
+    profile: str = "durable"  # scratch server settings: "durable" (as production) or "fast" (fsync off)
 
 
 @dataclass(frozen=True)
