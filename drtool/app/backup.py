@@ -23,7 +23,7 @@ class BackupJobs(AppBase):
         attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
         """
         with self.reported(policy, "backup") as outcome:
-            store = self.store(policy, create=True)
+            store = self.store(policy)
             with self.locked(policy, store, "backup"):
                 m = self._backup(policy, store)
             outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
@@ -53,7 +53,7 @@ class BackupJobs(AppBase):
             if not pending:
                 continue
             try:
-                dst = self.store(policy, create=True, target=target.name)
+                dst = self.store(policy, target=target.name)
                 _check_region(dst, target)
                 for bid in sorted(pending):
                     self._copy_one(policy, primary, dst, target, bid)

@@ -129,6 +129,31 @@ def keygen(ctx: Ctx, output: str, as_json: bool) -> None:
 @name_option
 @json_option
 @pass_ctx
+def init(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """Create the store root: the folder, or the bucket (with versioning and Object Lock when the
+    policy asks), of the primary and every copy target. Safe to run again; nothing else creates it."""
+    results, failed = [], None
+    for p in _policies(ctx, policy_path, policy_name):
+        try:
+            results.append(ctx.app.init(p))
+        except DrtoolError as e:
+            failed = failed or e
+            results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e), "targets": []}))
+    if as_json:
+        _emit_json({"ok": failed is None, "policies": results})
+    else:
+        for r in results:
+            for t in r["targets"]:
+                click.echo(f"{r['policy']:<16} {t['target']:<9} {'ok  ' if t['ok'] else 'FAIL'}  {t['detail']}")
+    if failed:
+        raise failed
+
+
+@cli.command()
+@policy_option
+@name_option
+@json_option
+@pass_ctx
 def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
     """Check policy, database, pg_dump, store and keys."""
     results, failed = [], None
