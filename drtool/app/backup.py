@@ -7,8 +7,8 @@ from typing import Any
 
 from .. import __version__, catalog, clock, pipeline, postgres
 from ..crypto import age
-from ..dumpscan import BackgroundScanner, UnsupportedArchive
-from ..errors import DrtoolError, IntegrityError, UsageError
+from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
+from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..storage import Store
 from .base import AppBase, _check_region
@@ -123,6 +123,9 @@ class BackupJobs(AppBase):
                 try:
                     info = scanner.finish()
                     tables, method = info.row_counts(), "dump-stream"
+                except DamagedArchive as e:
+                    raise DatabaseError(f"database {ci.label}: pg_dump exited 0, but its archive is not whole: {e}; "
+                                        "nothing was committed") from None  # fmt: skip
                 except UnsupportedArchive as e:
                     self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
                     tables, method = postgres.count_rows(conn), "count(*)"
