@@ -72,6 +72,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON
 name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
 
 
+def _backup_id(click_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--backup ID is checked before anything runs: a malformed id is bad usage (exit 2)."""
+    from ..catalog import check_backup_id
+
+    return None if value is None else check_backup_id(value)
+
+
+def backup_id_option(help_text: str):
+    return click.option("--backup", "backup_id", metavar="ID", callback=_backup_id, help=help_text)
+
+
 def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
     policies = load_policies(path)
     if name:
@@ -256,7 +267,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to restore (default: the newest).")
+@backup_id_option("Backup to restore (default: the newest).")
 @click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
 @click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
@@ -295,7 +306,7 @@ def restore(
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to verify (default: the newest).")
+@backup_id_option("Backup to verify (default: the newest).")
 @click.option("--all", "all_backups", is_flag=True, help="Verify every complete backup.")
 @click.option("--shallow", is_flag=True, help="Only SHA-256, even when the identity file is at hand.")
 @json_option
@@ -375,7 +386,7 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to drill (default: drill.pick, the newest).")
+@backup_id_option("Backup to drill (default: drill.pick, the newest).")
 @click.option("--from", "from_copy", metavar="COPY", help="Drill from a copy target instead of the primary.")
 @click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @json_option
