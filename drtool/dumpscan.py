@@ -255,6 +255,11 @@ class DumpScanner:
         self._pos = 0
 
     # -- public --------------------------------------------------------------------------------
+    @property
+    def failure(self) -> Exception | None:
+        """Why the archive cannot be read (UnsupportedArchive or DamagedArchive), once known."""
+        return self._failed
+
     def feed(self, data: bytes) -> None:
         if self._failed:
             return

@@ -329,10 +329,13 @@ class PgRestore:
         path: str | None = None,
         sections: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        pass_fds: tuple[int, ...] = (),
     ):
+        """pass_fds: our open files pg_restore may read (path "/dev/fd/N" for a file with no name)."""
         self.target = target
         self.proc = subprocess.Popen(
             pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path, sections=sections, extra=extra),
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL if path else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
