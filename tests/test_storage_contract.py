@@ -20,7 +20,9 @@ def s3_store(url: str, endpoint: str):
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
     if request.param == "local":
-        return LocalStore(tmp_path / "store")
+        local = LocalStore(tmp_path / "store")
+        local.create_root()  # what `drtool init` does
+        return local
     seaweed = request.getfixturevalue("seaweed")
     bucket = request.getfixturevalue("bucket")
     prefix = request.getfixturevalue("s3_prefix")
@@ -83,6 +85,18 @@ def test_failing_stream_leaves_no_visible_object(store, monkeypatch):
     assert list(store.list("broken/")) == []
     with pytest.raises(NotFound):
         store.stat("broken/obj")
+
+
+def test_folder_store_never_creates_its_own_root(tmp_path):
+    """Only `drtool init` makes the root: a write into a missing (unmounted) one fails."""
+    store = LocalStore(tmp_path / "unmounted" / "store")
+    with pytest.raises(StorageError, match="store folder does not exist"):
+        put_bytes(store, "p/backups/x/manifest.json", b"1")
+    with pytest.raises(StorageError, match="store folder does not exist"):
+        store.put("p/locks/policy.lock", [b"1"], if_absent=True)
+    assert not (tmp_path / "unmounted").exists()
+    assert store.create_root() is True and store.create_root() is False
+    put_bytes(store, "p/backups/x/manifest.json", b"1")
 
 
 def test_invalid_or_escaping_keys_are_refused(tmp_path):
