@@ -8,6 +8,7 @@ Layout under the store root (docs/storage-format.md):
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ MANIFEST_READERS = 8  # manifests fetched at once when listing backups
 def new_backup_id(started_at) -> str:
     """Sortable by time, unique across hosts: 20261126T192000Z-3f9a1c."""
     return started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+_BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32}")
+
+
+def check_backup_id(value: str) -> str:
+    """The value, if it has the shape of a backup id (as new_backup_id makes them); else a
+    UsageError naming it. Ids become object keys, so nothing else may get that far."""
+    if _BACKUP_ID.fullmatch(value):
+        return value
+    shown = value if len(value) <= 64 else value[:64] + "..."
+    raise UsageError(f"backup id {shown!r} is not a backup id (they look like 20261126T192000Z-3f9a1c)")
 
 
 def backup_started(backup_id: str):

@@ -4,7 +4,9 @@ The rows are counted from the dump's own COPY data, so they are exact for the sn
 dump used, at no extra cost to the database (a count(*) per table would be a second full scan).
 This needs an uncompressed archive (pg_dump -Z0); drtool compresses with zstd afterwards.
 Format notes are in docs/storage-format.md. Archive versions 1.12 to 1.16 are understood;
-anything else raises UnsupportedArchive and the caller falls back to count(*).
+anything else raises UnsupportedArchive and the caller falls back to count(*). An archive that
+is not whole (not an archive, cut short, announced data blocks missing) raises DamagedArchive:
+the scanner is also the backup's check that pg_dump's output is complete.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from dataclasses import dataclass, field
 
 BLK_DATA = 1
 BLK_BLOBS = 3
+K_OFFSET_NO_DATA = 3  # a TOC entry's data-offset flag when it has no data block
 _UNPACK = struct.Struct("<xI").unpack_from  # a chunk header: sign byte, then a 4-byte length
 _TERMINATOR_CHUNK = b"\x00\x05\x00\x00\x00\\.\n\n\n"  # header (length 5) + COPY's end marker
 
 
 class UnsupportedArchive(Exception):
-    pass
+    """The archive cannot be read by this scanner (a version or option it does not know)."""
+
+
+class DamagedArchive(UnsupportedArchive):
+    """The archive is not whole: not an archive at all, cut short, or missing data blocks that
+    its table of contents announces. Unlike its parent, this says the dump itself is bad."""
 
 
 @dataclass
@@ -64,6 +72,8 @@ class DumpScanner:
         self._dropped_total = 0  # bytes dropped so far: positions in the whole stream
         self._in_blobs = False
         self._blob_open = False
+        self._expected_blocks: set[int] = set()  # dumpIds whose TOC entry announces a data block
+        self._seen_blocks: set[int] = set()
 
     # -- primitives (raise _NeedMore when the buffer runs out) --------------------------------
     def _take(self, n: int) -> bytes:
@@ -87,7 +97,7 @@ class DumpScanner:
     # -- stages ------------------------------------------------------------------------------
     def _parse_header(self) -> None:
         if self._take(5) != b"PGDMP":
-            raise UnsupportedArchive("not a pg_dump custom-format archive")
+            raise DamagedArchive("not a pg_dump custom-format archive")
         vmaj, vmin, vrev = self._take(3)
         self.info.version = (vmaj, vmin, vrev)
         if (vmaj, vmin) < (1, 12) or (vmaj, vmin) > (1, 16):
@@ -140,7 +150,8 @@ class DumpScanner:
         self._str()  # withOids ("false")
         while self._str() is not None:  # dependencies
             pass
-        self._take(1 + self._off_size)  # data offset flag + offset
+        if self._take(1 + self._off_size)[0] != K_OFFSET_NO_DATA:  # data offset flag + offset
+            self._expected_blocks.add(dump_id)
         if desc == "TABLE DATA":
             self.info.tables[dump_id] = (namespace or "", tag or "")
         self._toc_left -= 1
@@ -149,6 +160,7 @@ class DumpScanner:
     def _parse_block_header(self) -> None:
         kind = self._take(1)[0]
         self._block_id = self._int()
+        self._seen_blocks.add(self._block_id)
         if kind == BLK_DATA:
             self._in_blobs = False
         elif kind == BLK_BLOBS:
@@ -245,6 +257,11 @@ class DumpScanner:
         self._pos = 0
 
     # -- public --------------------------------------------------------------------------------
+    @property
+    def failure(self) -> Exception | None:
+        """Why the archive cannot be read (UnsupportedArchive or DamagedArchive), once known."""
+        return self._failed
+
     def feed(self, data: bytes) -> None:
         if self._failed:
             return
@@ -269,8 +286,13 @@ class DumpScanner:
         """The archive's table list and row counts; raises UnsupportedArchive if it could not be read."""
         if self._failed:
             raise self._failed
+        if self._stage == self._parse_header and not self._buf:
+            raise DamagedArchive("the archive is empty")
         if self._stage not in (self._parse_block_header,) or self._buf:
-            raise UnsupportedArchive("archive ended in the middle of a record")
+            raise DamagedArchive("archive ended in the middle of a record")
+        missing = self._expected_blocks - self._seen_blocks
+        if missing:  # pg_dump writes every announced block; a stream cut between blocks ends early
+            raise DamagedArchive(f"archive ended before {len(missing)} of its data blocks (cut short?)")
         return self.info
 
 
@@ -319,7 +341,7 @@ class BackgroundScanner:
             raise UnsupportedArchive(self._failed or f"row counter process failed ({self._proc.returncode})")
         doc = json.loads(out)
         if "error" in doc:
-            raise UnsupportedArchive(doc["error"])
+            raise (DamagedArchive if doc.get("damaged") else UnsupportedArchive)(doc["error"])
         info = ArchiveInfo(
             version=tuple(doc["version"]),
             dbname=doc["dbname"],
@@ -358,7 +380,7 @@ def _main() -> None:
     try:
         doc = asdict(scanner.finish())
     except UnsupportedArchive as e:
-        doc = {"error": str(e)}
+        doc = {"error": str(e), "damaged": isinstance(e, DamagedArchive)}
     sys.stdout.write(json.dumps(doc))
 
 

@@ -281,7 +281,9 @@ def _set_pipe_size(fd: int) -> None:
 
 def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 18) -> Iterator[bytes]:
     """The archive pg_dump writes, piece by piece. Raises DatabaseError (after the last piece)
-    if pg_dump exits non-zero or reports an error, so the caller never commits a bad dump."""
+    if pg_dump exits non-zero, so the caller never commits a failed dump. Success is the exit
+    status, not words on stderr (a table or comment named "error" is not a failure); that the
+    archive is whole is checked by the caller, which walks it (drtool.dumpscan)."""
     proc = subprocess.Popen(
         pg_dump_argv(tool, ci, snapshot_id),
         stdout=subprocess.PIPE,
@@ -301,9 +303,9 @@ def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 
             yield piece
         rc = proc.wait()
         err.join()
-        if rc != 0 or err.errors():
+        if rc != 0:
             msg = f"database {ci.label}: pg_dump failed (exit {rc}): {err.summary()}"
-            if any(_DROPPED.search(line) for line in err.errors()):
+            if any(_DROPPED.search(line) for line in err.lines):
                 raise ConcurrentDDL(msg)
             raise DatabaseError(msg)
         ok = True
@@ -327,10 +329,13 @@ class PgRestore:
         path: str | None = None,
         sections: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        pass_fds: tuple[int, ...] = (),
     ):
+        """pass_fds: our open files pg_restore may read (path "/dev/fd/N" for a file with no name)."""
         self.target = target
         self.proc = subprocess.Popen(
             pg_restore_argv(tool, target, jobs=jobs, clean=clean, path=path, sections=sections, extra=extra),
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL if path else subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

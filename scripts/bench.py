@@ -290,6 +290,7 @@ identity_file = "{key}"
             p = work / f"{db}-local.toml"
             text = policy_for(db).read_text().replace(f'url = "s3://{bucket}/bench"', f'url = "file://{work}/store"')
             p.write_text(text.replace(f'endpoint_url = "{weed.endpoint}"\n', ""))
+            (work / "store").mkdir(mode=0o700, exist_ok=True)  # what `drtool init` does; nothing else creates it
             return p
 
         fillers = ["random", "blank"] if args.filler == "both" else [args.filler]

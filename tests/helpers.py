@@ -116,8 +116,16 @@ def drill_setup(pg: PgCluster, tmp_path: Path, scratch_root: Path, drill_toml: s
 
 
 def make_setup(
-    pg: PgCluster, tmp_path: Path, storage_toml: str, *, sample: str = SAMPLE_SQL, extra_toml: str = ""
+    pg: PgCluster,
+    tmp_path: Path,
+    storage_toml: str,
+    *,
+    sample: str = SAMPLE_SQL,
+    extra_toml: str = "",
+    init: bool = True,
 ) -> Setup:
+    """Source database, keys and policy; then `drtool init` creates the store root, as a user
+    must before the first backup (init=False for a test of a missing or unreachable store)."""
     db = pg.create_db(f"src_{uuid.uuid4().hex[:8]}")
     pg.psql(sample, db=db)
     ident = age.Identity.generate()
@@ -150,4 +158,8 @@ rto = "30m"
         "DRTOOL_POLICY": None,
     }
     url = storage_toml.split('url = "')[1].split('"')[0]
-    return Setup(pg, db, policy, key, ident.recipient, env, url)
+    setup = Setup(pg, db, policy, key, ident.recipient, env, url)
+    if init:
+        r = setup.cli("init", "-p", str(policy))
+        assert r.code == 0, f"drtool init failed: {r.err}"
+    return setup

@@ -96,7 +96,7 @@ def test_webhook_that_times_out_never_fails_the_backup(pg, tmp_path):
 
 def test_url_with_a_token_in_the_file_is_refused(pg, tmp_path):
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
-                   extra_toml=f'[notify]\nwebhook_url = "https://hooks.example/{TOKEN}"\n')  # fmt: skip
+                   extra_toml=f'[notify]\nwebhook_url = "https://hooks.example/{TOKEN}"\n', init=False)  # fmt: skip
     r = s.cli("backup", "-p", str(s.policy))
     assert r.code == 2 and "notify.webhook_url: secrets do not belong in the policy" in r.err
     assert TOKEN not in r.err

@@ -88,7 +88,7 @@ def test_locked_backup_is_deleted_by_a_later_prune_once_the_lock_expires(setup, 
 
 
 def test_object_lock_on_a_bucket_without_it_is_refused(pg, tmp_path, seaweed, bucket, s3_prefix):
-    s = make_setup(pg, tmp_path, storage(seaweed, bucket, s3_prefix))
+    s = make_setup(pg, tmp_path, storage(seaweed, bucket, s3_prefix), init=False)
     r = s.cli("backup", "-p", str(s.policy))
     assert r.code == 1 and f"bucket '{bucket}' has no Object Lock" in r.err and "Traceback" not in r.err
     c = s.cli("check", "-p", str(s.policy))
@@ -96,7 +96,7 @@ def test_object_lock_on_a_bucket_without_it_is_refused(pg, tmp_path, seaweed, bu
 
 
 def test_object_lock_on_a_folder_store_is_an_invalid_policy(pg, tmp_path):
-    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"\nobject_lock_days = 7')
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"\nobject_lock_days = 7', init=False)
     r = s.cli("backup", "-p", str(s.policy))
     assert r.code == 2 and "storage.object_lock_days: Object Lock needs an S3 bucket" in r.err
     assert os.path.exists(s.policy)

@@ -25,7 +25,6 @@ def local(pg, tmp_path, scratch_root):
 
 
 def test_empty_store_is_no_evidence_and_not_compliant(local, tmp_path):
-    (tmp_path / "store").mkdir()
     out = tmp_path / "r.json"
     r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out))
     assert r.code == 0, r.err
@@ -205,7 +204,6 @@ def test_json_report_and_status_validate_against_documented_schemas(local, tmp_p
 
 
 def test_report_into_a_missing_folder_is_one_clear_error(local, tmp_path):
-    (tmp_path / "store").mkdir()
     r = local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(tmp_path / "no" / "r.md"))
     assert r.code == 2 and "cannot write" in r.err and "Traceback" not in r.err
     bad_key = tmp_path / "k.pub"

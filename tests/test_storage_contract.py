@@ -24,6 +24,7 @@ def store(request, tmp_path):
     is exercised end to end in test_reads.py): all keep the contract."""
     if request.param.endswith("local"):
         inner = LocalStore(tmp_path / "store")
+        inner.create_root()  # what `drtool init` does
     else:
         seaweed = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("bucket")
@@ -89,6 +90,18 @@ def test_failing_stream_leaves_no_visible_object(store, monkeypatch):
     assert list(store.list("broken/")) == []
     with pytest.raises(NotFound):
         store.stat("broken/obj")
+
+
+def test_folder_store_never_creates_its_own_root(tmp_path):
+    """Only `drtool init` makes the root: a write into a missing (unmounted) one fails."""
+    store = LocalStore(tmp_path / "unmounted" / "store")
+    with pytest.raises(StorageError, match="store folder does not exist"):
+        put_bytes(store, "p/backups/x/manifest.json", b"1")
+    with pytest.raises(StorageError, match="store folder does not exist"):
+        store.put("p/locks/policy.lock", [b"1"], if_absent=True)
+    assert not (tmp_path / "unmounted").exists()
+    assert store.create_root() is True and store.create_root() is False
+    put_bytes(store, "p/backups/x/manifest.json", b"1")
 
 
 def test_invalid_or_escaping_keys_are_refused(tmp_path):

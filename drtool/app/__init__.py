@@ -12,12 +12,13 @@ from .backup import BackupJobs
 from .base import Progress, ProgressFactory
 from .drill import DrillJobs
 from .evidence import EvidenceJobs
+from .init import InitJobs
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 
 
 @dataclass
-class App(BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs):
+class App(BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
     """The application object the CLI holds (STYLE.md: one object passed as ctx.obj)."""
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from .. import __version__, catalog, clock, pipeline, postgres
 from ..crypto import age
-from ..dumpscan import BackgroundScanner, UnsupportedArchive
-from ..errors import DrtoolError, IntegrityError, UsageError
+from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
+from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
 from ..storage import Store
@@ -24,7 +24,7 @@ class BackupJobs(AppBase):
         attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
         """
         with self.reported(policy, "backup") as outcome:
-            store = self.store(policy, create=True)
+            store = self.store(policy)
             with self.locked(policy, store, "backup"):
                 m = self._backup(policy, store)
             outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
@@ -54,7 +54,7 @@ class BackupJobs(AppBase):
             if not pending:
                 continue
             try:
-                dst = self.store(policy, create=True, target=target.name)
+                dst = self.store(policy, target=target.name)
                 _check_region(dst, target)
                 for bid in sorted(pending):
                     self._copy_one(policy, primary, dst, target, bid)
@@ -125,6 +125,9 @@ class BackupJobs(AppBase):
                 try:
                     info = scanner.finish()
                     tables, method = info.row_counts(), "dump-stream"
+                except DamagedArchive as e:
+                    raise DatabaseError(f"database {ci.label}: pg_dump exited 0, but its archive is not whole: {e}; "
+                                        "nothing was committed") from None  # fmt: skip
                 except UnsupportedArchive as e:
                     self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
                     tables, method = postgres.count_rows(conn), "count(*)"

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import catalog, clock, locks, notify, pipeline, postgres, trust
 from ..crypto import age, sshsig
-from ..errors import DrtoolError, IdentityError, StorageError, UsageError
+from ..errors import DrtoolError, IdentityError, NotFound, StorageError, UsageError
 from ..policy import Policy, StorageTarget
 from ..secrets import Secret
 from ..storage import LocalStore, RetryingStore, Store, open_store
@@ -117,23 +117,22 @@ class AppBase:
         names = ", ".join(["primary", *(c.name for c in policy.copies)])
         raise UsageError(f"{policy.source}: no storage target named '{name}' (known: {names})")
 
-    def store(self, policy: Policy, *, create: bool = False, target: str | None = None) -> Store:
+    def store(self, policy: Policy, *, target: str | None = None) -> Store:
+        """The storage target's store, refused when its root (folder or bucket) does not exist:
+        only `drtool init` creates one, so a typo or an unmounted disk never gets the backups."""
         spec = self.target(policy, target)
         store = open_store(spec)
-        if isinstance(store, LocalStore):
-            if create:
-                try:
-                    store.root.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise StorageError(f"{store.url}: cannot create the store folder: {e.strerror}") from None
-            else:
+        try:
+            if isinstance(store, LocalStore):
                 store.check_root()
-        else:
-            store.check_bucket()  # some servers create missing buckets on write: refuse that
-            if spec.object_lock_days:
-                usable, detail = store.lock_status()
-                if not usable:
-                    raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
+            else:
+                store.check_bucket()  # some servers create missing buckets on write: refuse that
+        except NotFound as e:
+            raise StorageError(f"{e}; run `drtool init -p {policy.source}` to create it") from None
+        if not isinstance(store, LocalStore) and spec.object_lock_days:
+            usable, detail = store.lock_status()
+            if not usable:
+                raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
         return RetryingStore(store, attempts=spec.max_attempts, on_retry=self.warn)  # reads resume after faults
 
     def source(self, policy: Policy) -> postgres.Conninfo:

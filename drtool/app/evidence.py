@@ -307,7 +307,7 @@ class EvidenceJobs(AppBase):
             return f"{tool.path} {tool.version}"
 
         def store() -> str:
-            s = self.store(policy, create=True)
+            s = self.store(policy)
             _check_region(s, policy.storage)
             key = f"{policy.name}/.drtool-check-{os.getpid()}"
             s.put(key, [b"drtool write probe\n"], if_absent=True)
@@ -347,7 +347,7 @@ class EvidenceJobs(AppBase):
         for c in policy.copies:
 
             def copy_target(c: StorageTarget = c) -> str:
-                s = self.store(policy, create=True, target=c.name)
+                s = self.store(policy, target=c.name)
                 _check_region(s, c)
                 key = f"{policy.name}/.drtool-check-{os.getpid()}"
                 put_bytes(s, key, b"drtool write probe\n")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .. import catalog, clock, health, pipeline, postgres
@@ -126,18 +128,7 @@ class RestoreJobs(AppBase):
         if jobs == 1:
             postgres.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
         else:
-            # Tables and their data stream in as with one job; then indexes and constraints
-            # (post-data, the part that parallelizes) are built by N jobs. pg_restore --jobs needs
-            # a seekable file, but post-data needs no data blocks: the archive's header and table
-            # of contents (a few KB, captured on the way) are all it reads.
-            with tempfile.NamedTemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
-                postgres.restore_stream(
-                    pg_restore, target, _capture_toc(plain, f), clean=clean, sections=("pre-data", "data"), extra=extra
-                )
-                f.flush()
-                postgres.PgRestore(
-                    pg_restore, target, jobs=jobs, clean=clean, path=f.name, sections=("post-data",), extra=extra
-                ).finish()
+            self._restore_parallel(pg_restore, target, plain, jobs=jobs, clean=clean, backup_id=backup.id, extra=extra)
         restored = clock.monotonic() - t0
         with postgres.connect(target) as conn:
             actual = postgres.count_rows(conn)
@@ -163,6 +154,33 @@ class RestoreJobs(AppBase):
             names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
+
+    def _restore_parallel(self, pg_restore, target, plain: Iterator[bytes], *, jobs: int, clean: bool,
+                          backup_id: str, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """Tables and their data stream in as with one job; then indexes and constraints
+        (post-data, the part that parallelizes) are built by N jobs. pg_restore --jobs needs a
+        seekable file, but post-data reads no data blocks: the archive's header and table of
+        contents (a few KB, read first) are all it needs. When they cannot be found, the whole
+        stream is restored with one job instead: slower, never wrong."""
+        toc, head, why = _read_toc(plain)
+        stream = itertools.chain([head], plain)
+        if toc is None:
+            self.warn(f"restore of {backup_id}: cannot read the archive's table of contents ({why}); "
+                      f"restoring with one job instead of {jobs}")  # fmt: skip
+            postgres.restore_stream(pg_restore, target, stream, clean=clean, extra=extra)
+            return
+        # The file has no name (O_TMPFILE, or unlinked at once): however drtool ends, even by
+        # SIGKILL, nothing is left behind. pg_restore and its workers open it as /dev/fd/N.
+        with tempfile.TemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
+            f.write(toc)
+            f.flush()
+            postgres.restore_stream(pg_restore, target, stream, clean=clean, sections=("pre-data", "data"),
+                                    extra=extra)
+            fd = f.fileno()
+            postgres.PgRestore(
+                pg_restore, target, jobs=jobs, clean=clean, path=f"/dev/fd/{fd}", pass_fds=(fd,),
+                sections=("post-data",), extra=extra,
+            ).finish()  # fmt: skip
 
     # -- verify --------------------------------------------------------------------------------------
     def verify(
@@ -255,19 +273,25 @@ def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:
     return ("--no-owner",) if no_owner else ()
 
 
-def _capture_toc(pieces, f):
-    """Pass pieces through; write the archive's header and table of contents to f."""
+TOC_CAPTURE_LIMIT = 16 << 20  # the header and table of contents are a few KB, even large schemas a few MB
+
+
+def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytearray, str]:
+    """Read the archive's start until its table of contents ends: (toc, head, why). toc is the
+    archive's header and table of contents, or None when they cannot be found (the scanner does
+    not know the archive, or TOC_CAPTURE_LIMIT bytes passed first; why says which). head is every
+    byte read so far, to be restored before the rest of `pieces`; memory stays bounded."""
     scanner, head = DumpScanner(), bytearray()
     for piece in pieces:
-        if scanner.info.toc_end is None:
-            head += piece
-            scanner.feed(piece)
-            if scanner.info.toc_end is not None:
-                f.write(head[: scanner.info.toc_end])
-        yield piece
-    if scanner.info.toc_end is None:
-        why = scanner._failed or "the archive ended before its table of contents did"
-        raise IntegrityError(f"cannot read the archive's table of contents: {why}")
+        head += piece
+        scanner.feed(piece)
+        if scanner.info.toc_end is not None:
+            return bytes(head[: scanner.info.toc_end]), head, ""
+        if scanner.failure:
+            return None, head, str(scanner.failure)
+        if len(head) > TOC_CAPTURE_LIMIT:
+            return None, head, f"no table of contents in the first {TOC_CAPTURE_LIMIT >> 20} MiB"
+    return None, head, "the archive ended before its table of contents did"
 
 
 def _target_password_keys(dsn: str) -> list[str]:

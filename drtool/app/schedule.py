@@ -24,7 +24,7 @@ class ScheduleJobs(AppBase):
         if not jobs and not policy.copies:
             result["note"] = "no [schedule] entries: nothing to run"
             return result
-        store = self.store(policy, create=True)
+        store = self.store(policy)
         tz = policy.schedule.timezone
         if dry_run:
             state = catalog.read_schedule_state(store, policy.name)

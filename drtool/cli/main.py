@@ -76,6 +76,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON
 name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
 
 
+def _backup_id(click_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--backup ID is checked before anything runs: a malformed id is bad usage (exit 2)."""
+    from ..catalog import check_backup_id
+
+    return None if value is None else check_backup_id(value)
+
+
+def backup_id_option(help_text: str):
+    return click.option("--backup", "backup_id", metavar="ID", callback=_backup_id, help=help_text)
+
+
 def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
     """The valid policies of a file or folder. A single invalid file raises PolicyError (exit 2);
     in a folder each file stands alone: an invalid one is logged and recorded in _INVALID, and
@@ -191,6 +202,31 @@ def keygen(ctx: Ctx, output: str, signing: bool, as_json: bool) -> None:
 @name_option
 @json_option
 @pass_ctx
+def init(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """Create the store root: the folder, or the bucket (with versioning and Object Lock when the
+    policy asks), of the primary and every copy target. Safe to run again; nothing else creates it."""
+    results, failed = [], None
+    for p in _policies(ctx, policy_path, policy_name):
+        try:
+            results.append(ctx.app.init(p))
+        except DrtoolError as e:
+            failed = failed or e
+            results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e), "targets": []}))
+    if as_json:
+        _emit_json({"ok": failed is None, "policies": results})
+    else:
+        for r in results:
+            for t in r["targets"]:
+                click.echo(f"{r['policy']:<16} {t['target']:<9} {'ok  ' if t['ok'] else 'FAIL'}  {t['detail']}")
+    if failed:
+        raise failed
+
+
+@cli.command()
+@policy_option
+@name_option
+@json_option
+@pass_ctx
 def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
     """Check policy, database, pg_dump, store and keys."""
     results, failed = [], None
@@ -297,7 +333,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to restore (default: the newest).")
+@backup_id_option("Backup to restore (default: the newest).")
 @click.option("--target", required=True, metavar="DSN", help="Database to restore into (no password in it).")
 @click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
@@ -341,7 +377,7 @@ def restore(
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to verify (default: the newest).")
+@backup_id_option("Backup to verify (default: the newest).")
 @click.option("--all", "all_backups", is_flag=True, help="Verify every complete backup.")
 @click.option("--shallow", is_flag=True, help="Only SHA-256, even when the identity file is at hand.")
 @json_option
@@ -425,7 +461,7 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
 @cli.command()
 @policy_option
 @name_option
-@click.option("--backup", "backup_id", metavar="ID", help="Backup to drill (default: drill.pick, the newest).")
+@backup_id_option("Backup to drill (default: drill.pick, the newest).")
 @click.option("--from", "from_copy", metavar="COPY", help="Drill from a copy target instead of the primary.")
 @click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @json_option

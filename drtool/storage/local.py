@@ -30,14 +30,37 @@ class LocalStore:
     def _fail(self, what: str, key: str, e: OSError) -> StorageError:
         if e.errno == errno.ENOENT:
             return NotFound(f"{self.url}: object '{key}' not found")
+        hint = "; the store folder is read-only" if e.errno == errno.EROFS else ""
         return StorageError(
-            f"{self.url}: cannot {what} '{key}': {e.strerror}",
+            f"{self.url}: cannot {what} '{key}': {e.strerror}{hint}",
             retryable=e.errno in (errno.EAGAIN, errno.EINTR),
         )
 
     def check_root(self) -> None:
+        """NotFound unless the store folder exists: nothing but `drtool init` creates it, so a
+        typo or an unmounted disk is refused instead of quietly receiving backups."""
         if not self.root.is_dir():
             raise NotFound(f"{self.url}: store folder does not exist")
+
+    def create_root(self) -> bool:
+        """Make the store folder (mode 0700, parents as needed); False when it already exists."""
+        if self.root.is_dir():
+            return False
+        try:
+            self.root.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            if not self.root.is_dir():
+                raise StorageError(f"{self.url}: {self.root} exists and is not a folder") from None
+            return False
+        except OSError as e:
+            raise StorageError(f"{self.url}: cannot create the store folder: {e.strerror}") from None
+        return True
+
+    def _make_parent(self, path: Path) -> None:
+        """Create the folders between the store root and path; never the root itself."""
+        if not self.root.is_dir():
+            raise StorageError(f"{self.url}: store folder does not exist (was it unmounted?)")
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def put(
         self,
@@ -55,7 +78,7 @@ class LocalStore:
         tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         size = 0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(path)
             with open(tmp, "wb") as f:
                 for chunk in chunks:
                     f.write(chunk)
@@ -69,10 +92,10 @@ class LocalStore:
             finally:
                 os.close(dfd)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            _remove_quietly(tmp)
             raise self._fail("write", key, e) from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _remove_quietly(tmp)
             raise
         return self.stat(key)
 
@@ -81,8 +104,12 @@ class LocalStore:
         on this host (or sharing this file system with working locks) see one winner."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".drtool-cas.lock", "a") as guard:
+        try:
+            self._make_parent(self.root / ".drtool-cas.lock")
+            guard = open(self.root / ".drtool-cas.lock", "a")
+        except OSError as e:
+            raise self._fail("write", key, e) from None
+        with guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             try:
                 current = self.stat(key)
@@ -188,6 +215,17 @@ class LocalStore:
             os.unlink(leftover.handle)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            raise self._fail("delete", leftover.key, e) from None
+
+
+def _remove_quietly(tmp: Path) -> None:
+    """Remove an unfinished temp file; on a read-only folder there is none and unlink fails
+    with EROFS (not ENOENT), which must not hide the write error being reported."""
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
 
 
 class _FileReader:

@@ -408,6 +408,37 @@ class S3Store:
             raise self._fail("read the region of", None, e) from None
         return r.get("LocationConstraint") or "us-east-1"
 
+    def create_bucket(self, region: str | None) -> bool:
+        """Create the bucket (with Object Lock and versioning when this store retains objects);
+        False when it already exists and is ours. Checking an existing bucket's settings is
+        lock_status()'s job."""
+        try:
+            self.check_bucket()
+            return False
+        except NotFound:
+            pass
+        args: dict = {"Bucket": self.bucket}
+        if region and region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
+            args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        if self.lock_days:
+            args["ObjectLockEnabledForBucket"] = True
+        try:
+            self.client.create_bucket(**args)
+        except bx.ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                return False  # created by a concurrent init
+            if e.response.get("Error", {}).get("Code") == "BucketAlreadyExists":
+                raise StorageError(f"{self.url}: bucket name '{self.bucket}' is taken by another account") from None
+            raise self._fail("create bucket", None, e) from None
+        except _BOTO as e:
+            raise self._fail("create bucket", None, e) from None
+        if self.lock_days:
+            try:
+                self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+            except _BOTO as e:
+                raise self._fail("enable versioning of", None, e) from None
+        return True
+
     def check_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
