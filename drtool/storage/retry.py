@@ -98,8 +98,8 @@ class RetryingStore:
     def put(self, key: str, chunks: Iterable[bytes], size_hint: int | None = None, **kw: Any) -> ObjectInfo:
         return self.inner.put(key, chunks, size_hint, **kw)
 
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self.inner.delete(key, if_match=if_match)
 
     def discard(self, leftover: Leftover) -> None:
         self.inner.discard(leftover)
