@@ -229,7 +229,8 @@ def test_malformed_manifest_is_named_and_the_others_work(local, shape):
     assert results == {good["id"]: True, bad["id"]: False}
     clean(local.restore(local.target_db(), "--backup", bad["id"]), 3, named)
     assert restored_id(local) == good["id"]
-    clean(local.cli("drill", "-p", p, "--backup", bad["id"]), 3, named)
+    d = local.cli("drill", "-p", p, "--backup", bad["id"])  # a recorded failed drill: its reason is the result
+    assert d.code == 3 and "Traceback" not in d.err + d.out and named in d.out, (d.code, d.out, d.err)
     pr = local.cli("prune", "-p", p, "--json")
     clean(pr, 0, named)
     assert [u["id"] for u in pr.json["unreadable"]] == [bad["id"]]
