@@ -311,11 +311,11 @@ def _claims(raw: bytes, where: str) -> Manifest | None:
         return None
 
 
-def list_backups(store: Store, policy: str) -> list[Backup]:
+def list_backups(store: Store, policy: str, verifier: Verifier | None = None) -> list[Backup]:
     """Restorable backups of a policy as far as the listing shows, newest recovery point first.
-    Folders without a manifest, unreadable manifests and backups with missing objects are not
-    listed here (scan() has them all)."""
-    return scan(store, policy).restorable
+    Folders without a manifest, unreadable or untrusted manifests and backups with missing objects
+    are not listed here (scan() has them all)."""
+    return scan(store, policy, verifier).restorable
 
 
 def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None,
@@ -325,9 +325,14 @@ def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[
     With a verifier, only a trusted one (Untrusted for a named one that is not)."""
     if backup_id:
         return read_manifest(store, policy, backup_id, verifier)
-    listed = scan(store, policy, verifier).backups
+    listing = scan(store, policy, verifier)
+    listed = listing.backups
     damaged = {**(damaged or {}), **{b.id: b.damaged for b in listed if b.damaged}}
     backups = [b for b in listed if b.id not in damaged]
+    untrusted = listing.untrusted
+    if not listed and untrusted:
+        raise IntegrityError(f"{store.url}: policy '{policy}' has no trusted backup; the newest untrusted one: "
+                             f"{untrusted[-1].reason}")  # fmt: skip
     if not backups and listed:
         raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "
                              f"{listed[0].id}: {damaged[listed[0].id]}")  # fmt: skip
