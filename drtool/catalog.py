@@ -401,7 +401,12 @@ def read_checks(store: Store, policy: str, verifier: Verifier | None = None,
         problems = []
         for key in sorted(keys, reverse=True):  # newest first; older ones only past untrusted ones
             try:
-                return parse_check(_get(store, key, NS_EVIDENCE, verifier), f"{store.url}/{key}"), problems
+                record = parse_check(_get(store, key, NS_EVIDENCE, verifier), f"{store.url}/{key}")
+                if (record.policy, record.backup_id) == (policy, key[len(base) :].split("/", 1)[0]):
+                    return record, problems
+                # a genuine record replayed under another backup's folder must not speak for it
+                problems.append(f"{store.url}/{key}: check record is about backup '{record.backup_id}' of "
+                                f"'{record.policy}', not of its folder; ignored")  # fmt: skip
             except Untrusted as e:
                 _untrusted(e, problems, on_untrusted)
             except CheckRecordInvalid as e:
@@ -509,6 +514,8 @@ def list_drill_records(store: Store, policy: str, verifier: Verifier | None = No
             doc = json.loads(_get(store, obj.key, NS_EVIDENCE, verifier))
             if not isinstance(doc, dict) or doc.get("format") != DRILL_FORMAT:
                 raise ValueError("not a drill record")
+            if drill_key(policy, str(doc.get("drill_id"))) != obj.key or doc.get("policy") != policy:
+                raise ValueError("its drill_id or policy is not its key's")  # a replayed copy counts once
             records.append(doc)
         except Untrusted as e:
             _untrusted(e, problems, on_untrusted)
