@@ -335,3 +335,22 @@ def test_stock_ssh_keygen_verifies_a_manifest_written_by_backup(local, tmp_path,
     # the namespace binds it: a manifest's signature does not pass for evidence
     assert ssh_verify(ssh_keygen, tmp_path, local.signing_line, "drtool-evidence", data, sig).returncode != 0
     assert ssh_verify(ssh_keygen, tmp_path, local.signing_line, "drtool-manifest", data + b" ", sig).returncode != 0
+
+
+def test_genuine_check_record_replayed_under_another_backup_does_not_clear_its_damage(local):
+    a, b = backup(local), backup(local)
+    store, name = store_of(local), policy_name(local)
+    dump = f"{name}/backups/{a}/dump.zst.age"
+    data = bytearray(get_bytes(store, dump))
+    data[len(data) // 2] ^= 0xFF  # same size: only a re-read finds it
+    put(store, dump, bytes(data))
+    assert local.cli("verify", "-p", str(local.policy), "--backup", a).code == 3
+    assert local.cli("verify", "-p", str(local.policy), "--backup", b).code == 0
+    assert listed(local)[a]["status"] == "damaged"
+    [ok_key] = [o.key for o in store.list(f"{name}/checks/{b}/") if o.key.endswith(".json")]
+    replayed = f"{name}/checks/{a}/29990101T000000000000Z-abcdef.json"  # newer than any finding
+    put(store, replayed, get_bytes(store, ok_key))
+    put(store, replayed + ".sig", get_bytes(store, ok_key + ".sig"))  # a genuine signature: it is genuine
+    r = local.cli("list", "-p", str(local.policy), "--json")
+    assert {row["id"]: row["status"] for row in r.json["backups"]}[a] == "damaged"
+    assert replayed in r.err and "not of its folder" in r.err
