@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -30,7 +31,18 @@ from .records import (
     serialise_check,
     serialise_manifest,
 )
-from .storage import Store, get_bytes, put_bytes
+from .storage import Store, get_bytes
+from .trust import (
+    NS_EVIDENCE,
+    NS_MANIFEST,
+    SIG_SUFFIX,
+    Signer,
+    Untrusted,
+    Verifier,
+    get_verified,
+    put_signed,
+    verify_stored,
+)
 
 DUMP_NAME = "dump.zst.age"
 MANIFEST_NAME = "manifest.json"
@@ -85,6 +97,7 @@ class Backup:
 
     record: Manifest
     missing: tuple[str, ...] = ()
+    signed_by: str | None = None  # fingerprint of the trusted key that signed the manifest, when checked
 
     @property
     def id(self) -> str:
@@ -135,25 +148,55 @@ class Unreadable:
 
 
 @dataclass(frozen=True)
+class UntrustedBackup:
+    """A manifest whose origin is not proven: no signature, a bad one, or one by a key that is not
+    (or no longer) trusted. Never restored, never counted, and never deleted: it is evidence."""
+
+    backup_id: str  # the folder it is in
+    key: str
+    reason: str  # one line naming the object
+    claims: Manifest | None = None  # what it says, when it parses (not to be believed)
+
+
+@dataclass(frozen=True)
 class Listing:
     """Everything under <policy>/backups/ that has a manifest, newest recovery point first."""
 
-    backups: list[Backup]  # valid manifests, damaged ones included (see Backup.missing)
+    backups: list[Backup]  # valid (and, with a verifier, trusted) manifests, damaged ones included
     unreadable: list[Unreadable]
+    untrusted: list[UntrustedBackup] = field(default_factory=list)  # only with a verifier
 
     @property
     def restorable(self) -> list[Backup]:
         return [b for b in self.backups if not b.missing]
 
     def protected_ids(self) -> set[str]:
-        """Folders prune must leave alone: every listed backup and whatever an unreadable
-        manifest sits in or names."""
+        """Folders prune must leave alone: every listed backup, whatever an unreadable manifest
+        sits in or names, and every untrusted one (evidence of tampering)."""
         ids = {b.id for b in self.backups} | {u.backup_id for u in self.unreadable}
+        ids |= {u.backup_id for u in self.untrusted} | {u.claims.id for u in self.untrusted if u.claims}
         return ids | {u.claims for u in self.unreadable if u.claims}
 
 
-def write_manifest(store: Store, manifest: Manifest) -> None:
-    store.put(manifest_key(manifest.policy, manifest.id), [serialise_manifest(manifest)], retain=True)
+# -- origin: with [signing], what drtool writes is signed and what it reads is checked (trust.py) ---
+
+
+def _put(store: Store, key: str, data: bytes, namespace: str, signer: Signer | None, **conditions: Any) -> None:
+    """Write an object; with a signer, `<key>.sig` first (the object stays the commit marker)."""
+    if signer is None:
+        store.put(key, [data], size_hint=len(data), **conditions)
+    else:
+        put_signed(store, key, data, namespace, signer, **conditions)
+
+
+def _get(store: Store, key: str, namespace: str, verifier: Verifier | None) -> bytes:
+    """An object's bytes; with a verifier only when a trusted key signed them (else Untrusted)."""
+    return get_bytes(store, key) if verifier is None else get_verified(store, key, verifier, namespace)
+
+
+def write_manifest(store: Store, manifest: Manifest, signer: Signer | None = None) -> None:
+    _put(store, manifest_key(manifest.policy, manifest.id), serialise_manifest(manifest), NS_MANIFEST, signer,
+         retain=True)  # fmt: skip
 
 
 def stored_manifest(store: Store, policy: str, backup_id: str) -> bytes | None:
@@ -164,9 +207,10 @@ def stored_manifest(store: Store, policy: str, backup_id: str) -> bytes | None:
         return None
 
 
-def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
+def read_manifest(store: Store, policy: str, backup_id: str, verifier: Verifier | None = None) -> Backup:
     """The named backup. UsageError if it has no manifest; ManifestInvalid if its manifest is
-    malformed or not its own. Objects are not checked here (restore and verify read them)."""
+    malformed or not its own; with a verifier, Untrusted (exit 3) unless a trusted key signed it.
+    Objects are not checked here (restore and verify read them)."""
     key = manifest_key(policy, backup_id)
     try:
         raw = get_bytes(store, key)
@@ -174,7 +218,9 @@ def read_manifest(store: Store, policy: str, backup_id: str) -> Backup:
         raise UsageError(
             f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
         ) from None
-    return Backup(_bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}"))
+    signed_by = None if verifier is None else verify_stored(store, key, raw, verifier, NS_MANIFEST)
+    m = _bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}")
+    return Backup(m, signed_by=signed_by)
 
 
 def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
@@ -190,21 +236,27 @@ def _folder(policy: str, key: str) -> str:
     return key[len(f"{policy}/backups/") :].split("/", 1)[0]
 
 
-def scan(store: Store, policy: str) -> Listing:
+def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing:
     """Every manifest of a policy, each parsed on its own: one bad manifest is reported in
-    `unreadable` and never stops the others. Objects a manifest lists are checked against the
+    `unreadable` and never stops the others. With a verifier, a manifest no trusted key signed is
+    in `untrusted` instead (whatever it holds). Objects a manifest lists are checked against the
     same listing (no extra request)."""
     objects = {obj.key: obj.size for obj in store.list(f"{policy}/backups/")}
     keys = [k for k in objects if k.endswith("/" + MANIFEST_NAME)]
 
-    def read(key: str) -> Backup | Unreadable:
+    def read(key: str) -> Backup | Unreadable | UntrustedBackup:
         bid, where = _folder(policy, key), f"{store.url}/{key}"
+        signed_by = None
         try:
             raw = get_bytes(store, key)
+            if verifier is not None:
+                signed_by = _origin(store, key, raw, verifier, NS_MANIFEST, signed=key + SIG_SUFFIX in objects)
         except NotFound:
             return Unreadable(bid, key, f"{where}: manifest vanished after it was listed (deleted meanwhile?)")
         except StorageError as e:
             return Unreadable(bid, key, f"{where}: manifest cannot be read: {e}")
+        except Untrusted as e:
+            return UntrustedBackup(bid, key, str(e), _claims(raw, where))
         try:
             m = parse_manifest(raw, where)
         except ManifestInvalid as e:
@@ -220,7 +272,7 @@ def scan(store: Store, policy: str) -> Listing:
             for o in m.objects
             if objects.get(prefix + o.key) != o.size
         )  # fmt: skip
-        return Backup(m, missing)
+        return Backup(m, missing, signed_by)
 
     # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run
     # side by side; this is on the path of `drtool restore` during an outage.
@@ -229,24 +281,58 @@ def scan(store: Store, policy: str) -> Listing:
     backups = [b for b in found if isinstance(b, Backup)]
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     unreadable = sorted((u for u in found if isinstance(u, Unreadable)), key=lambda u: u.key)
-    return Listing(backups, unreadable)
+    untrusted = sorted((u for u in found if isinstance(u, UntrustedBackup)), key=lambda u: u.key)
+    return Listing(backups, unreadable, untrusted)
 
 
-def list_backups(store: Store, policy: str) -> list[Backup]:
+def _origin(store: Store, key: str, data: bytes, verifier: Verifier, namespace: str, *, signed: bool = True) -> str:
+    """The fingerprint of the trusted key that signed `data` (stored at key); Untrusted naming the
+    object otherwise. `signed` False: the listing shows no signature (no request needed)."""
+    if not signed:
+        raise Untrusted(f"{store.url}/{key}", f"its signature {key.rsplit('/', 1)[-1]}{SIG_SUFFIX} is missing")
+    return verify_stored(store, key, data, verifier, namespace)
+
+
+OnUntrusted = Callable[[str], None]  # told of each untrusted object a read ignored (one line naming it)
+
+
+def _untrusted(e: Untrusted, problems: list[str], on_untrusted: OnUntrusted | None) -> None:
+    message = f"{e}; ignored as evidence"
+    if on_untrusted is None:
+        problems.append(message)
+    else:
+        on_untrusted(message)
+
+
+def _claims(raw: bytes, where: str) -> Manifest | None:
+    try:
+        return parse_manifest(raw, where)
+    except ManifestInvalid:
+        return None
+
+
+def list_backups(store: Store, policy: str, verifier: Verifier | None = None) -> list[Backup]:
     """Restorable backups of a policy as far as the listing shows, newest recovery point first.
-    Folders without a manifest, unreadable manifests and backups with missing objects are not
-    listed here (scan() has them all)."""
-    return scan(store, policy).restorable
+    Folders without a manifest, unreadable or untrusted manifests and backups with missing objects
+    are not listed here (scan() has them all)."""
+    return scan(store, policy, verifier).restorable
 
 
-def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None) -> Backup:
+def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None,
+                verifier: Verifier | None = None) -> Backup:  # fmt: skip
     """The named backup, or the newest one that is neither missing objects nor in `damaged`
-    (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged."""
+    (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged.
+    With a verifier, only a trusted one (Untrusted for a named one that is not)."""
     if backup_id:
-        return read_manifest(store, policy, backup_id)
-    listed = scan(store, policy).backups
+        return read_manifest(store, policy, backup_id, verifier)
+    listing = scan(store, policy, verifier)
+    listed = listing.backups
     damaged = {**(damaged or {}), **{b.id: b.damaged for b in listed if b.damaged}}
     backups = [b for b in listed if b.id not in damaged]
+    untrusted = listing.untrusted
+    if not listed and untrusted:
+        raise IntegrityError(f"{store.url}: policy '{policy}' has no trusted backup; the newest untrusted one: "
+                             f"{untrusted[-1].reason}")  # fmt: skip
     if not backups and listed:
         raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "
                              f"{listed[0].id}: {damaged[listed[0].id]}")  # fmt: skip
@@ -263,10 +349,10 @@ def check_key(policy: str, backup_id: str, at) -> str:
     return f"{policy}/checks/{backup_id}/{at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.json"
 
 
-def write_check(store: Store, record: CheckRecord) -> str:
+def write_check(store: Store, record: CheckRecord, signer: Signer | None = None) -> str:
     """Store a check record under a new key (never overwrites one); returns the key."""
     key = check_key(record.policy, record.backup_id, record.checked_at)
-    store.put(key, [serialise_check(record)], if_absent=True)
+    _put(store, key, serialise_check(record), NS_EVIDENCE, signer, if_absent=True)
     return key
 
 
@@ -298,27 +384,41 @@ class CheckStates:
         return f"{c.kind} at {iso(c.checked_at)} found it damaged: {c.reason}"
 
 
-def read_checks(store: Store, policy: str) -> CheckStates:
-    """One LIST, then one GET per backup that has checks (the newest only)."""
+def read_checks(store: Store, policy: str, verifier: Verifier | None = None,
+                on_untrusted: OnUntrusted | None = None) -> CheckStates:  # fmt: skip
+    """One LIST, then one GET per backup that has checks (the newest only). With a verifier, the
+    newest trusted record counts: an untrusted one is ignored as evidence (reported to
+    on_untrusted, else in `problems`) and must not hide the finding before it (a planted "ok"
+    would clear a damaged backup)."""
     base = f"{policy}/checks/"
-    newest: dict[str, str] = {}
+    per_backup: dict[str, list[str]] = {}
     for obj in store.list(base):
         bid = obj.key[len(base) :].split("/", 1)[0]
-        if obj.key.endswith(".json") and obj.key > newest.get(bid, ""):
-            newest[bid] = obj.key
+        if obj.key.endswith(".json"):
+            per_backup.setdefault(bid, []).append(obj.key)
 
-    def read(key: str) -> CheckRecord | str:
-        try:
-            return parse_check(get_bytes(store, key), f"{store.url}/{key}")
-        except CheckRecordInvalid as e:
-            return str(e)
-        except StorageError as e:
-            return f"{store.url}/{key}: check record cannot be read: {e}"
+    def read(keys: list[str]) -> tuple[CheckRecord | None, list[str]]:
+        problems = []
+        for key in sorted(keys, reverse=True):  # newest first; older ones only past untrusted ones
+            try:
+                record = parse_check(_get(store, key, NS_EVIDENCE, verifier), f"{store.url}/{key}")
+                if (record.policy, record.backup_id) == (policy, key[len(base) :].split("/", 1)[0]):
+                    return record, problems
+                # a genuine record replayed under another backup's folder must not speak for it
+                problems.append(f"{store.url}/{key}: check record is about backup '{record.backup_id}' of "
+                                f"'{record.policy}', not of its folder; ignored")  # fmt: skip
+            except Untrusted as e:
+                _untrusted(e, problems, on_untrusted)
+            except CheckRecordInvalid as e:
+                return None, [*problems, str(e)]
+            except StorageError as e:
+                return None, [*problems, f"{store.url}/{key}: check record cannot be read: {e}"]
+        return None, problems
 
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        found = dict(zip(newest, pool.map(read, newest.values()), strict=True))
-    return CheckStates({b: c for b, c in found.items() if isinstance(c, CheckRecord)},
-                       [c for c in found.values() if isinstance(c, str)])  # fmt: skip
+        found = dict(zip(per_backup, pool.map(read, per_backup.values()), strict=True))
+    return CheckStates({b: c for b, (c, _) in found.items() if c is not None},
+                       [p for _, problems in found.values() for p in problems])  # fmt: skip
 
 
 # -- schedule state: what `drtool run` did, per job ------------------------------------------------
@@ -330,9 +430,12 @@ def state_key(policy: str) -> str:
     return f"{policy}/state/schedule.json"
 
 
-def read_schedule_state(store: Store, policy: str) -> dict[str, Any]:
+def read_schedule_state(store: Store, policy: str, verifier: Verifier | None = None,
+                        on_untrusted: OnUntrusted | None = None) -> dict[str, Any]:  # fmt: skip
+    """The schedule state; a fresh one when there is none, or (with a verifier) when no trusted
+    key signed it: then on_untrusted is told (without it, Untrusted is raised)."""
     try:
-        doc = json.loads(get_bytes(store, state_key(policy)))
+        doc = json.loads(_get_state(store, state_key(policy), verifier, on_untrusted))
         if isinstance(doc, dict) and doc.get("format") == STATE_FORMAT:
             return doc
     except (NotFound, ValueError):
@@ -340,16 +443,34 @@ def read_schedule_state(store: Store, policy: str) -> dict[str, Any]:
     return {"format": STATE_FORMAT, "version": 1, "jobs": {}}
 
 
-def write_schedule_state(store: Store, policy: str, state: dict[str, Any]) -> None:
-    put_bytes(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+def write_schedule_state(store: Store, policy: str, state: dict[str, Any], signer: Signer | None = None) -> None:
+    _put(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n", NS_EVIDENCE, signer)
+
+
+def _get_state(store: Store, key: str, verifier: Verifier | None, on_untrusted: OnUntrusted | None) -> bytes:
+    """A state object's bytes; NotFound also when it is untrusted and on_untrusted was told."""
+    try:
+        return _get(store, key, NS_EVIDENCE, verifier)
+    except Untrusted as e:
+        if on_untrusted is None:
+            raise
+        on_untrusted(f"{e}; ignored")
+        raise NotFound(key) from None
 
 
 # -- copies still to make ---------------------------------------------------------------------------
 
 
-def read_copy_state(store: Store, policy: str) -> dict[str, Any]:
+def copy_state_key(policy: str) -> str:
+    return f"{policy}/state/copies.json"
+
+
+def read_copy_state(store: Store, policy: str, verifier: Verifier | None = None,
+                    on_untrusted: OnUntrusted | None = None) -> dict[str, Any]:  # fmt: skip
+    """The copies still to make; none when there is no state, or (with a verifier) when no trusted
+    key signed it: then on_untrusted is told (without it, Untrusted is raised)."""
     try:
-        doc = json.loads(get_bytes(store, f"{policy}/state/copies.json"))
+        doc = json.loads(_get_state(store, copy_state_key(policy), verifier, on_untrusted))
         if isinstance(doc, dict) and isinstance(doc.get("pending"), dict):
             return doc
     except (NotFound, ValueError):
@@ -357,9 +478,10 @@ def read_copy_state(store: Store, policy: str) -> dict[str, Any]:
     return {"format": "drtool-copy-state", "version": 1, "pending": {}}
 
 
-def write_copy_state(store: Store, policy: str, state: dict[str, Any]) -> None:
+def write_copy_state(store: Store, policy: str, state: dict[str, Any], signer: Signer | None = None) -> None:
     state["pending"] = {k: v for k, v in state["pending"].items() if v}
-    put_bytes(store, f"{policy}/state/copies.json", json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+    data = json.dumps(state, indent=2, sort_keys=True).encode() + b"\n"
+    _put(store, copy_state_key(policy), data, NS_EVIDENCE, signer)
 
 
 # -- drill records: append-only evidence, one object per drill --------------------------------
@@ -372,24 +494,31 @@ def drill_key(policy: str, drill_id: str) -> str:
     return f"{policy}/drills/{drill_id}.json"
 
 
-def write_drill_record(store: Store, record: dict[str, Any]) -> str:
+def write_drill_record(store: Store, record: dict[str, Any], signer: Signer | None = None) -> str:
     """Store a drill record under a new key (never overwrites one); returns the key."""
     key = drill_key(record["policy"], record["drill_id"])
-    store.put(key, [json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"], retain=True)
+    _put(store, key, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n", NS_EVIDENCE, signer, retain=True)
     return key
 
 
-def list_drill_records(store: Store, policy: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(records newest first, problems): unreadable records are reported, never fatal."""
+def list_drill_records(store: Store, policy: str, verifier: Verifier | None = None,
+                       on_untrusted: OnUntrusted | None = None) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """(records newest first, problems): unreadable records are reported, never fatal. With a
+    verifier, a record no trusted key signed is ignored as evidence (reported to on_untrusted,
+    else in problems)."""
     records, problems = [], []
     for obj in store.list(f"{policy}/drills/"):
         if not obj.key.endswith(".json"):
             continue
         try:
-            doc = json.loads(get_bytes(store, obj.key))
+            doc = json.loads(_get(store, obj.key, NS_EVIDENCE, verifier))
             if not isinstance(doc, dict) or doc.get("format") != DRILL_FORMAT:
                 raise ValueError("not a drill record")
+            if drill_key(policy, str(doc.get("drill_id"))) != obj.key or doc.get("policy") != policy:
+                raise ValueError("its drill_id or policy is not its key's")  # a replayed copy counts once
             records.append(doc)
+        except Untrusted as e:
+            _untrusted(e, problems, on_untrusted)
         except (ValueError, NotFound) as e:
             problems.append(f"{store.url}/{obj.key}: unreadable drill record ({e})")
     records.sort(key=lambda r: r.get("started_at", ""), reverse=True)

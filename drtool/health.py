@@ -7,7 +7,8 @@ from typing import Any
 
 ORDER = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 DRILL_MAX_AGE = 8 * 86400  # no passed drill for this long: degraded
-UNHEALTHY_COMPONENTS = ("storage", "keys", "restore")  # without these nothing can be restored
+# without the first three nothing can be restored; "origin": untrusted objects are in the store
+UNHEALTHY_COMPONENTS = ("storage", "keys", "restore", "origin")
 
 # A drill record's outcome. "could-not-run": the store, the scratch server or a tool was not
 # available; it says nothing about the backup, so it is neither a pass nor a failure.

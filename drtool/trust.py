@@ -121,13 +121,19 @@ def read_verified(store: Store, key: str, verifier: Verifier, namespace: str) ->
     """(the object's bytes, the signer's fingerprint). NotFound when the object is missing;
     Untrusted when its signature is missing, malformed, wrong or by an untrusted key."""
     data = get_bytes(store, key)
+    return data, verify_stored(store, key, data, verifier, namespace)
+
+
+def verify_stored(store: Store, key: str, data: bytes, verifier: Verifier, namespace: str) -> str:
+    """The signer's fingerprint when `<key>.sig` in the store is a trusted signature of `data`
+    (the bytes read from `key`); Untrusted naming the object otherwise."""
     where = f"{store.url}/{key}"
     try:
         with store.get(sig_key(key)) as f:
             signature = f.read(sshsig.MAX_ARMORED + 1)  # whoever can write the bucket sets its size
     except NotFound:
         raise Untrusted(where, f"its signature {sig_key(key).rsplit('/', 1)[-1]} is missing") from None
-    return data, verifier.verify(data, signature, namespace, where)
+    return verifier.verify(data, signature, namespace, where)
 
 
 def get_verified(store: Store, key: str, verifier: Verifier, namespace: str) -> bytes:

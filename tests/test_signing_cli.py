@@ -22,8 +22,7 @@ NO_POLICY_ENV = {"DRTOOL_POLICY": None}
 
 @pytest.fixture
 def local(pg, tmp_path):
-    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
-    return s
+    return make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')  # init creates the store
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from .. import __version__, catalog, clock, pipeline, postgres
+from .. import __version__, catalog, clock, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
@@ -32,6 +32,7 @@ class BackupJobs(AppBase):
             return m
 
     def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
+        self.signer(policy)  # a signing key that does not load fails the backup before any dump
         try:
             manifest = self._backup_once(policy, store)
         except postgres.ConcurrentDDL as e:
@@ -45,7 +46,7 @@ class BackupJobs(AppBase):
     def _copy_pending(self, policy: Policy, primary: Store, new: str | None = None) -> dict[str, str]:
         """Copy `new` and every earlier copy that failed to each copy target; a failure is kept
         in the store's state and retried on the next run. Returns {target: "ok" | error}."""
-        state = catalog.read_copy_state(primary, policy.name)
+        state = catalog.read_copy_state(primary, policy.name, self.verifier(policy), self.warn)
         outcome: dict[str, str] = {}
         for target in policy.copies:
             pending = state["pending"].setdefault(target.name, {})
@@ -67,13 +68,15 @@ class BackupJobs(AppBase):
                     )
                 outcome[target.name] = f"failed: {e}"
                 self.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
-        catalog.write_copy_state(primary, policy.name, state)
+        catalog.write_copy_state(primary, policy.name, state, self.signer(policy))
         return outcome
 
     def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:
-        """Stream one backup's objects to dst, checking each SHA-256 on the way; manifest last."""
+        """Stream one backup's objects to dst, checking each SHA-256 on the way; manifest last,
+        signed by this host. With trusted keys the source manifest must be trusted (Untrusted
+        otherwise): re-signing a planted one would launder it."""
         try:
-            backup = catalog.read_manifest(src, policy.name, backup_id)
+            backup = catalog.read_manifest(src, policy.name, backup_id, self.verifier(policy))
         except UsageError:
             return  # pruned before it could be copied: nothing to do
         prefix = catalog.backup_prefix(policy.name, backup_id)
@@ -94,7 +97,7 @@ class BackupJobs(AppBase):
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
                                         "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
-        catalog.write_manifest(dst, copy)  # the copy's own commit marker, written last
+        catalog.write_manifest(dst, copy, self.signer(policy))  # the copy's own commit marker, written last
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         """One attempt; returns the manifest's JSON document."""
@@ -168,16 +171,16 @@ class BackupJobs(AppBase):
             except BaseException:
                 store.delete(key)
                 raise
-            self._commit(store, manifest, key)
+            self._commit(store, manifest, key, self.signer(policy))
         return manifest_to_dict(manifest)
 
-    def _commit(self, store: Store, manifest: Manifest, dump: str) -> None:
+    def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
         """Write the manifest, the commit marker, last. Once its write was attempted the dump is
         deleted only when a read proves the manifest absent: a write whose reply was lost may
         have landed, and deleting the dump would leave a listed backup with no data."""
         where = f"{store.url}/{catalog.manifest_key(manifest.policy, manifest.id)}"
         try:
-            catalog.write_manifest(store, manifest)
+            catalog.write_manifest(store, manifest, signer)  # its signature first, when signing
             return
         except DrtoolError as e:
             failure = e

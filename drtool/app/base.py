@@ -40,6 +40,7 @@ class AppBase:
     # whatever its age); longer than the lease, so a dead job's lock expires first
     incomplete_grace: float = 3600
     _held: dict[str, locks.Lock] = field(default_factory=dict, repr=False)  # policy -> lock this process holds
+    _signers: dict[str, trust.Signer] = field(default_factory=dict, repr=False)  # key_file -> loaded key
 
     # -- notifications: never fail the job ------------------------------------------------------
     def _url(self, policy: Policy, env: str | None) -> Secret | None:
@@ -163,7 +164,11 @@ class AppBase:
     def signer(self, policy: Policy) -> trust.Signer | None:
         """The key this host signs what it writes with ([signing].key_file), or None when unset."""
         path = policy.signing.key_file
-        return self.load_signer(path, "signing.key_file") if path else None
+        if not path:
+            return None
+        if path not in self._signers:  # loaded (and its mode warned about) once per command
+            self._signers[path] = self.load_signer(path, "signing.key_file")
+        return self._signers[path]
 
     def verifier(self, policy: Policy) -> trust.Verifier | None:
         """The keys whose signatures this host accepts ([signing].trusted_keys), or None when unset:

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__, catalog, clock
+from .. import __version__, catalog, clock, trust
 from ..errors import DrtoolError
 from ..records import CheckRecord
 from ..storage import Store
@@ -16,14 +16,21 @@ OK = None  # a finding with no damage
 
 
 def record_check(
-    store: Store, policy: str, backup_id: str, kind: str, damage: str | None, warn: Callable[[str], None]
+    store: Store,
+    policy: str,
+    backup_id: str,
+    kind: str,
+    damage: str | None,
+    warn: Callable[[str], None],
+    signer: trust.Signer | None = None,
 ) -> None:
-    """Append one finding (damage None: the backup checked out ok). A store that refuses the write
-    (read-only credentials) costs the record, never the check's own result."""
+    """Append one finding (damage None: the backup checked out ok), signed when a signer is given.
+    A store that refuses the write (read-only credentials) costs the record, never the check's own
+    result."""
     rec = CheckRecord(policy, backup_id, kind, "damaged" if damage else "ok", clock.utcnow(), damage,
                       socket.gethostname(), __version__)  # fmt: skip
     try:
-        catalog.write_check(store, rec)
+        catalog.write_check(store, rec, signer)
     except DrtoolError as e:
         warn(f"backup {backup_id}: could not record the {kind} result in the store: {e}")
 
@@ -42,8 +49,10 @@ def drill_finding(record: dict[str, Any]) -> tuple[bool, str | None]:
     return False, None
 
 
-def record_drill(store: Store, record: dict[str, Any], warn: Callable[[str], None]) -> None:
+def record_drill(
+    store: Store, record: dict[str, Any], warn: Callable[[str], None], signer: trust.Signer | None = None
+) -> None:
     """Record what a drill found about its backup, if it found anything (drill_finding)."""
     finding, damage = drill_finding(record)
     if finding:
-        record_check(store, record["policy"], record["backup_id"], "drill", damage, warn)
+        record_check(store, record["policy"], record["backup_id"], "drill", damage, warn, signer)

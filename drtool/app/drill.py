@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, drills, health, objectives, postgres, scratch
+from .. import __version__, catalog, clock, drills, health, objectives, postgres, scratch, trust
 from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
@@ -30,6 +30,7 @@ class DrillJobs(AppBase):
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
         store = self.store(policy)
+        self.signer(policy)  # the record must be signed: a key that does not load stops here
         from_copy = from_copy or policy.drill.from_copy
         with self.reported(policy, "drill") as outcome, self.locked(policy, store, "drill"):
             rec = self._drill(policy, store, backup_id, started, t0, source_name=from_copy)
@@ -64,7 +65,7 @@ class DrillJobs(AppBase):
             at_fault = isinstance(e, IntegrityError) if attempt.step == "catalog" else None
             outcome.stop(attempt.step, e, at_fault=at_fault)
         record = self._drill_record(policy, drill_id, started, outcome, attempt, source_name)
-        self.keep_drill_record(store, record)
+        self.keep_drill_record(store, record, self.signer(policy))
         return record
 
     def _attempt(self, policy: Policy, store: Store, drill_id: str, t0: float, source_name: str | None,
@@ -76,13 +77,14 @@ class DrillJobs(AppBase):
             raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
         attempt.step = "catalog"
         source = self.store(policy, target=source_name) if source_name else store
-        backups = catalog.list_backups(source, policy.name)
+        verifier = self.verifier(policy)
+        backups = catalog.list_backups(source, policy.name, verifier)  # an untrusted one is no candidate
         if source is store:  # findings are about the primary's objects: a damaged one is no candidate
-            damaged = catalog.read_checks(store, policy.name).damaged
+            damaged = catalog.read_checks(store, policy.name, verifier, self.warn).damaged
             backups = [b for b in backups if b.id not in damaged]
         attempt.backups = backups
         if attempt.requested:
-            attempt.backup = catalog.read_manifest(source, policy.name, attempt.requested)
+            attempt.backup = catalog.read_manifest(source, policy.name, attempt.requested, verifier)
         elif not attempt.backups:
             raise DrtoolError(f"{source.url}: policy '{policy.name}' has no complete backup to drill")
         else:
@@ -180,18 +182,18 @@ class DrillJobs(AppBase):
         record["command_seconds"] = None if age is None else round(age, 3)
         return record
 
-    def keep_drill_record(self, store: Store, record: dict[str, Any]) -> None:
-        """Store a drill record: the one place drill evidence is written. A drill that could not
-        run is recorded best-effort: the store may be what was down, so a failed write is only
+    def keep_drill_record(self, store: Store, record: dict[str, Any], signer: trust.Signer | None = None) -> None:
+        """Store a drill record (signed, with a signer): the one place drill evidence is written.
+        A drill that could not run is recorded best-effort: the store may be what was down, so a failed write is only
         logged; the record of a drill that ran must be kept, or the command fails."""
         try:
-            catalog.write_drill_record(store, record)
+            catalog.write_drill_record(store, record, signer)
         except DrtoolError as e:
             if record["outcome"] != health.COULD_NOT_RUN:
                 raise
             self.warn(f"drill {record['drill_id']} could not run, and its record could not be stored either: {e}")
             return
-        checks.record_drill(store, record, self.warn)  # what it found about the backup, for prune
+        checks.record_drill(store, record, self.warn, signer)  # what it found about the backup, for prune
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, catalog, clock, health, metrics, postgres, reports, scratch, trust
 from ..crypto import age, signing, sshsig
-from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
+from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
@@ -25,18 +25,24 @@ class Evidence:
     problems: list[str]  # unreadable drill records
     pending: dict[str, dict]  # copies not yet made: target -> {backup_id: ...}
     schedule: dict[str, Any]
+    untrusted: list[str] = field(default_factory=list)  # objects no trusted key signed, ignored as evidence
 
 
 class EvidenceJobs(AppBase):
     # -- status and reports ------------------------------------------------------------------------
     def _evidence(self, policy: Policy, store: Store) -> Evidence:
-        records, problems = catalog.list_drill_records(store, policy.name)
+        """With [signing].trusted_keys only what a trusted key signed; the rest is named in `untrusted`."""
+        verifier, untrusted = self.verifier(policy), []
+        records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
+        listing = catalog.scan(store, policy.name, verifier)
+        untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
         return Evidence(
-            backups=[b.manifest for b in catalog.list_backups(store, policy.name)],
+            backups=[b.manifest for b in listing.restorable],
             records=records,
             problems=problems,
-            pending=catalog.read_copy_state(store, policy.name)["pending"],
-            schedule=catalog.read_schedule_state(store, policy.name),
+            pending=catalog.read_copy_state(store, policy.name, verifier, untrusted.append)["pending"],
+            schedule=catalog.read_schedule_state(store, policy.name, verifier, untrusted.append),
+            untrusted=untrusted,
         )
 
     def status(self, policy: Policy) -> dict[str, Any]:
@@ -74,6 +80,8 @@ class EvidenceJobs(AppBase):
         ev = self._evidence(policy, store)
         if ev.problems:
             components["drill_records"] = f"{len(ev.problems)} unreadable"
+        if ev.untrusted:  # someone who is not a trusted signer wrote to the store: unhealthy until resolved
+            components["origin"] = f"{len(ev.untrusted)} untrusted object(s): " + "; ".join(ev.untrusted)
         if policy.identity_file:  # this host is meant to restore and drill: can it?
             components["restore"] = self._restore_readiness(policy, ev.backups[0] if ev.backups else None)
         ran = health.drills_that_ran(ev.records)
@@ -175,9 +183,15 @@ class EvidenceJobs(AppBase):
         sections = []
         for p in policies:
             ev = self._evidence(p, self.store(p))
-            for problem in ev.problems:
+            for problem in [*ev.problems, *ev.untrusted]:
                 self.warn(problem)
-            sections.append(self._report_section(p, ev, start, end))
+            section = self._report_section(p, ev, start, end)
+            section["ignored_untrusted"] = ev.untrusted  # what the figures leave out, and why
+            if ev.untrusted:  # the figures hold without them, but someone wrote to the store who should not
+                section["reasons"].append(f"{len(ev.untrusted)} object(s) no trusted key signed were ignored as "
+                                          f"evidence: {'; '.join(ev.untrusted)}")  # fmt: skip
+                section["compliant"] = False
+            sections.append(section)
         return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
 
     # -- report signatures -------------------------------------------------------------------------------
@@ -272,8 +286,19 @@ class EvidenceJobs(AppBase):
                     checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
             return "; ".join(parts)
 
+        def origin() -> str:
+            """Every backup signed by a trusted key; after a key left trusted_keys, its backups are named."""
+            listing = catalog.scan(self.store(policy), policy.name, self.verifier(policy))
+            if listing.untrusted:
+                names = "; ".join(t.reason for t in listing.untrusted)
+                raise IntegrityError(f"{len(listing.untrusted)} backup(s) not signed by a trusted key (kept, never "
+                                     f"restored or counted): {names}")  # fmt: skip
+            return f"all {len(listing.backups)} backup(s) signed by a trusted key"
+
         if policy.signing.key_file or policy.signing.trusted_keys:
             probe("signing", signing)
+        if policy.signing.trusted_keys:
+            probe("origin", origin)
         if not policy.signing.trusted_keys:
             warning = "origin of backups is not verified (no [signing].trusted_keys)"
             self.warn(f"{policy.source}: {warning}")

@@ -21,15 +21,17 @@ class RestoreJobs(AppBase):
         """Backups in a storage target (default: the primary), newest first, each with its
         `status` (ok, or damaged with the reason: objects missing, or a check found it so), the
         outcome of its latest drill and, on the primary, the copies not made yet. A manifest that
-        cannot be used is listed with status `unreadable` and its error, after the others."""
+        cannot be used is listed with status `unreadable` and its error, after the others; with
+        [signing].trusted_keys, one no trusted key signed with status `untrusted` and the reason."""
         store = self.store(policy, target=target)
         primary = store if target in (None, "primary") else self.store(policy)
-        records, problems = catalog.list_drill_records(primary, policy.name)
-        listing = catalog.scan(store, policy.name)
-        checks = catalog.read_checks(primary, policy.name) if primary is store else None
+        verifier = self.verifier(policy)
+        records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.warn)
+        listing = catalog.scan(store, policy.name, verifier)
+        checks = catalog.read_checks(primary, policy.name, verifier, self.warn) if primary is store else None
         for p in [*problems, *(checks.problems if checks else [])]:
             self.warn(p)
-        pending = catalog.read_copy_state(primary, policy.name)["pending"]
+        pending = catalog.read_copy_state(primary, policy.name, verifier, self.warn)["pending"]
         out = []
         for b in listing.backups:
             row = b.summary()
@@ -54,12 +56,19 @@ class RestoreJobs(AppBase):
             self.warn(u.reason)
             out.append({"id": u.backup_id, "policy": policy.name, "status": "unreadable", "error": u.reason,
                         "target": target or "primary"})  # fmt: skip
+        for t in listing.untrusted:
+            self.warn(t.reason)
+            out.append({"id": t.backup_id, "policy": policy.name, "status": "untrusted", "error": t.reason,
+                        "target": target or "primary"})  # fmt: skip
         return out
 
-    @staticmethod
-    def _newest(store, policy: Policy) -> list[catalog.Backup]:
-        """The newest listed backup, damaged or not: verify is how damage is found, or cleared."""
-        backups = catalog.scan(store, policy.name).backups
+    def _newest(self, store, policy: Policy) -> list[catalog.Backup]:
+        """The newest listed (and trusted) backup, damaged or not: verify is how damage is found,
+        or cleared."""
+        listing = catalog.scan(store, policy.name, self.verifier(policy))
+        backups = listing.backups
+        for t in listing.untrusted:
+            self.warn(f"{t.reason}; not verified")
         if not backups:
             raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
         return backups[:1]
@@ -67,10 +76,11 @@ class RestoreJobs(AppBase):
     def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
         """The named backup, or the newest one not known to be damaged (findings are about the
         primary's objects, so a copy target's newest is taken as listed)."""
+        verifier = self.verifier(policy)
         if backup_id or from_copy:
-            return catalog.find_backup(store, policy.name, backup_id)
-        damaged = catalog.read_checks(store, policy.name).reasons()
-        backup = catalog.find_backup(store, policy.name, None, damaged)
+            return catalog.find_backup(store, policy.name, backup_id, verifier=verifier)
+        damaged = catalog.read_checks(store, policy.name, verifier, self.warn).reasons()
+        backup = catalog.find_backup(store, policy.name, None, damaged, verifier)
         for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
             self.warn(f"skipping backup {bid}: {damaged[bid]}")
         return backup
@@ -194,13 +204,17 @@ class RestoreJobs(AppBase):
         """Re-read stored objects: SHA-256 always; with the identity also age authentication to
         the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
         store = self.store(policy)
-        unreadable: list[catalog.Unreadable] = []
+        verifier = self.verifier(policy)
+        self.signer(policy)  # its findings are signed: a key that does not load stops here
+        unreadable: list[catalog.Unreadable | catalog.UntrustedBackup] = []
         if all_backups:
-            listing = catalog.scan(store, policy.name)
-            backups, unreadable = listing.backups, listing.unreadable
+            listing = catalog.scan(store, policy.name, verifier)
+            backups, unreadable = listing.backups, [*listing.unreadable, *listing.untrusted]
         else:
             backups = (
-                [catalog.read_manifest(store, policy.name, backup_id)] if backup_id else self._newest(store, policy)
+                [catalog.read_manifest(store, policy.name, backup_id, verifier)]
+                if backup_id
+                else self._newest(store, policy)
             )
         identities = None
         if deep is not False and policy.identity_file:
@@ -212,12 +226,15 @@ class RestoreJobs(AppBase):
         for b in backups:
             entry = self._verify_one(store, policy, b, identities)
             if "finding" in entry:
-                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.warn)
+                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.warn,
+                                    self.signer(policy))  # fmt: skip
             if not entry["ok"]:
                 problems.append(entry["error"])
             results.append(entry)
         for u in unreadable:
-            results.append({"id": u.backup_id, "object": u.key, "ok": False, "authenticated": False, "error": u.reason})
+            results.append({"id": u.backup_id, "object": u.key, "ok": False, "integrity": False, "authenticated": False,
+                            "origin": None, "proved": "nothing", "error": u.reason,
+                            "untrusted": isinstance(u, catalog.UntrustedBackup)})  # fmt: skip
             problems.append(u.reason)
         report = {
             "policy": policy.name,
@@ -237,7 +254,8 @@ class RestoreJobs(AppBase):
         obj = b.dump
         key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
         where = f"backup {b.id}, object {store.url}/{key}"
-        entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities)}
+        entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities),
+                 "origin": {"signed_by": b.signed_by} if b.signed_by else None}  # fmt: skip
         try:
             if identities:
                 for _ in self._decoded(store, key, b, identities, where):
@@ -250,7 +268,7 @@ class RestoreJobs(AppBase):
                         f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
                         f"actual {digest} ({size} bytes)"
                     )
-            entry.update(ok=True, finding=None)
+            entry.update(ok=True, finding=None, integrity=True, proved=_proved(entry))
         except NotFound:
             entry.update(ok=False, error=f"{where}: object is missing")
             entry["finding"] = entry["error"]
@@ -260,7 +278,21 @@ class RestoreJobs(AppBase):
             raise  # the key at hand, not any one backup: one error for the whole command
         except DrtoolError as e:  # the store failed, not the backup, not the backup: no finding
             entry.update(ok=False, error=f"{where}: could not be verified: {e}")
+        if not entry["ok"]:
+            entry.update(integrity=False, authenticated=False, proved="nothing")
         return entry
+
+
+def _proved(entry: dict[str, Any]) -> str:
+    """What a verify that passed proved, in words: never origin without a trusted signature."""
+    parts = ["integrity (SHA-256 of the stored bytes matches the manifest)"]
+    if entry["authenticated"]:
+        parts.append("decryptability (age authentication to the end with the identity)")
+    if entry["origin"]:
+        parts.append(f"origin (manifest signed by trusted key {entry['origin']['signed_by']})")
+    else:
+        parts.append("origin NOT verified (no [signing].trusted_keys)")
+    return "; ".join(parts)
 
 
 def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:

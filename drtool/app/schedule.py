@@ -27,7 +27,7 @@ class ScheduleJobs(AppBase):
         store = self.store(policy)
         tz = policy.schedule.timezone
         if dry_run:
-            state = catalog.read_schedule_state(store, policy.name)
+            state = catalog.read_schedule_state(store, policy.name, self.verifier(policy), self.warn)
             t = now()
             for job, expr in jobs.items():
                 d = scheduler.due(expr, tz, _last_slot(state, job), t)
@@ -48,7 +48,9 @@ class ScheduleJobs(AppBase):
 
     def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict) -> None:
         tz = policy.schedule.timezone
-        state = catalog.read_schedule_state(store, policy.name)  # read under the lock
+        verifier, signer = self.verifier(policy), self.signer(policy)
+        # read under the lock; an untrusted state is ignored (and named): each job is then due once
+        state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
         for job, expr in jobs.items():
             t = now()
             d = scheduler.due(expr, tz, _last_slot(state, job), t)
@@ -70,9 +72,9 @@ class ScheduleJobs(AppBase):
             entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
             if outcome["outcome"] == "ok":
                 entry["last_success"] = clock.iso(t)
-            catalog.write_schedule_state(store, policy.name, state)
+            catalog.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
-        if policy.copies and catalog.read_copy_state(store, policy.name)["pending"]:
+        if policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"]:
             copies = self._copy_pending(policy, store)
             failed = {k: v for k, v in copies.items() if v != "ok"}
             entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
@@ -117,11 +119,13 @@ class ScheduleJobs(AppBase):
 
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
-        records, problems = catalog.list_drill_records(store, policy.name)
+        verifier = self.verifier(policy)
+        records, problems = catalog.list_drill_records(store, policy.name, verifier, self.warn)
         for p in problems:
             self.warn(p)
         passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
-        checks = catalog.read_checks(store, policy.name)  # findings live on the primary, like drill records
+        # findings live on the primary, like drill records
+        checks = catalog.read_checks(store, policy.name, verifier, self.warn)
         for p in checks.problems:
             self.warn(p)
         result = self._prune_target(policy, store, dry_run, passed, checks)
@@ -147,11 +151,14 @@ class ScheduleJobs(AppBase):
     ) -> dict[str, Any]:
         """Retention on one store. A backup known to be damaged (objects missing, or the newest
         check in `checks` found it damaged) counts toward no rule; a folder with an unreadable
-        manifest, and whatever such a manifest names, is never deleted."""
+        manifest, and whatever such a manifest names, is never deleted; nor is an untrusted one
+        (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering."""
         now = clock.utcnow()
-        listing = catalog.scan(store, policy.name)
+        listing = catalog.scan(store, policy.name, self.verifier(policy))
         for u in listing.unreadable:
             self.warn(f"{u.reason}; not pruned")
+        for t in listing.untrusted:
+            self.warn(f"{t.reason}; not pruned: kept as evidence of tampering")
         backups = listing.backups
         damaged = {b.id: b.damaged for b in backups if b.damaged}
         if checks is not None:
@@ -192,6 +199,7 @@ class ScheduleJobs(AppBase):
             "backups": rows,
             "incomplete": incomplete,
             "unreadable": [{"id": u.backup_id, "key": u.key, "error": u.reason} for u in listing.unreadable],
+            "untrusted": [_evidence_row(t) for t in listing.untrusted],
             "kept": sum(r["action"] == "keep" for r in rows),
             "deleted": sum(r["action"] == "delete" for r in rows),
             "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
@@ -242,6 +250,11 @@ class ScheduleJobs(AppBase):
             return clock.parse_iso(holder["since"]).replace(microsecond=0)
         except (KeyError, TypeError, ValueError):
             return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
+
+
+def _evidence_row(t: catalog.UntrustedBackup) -> dict[str, Any]:
+    return {"id": t.backup_id, "key": t.key, "error": t.reason, "action": "keep",
+            "reason": "evidence of tampering: never pruned"}  # fmt: skip
 
 
 def _last_slot(state: dict, job: str):

@@ -410,8 +410,8 @@ def verify(
         _echo_invalid()
         for r in results:
             for b in r.get("backups", []):
-                how = "SHA-256 + age authentication" if b["authenticated"] else "SHA-256"
-                click.echo(f"{r['policy']:<16} {b['id']}  {'ok' if b['ok'] else 'DAMAGED'}  ({how})")
+                state = "ok" if b["ok"] else "UNTRUSTED" if b.get("untrusted") else "DAMAGED"
+                click.echo(f"{r['policy']:<16} {b['id']}  {state}  ({b.get('proved', 'nothing')})")
     if failed:
         raise failed
 
@@ -456,6 +456,8 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
             click.echo(f"  {action:<6} {x['id']}  incomplete ({parts}): {x['reason']}")
         for u in r.get("unreadable", []):
             click.echo(f"  keep   {u['id']}  unreadable manifest, not pruned: {u['error']}")
+        for t in r.get("untrusted", []):
+            click.echo(f"  keep   {t['id']}  untrusted, not pruned (evidence of tampering): {t['error']}")
 
 
 @cli.command()
