@@ -565,7 +565,7 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | Non
 @click.option("--drtool-bin", help="The drtool command the units call (default: this one).")
 @only_option("Units that run only these jobs (drtool-backup-prune.timer, drtool-drill.timer, ...).")
 @click.option("--serve", "serve_listen", is_flag=False, flag_value="127.0.0.1:9187", default=None,
-              metavar="[HOST:PORT]", help="The drtool-serve.service of `drtool serve` (at 127.0.0.1:9187).")  # fmt: skip
+              metavar="[HOST:PORT]", help="The drtool-serve.service of `drtool serve` (127.0.0.1:9187).")  # fmt: skip
 @pass_ctx
 def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drtool_bin: str | None,
              only: tuple[str, ...] | None, serve_listen: str | None) -> None:  # fmt: skip
