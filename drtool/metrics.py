@@ -1,10 +1,16 @@
-"""Prometheus metrics in the node_exporter textfile format: the only importer of prometheus_client."""
+"""Prometheus metrics: the node_exporter textfile, and the exposition `drtool serve` answers
+/metrics with. The only importer of prometheus_client."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import write_to_textfile as _write_to_textfile
+
+# generate_latest writes the classic text format; say so, for every Prometheus version to parse it
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _GAUGES = {
     "last_backup_timestamp_seconds": "Completion time of the newest complete backup (Unix time).",
@@ -28,6 +34,38 @@ def write(path: str, rows: list[dict[str, Any]], policy_files: dict[str, bool] |
     """Write one gauge per metric, labelled by policy; rows map metric names to values (None = absent).
     policy_files maps each policy file to whether it is valid (drtool_policy_valid, labelled by file:
     an invalid file has no policy name to label by). Raises OSError when the file cannot be written."""
+    _write_to_textfile(path, _registry(rows, policy_files))
+
+
+def exposition(rows: list[dict[str, Any]], policy_files: dict[str, bool] | None = None) -> bytes:
+    """The same gauges as write(), as the text a /metrics endpoint answers with."""
+    return generate_latest(_registry(rows, policy_files))
+
+
+class ServerMetrics:
+    """`drtool serve`'s own figures: requests by path and status code, and their latency."""
+
+    _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry()
+        self._lock = threading.Lock()
+        self._requests = Counter("drtool_serve_requests", "HTTP requests answered by drtool serve.",
+                                 ["path", "code"], registry=self._registry)  # fmt: skip
+        self._latency = Histogram("drtool_serve_request_duration_seconds", "Time to answer a request.",
+                                  ["path"], buckets=self._BUCKETS, registry=self._registry)  # fmt: skip
+
+    def observe(self, path: str, code: int, seconds: float) -> None:
+        with self._lock:
+            self._requests.labels(path=path, code=str(code)).inc()
+            self._latency.labels(path=path).observe(seconds)
+
+    def exposition(self) -> bytes:
+        with self._lock:
+            return generate_latest(self._registry)
+
+
+def _registry(rows: list[dict[str, Any]], policy_files: dict[str, bool] | None) -> CollectorRegistry:
     registry = CollectorRegistry()
     gauges = {name: Gauge(f"drtool_{name}", doc, ["policy"], registry=registry) for name, doc in _GAUGES.items()}
     for row in rows:
@@ -39,4 +77,4 @@ def write(path: str, rows: list[dict[str, Any]], policy_files: dict[str, bool] |
                   ["file"], registry=registry)  # fmt: skip
     for file, ok in (policy_files or {}).items():
         valid.labels(file=file).set(1.0 if ok else 0.0)
-    write_to_textfile(path, registry)
+    return registry

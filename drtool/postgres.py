@@ -411,6 +411,29 @@ def create_database(ci: Conninfo, name: str, encoding: str | None) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + enc)
 
 
+def database_exists(ci: Conninfo, maintenance_db: str = "postgres") -> bool:
+    """Whether ci's database exists, asked of the server through its maintenance database.
+    DatabaseError when the server cannot be asked."""
+    with connect(ci.with_dbname(maintenance_db)) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (ci.dbname,)).fetchone() is not None
+
+
+def create_target_database(ci: Conninfo, owner: str | None, encoding: str | None,
+                           maintenance_db: str = "postgres") -> None:  # fmt: skip
+    """CREATE DATABASE for a restore: ci's database, from template0 (the dump brings everything),
+    in the dump's encoding and the server's default locale, owned by `owner` when given."""
+    stmt = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(ci.dbname))
+    if owner:
+        stmt += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    if encoding:
+        stmt += sql.SQL(" ENCODING {}").format(sql.Literal(encoding))
+    with connect(ci.with_dbname(maintenance_db)) as conn:
+        try:
+            conn.execute(stmt)
+        except psycopg.Error as e:
+            raise DatabaseError(f"database {ci.label}: cannot create it: {_first_line(e)}") from None
+
+
 def drop_database(ci: Conninfo, name: str) -> None:
     with connect(ci) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

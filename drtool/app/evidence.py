@@ -304,8 +304,12 @@ class EvidenceJobs(AppBase):
             self.warn(f"{policy.source}: {warning}")
             checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
 
-    def check(self, policy: Policy) -> dict[str, Any]:
-        """Probe every part a backup needs; the result lists each with ok and a detail."""
+    def check(self, policy: Policy, only: frozenset[str] | None = None) -> dict[str, Any]:
+        """Probe every part a backup needs; the result lists each with ok and a detail. `only`
+        (jobs, as `run --only`) probes what those jobs need on this host: without backup, no
+        database or pg_dump; without drill, the identity is not needed (nor looked for)."""
+        backs_up = only is None or "backup" in only
+        restores = only is None or "drill" in only
         checks: list[dict[str, Any]] = []
 
         def probe(name: str, fn: Callable[[], str]) -> None:
@@ -354,7 +358,9 @@ class EvidenceJobs(AppBase):
             for r in policy.recipients:
                 age.parse_recipient(r)
             detail = f"{len(policy.recipients)} recipient(s)"
-            if policy.identity_file:
+            if not restores:
+                detail += f"; identity not needed for {', '.join(sorted(only or ()))}: not looked for"
+            elif policy.identity_file:
                 ids = self.identities(policy)
                 if not {i.recipient for i in ids} & set(policy.recipients):
                     raise IdentityError(
@@ -366,8 +372,9 @@ class EvidenceJobs(AppBase):
                 detail += "; no identity file on this host (restore and deep verify need one)"
             return detail
 
-        probe("database", database)
-        probe("pg_dump", pg_dump)
+        if backs_up:
+            probe("database", database)
+            probe("pg_dump", pg_dump)
         probe("storage", store)
         for c in policy.copies:
 
@@ -380,7 +387,8 @@ class EvidenceJobs(AppBase):
                 region = f" in region {c.region}" if c.region else ""
                 return f"copy target '{c.name}': {s.url} is writable{region}"
 
-            probe(f"copy:{c.name}", copy_target)
+            if backs_up:
+                probe(f"copy:{c.name}", copy_target)
         probe("keys", keys)
         self._check_signing(policy, checks, probe)
         ok = all(c["ok"] for c in checks)

@@ -98,9 +98,11 @@ class RestoreJobs(AppBase):
         from_copy: str | None = None,
         role: str | None = None,
         no_owner: bool = False,
+        create: bool = False,
     ) -> dict[str, Any]:
         """A dump is SQL (functions, triggers, ownership) and runs with the privileges of whoever
-        restores it: `role` (pg_restore --role, implying --no-owner) restores as that role."""
+        restores it: `role` (pg_restore --role, implying --no-owner) restores as that role.
+        `create` creates the target database (owned by `role` when given) when it does not exist."""
         if _target_password_keys(target_dsn):
             raise UsageError(
                 "--target carries a password, which would show in the process list; use "
@@ -120,6 +122,7 @@ class RestoreJobs(AppBase):
                 f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read a dump made by "
                 f"pg_dump {backup.manifest['pg_dump_version']}"
             )
+        created = self._ensure_target_database(target, create, role, backup.manifest.get("encoding"))
         with postgres.connect(target) as conn:
             if not clean and postgres.user_object_count(conn) > 0:
                 raise DrtoolError(
@@ -154,6 +157,7 @@ class RestoreJobs(AppBase):
             "jobs": jobs,
             "role": role,
             "no_owner": bool(role or no_owner),
+            "created_database": created,
             "row_counts": {
                 "tables": len(expected),
                 "matched": len(expected) - len(mismatched),
@@ -164,6 +168,30 @@ class RestoreJobs(AppBase):
             names = ", ".join(f"{t} (expected {v['expected']}, found {v['actual']})" for t, v in mismatched.items())
             raise CheckFailed(f"restored {backup.id} into {target.label}, but row counts differ: {names}")
         return result
+
+    @staticmethod
+    def _ensure_target_database(target: postgres.Conninfo, create: bool, role: str | None,
+                                encoding: str | None) -> bool:  # fmt: skip
+        """True when this restore created the target database. A missing one without `create` is
+        one line saying so and how to create it; a server that cannot be reached keeps its own error."""
+        try:
+            with postgres.connect(target):
+                return False
+        except DatabaseError as first:
+            try:
+                missing = not postgres.database_exists(target)
+            except DatabaseError:
+                raise first from None
+            if not missing:
+                raise
+        if not create:
+            owner = f" -O {role}" if role else ""
+            raise DatabaseError(
+                f"target database {target.label} does not exist; create it first (createdb{owner} "
+                f"{target.dbname}, or CREATE DATABASE) or pass --create"
+            )
+        postgres.create_target_database(target, role, encoding)
+        return True
 
     def _restore_parallel(self, pg_restore, target, plain: Iterator[bytes], *, jobs: int, clean: bool,
                           backup_id: str, extra: tuple[str, ...] = ()) -> None:  # fmt: skip

@@ -15,13 +15,24 @@ from .base import AppBase
 
 class ScheduleJobs(AppBase):
     # -- run: what cron/systemd calls -------------------------------------------------------------
-    def run(self, policy: Policy, *, dry_run: bool = False, now: Callable[[], Any] = clock.utcnow) -> dict[str, Any]:
+    def run(
+        self,
+        policy: Policy,
+        *,
+        dry_run: bool = False,
+        now: Callable[[], Any] = clock.utcnow,
+        only: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
         """Do whatever `[schedule]` says is due for this policy, each job at most once per slot.
         The schedule state lives in the store, read and written under the policy lock, so any
-        host can run this and two concurrent runs do each slot once."""
+        host can run this and two concurrent runs do each slot once. `only` limits the jobs
+        (backup, prune, drill) so they can be split across hosts; pending copies go with backup."""
         jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
+        if only is not None:
+            jobs = {j: e for j, e in jobs.items() if j in only}
         result: dict[str, Any] = {"policy": policy.name, "jobs": {}}
-        if not jobs and not policy.copies:
+        copies = bool(policy.copies) and (only is None or "backup" in only)
+        if not jobs and not copies:
             result["note"] = "no [schedule] entries: nothing to run"
             return result
         store = self.store(policy)
@@ -41,12 +52,13 @@ class ScheduleJobs(AppBase):
             return result
         try:
             with self.locked(policy, store, "run"):
-                self._run_due(policy, store, jobs, now, result)
+                self._run_due(policy, store, jobs, now, result, copies)
         except locks.LockBusy as e:
             result["skipped"] = f"another job holds the lock: {locks.describe(e.holder)}"
         return result
 
-    def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict) -> None:
+    def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict,
+                 copies: bool = True) -> None:  # fmt: skip
         tz = policy.schedule.timezone
         verifier, signer = self.verifier(policy), self.signer(policy)
         # read under the lock; an untrusted state is ignored (and named): each job is then due once
@@ -63,7 +75,8 @@ class ScheduleJobs(AppBase):
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
             self.notify_start(policy)
             try:
-                outcome.update(self._run_job(policy, store, job))
+                manual = self._backup_in_slot(policy, store, d.slot) if job == "backup" else None
+                outcome.update(manual or self._run_job(policy, store, job))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
             ok = outcome["outcome"] == "ok"
@@ -74,7 +87,7 @@ class ScheduleJobs(AppBase):
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
-        if policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"]:
+        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"]:
             copies = self._copy_pending(policy, store)
             failed = {k: v for k, v in copies.items() if v != "ok"}
             entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
@@ -84,6 +97,19 @@ class ScheduleJobs(AppBase):
             else:
                 entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
             result["jobs"]["copies"] = entry
+
+    @staticmethod
+    def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
+        """A backup taken by hand counts for the slot it falls in: a committed backup, not known
+        to be damaged, whose recovery point is at or after the slot's scheduled time is that
+        slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule")."""
+        for b in catalog.scan(store, policy.name).backups:  # newest first
+            if b.recovery_point < slot:
+                return None
+            if not b.damaged:
+                return {"outcome": "ok", "summary": f"backup {b.id} (taken since the slot began) counts for it",
+                        "backup_id": b.id, "taken_before": True}  # fmt: skip
+        return None
 
     def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
         if job == "backup":

@@ -76,6 +76,23 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON
 name_option = click.option("--name", "policy_name", metavar="NAME", help="Pick one policy from a folder by name.")
 
 
+def _only_jobs(click_ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """--only backup,prune: a comma-separated subset of the jobs, in run order; bad usage otherwise."""
+    if value is None:
+        return None
+    from ..scheduler import JOBS
+
+    asked = {j.strip() for j in value.split(",") if j.strip()}
+    unknown = sorted(asked - set(JOBS))
+    if unknown or not asked:
+        raise click.BadParameter(f"'{value}': give one or more of {', '.join(JOBS)}, separated by commas")
+    return tuple(j for j in JOBS if j in asked)
+
+
+def only_option(help_text: str):
+    return click.option("--only", "only", metavar="JOBS", callback=_only_jobs, help=help_text)
+
+
 def _backup_id(click_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--backup ID is checked before anything runs: a malformed id is bad usage (exit 2)."""
     from ..catalog import check_backup_id
@@ -225,14 +242,15 @@ def init(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> 
 @cli.command()
 @policy_option
 @name_option
+@only_option("Check only what these jobs need on this host, e.g. backup,prune (no identity) or drill.")
 @json_option
 @pass_ctx
-def check(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+def check(ctx: Ctx, policy_path: str, policy_name: str | None, only: tuple[str, ...] | None, as_json: bool) -> None:
     """Check policy, database, pg_dump, store and keys."""
     results, failed = [], None
     for p in _policies(ctx, policy_path, policy_name):
         try:
-            results.append(ctx.app.check(p))
+            results.append(ctx.app.check(p, only=frozenset(only) if only else None))
         except DrtoolError as e:
             failed = failed or e
             results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e)}))
@@ -341,6 +359,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
 @click.option("--from", "from_copy", metavar="NAME", help="Restore from a copy target instead of the primary.")
 @click.option("--role", metavar="ROLE", help="Restore as this role (pg_restore --role; implies --no-owner).")
 @click.option("--no-owner", is_flag=True, help="Do not set object owners: objects belong to the restoring role.")
+@click.option("--create", is_flag=True, help="Create the target database if missing (owned by --role if given).")
 @json_option
 @pass_ctx
 def restore(
@@ -355,6 +374,7 @@ def restore(
     from_copy: str | None,
     role: str | None,
     no_owner: bool,
+    create: bool,
     as_json: bool,
 ) -> None:
     """Restore a backup into a database. The dump's SQL runs with the restoring role's privileges:
@@ -362,7 +382,7 @@ def restore(
     p = _one(ctx, policy_path, policy_name)
     r = ctx.app.restore(
         p, target, backup_id=backup_id, clean=clean, jobs=jobs, target_password_env=target_password_env,
-        from_copy=from_copy, role=role, no_owner=no_owner,
+        from_copy=from_copy, role=role, no_owner=no_owner, create=create,
     )  # fmt: skip
     if as_json:
         _emit_json(r)
@@ -498,15 +518,17 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--dry-run", is_flag=True, help="Say what is due now and the next three times of each job.")
 @click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
+@only_option("Only these jobs, e.g. backup,prune on the database host and drill on a restore host.")
 @json_option
 @pass_ctx
-def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | None, as_json: bool) -> None:
+def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | None, only: tuple[str, ...] | None,
+        as_json: bool) -> None:  # fmt: skip
     """What cron/systemd calls: do whatever the policies' [schedule] says is due, once per slot."""
     policies = _policies_of(ctx, paths)
     results, worst = [], 0
     for p in policies:  # one policy failing does not stop the others
         try:
-            r = ctx.app.run(p, dry_run=dry_run)
+            r = ctx.app.run(p, dry_run=dry_run, only=frozenset(only) if only else None)
         except DrtoolError as e:
             r = {"policy": p.name, "error": str(e), "jobs": {}}
             worst = max(worst, e.exit_code)
@@ -543,14 +565,24 @@ def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | Non
 @click.option("--format", "fmt", type=click.Choice(["systemd", "cron"]), required=True)
 @click.option("--install", "install_dir", type=click.Path(file_okay=False), help="Write the files into this folder.")
 @click.option("--drtool-bin", help="The drtool command the units call (default: this one).")
+@only_option("Units that run only these jobs (drtool-backup-prune.timer, drtool-drill.timer, ...).")
+@click.option("--serve", "serve_listen", is_flag=False, flag_value="127.0.0.1:9187", default=None,
+              metavar="[HOST:PORT]", help="The drtool-serve.service of `drtool serve` (127.0.0.1:9187).")  # fmt: skip
 @pass_ctx
-def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drtool_bin: str | None) -> None:
+def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drtool_bin: str | None,
+             only: tuple[str, ...] | None, serve_listen: str | None) -> None:  # fmt: skip
     """Print (or --install) the systemd timer and service, or the crontab lines, that run drtool."""
     from .. import units
 
     policies = _policies(ctx, policy_path)
     path = os.path.abspath(policy_path)
-    files = (units.systemd_units if fmt == "systemd" else units.crontab)(policies, path, drtool_bin or _self_command())
+    command = drtool_bin or _self_command()
+    if serve_listen:
+        if fmt != "systemd" or only:
+            raise UsageError("--serve makes a systemd service; it takes neither --format cron nor --only")
+        files = units.serve_unit(path, command, serve_listen, "30s")
+    else:
+        files = (units.systemd_units if fmt == "systemd" else units.crontab)(policies, path, command, only)
     if install_dir:
         for name, text in files.items():
             try:
@@ -561,12 +593,47 @@ def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drto
                 raise UsageError(f"--install {install_dir}: cannot write {name}: {e.strerror}") from None
             ctx.info(f"wrote {os.path.join(install_dir, name)}")
         if fmt == "systemd":
-            ctx.info("then: systemctl daemon-reload && systemctl enable --now drtool.timer")
+            unit = next(n for n in files if n.endswith((".timer", "-serve.service")))
+            ctx.info(f"then: systemctl daemon-reload && systemctl enable --now {unit}")
         else:
             ctx.info("then: copy the line into root's crontab (crontab -e), or /etc/cron.d with a user field")
     else:
         for name, text in files.items():
             click.echo(f"# ---- {name}\n{text}")
+
+
+@cli.command()
+@policy_option
+@click.option("--listen", default="127.0.0.1:9187", show_default=True, metavar="HOST:PORT", help="Address to bind.")
+@click.option("--cache", "cache", default="30s", show_default=True, metavar="DURATION",
+              help="Answers are recomputed at most this often, so scrapes never hammer the store.")  # fmt: skip
+@click.option("--allow-remote", is_flag=True, help="Allow a --listen address that is not loopback.")
+@pass_ctx
+def serve(ctx: Ctx, policy_path: str, listen: str, cache: str, allow_remote: bool) -> None:
+    """Read-only HTTP: GET /health (status JSON; 200 healthy, 503 otherwise) and GET /metrics (Prometheus)."""
+    from ..app.serve import HealthServer, parse_listen
+    from ..durations import parse_duration
+
+    host, port = parse_listen(listen, allow_remote)
+    try:
+        cache_seconds = parse_duration(cache)
+    except ValueError as e:
+        raise UsageError(f"--cache: {e}") from None
+    _policies(ctx, policy_path)  # an unreadable policy path is bad usage now, not a 503 later
+    try:
+        server = HealthServer(ctx.app, policy_path, host, port, cache_seconds, log=lambda m: log("error", m))
+    except OSError as e:
+        raise UsageError(f"--listen {listen}: cannot bind: {e.strerror or e}") from None
+    bound_host, bound_port = server.address
+    if not ctx.quiet:
+        log("info", f"serving GET /health and /metrics on http://{listen.rsplit(':', 1)[0]}:{bound_port}/ "
+                    f"(answers cached {cache}); Ctrl-C stops")  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from systemd: a clean stop
+        pass
+    finally:
+        server.close()
 
 
 def _self_command() -> str:
