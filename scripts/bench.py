@@ -64,7 +64,7 @@ SAMPLE_EVERY = 0.1  # seconds between memory samples; each costs about 1.3 ms of
 # so 20 ms sampling took 5-10 % of a core from the command being timed on a 2-core machine
 
 
-def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> dict:
+def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL, ok: tuple[int, ...] = (0,)) -> dict:
     """Wall seconds; peak memory in MB (the largest total PSS of all the processes the command
     started, sampled every SAMPLE_EVERY seconds); CPU seconds of the command's processes and of
     each server."""
@@ -90,7 +90,7 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> di
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise SystemExit(f"bench: {' '.join(argv[:3])} failed ({proc.returncode}): {err[-800:]}")
     out = {"seconds": wall, "peak_mb": peak, "peak_rss_mb": peak_rss, "cpu_s": usage.ru_utime + usage.ru_stime}
     time.sleep(0.5)  # the command's backends exit and are reaped into the postmaster's totals
@@ -241,6 +241,10 @@ def shell(pipeline: str) -> list[str]:
 
 
 def main() -> None:
+    if "--fleet" in sys.argv[1:]:
+        from bench_fleet import fleet_main
+
+        return fleet_main([a for a in sys.argv[1:] if a != "--fleet"])
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=50)
     ap.add_argument("--filler", choices=["random", "blank", "both"], default="both")

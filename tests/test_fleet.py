@@ -89,7 +89,9 @@ def test_name_picks_a_valid_policy_past_an_invalid_file(fleet):
     s, folder, good, bad = fleet
     r = s.cli("list", "-p", str(folder), "--name", s.db.replace("_", "-"), "--json")
     assert r.code == 0, r.err
-    assert "invalid_policies" not in r.json and f"{bad}: invalid policy file, ignored" in r.err
+    # with --name, a file declaring another name is not validated at all (issue 15: a fleet of a
+    # thousand files costs one TOML parse each), so nothing is said about it
+    assert "invalid_policies" not in r.json and str(bad) not in r.err
 
 
 def test_name_of_an_invalid_policy_names_its_problems(fleet):

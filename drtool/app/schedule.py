@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import catalog, clock, locks, retention, scheduler
@@ -50,12 +52,53 @@ class ScheduleJobs(AppBase):
                     "next": [clock.iso(x) for x in scheduler.next_times(expr, tz, t)],
                 }
             return result
+        if not self._anything_due(policy, store, jobs, now, copies):  # an idle tick takes no lock and writes nothing
+            result["jobs"] = {job: {"due": False} for job in jobs}
+            return result
         try:
             with self.locked(policy, store, "run"):
                 self._run_due(policy, store, jobs, now, result, copies)
         except locks.LockBusy as e:
             result["skipped"] = f"another job holds the lock: {locks.describe(e.holder)}"
         return result
+
+    def _anything_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, copies: bool) -> bool:
+        """Whether a job is due or a copy is pending, judged from the state read without the lock
+        (one GET): only then is the lock taken, and _run_due reads the state again under it."""
+        verifier = self.verifier(policy)
+        state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
+        t = now()
+        if any(scheduler.due(expr, policy.schedule.timezone, _last_slot(state, job), t) for job, expr in jobs.items()):
+            return True
+        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"])
+
+    def run_fleet(
+        self, policies: list[Policy], *, jobs: int = 1, dry_run: bool = False, only: frozenset[str] | None = None
+    ) -> Iterator[tuple[Policy, dict[str, Any] | DrtoolError]]:
+        """run() for each policy, up to `jobs` at once, yielding (policy, result or the DrtoolError
+        it failed with) in the policies' order. Each policy is still done under its own lock, so
+        several processes or hosts running the same folder share the work."""
+        if jobs <= 1 or len(policies) <= 1:
+            for p in policies:
+                yield p, self._run_or_error(p, dry_run, only)
+            return
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="run")
+        futures = [pool.submit(self._run_or_error, p, dry_run, only) for p in policies]
+        try:
+            for p, f in zip(policies, futures, strict=True):
+                yield p, f.result()
+        except BaseException:  # Ctrl-C, SIGTERM: start nothing new, and unwind the running jobs too
+            pool.shutdown(wait=False, cancel_futures=True)
+            _interrupt(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _run_or_error(self, policy: Policy, dry_run: bool, only: frozenset[str] | None) -> dict[str, Any] | DrtoolError:
+        try:
+            return self.run(policy, dry_run=dry_run, only=only)
+        except DrtoolError as e:
+            return e
 
     def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict,
                  copies: bool = True) -> None:  # fmt: skip
@@ -281,6 +324,15 @@ class ScheduleJobs(AppBase):
 def _evidence_row(t: catalog.UntrustedBackup) -> dict[str, Any]:
     return {"id": t.backup_id, "key": t.key, "error": t.reason, "action": "keep",
             "reason": "evidence of tampering: never pruned"}  # fmt: skip
+
+
+def _interrupt(pool: ThreadPoolExecutor) -> None:
+    """Raise KeyboardInterrupt in the pool's running threads, as a signal does in the main thread:
+    each job unwinds (scratch servers stopped, uploads aborted, its lock released) instead of
+    running on until the process is killed."""
+    for t in list(getattr(pool, "_threads", ())):
+        if t.is_alive() and t.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt))
 
 
 def _last_slot(state: dict, job: str):

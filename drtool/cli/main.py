@@ -108,7 +108,7 @@ def _policies(ctx: Ctx, path: str, name: str | None = None) -> list[Policy]:
     """The valid policies of a file or folder. A single invalid file raises PolicyError (exit 2);
     in a folder each file stands alone: an invalid one is logged and recorded in _INVALID, and
     the others are returned to run."""
-    fleet = load_fleet(path)
+    fleet = load_fleet(path, name)  # with --name, the other files are not validated
     policies, invalid = fleet.policies, fleet.invalid
     if name:
         claimed = [bad for bad in invalid if bad.name == name]
@@ -519,18 +519,21 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
 @click.option("--dry-run", is_flag=True, help="Say what is due now and the next three times of each job.")
 @click.option("--metrics-file", metavar="PATH", help="Also write Prometheus metrics (node_exporter textfile).")
 @only_option("Only these jobs, e.g. backup,prune on the database host and drill on a restore host.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64), envvar="DRTOOL_RUN_JOBS",
+              help="Run up to N policies at once, each under its own lock (env DRTOOL_RUN_JOBS).")  # fmt: skip
 @json_option
 @pass_ctx
 def run(ctx: Ctx, paths: tuple[str, ...], dry_run: bool, metrics_file: str | None, only: tuple[str, ...] | None,
-        as_json: bool) -> None:  # fmt: skip
+        jobs: int, as_json: bool) -> None:  # fmt: skip
     """What cron/systemd calls: do whatever the policies' [schedule] says is due, once per slot."""
     policies = _policies_of(ctx, paths)
+    if jobs > 1:
+        ctx.progress.enabled = False  # one progress line cannot show several jobs
     results, worst = [], 0
-    for p in policies:  # one policy failing does not stop the others
-        try:
-            r = ctx.app.run(p, dry_run=dry_run, only=frozenset(only) if only else None)
-        except DrtoolError as e:
-            r = {"policy": p.name, "error": str(e), "jobs": {}}
+    selected = frozenset(only) if only else None
+    for p, r in ctx.app.run_fleet(policies, jobs=jobs, dry_run=dry_run, only=selected):  # one failing stops no other
+        if isinstance(r, DrtoolError):
+            e, r = r, {"policy": p.name, "error": str(r), "jobs": {}}
             worst = max(worst, e.exit_code)
             log("error", f"run {p.name}: {e}", policy=p.name, job="run")
         for job, o in r["jobs"].items():

@@ -153,12 +153,10 @@ class LocalStore:
         if not self.root.is_dir():
             raise NotFound(f"{self.url}: store folder does not exist")
         found = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self._walk_start(prefix)):
             rel = os.path.relpath(dirpath, self.root)
             base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            dirnames[:] = [
-                d for d in dirnames if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")
-            ]
+            dirnames[:] = _toward(prefix, base, dirnames)
             for name in filenames:
                 key = base + name
                 if name.startswith(TMP_PREFIX) or not key.startswith(prefix):
@@ -193,15 +191,20 @@ class LocalStore:
                 raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
             self.delete(key)
 
+    def _walk_start(self, prefix: str) -> Path:
+        """The deepest folder that holds every key under prefix: a walk starts there, so one
+        policy's scan never visits the folders of the rest of the fleet."""
+        folders = [p for p in prefix.split("/")[:-1] if p not in ("", ".", "..")]
+        return self.root.joinpath(*folders)
+
     def leftovers(self, prefix: str) -> list[Leftover]:
         out = []
-        for dirpath, _, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self._walk_start(prefix)):
             rel = os.path.relpath(dirpath, self.root)
             base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            if not (base.startswith(prefix) or prefix.startswith(base)):
-                continue
+            dirnames[:] = _toward(prefix, base, dirnames)
             for name in filenames:
-                if name.startswith(TMP_PREFIX):
+                if name.startswith(TMP_PREFIX) and (base + name).startswith(prefix):
                     full = os.path.join(dirpath, name)
                     try:
                         started = dt.datetime.fromtimestamp(os.stat(full).st_mtime, dt.UTC)
@@ -217,6 +220,11 @@ class LocalStore:
             pass
         except OSError as e:
             raise self._fail("delete", leftover.key, e) from None
+
+
+def _toward(prefix: str, base: str, dirnames: list[str]) -> list[str]:
+    """The subfolders of folder `base` that lie under prefix or on the way to it."""
+    return [d for d in dirnames if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")]
 
 
 def _remove_quietly(tmp: Path) -> None:

@@ -54,6 +54,55 @@ def part_size_for(size_hint: int | None) -> int:
     return max(MIN_PART, math.ceil(need / MiB) * MiB)
 
 
+# One boto3 session and one client per distinct client configuration for the whole process:
+# a new session re-parses botocore's data files (about 0.1 s each), which used to cost most of an
+# idle fleet tick. Clients are thread-safe, sessions are not: both are made under _CLIENTS_LOCK.
+# Credentials come from the process's one credential chain, so they need no place in the key.
+_SESSION: boto3.session.Session | None = None
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+# Parallel policies (run --jobs) share a client: room for several uploads at once.
+POOL_CONNECTIONS = 4 * (IN_FLIGHT + 4)
+# Buckets this process has already opened (endpoint, bucket): one HeadBucket per bucket, not per policy.
+_BUCKETS_SEEN: set[tuple[str | None, str]] = set()
+_LOCK_STATUS: dict[tuple[str | None, str], tuple[bool, str]] = {}
+
+
+def shared_client(
+    *,
+    endpoint_url: str | None,
+    region: str | None,
+    addressing_style: str,
+    request_checksums: str,
+    verify: bool | str,
+    retry_mode: str,
+    max_attempts: int,
+    read_timeout: float,
+):
+    """The process's S3 client for this configuration, created on first use."""
+    key = (endpoint_url, region, addressing_style, request_checksums, verify, retry_mode, max_attempts, read_timeout)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            global _SESSION
+            if _SESSION is None:
+                _SESSION = boto3.session.Session()
+            cfg = Config(
+                region_name=region,
+                retries={"mode": retry_mode, "max_attempts": max_attempts},
+                # UNSIGNED-PAYLOAD: skip a SHA-256 of every part on plain-http endpoints (HTTPS already
+                # skips it); integrity comes from TCP/TLS and the SHA-256 drtool records in the manifest.
+                s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
+                request_checksum_calculation=request_checksums,
+                response_checksum_validation=request_checksums,
+                connect_timeout=10,
+                read_timeout=read_timeout,  # also bounds a stalled body: each socket read waits this long
+                max_pool_connections=POOL_CONNECTIONS,
+            )
+            client = _CLIENTS[key] = _SESSION.client("s3", endpoint_url=endpoint_url, config=cfg, verify=verify)
+        return client
+
+
 class S3Store:
     def __init__(
         self,
@@ -76,23 +125,15 @@ class S3Store:
         self.bucket = u.netloc
         self.prefix = u.path.strip("/")
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        cfg = Config(
-            region_name=region,
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
-            # UNSIGNED-PAYLOAD: skip a SHA-256 of every part on plain-http endpoints (HTTPS already
-            # skips it); integrity comes from TCP/TLS and the SHA-256 drtool records in the manifest.
-            s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
-            request_checksum_calculation=request_checksums,
-            response_checksum_validation=request_checksums,
-            connect_timeout=10,
-            read_timeout=read_timeout,  # also bounds a stalled body: each socket read waits this long
-            max_pool_connections=IN_FLIGHT + 4,
-        )
-        self.client = client or boto3.session.Session().client(
-            "s3",
+        self.client = client or shared_client(
             endpoint_url=endpoint_url,
-            config=cfg,
+            region=region,
+            addressing_style=addressing_style,
+            request_checksums=request_checksums,
             verify=(ca_bundle or True) if verify_tls else False,
+            retry_mode=retry_mode,
+            max_attempts=max_attempts,
+            read_timeout=read_timeout,
         )
         self.endpoint = endpoint_url
         self.read_timeout = read_timeout
@@ -338,7 +379,17 @@ class S3Store:
                 raise self._fail("delete", key, e) from None
 
     def lock_status(self) -> tuple[bool, str]:
-        """(Object Lock usable, detail): the bucket has Object Lock enabled and versioning on."""
+        """(Object Lock usable, detail): the bucket has Object Lock enabled and versioning on.
+        Asked once per bucket per process once usable: Object Lock cannot be switched off."""
+        where = (self.endpoint, self.bucket)
+        if where in _LOCK_STATUS:
+            return _LOCK_STATUS[where]
+        status = self._read_lock_status()
+        if status[0]:  # only a usable answer is kept; a refusal ends the command anyway
+            _LOCK_STATUS[where] = status
+        return status
+
+    def _read_lock_status(self) -> tuple[bool, str]:
         try:
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
         except _BOTO as e:
@@ -440,6 +491,9 @@ class S3Store:
         return True
 
     def check_bucket(self) -> None:
+        """NotFound unless the bucket exists; once it was found, not asked again in this process."""
+        if (self.endpoint, self.bucket) in _BUCKETS_SEEN:
+            return
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except bx.ClientError as e:
@@ -449,6 +503,7 @@ class S3Store:
             raise self._fail("open bucket", None, e) from None
         except _BOTO as e:
             raise self._fail("open bucket", None, e) from None
+        _BUCKETS_SEEN.add((self.endpoint, self.bucket))
 
 
 def _total_size(r: dict) -> int | None:

@@ -1,0 +1,237 @@
+"""Fleet scale: one S3 session and client per process, idle ticks that lock and write nothing,
+folder scans that stay inside their policy, `run --jobs`, and `--name` validating one file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from helpers import make_setup
+
+from drtool.crypto import age
+from drtool.policy import StorageTarget, load_fleet
+from drtool.storage import LocalStore, open_store
+from drtool.storage import s3 as s3mod
+
+DAILY_AT_MIDNIGHT = '[schedule]\nbackup = "0 0 * * *"\n[retention]\nkeep_last = 5\n'
+
+
+def fleet_of(setup, folder: Path, n: int) -> list[str]:
+    """n policies in folder, all backing up setup's database into setup's store, each its own name."""
+    folder.mkdir(exist_ok=True)
+    base = setup.db.replace("_", "-")
+    text = setup.policy.read_text()
+    names = []
+    for i in range(n):
+        name = f"{base}-{i}"
+        (folder / f"p{i}.toml").write_text(text.replace(f'name = "{base}"', f'name = "{name}"'))
+        names.append(name)
+    return names
+
+
+def env_of(setup) -> dict[str, str]:
+    env = {**os.environ, **{k: v for k, v in setup.env.items() if v is not None}}
+    return {k: v for k, v in env.items() if k not in ("PGPASSWORD", "PGPASSFILE", "DRTOOL_POLICY")}
+
+
+# -- point 1: shared clients --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_clients(monkeypatch):
+    """Empty client caches, and a count of the boto3 sessions created meanwhile."""
+    monkeypatch.setattr(s3mod, "_SESSION", None)
+    monkeypatch.setattr(s3mod, "_CLIENTS", {})
+    made = []
+    real = boto3.session.Session
+
+    class Counting(real):
+        def __init__(self, *a, **kw):
+            made.append(self)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(boto3.session, "Session", Counting)
+    return made
+
+
+def target(prefix: str, endpoint: str = "http://127.0.0.1:1") -> StorageTarget:
+    return StorageTarget(url=f"s3://fleet-bucket/{prefix}", region="us-east-1", endpoint_url=endpoint)
+
+
+def test_stores_of_many_policies_share_one_session_and_one_client(fresh_clients):
+    stores = [open_store(target(f"policy-{i}")) for i in range(20)]
+    assert len(fresh_clients) == 1
+    assert len({id(s.client) for s in stores}) == 1
+    assert [s.prefix for s in stores[:2]] == ["policy-0", "policy-1"]  # the store is still per policy
+    other = open_store(target("policy-x", endpoint="http://127.0.0.1:2"))
+    assert other.client is not stores[0].client  # another endpoint: its own client, the same session
+    assert len(fresh_clients) == 1
+
+
+def test_stores_opened_from_many_threads_at_once_share_one_client(fresh_clients):
+    clients, start = [], threading.Barrier(8)
+
+    def open_one(i: int) -> None:
+        start.wait()
+        clients.append(open_store(target(f"p{i}")).client)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(clients) == 8 and len({id(c) for c in clients}) == 1
+    assert len(fresh_clients) == 1
+
+
+@pytest.mark.integration
+def test_a_fleet_on_one_bucket_opens_it_with_one_head_bucket(pg, tmp_path, proxied_s3_toml, fault_proxy, bucket):
+    s = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml=DAILY_AT_MIDNIGHT)
+    folder = tmp_path / "fleet"
+    fleet_of(s, folder, 4)
+    fault_proxy.requests.clear()
+    r = s.cli("status", "-p", str(folder), "--json")
+    assert "Traceback" not in r.err
+    assert len(r.json["policies"]) == 4
+    assert fault_proxy.count("HEAD", rf"^/{bucket}/?$") == 1, fault_proxy.requests
+
+
+# -- point 4: nothing idle that costs -------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_idle_run_takes_no_lock_and_writes_nothing(pg, tmp_path, proxied_s3_toml, fault_proxy):
+    s = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml=DAILY_AT_MIDNIGHT)
+    folder = tmp_path / "fleet"
+    names = fleet_of(s, folder, 3)
+    first = s.cli("run", str(folder), "--json")
+    assert first.code == 0, first.err
+    assert [p["jobs"]["backup"]["outcome"] for p in first.json["policies"]] == ["ok"] * 3
+    fault_proxy.requests.clear()
+    idle = s.cli("run", str(folder), "--json")
+    assert idle.code == 0, idle.err
+    assert [p["jobs"] for p in idle.json["policies"]] == [{"backup": {"due": False}}] * 3
+    writes = [r for r in fault_proxy.requests if r[0] in ("PUT", "POST", "DELETE")]
+    assert writes == []
+    assert fault_proxy.count("*", r"/locks/policy\.lock") == 0
+    per_policy = len(fault_proxy.requests) / len(names)
+    print(f"idle tick: {len(fault_proxy.requests)} requests for {len(names)} policies ({per_policy:.2f} each)")
+    assert per_policy <= 3, fault_proxy.requests
+
+
+def test_folder_scan_of_one_policy_never_visits_the_others(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    for rel in ["a/backups/1/dump", "a/backups/1/.tmp-up", "a/locks/.tmp-lock", "b/backups/1/dump",
+                "b/backups/1/.tmp-other", "c/x/y/z"]:  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    store = LocalStore(root)
+    visited: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path="."):
+        visited.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", spy)
+    assert [x.key for x in store.leftovers("a/backups/")] == ["a/backups/1/.tmp-up"]
+    assert [o.key for o in store.list("a/backups/")] == ["a/backups/1/dump"]
+    assert visited, "the scan did not go through os.scandir"
+    inside = str(root / "a" / "backups")
+    assert all(v == inside or v.startswith(inside + os.sep) for v in visited), visited
+
+
+# -- point 3: run --jobs -------------------------------------------------------------------------
+
+
+def backup_count(setup, policy_file: Path) -> int:
+    return len(setup.cli("list", "-p", str(policy_file), "--json").json["backups"])
+
+
+@pytest.mark.integration
+def test_two_runs_with_jobs_on_one_folder_do_each_slot_once(pg, tmp_path):
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=DAILY_AT_MIDNIGHT)
+    folder = tmp_path / "fleet"
+    names = fleet_of(s, folder, 6)
+    argv = [sys.executable, "-m", "drtool", "run", "--jobs", "2", str(folder), "--json"]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(argv, env=env_of(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    wall = time.monotonic() - t0
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not any("Traceback" in err for _, err in outs)
+    docs = [json.loads(out) for out, _ in outs]
+    by_process = [[p["policy"] for p in d["policies"] if p["jobs"].get("backup", {}).get("outcome") == "ok"]
+                  for d in docs]  # fmt: skip
+    for doc in docs:
+        assert [p["policy"] for p in doc["policies"]] == names  # every policy reported, in order
+    assert sorted(by_process[0] + by_process[1]) == names  # each slot done by exactly one of the two
+    assert [backup_count(s, folder / f"p{i}.toml") for i in range(len(names))] == [1] * len(names)
+    print(f"two `run --jobs 2` processes, {len(names)} policies: {wall:.1f} s wall, backups made by each: "
+          f"{[len(b) for b in by_process]}")  # fmt: skip
+
+
+@pytest.mark.integration
+def test_run_jobs_reports_every_policy_in_order_and_a_failure_does_not_stop_the_others(pg, tmp_path):
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=DAILY_AT_MIDNIGHT)
+    folder = tmp_path / "fleet"
+    names = fleet_of(s, folder, 4)
+    broken = folder / "p1.toml"
+    broken.write_text(broken.read_text().replace(s.pg.dsn(s.db), s.pg.dsn("no_such_db")))
+    r = s.cli("run", "--jobs", "3", str(folder), "--json")
+    assert r.code == 1, r.err
+    assert "Traceback" not in r.err
+    outcomes = [p["jobs"]["backup"]["outcome"] for p in r.json["policies"]]
+    assert [p["policy"] for p in r.json["policies"]] == names
+    assert outcomes == ["ok", "failed", "ok", "ok"]
+    assert re.search(rf"drtool: error: {names[1]} backup: .*no_such_db", r.err), r.err
+
+
+def test_run_jobs_below_one_is_bad_usage(tmp_path):
+    from helpers import run_cli
+
+    (tmp_path / "p.toml").write_text('name = "x"\n')
+    r = run_cli("run", "--jobs", "0", str(tmp_path / "p.toml"))
+    assert r.code == 2 and "Traceback" not in r.err
+    assert "--jobs" in r.err and "0 is not in the range" in r.err
+
+
+# -- point 4: policy files parsed once, only those asked for ----------------------------------------
+
+
+def policy_text(name: str) -> str:
+    return (f'name = "{name}"\n[database]\ndsn = "host=127.0.0.1 dbname=x"\n[storage]\nurl = "file:///tmp/s"\n'
+            f'[encryption]\nrecipients = ["{age.Identity.generate().recipient}"]\n')  # fmt: skip
+
+
+def test_name_validates_only_the_file_that_declares_it(tmp_path):
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    (folder / "a.toml").write_text(policy_text("wanted"))
+    (folder / "b.toml").write_text(policy_text("other").replace("[storage]", "[retention]\nkeep_lasst = 1\n[storage]"))
+    (folder / "c.toml").write_text("not toml [")
+    assert {bad.source.name for bad in load_fleet(folder).invalid} == {"b.toml", "c.toml"}
+    picked = load_fleet(folder, "wanted")
+    assert [p.name for p in picked.policies] == ["wanted"]
+    # b.toml declares another name: not validated at all; c.toml cannot say its name, so it is looked at
+    assert [bad.source.name for bad in picked.invalid] == ["c.toml"]
+
+
+def test_name_still_refuses_a_later_file_claiming_the_same_name(tmp_path):
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    (folder / "a.toml").write_text(policy_text("wanted"))
+    (folder / "b.toml").write_text(policy_text("wanted"))
+    picked = load_fleet(folder, "wanted")
+    assert [p.source.name for p in picked.policies] == ["a.toml"]
+    [dup] = picked.invalid
+    assert dup.source.name == "b.toml" and "is also used by" in dup.problems[0]
