@@ -7,7 +7,6 @@ Layout under the store root (docs/storage-format.md):
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +19,29 @@ from .errors import DrtoolError, IntegrityError, NotFound, StorageError, UsageEr
 from .records import (
     MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
     MANIFEST_VERSION,  # noqa: F401
+    DRILL_FORMAT,  # noqa: F401  (re-exported: the drill use case names the format through the catalog)
+    DRILL_VERSION,  # noqa: F401
+    SCHEDULE_STATE_FORMAT,
     CheckRecord,
     CheckRecordInvalid,
+    CopyState,
+    DrillRecord,
+    DrillRecordInvalid,
     Manifest,
     ManifestInvalid,
+    ScheduleState,
+    drill_record,
     manifest_to_dict,
     parse_check,
+    parse_copy_state,
+    parse_drill_record,
     parse_manifest,
+    parse_schedule_state,
     serialise_check,
+    serialise_copy_state,
+    serialise_drill_record,
     serialise_manifest,
+    serialise_schedule_state,
 )
 from .storage import Store, get_bytes, put_bytes
 
@@ -323,49 +336,49 @@ def read_checks(store: Store, policy: str) -> CheckStates:
 
 # -- schedule state: what `drtool run` did, per job ------------------------------------------------
 
-STATE_FORMAT = "drtool-schedule-state"
+STATE_FORMAT = SCHEDULE_STATE_FORMAT  # kept for callers that name it through the catalog
 
 
 def state_key(policy: str) -> str:
     return f"{policy}/state/schedule.json"
 
 
-def read_schedule_state(store: Store, policy: str) -> dict[str, Any]:
+def read_schedule_state(store: Store, policy: str) -> ScheduleState:
+    """The schedule state, empty if none was written yet; StateInvalid naming the object if it is malformed."""
+    key = state_key(policy)
     try:
-        doc = json.loads(get_bytes(store, state_key(policy)))
-        if isinstance(doc, dict) and doc.get("format") == STATE_FORMAT:
-            return doc
-    except (NotFound, ValueError):
-        pass
-    return {"format": STATE_FORMAT, "version": 1, "jobs": {}}
+        raw = get_bytes(store, key)
+    except NotFound:
+        return ScheduleState()
+    return parse_schedule_state(raw, f"{store.url}/{key}")
 
 
-def write_schedule_state(store: Store, policy: str, state: dict[str, Any]) -> None:
-    put_bytes(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+def write_schedule_state(store: Store, policy: str, state: ScheduleState) -> None:
+    put_bytes(store, state_key(policy), serialise_schedule_state(state))
 
 
 # -- copies still to make ---------------------------------------------------------------------------
 
 
-def read_copy_state(store: Store, policy: str) -> dict[str, Any]:
+def copy_state_key(policy: str) -> str:
+    return f"{policy}/state/copies.json"
+
+
+def read_copy_state(store: Store, policy: str) -> CopyState:
+    """Copies not yet made, empty if none are pending; StateInvalid naming the object if it is malformed."""
+    key = copy_state_key(policy)
     try:
-        doc = json.loads(get_bytes(store, f"{policy}/state/copies.json"))
-        if isinstance(doc, dict) and isinstance(doc.get("pending"), dict):
-            return doc
-    except (NotFound, ValueError):
-        pass
-    return {"format": "drtool-copy-state", "version": 1, "pending": {}}
+        raw = get_bytes(store, key)
+    except NotFound:
+        return CopyState()
+    return parse_copy_state(raw, f"{store.url}/{key}")
 
 
-def write_copy_state(store: Store, policy: str, state: dict[str, Any]) -> None:
-    state["pending"] = {k: v for k, v in state["pending"].items() if v}
-    put_bytes(store, f"{policy}/state/copies.json", json.dumps(state, indent=2, sort_keys=True).encode() + b"\n")
+def write_copy_state(store: Store, policy: str, state: CopyState) -> None:
+    put_bytes(store, copy_state_key(policy), serialise_copy_state(state))
 
 
 # -- drill records: append-only evidence, one object per drill --------------------------------
-
-DRILL_FORMAT = "drtool-drill-record"
-DRILL_VERSION = 1
 
 
 def drill_key(policy: str, drill_id: str) -> str:
@@ -373,24 +386,32 @@ def drill_key(policy: str, drill_id: str) -> str:
 
 
 def write_drill_record(store: Store, record: dict[str, Any]) -> str:
-    """Store a drill record under a new key (never overwrites one); returns the key."""
+    """Store a drill record under a new key (never overwrites one); returns the key. The record is
+    validated by the same parser that reads it, so a record drtool writes always reads back."""
     key = drill_key(record["policy"], record["drill_id"])
-    store.put(key, [json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"], retain=True)
+    store.put(key, [serialise_drill_record(drill_record(record, key))], retain=True)
     return key
 
 
 def list_drill_records(store: Store, policy: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(records newest first, problems): unreadable records are reported, never fatal."""
-    records, problems = [], []
+    """(records newest first, problems): unreadable records are reported, never fatal. A record
+    stored under a key that is not its own (another policy's, a renamed one) is unreadable too."""
+    found: list[DrillRecord] = []
+    problems = []
     for obj in store.list(f"{policy}/drills/"):
         if not obj.key.endswith(".json"):
             continue
+        where = f"{store.url}/{obj.key}"
         try:
-            doc = json.loads(get_bytes(store, obj.key))
-            if not isinstance(doc, dict) or doc.get("format") != DRILL_FORMAT:
-                raise ValueError("not a drill record")
-            records.append(doc)
-        except (ValueError, NotFound) as e:
-            problems.append(f"{store.url}/{obj.key}: unreadable drill record ({e})")
-    records.sort(key=lambda r: r.get("started_at", ""), reverse=True)
-    return records, problems
+            record = parse_drill_record(get_bytes(store, obj.key), where)
+            if drill_key(record.policy, record.drill_id) != obj.key:
+                raise DrillRecordInvalid(
+                    f"{where}: unreadable drill record: it is {record.policy}/{record.drill_id}, stored under another key"
+                )
+            found.append(record)
+        except DrillRecordInvalid as e:
+            problems.append(str(e))
+        except NotFound as e:
+            problems.append(f"{where}: unreadable drill record: {e}")
+    found.sort(key=lambda r: r.started_at, reverse=True)
+    return [r.as_dict() for r in found], problems

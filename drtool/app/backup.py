@@ -48,7 +48,7 @@ class BackupJobs(AppBase):
         state = catalog.read_copy_state(primary, policy.name)
         outcome: dict[str, str] = {}
         for target in policy.copies:
-            pending = state["pending"].setdefault(target.name, {})
+            pending = state.pending.setdefault(target.name, {})
             if new:
                 pending.setdefault(new, {"attempts": 0})
             if not pending:

@@ -12,6 +12,7 @@ from .. import __version__, catalog, clock, health, metrics, postgres, reports, 
 from ..crypto import age, signing, sshsig
 from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
+from ..records import ScheduleState
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
 
@@ -24,7 +25,7 @@ class Evidence:
     records: list[dict[str, Any]]  # drill records, newest first
     problems: list[str]  # unreadable drill records
     pending: dict[str, dict]  # copies not yet made: target -> {backup_id: ...}
-    schedule: dict[str, Any]
+    schedule: ScheduleState
 
 
 class EvidenceJobs(AppBase):
@@ -35,7 +36,7 @@ class EvidenceJobs(AppBase):
             backups=[b.manifest for b in catalog.list_backups(store, policy.name)],
             records=records,
             problems=problems,
-            pending=catalog.read_copy_state(store, policy.name)["pending"],
+            pending=catalog.read_copy_state(store, policy.name).pending,
             schedule=catalog.read_schedule_state(store, policy.name),
         )
 
@@ -57,7 +58,7 @@ class EvidenceJobs(AppBase):
         except DrtoolError as e:
             components["storage"] = f"unreachable: {e}"
             result = health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
-                                     copies_pending={}, schedule_state={}, components=components)  # fmt: skip
+                                     copies_pending={}, schedule_state=ScheduleState(), components=components)  # fmt: skip
             return result, None
         for c in policy.copies:
             try:

@@ -29,7 +29,7 @@ class RestoreJobs(AppBase):
         checks = catalog.read_checks(primary, policy.name) if primary is store else None
         for p in [*problems, *(checks.problems if checks else [])]:
             self.warn(p)
-        pending = catalog.read_copy_state(primary, policy.name)["pending"]
+        pending = catalog.read_copy_state(primary, policy.name).pending
         out = []
         for b in listing.backups:
             row = b.summary()

@@ -30,7 +30,7 @@ class ScheduleJobs(AppBase):
             state = catalog.read_schedule_state(store, policy.name)
             t = now()
             for job, expr in jobs.items():
-                d = scheduler.due(expr, tz, _last_slot(state, job), t)
+                d = scheduler.due(expr, tz, state.last_slot(job), t)
                 result["jobs"][job] = {
                     "cron": expr,
                     "due": d is not None,
@@ -51,11 +51,11 @@ class ScheduleJobs(AppBase):
         state = catalog.read_schedule_state(store, policy.name)  # read under the lock
         for job, expr in jobs.items():
             t = now()
-            d = scheduler.due(expr, tz, _last_slot(state, job), t)
+            d = scheduler.due(expr, tz, state.last_slot(job), t)
             if d is None:
                 result["jobs"][job] = {"due": False}
                 continue
-            entry = state["jobs"].setdefault(job, {})
+            entry = state.jobs.setdefault(job, {})
             entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
             entry["missed_total"] = entry.get("missed_total", 0) + d.missed
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
@@ -72,7 +72,7 @@ class ScheduleJobs(AppBase):
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state)
             result["jobs"][job] = outcome
-        if policy.copies and catalog.read_copy_state(store, policy.name)["pending"]:
+        if policy.copies and catalog.read_copy_state(store, policy.name).pending:
             copies = self._copy_pending(policy, store)
             failed = {k: v for k, v in copies.items() if v != "ok"}
             entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
@@ -242,8 +242,3 @@ class ScheduleJobs(AppBase):
             return clock.parse_iso(holder["since"]).replace(microsecond=0)
         except (KeyError, TypeError, ValueError):
             return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
-
-
-def _last_slot(state: dict, job: str):
-    value = state["jobs"].get(job, {}).get("last_slot")
-    return clock.parse_iso(value) if value else None
