@@ -17,10 +17,10 @@ from typing import Any
 from .clock import iso
 from .errors import DrtoolError, IntegrityError, NotFound, StorageError, UsageError
 from .records import (
-    MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
-    MANIFEST_VERSION,  # noqa: F401
     DRILL_FORMAT,  # noqa: F401  (re-exported: the drill use case names the format through the catalog)
     DRILL_VERSION,  # noqa: F401
+    MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
+    MANIFEST_VERSION,  # noqa: F401
     SCHEDULE_STATE_FORMAT,
     CheckRecord,
     CheckRecordInvalid,
@@ -406,7 +406,7 @@ def list_drill_records(store: Store, policy: str) -> tuple[list[dict[str, Any]],
             record = parse_drill_record(get_bytes(store, obj.key), where)
             if drill_key(record.policy, record.drill_id) != obj.key:
                 raise DrillRecordInvalid(
-                    f"{where}: unreadable drill record: it is {record.policy}/{record.drill_id}, stored under another key"
+                    f"{where}: unreadable drill record: {record.policy}/{record.drill_id} stored under another key"
                 )
             found.append(record)
         except DrillRecordInvalid as e:

@@ -58,7 +58,8 @@ class EvidenceJobs(AppBase):
         except DrtoolError as e:
             components["storage"] = f"unreachable: {e}"
             result = health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
-                                     copies_pending={}, schedule_state=ScheduleState(), components=components)  # fmt: skip
+                                     copies_pending={}, schedule_state=ScheduleState(),
+                                     components=components)  # fmt: skip
             return result, None
         for c in policy.copies:
             try:
