@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import postgres, scratch
+from . import pgtools, postgres, scratch
 from .errors import DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, StorageError
 from .health import COULD_NOT_RUN, FAILED, PASSED
 
@@ -86,7 +86,7 @@ def run(
     manifest: dict[str, Any],
     target: Target,
     pieces: Callable[[], Iterator[bytes]],
-    pg_restore: postgres.Tool,
+    pg_restore: pgtools.Tool,
     checks: tuple[str, ...],
     amcheck: bool,
     drill_id: str,
@@ -137,7 +137,7 @@ def _provision(target: Target, manifest: dict, drill_id: str, cleanup: ExitStack
     return admin.with_dbname(name)
 
 
-def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool: postgres.Tool, out: Outcome) -> None:
+def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool: pgtools.Tool, out: Outcome) -> None:
     counted = 0
 
     def counting() -> Iterator[bytes]:
@@ -149,7 +149,7 @@ def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool:
     t = time.monotonic()
     try:
         # A scratch server has none of the source's roles: ownership and grants are not restored.
-        producing = postgres.restore_stream(tool, ci, counting(), extra=("--no-owner", "--no-acl"))
+        producing = pgtools.restore_stream(tool, ci, counting(), extra=("--no-owner", "--no-acl"))
         out.check("pg_restore", True, "finished without errors")
     except (IntegrityError, StorageError) as e:  # damaged or missing: failed; unreachable: could not run
         out.stop("fetch", e)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, postgres, reports, scratch, trust
+from .. import __version__, catalog, clock, health, metrics, pgtools, postgres, reports, trust
 from ..crypto import age, signing, sshsig
 from ..errors import CheckFailed, DrtoolError, IdentityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
@@ -111,18 +111,18 @@ class EvidenceJobs(AppBase):
         except DrtoolError as e:
             problems.append(str(e))
         try:
-            major = postgres.server_major(int(newest["server_version_num"])) if newest else None
+            major = pgtools.server_major(int(newest["server_version_num"])) if newest else None
         except (KeyError, TypeError, ValueError):
             major = None
         try:
-            tool = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+            tool = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
             if major is not None and tool.major < major:
                 problems.append(f"pg_restore {tool.version} ({tool.path}) cannot read a PostgreSQL {major} backup")
         except DrtoolError as e:
             problems.append(str(e))
         if major is not None and not policy.drill.target_dsn:
             try:
-                scratch.find_server_bin(major, policy.drill.pg_bin_dir)
+                pgtools.find_server_bin(major, policy.drill.pg_bin_dir)
             except DrtoolError as e:
                 problems.append(str(e))
         return "; ".join(problems) or "ok"
@@ -303,9 +303,9 @@ class EvidenceJobs(AppBase):
                 return f"{ci.label}: PostgreSQL {snap.server_version}, {snap.database_size} bytes"
 
         def pg_dump() -> str:
-            tool = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+            tool = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
             if "snap" in snap_holder:
-                postgres.require_compatible(tool, snap_holder["snap"])
+                pgtools.require_compatible(tool, snap_holder["snap"])
             return f"{tool.path} {tool.version}"
 
         def store() -> str:
