@@ -145,7 +145,7 @@ def test_missed_slots_are_recorded_in_the_store(local):
         assert r["jobs"]["backup"]["missed"] == 2 and r["jobs"]["backup"]["outcome"] == "ok"
         state = read_schedule_state(app.store(policy), policy.name)
         assert state.jobs["backup"]["missed_total"] == 2
-        assert state["jobs"]["backup"]["last_outcome"] == "ok"
+        assert state.jobs["backup"]["last_outcome"] == "ok"
     finally:
         os.environ.pop("TEST_PGPASSWORD", None)
 
