@@ -30,6 +30,7 @@ from .records import (
     Manifest,
     ManifestInvalid,
     ScheduleState,
+    StateInvalid,
     drill_record,
     manifest_to_dict,
     parse_check,
@@ -350,7 +351,10 @@ def read_schedule_state(store: Store, policy: str) -> ScheduleState:
         raw = get_bytes(store, key)
     except NotFound:
         return ScheduleState()
-    return parse_schedule_state(raw, f"{store.url}/{key}")
+    try:
+        return parse_schedule_state(raw, f"{store.url}/{key}")
+    except StateInvalid as e:
+        raise StateInvalid(f"{e} (delete it to start the schedule afresh: each job then runs once)") from None
 
 
 def write_schedule_state(store: Store, policy: str, state: ScheduleState) -> None:
