@@ -104,14 +104,14 @@ def require_compatible(tool: Tool, snap: SnapshotInfo) -> None:
         )
 
 
-def pg_dump_argv(tool: Tool, ci: Conninfo, snapshot_id: str) -> list[str]:
+def pg_dump_argv(tool: Tool, conninfo: Conninfo, snapshot_id: str) -> list[str]:
     return [
         tool.path,
         "--format=custom",
         "--compress=0",
         f"--snapshot={snapshot_id}",
         "--no-password",
-        f"--dbname={ci.dsn}",
+        f"--dbname={conninfo.dsn}",
     ]
 
 
@@ -173,17 +173,17 @@ class _StderrTail:
         return errs[-1] if errs else "no message"
 
 
-def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 1 << 18) -> Iterator[bytes]:
+def pg_dump_stream(tool: Tool, conninfo: Conninfo, snapshot_id: str, read_size: int = 1 << 18) -> Iterator[bytes]:
     """The archive pg_dump writes, piece by piece. Raises DatabaseError (after the last piece)
     if pg_dump exits non-zero, so the caller never commits a failed dump. Success is the exit
     status, not words on stderr (a table or comment named "error" is not a failure); that the
     archive is whole is checked by the caller, which walks it (drtool.dumpscan)."""
     proc = subprocess.Popen(
-        pg_dump_argv(tool, ci, snapshot_id),
+        pg_dump_argv(tool, conninfo, snapshot_id),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        env=ci.env(),
+        env=conninfo.env(),
     )
     set_pipe_size(proc.stdout.fileno())
     err = _StderrTail(proc.stderr)
@@ -198,7 +198,7 @@ def pg_dump_stream(tool: Tool, ci: Conninfo, snapshot_id: str, read_size: int = 
         rc = proc.wait()
         err.join()
         if rc != 0:
-            msg = f"database {ci.label}: pg_dump failed (exit {rc}): {err.summary()}"
+            msg = f"database {conninfo.label}: pg_dump failed (exit {rc}): {err.summary()}"
             if any(_DROPPED.search(line) for line in err.lines):
                 raise ConcurrentDDL(msg)
             raise DatabaseError(msg)

@@ -49,14 +49,14 @@ class Conninfo:
         return env
 
 
-def connect(ci: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
-    kwargs = {"password": ci.password.reveal()} if ci.password else {}
+def connect(conninfo: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
+    kwargs = {"password": conninfo.password.reveal()} if conninfo.password else {}
     try:
         return psycopg.connect(
-            ci.dsn, autocommit=autocommit, connect_timeout=timeout, application_name="drtool", **kwargs
+            conninfo.dsn, autocommit=autocommit, connect_timeout=timeout, application_name="drtool", **kwargs
         )
     except psycopg.Error as e:
-        raise DatabaseError(f"database {ci.label}: cannot connect: {_first_line(e)}") from None
+        raise DatabaseError(f"database {conninfo.label}: cannot connect: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -85,13 +85,13 @@ class SnapshotInfo:
 
 
 @contextmanager
-def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, SnapshotInfo]]:
+def exported_snapshot(conninfo: Conninfo) -> Iterator[tuple[psycopg.Connection, SnapshotInfo]]:
     """A REPEATABLE READ transaction whose snapshot is exported for pg_dump --snapshot.
 
     The recovery point is now() in this transaction: the instant the snapshot reflects.
     The transaction stays open (the snapshot stays importable) until the block ends.
     """
-    conn = connect(ci, autocommit=False)
+    conn = connect(conninfo, autocommit=False)
     try:
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -104,7 +104,7 @@ def exported_snapshot(ci: Conninfo) -> Iterator[tuple[psycopg.Connection, Snapsh
             snap, now, ver, vnum, db, size, enc = cur.fetchone()
         yield conn, SnapshotInfo(snap, now, ver, vnum, db, size, enc)
     except psycopg.Error as e:
-        raise DatabaseError(f"database {ci.label}: {_first_line(e)}") from None
+        raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
     finally:
         try:
             conn.rollback()
@@ -143,21 +143,21 @@ def user_object_count(conn: psycopg.Connection) -> int:
         return cur.fetchone()[0]
 
 
-def create_database(ci: Conninfo, name: str, encoding: str | None) -> None:
+def create_database(conninfo: Conninfo, name: str, encoding: str | None) -> None:
     enc = sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Literal(encoding)) if encoding else sql.SQL("")
-    with connect(ci) as conn:
+    with connect(conninfo) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + enc)
 
 
-def drop_database(ci: Conninfo, name: str) -> None:
-    with connect(ci) as conn:
+def drop_database(conninfo: Conninfo, name: str) -> None:
+    with connect(conninfo) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def run_check(ci: Conninfo, query: str) -> tuple[bool, str]:
+def run_check(conninfo: Conninfo, query: str) -> tuple[bool, str]:
     """(passed, detail) of a drill check: one row whose first column is true."""
     try:
-        with connect(ci) as conn:
+        with connect(conninfo) as conn:
             row = conn.execute(query).fetchone()
     except psycopg.Error as e:
         return False, f"error: {_first_line(e)}"
@@ -168,10 +168,10 @@ def run_check(ci: Conninfo, query: str) -> tuple[bool, str]:
     return row[0] is True, f"returned {row[0]!r}"
 
 
-def amcheck_indexes(ci: Conninfo) -> tuple[bool | None, str]:
+def amcheck_indexes(conninfo: Conninfo) -> tuple[bool | None, str]:
     """bt_index_check on every B-tree index; (None, why) when amcheck is not available."""
     try:
-        with connect(ci) as conn:
+        with connect(conninfo) as conn:
             try:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
             except psycopg.Error as e:
