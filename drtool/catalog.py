@@ -7,7 +7,6 @@ Layout under the store root (docs/storage-format.md):
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Callable
@@ -19,17 +18,32 @@ from typing import Any
 from .clock import iso
 from .errors import DrtoolError, IntegrityError, NotFound, StorageError, UsageError
 from .records import (
+    DRILL_FORMAT,  # noqa: F401  (re-exported: the drill use case names the format through the catalog)
+    DRILL_VERSION,  # noqa: F401
     MANIFEST_FORMAT,  # noqa: F401  (re-exported: writers name the format through the catalog)
     MANIFEST_VERSION,  # noqa: F401
+    SCHEDULE_STATE_FORMAT,
     CheckRecord,
     CheckRecordInvalid,
+    CopyState,
+    DrillRecord,
+    DrillRecordInvalid,
     Manifest,
     ManifestInvalid,
+    ScheduleState,
+    StateInvalid,
+    drill_record,
     manifest_to_dict,
     parse_check,
+    parse_copy_state,
+    parse_drill_record,
     parse_manifest,
+    parse_schedule_state,
     serialise_check,
+    serialise_copy_state,
+    serialise_drill_record,
     serialise_manifest,
+    serialise_schedule_state,
 )
 from .storage import Store, get_bytes
 from .trust import (
@@ -423,7 +437,7 @@ def read_checks(store: Store, policy: str, verifier: Verifier | None = None,
 
 # -- schedule state: what `drtool run` did, per job ------------------------------------------------
 
-STATE_FORMAT = "drtool-schedule-state"
+STATE_FORMAT = SCHEDULE_STATE_FORMAT  # kept for callers that name it through the catalog
 
 
 def state_key(policy: str) -> str:
@@ -431,20 +445,23 @@ def state_key(policy: str) -> str:
 
 
 def read_schedule_state(store: Store, policy: str, verifier: Verifier | None = None,
-                        on_untrusted: OnUntrusted | None = None) -> dict[str, Any]:  # fmt: skip
-    """The schedule state; a fresh one when there is none, or (with a verifier) when no trusted
-    key signed it: then on_untrusted is told (without it, Untrusted is raised)."""
+                        on_untrusted: OnUntrusted | None = None) -> ScheduleState:  # fmt: skip
+    """The schedule state, empty if none was written yet, or (with a verifier) when no trusted key
+    signed it: then on_untrusted is told (without it, Untrusted is raised). StateInvalid naming the
+    object if it is malformed."""
+    key = state_key(policy)
     try:
-        doc = json.loads(_get_state(store, state_key(policy), verifier, on_untrusted))
-        if isinstance(doc, dict) and doc.get("format") == STATE_FORMAT:
-            return doc
-    except (NotFound, ValueError):
-        pass
-    return {"format": STATE_FORMAT, "version": 1, "jobs": {}}
+        raw = _get_state(store, key, verifier, on_untrusted)
+    except NotFound:
+        return ScheduleState()
+    try:
+        return parse_schedule_state(raw, f"{store.url}/{key}")
+    except StateInvalid as e:
+        raise StateInvalid(f"{e} (delete it to start the schedule afresh: each job then runs once)") from None
 
 
-def write_schedule_state(store: Store, policy: str, state: dict[str, Any], signer: Signer | None = None) -> None:
-    _put(store, state_key(policy), json.dumps(state, indent=2, sort_keys=True).encode() + b"\n", NS_EVIDENCE, signer)
+def write_schedule_state(store: Store, policy: str, state: ScheduleState, signer: Signer | None = None) -> None:
+    _put(store, state_key(policy), serialise_schedule_state(state), NS_EVIDENCE, signer)
 
 
 def _get_state(store: Store, key: str, verifier: Verifier | None, on_untrusted: OnUntrusted | None) -> bytes:
@@ -466,28 +483,22 @@ def copy_state_key(policy: str) -> str:
 
 
 def read_copy_state(store: Store, policy: str, verifier: Verifier | None = None,
-                    on_untrusted: OnUntrusted | None = None) -> dict[str, Any]:  # fmt: skip
-    """The copies still to make; none when there is no state, or (with a verifier) when no trusted
-    key signed it: then on_untrusted is told (without it, Untrusted is raised)."""
+                    on_untrusted: OnUntrusted | None = None) -> CopyState:  # fmt: skip
+    """Copies not yet made, empty if none are pending, or (with a verifier) when no trusted key
+    signed the state: then on_untrusted is told. StateInvalid naming the object if it is malformed."""
+    key = copy_state_key(policy)
     try:
-        doc = json.loads(_get_state(store, copy_state_key(policy), verifier, on_untrusted))
-        if isinstance(doc, dict) and isinstance(doc.get("pending"), dict):
-            return doc
-    except (NotFound, ValueError):
-        pass
-    return {"format": "drtool-copy-state", "version": 1, "pending": {}}
+        raw = _get_state(store, key, verifier, on_untrusted)
+    except NotFound:
+        return CopyState()
+    return parse_copy_state(raw, f"{store.url}/{key}")
 
 
-def write_copy_state(store: Store, policy: str, state: dict[str, Any], signer: Signer | None = None) -> None:
-    state["pending"] = {k: v for k, v in state["pending"].items() if v}
-    data = json.dumps(state, indent=2, sort_keys=True).encode() + b"\n"
-    _put(store, copy_state_key(policy), data, NS_EVIDENCE, signer)
+def write_copy_state(store: Store, policy: str, state: CopyState, signer: Signer | None = None) -> None:
+    _put(store, copy_state_key(policy), serialise_copy_state(state), NS_EVIDENCE, signer)
 
 
 # -- drill records: append-only evidence, one object per drill --------------------------------
-
-DRILL_FORMAT = "drtool-drill-record"
-DRILL_VERSION = 1
 
 
 def drill_key(policy: str, drill_id: str) -> str:
@@ -495,31 +506,37 @@ def drill_key(policy: str, drill_id: str) -> str:
 
 
 def write_drill_record(store: Store, record: dict[str, Any], signer: Signer | None = None) -> str:
-    """Store a drill record under a new key (never overwrites one); returns the key."""
+    """Store a drill record under a new key (never overwrites one); returns the key. The record is
+    validated by the same parser that reads it, so a record drtool writes always reads back."""
     key = drill_key(record["policy"], record["drill_id"])
-    _put(store, key, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n", NS_EVIDENCE, signer, retain=True)
+    _put(store, key, serialise_drill_record(drill_record(record, key)), NS_EVIDENCE, signer, retain=True)
     return key
 
 
 def list_drill_records(store: Store, policy: str, verifier: Verifier | None = None,
                        on_untrusted: OnUntrusted | None = None) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
-    """(records newest first, problems): unreadable records are reported, never fatal. With a
-    verifier, a record no trusted key signed is ignored as evidence (reported to on_untrusted,
-    else in problems)."""
-    records, problems = [], []
+    """(records newest first, problems): unreadable records are reported, never fatal. A record
+    stored under a key that is not its own (another policy's, a replayed copy) is unreadable too.
+    With a verifier, a record no trusted key signed is ignored as evidence (reported to
+    on_untrusted, else in problems)."""
+    found: list[DrillRecord] = []
+    problems: list[str] = []
     for obj in store.list(f"{policy}/drills/"):
         if not obj.key.endswith(".json"):
             continue
+        where = f"{store.url}/{obj.key}"
         try:
-            doc = json.loads(_get(store, obj.key, NS_EVIDENCE, verifier))
-            if not isinstance(doc, dict) or doc.get("format") != DRILL_FORMAT:
-                raise ValueError("not a drill record")
-            if drill_key(policy, str(doc.get("drill_id"))) != obj.key or doc.get("policy") != policy:
-                raise ValueError("its drill_id or policy is not its key's")  # a replayed copy counts once
-            records.append(doc)
+            record = parse_drill_record(_get(store, obj.key, NS_EVIDENCE, verifier), where)
+            if drill_key(record.policy, record.drill_id) != obj.key or record.policy != policy:
+                raise DrillRecordInvalid(
+                    f"{where}: unreadable drill record: {record.policy}/{record.drill_id} stored under another key"
+                )
+            found.append(record)
         except Untrusted as e:
             _untrusted(e, problems, on_untrusted)
-        except (ValueError, NotFound) as e:
-            problems.append(f"{store.url}/{obj.key}: unreadable drill record ({e})")
-    records.sort(key=lambda r: r.get("started_at", ""), reverse=True)
-    return records, problems
+        except DrillRecordInvalid as e:
+            problems.append(str(e))
+        except NotFound as e:
+            problems.append(f"{where}: unreadable drill record: {e}")
+    found.sort(key=lambda r: r.started_at, reverse=True)
+    return [r.as_dict() for r in found], problems

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import postgres, scratch
+from . import pgtools, postgres, scratch
 from .errors import DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, StorageError
 from .health import COULD_NOT_RUN, FAILED, PASSED
 
@@ -86,7 +86,7 @@ def run(
     manifest: dict[str, Any],
     target: Target,
     pieces: Callable[[], Iterator[bytes]],
-    pg_restore: postgres.Tool,
+    pg_restore: pgtools.Tool,
     checks: tuple[str, ...],
     amcheck: bool,
     drill_id: str,
@@ -99,15 +99,15 @@ def run(
         try:
             try:
                 with _timed(out.phases, "provision"):
-                    ci = _provision(target, manifest, drill_id, cleanup, out)
+                    conninfo = _provision(target, manifest, drill_id, cleanup, out)
             except DrtoolError as e:
                 out.stop("provision", e)
                 return out
-            _restore(ci, pieces, pg_restore, out)
+            _restore(conninfo, pieces, pg_restore, out)
             if out.failure is None:
                 try:
                     with _timed(out.phases, "verify"):
-                        _verify(ci, manifest, checks, amcheck, out)
+                        _verify(conninfo, manifest, checks, amcheck, out)
                 except DatabaseError as e:  # the server went away under the checks
                     out.stop("verify", e)
                 if out.failure is None:
@@ -137,7 +137,9 @@ def _provision(target: Target, manifest: dict, drill_id: str, cleanup: ExitStack
     return admin.with_dbname(name)
 
 
-def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool: postgres.Tool, out: Outcome) -> None:
+def _restore(
+    conninfo: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool: pgtools.Tool, out: Outcome
+) -> None:
     counted = 0
 
     def counting() -> Iterator[bytes]:
@@ -149,7 +151,7 @@ def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool:
     t = time.monotonic()
     try:
         # A scratch server has none of the source's roles: ownership and grants are not restored.
-        producing = postgres.restore_stream(tool, ci, counting(), extra=("--no-owner", "--no-acl"))
+        producing = pgtools.restore_stream(tool, conninfo, counting(), extra=("--no-owner", "--no-acl"))
         out.check("pg_restore", True, "finished without errors")
     except (IntegrityError, StorageError) as e:  # damaged or missing: failed; unreachable: could not run
         out.stop("fetch", e)
@@ -167,9 +169,9 @@ def _restore(ci: postgres.Conninfo, pieces: Callable[[], Iterator[bytes]], tool:
         out.phases["restore_failed_after"] = round(time.monotonic() - t, 3)
 
 
-def _verify(ci: postgres.Conninfo, manifest: dict, checks: tuple[str, ...], amcheck: bool, out: Outcome) -> None:
+def _verify(conninfo: postgres.Conninfo, manifest: dict, checks: tuple[str, ...], amcheck: bool, out: Outcome) -> None:
     ok = True
-    with postgres.connect(ci) as conn:
+    with postgres.connect(conninfo) as conn:
         actual = postgres.count_rows(conn)
     expected = manifest["tables"]
     mismatched = {t: {"expected": n, "actual": actual.get(t)} for t, n in expected.items() if actual.get(t) != n}
@@ -182,13 +184,13 @@ def _verify(ci: postgres.Conninfo, manifest: dict, checks: tuple[str, ...], amch
     else:
         out.check("row_counts", True, f"{len(expected)} tables match the manifest (counted in the dump's snapshot)")
     for i, query in enumerate(checks):
-        passed, detail = postgres.run_check(ci, query)
+        passed, detail = postgres.run_check(conninfo, query)
         ok &= out.check(f"policy_check[{i}]", passed, detail, query=query)
     if amcheck:
-        passed, detail = postgres.amcheck_indexes(ci)
+        passed, detail = postgres.amcheck_indexes(conninfo)
         ok &= out.check("amcheck", passed, detail)
     try:
-        with postgres.connect(ci) as conn:
+        with postgres.connect(conninfo) as conn:
             conn.execute("SELECT 1")
         out.check("fresh_connection", True, "the restored database accepts a new connection")
     except DrtoolError as e:

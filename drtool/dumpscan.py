@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from .pipes import set_pipe_size
+
 BLK_DATA = 1
 BLK_BLOBS = 3
 K_OFFSET_NO_DATA = 3  # a TOC entry's data-offset flag when it has no data block
@@ -312,12 +314,7 @@ class BackgroundScanner:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "drtool.dumpscan"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
-        try:
-            import fcntl
-
-            fcntl.fcntl(self._proc.stdin.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of slack
-        except (OSError, ImportError, AttributeError):
-            pass
+        set_pipe_size(self._proc.stdin.fileno())  # 1 MiB of slack
         self._failed: str | None = None
 
     def feed(self, data: bytes) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .records import ScheduleState
+
 ORDER = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 DRILL_MAX_AGE = 8 * 86400  # no passed drill for this long: degraded
 # without the first three nothing can be restored; "origin": untrusted objects are in the store
@@ -39,7 +41,7 @@ def evaluate(
     newest_recovery_point: dt.datetime | None,
     last_drill: dict[str, Any] | None,
     copies_pending: dict[str, int],
-    schedule_state: dict[str, Any],
+    schedule_state: ScheduleState,
     components: dict[str, str],
     last_attempt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def evaluate(
         if n:
             status = worst(status, "degraded")
             reasons.append(f"{n} backup(s) not yet copied to '{target}'")
-    for job, st in schedule_state.get("jobs", {}).items():
+    for job, st in schedule_state.jobs.items():
         if st.get("last_outcome") == "failed":
             status = worst(status, "degraded")
             reasons.append(f"last scheduled {job} failed: {st.get('last_message')}")

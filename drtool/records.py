@@ -122,11 +122,14 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
 
 
 class _Reader:
-    def __init__(self, doc: dict[str, Any], where: str):
-        self.doc, self.where = doc, where
+    """Typed field access for one JSON document; every problem is one `error` naming `where`."""
 
-    def fail(self, what: str) -> ManifestInvalid:
-        return ManifestInvalid(f"{self.where}: invalid manifest: {what}")
+    def __init__(self, doc: dict[str, Any], where: str, error: type[IntegrityError] = ManifestInvalid,
+                 label: str = "invalid manifest"):  # fmt: skip
+        self.doc, self.where, self.error, self.label = doc, where, error, label
+
+    def fail(self, problem: str) -> IntegrityError:
+        return self.error(f"{self.where}: {self.label}: {problem}")
 
     def get(self, name: str, kind: type | tuple[type, ...], *, doc: dict | None = None, required: bool = True) -> Any:
         doc = self.doc if doc is None else doc
@@ -145,8 +148,14 @@ class _Reader:
             raise self.fail(f"'{name}' is negative")
         return value
 
-    def time(self, name: str) -> dt.datetime:
-        text = self.get(name, str)
+    def seconds(self, name: str) -> float | None:
+        value = self.get(name, (int, float), required=False)
+        if isinstance(value, bool):
+            raise self.fail(f"'{name}' has the wrong type (bool)")
+        return value
+
+    def time(self, name: str, *, doc: dict | None = None) -> dt.datetime:
+        text = self.get(name, str, doc=doc)
         try:
             t = parse_iso(text)
         except (ValueError, OverflowError):
@@ -265,3 +274,186 @@ def parse_check(raw: bytes, where: str) -> CheckRecord:
                            tool.get("version"))  # fmt: skip
     except (ValueError, UnicodeDecodeError, OverflowError) as e:
         raise CheckRecordInvalid(f"{where}: unreadable check record ({e})") from None
+
+
+# -- drill records: append-only evidence, one object per drill (docs/drills.md) ---------------------
+
+DRILL_FORMAT = "drtool-drill-record"
+DRILL_VERSION = 1
+DRILL_OUTCOMES = ("passed", "failed", "could-not-run")
+
+
+class DrillRecordInvalid(IntegrityError):
+    """A drill record that cannot be parsed: not JSON, not a drill record, or fields of the wrong type."""
+
+
+_DRILL_LABEL = "unreadable drill record"
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """One drill: what was restored where, how long it took, and whether it passed. The fields
+    every reader relies on are typed and checked; `doc` is the whole document as stored (the dict
+    view readers and the JSON output use), so fields added later survive a read."""
+
+    drill_id: str
+    policy: str
+    backup_id: str | None  # None when the drill could not even pick a backup
+    started_at: dt.datetime
+    outcome: str  # passed, failed or could-not-run (records older than `outcome` derive it from `passed`)
+    failure: str | None
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    doc: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.doc)
+
+
+def drill_record(doc: dict[str, Any], where: str) -> DrillRecord:
+    """Validate a drill record's document (as built by a drill, or as read); DrillRecordInvalid
+    naming `where` for anything malformed."""
+    r = _Reader(doc, where, DrillRecordInvalid, _DRILL_LABEL)
+    if doc.get("format") != DRILL_FORMAT:
+        raise r.fail("not a drtool drill record")
+    version = r.get("version", int)
+    if version > DRILL_VERSION or version < 1:
+        raise r.fail(f"version {version} is not one this drtool reads")
+    outcome = r.get("outcome", str, required=False)
+    passed = r.get("passed", bool, required=False)
+    if outcome is None:
+        outcome = "passed" if passed else "failed"
+    if outcome not in DRILL_OUTCOMES:
+        raise r.fail(f"unknown outcome {outcome[:40]!r}")
+    if passed is not None and passed != (outcome == "passed"):
+        raise r.fail(f"'passed' contradicts outcome {outcome!r}")
+    if doc.get("completed_at") is not None:
+        r.time("completed_at")
+    checks = r.get("checks", list, required=False) or []
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in checks):
+        raise r.fail("an entry of 'checks' is not a named check")
+    phases = r.get("phases", dict, required=False) or {}
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in phases.values()):
+        raise r.fail("'phases' must map phase names to seconds")
+    r.get("storage_target", str, required=False)
+    r.count("bytes_restored", required=False)
+    return DrillRecord(
+        drill_id=r.get("drill_id", str),
+        policy=r.get("policy", str),
+        backup_id=r.get("backup_id", str, required=False),
+        started_at=r.time("started_at"),
+        outcome=outcome,
+        failure=r.get("failure", str, required=False),
+        rto_seconds=r.seconds("rto_seconds"),
+        rpo_seconds=r.seconds("rpo_seconds"),
+        doc=dict(doc),
+    )
+
+
+def serialise_drill_record(record: DrillRecord) -> bytes:
+    """The one serialisation of a drill record."""
+    return json.dumps(record.doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def parse_drill_record(raw: bytes, where: str) -> DrillRecord:
+    return drill_record(_json_object(raw, where, DrillRecordInvalid, _DRILL_LABEL), where)
+
+
+# -- state objects: what `drtool run` did per job, and copies still to make -------------------------
+
+SCHEDULE_STATE_FORMAT = "drtool-schedule-state"
+COPY_STATE_FORMAT = "drtool-copy-state"
+STATE_VERSION = 1
+
+
+class StateInvalid(IntegrityError):
+    """A schedule or copy state object that cannot be parsed."""
+
+
+@dataclass
+class ScheduleState:
+    """Per job (backup, prune, drill): last_slot, last_attempt, last_success (ISO times),
+    last_outcome, last_message, last_missed, missed_total. Mutable: `run` updates it under the
+    policy lock and writes it back."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    def last_slot(self, job: str) -> dt.datetime | None:
+        value = self.jobs.get(job, {}).get("last_slot")
+        return parse_iso(value) if value else None
+
+
+@dataclass
+class CopyState:
+    """Backups not yet copied: pending[target][backup_id] = {attempts, last_error, last_attempt}."""
+
+    pending: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+
+_JOB_TIMES = ("last_slot", "last_attempt", "last_success")
+_JOB_COUNTS = ("last_missed", "missed_total")
+
+
+def serialise_schedule_state(state: ScheduleState) -> bytes:
+    doc = {"format": SCHEDULE_STATE_FORMAT, "version": state.version, "jobs": state.jobs}
+    return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def parse_schedule_state(raw: bytes, where: str) -> ScheduleState:
+    doc = _json_object(raw, where, StateInvalid, "unreadable schedule state")
+    r = _state_reader(doc, where, SCHEDULE_STATE_FORMAT, "unreadable schedule state")
+    jobs = r.get("jobs", dict)
+    for job, entry in jobs.items():
+        if not isinstance(entry, dict):
+            raise r.fail(f"job {job!r} is not an object")
+        for name in _JOB_TIMES:
+            if entry.get(name) is not None:
+                r.time(name, doc=entry)
+        for name in _JOB_COUNTS:
+            r.count(name, doc=entry, required=False)
+    return ScheduleState(jobs={job: dict(entry) for job, entry in jobs.items()}, version=doc["version"])
+
+
+def serialise_copy_state(state: CopyState) -> bytes:
+    pending = {target: backups for target, backups in state.pending.items() if backups}
+    doc = {"format": COPY_STATE_FORMAT, "version": state.version, "pending": pending}
+    return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def parse_copy_state(raw: bytes, where: str) -> CopyState:
+    doc = _json_object(raw, where, StateInvalid, "unreadable copy state")
+    if "format" not in doc:  # written before the format field was checked on read
+        doc = {**doc, "format": COPY_STATE_FORMAT, "version": doc.get("version", STATE_VERSION)}
+    r = _state_reader(doc, where, COPY_STATE_FORMAT, "unreadable copy state")
+    pending = r.get("pending", dict)
+    for target, backups in pending.items():
+        if not isinstance(backups, dict) or not all(isinstance(v, dict) for v in backups.values()):
+            raise r.fail(f"pending copies to {target!r} are not a map of backup ids")
+    return CopyState(pending={t: {b: dict(v) for b, v in bs.items()} for t, bs in pending.items()},
+                     version=doc["version"])  # fmt: skip
+
+
+def _state_reader(doc: dict[str, Any], where: str, fmt: str, label: str) -> _Reader:
+    r = _Reader(doc, where, StateInvalid, label)
+    if doc.get("format") != fmt:
+        raise r.fail(f"format is not {fmt}")
+    version = r.get("version", int)
+    if version > STATE_VERSION or version < 1:
+        raise r.fail(f"version {version} is not one this drtool reads")
+    return r
+
+
+def _json_object(raw: bytes, where: str, error: type[IntegrityError], label: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise error(f"{where}: {label}: not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise error(f"{where}: {label}: not a JSON object")
+    return doc

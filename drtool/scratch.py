@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -67,45 +66,6 @@ class ScratchServer:
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
-
-
-def find_server_bin(major: int, bin_dir: str | None) -> tuple[Path, str]:
-    """(folder, version) of PostgreSQL `major` server binaries: drill.pg_bin_dir, else
-    pg_config --bindir, else PATH, else /usr/lib/postgresql/<major>/bin."""
-    candidates: list[Path] = []
-    if bin_dir:
-        candidates.append(Path(bin_dir))
-    else:
-        pg_config = shutil.which("pg_config")
-        if pg_config:
-            try:
-                out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
-                candidates.append(Path(out.strip()))
-            except (OSError, subprocess.SubprocessError):
-                pass
-        on_path = shutil.which("postgres")
-        if on_path:
-            candidates.append(Path(on_path).resolve().parent)
-        candidates.append(Path(f"/usr/lib/postgresql/{major}/bin"))
-    seen = []
-    for c in candidates:
-        if not ((c / "postgres").exists() and (c / "initdb").exists()):
-            continue
-        try:
-            out = subprocess.run([str(c / "postgres"), "--version"], capture_output=True, text=True, timeout=10).stdout
-        except OSError:
-            continue
-        m = re.search(r"(\d+)(?:\.(\d+))?", out)
-        if not m:
-            continue
-        seen.append(f"{c} ({m.group(0)})")
-        if int(m.group(1)) == major:
-            return c, m.group(0)
-    where = ", ".join(seen) if seen else (bin_dir or "pg_config --bindir, PATH, /usr/lib/postgresql")
-    raise DrtoolError(
-        f"no PostgreSQL {major} server binaries (initdb, postgres) found; looked in: {where}. "
-        f"Install the PostgreSQL {major} server (Debian: postgresql-{major}) or set drill.pg_bin_dir"
-    )
 
 
 def _run_as() -> pwd.struct_passwd | None:

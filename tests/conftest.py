@@ -52,7 +52,7 @@ def s3_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def store_toml(request, tmp_path) -> str:
     """A [storage] section for each kind of store: a folder, and a prefix in the real S3 server."""
     if request.param == "local":
@@ -93,3 +93,18 @@ def age_bin() -> str:
     need(path is not None, "the stock age tool (Debian package age)")
     return path
 
+
+
+SERVICE_FIXTURES = {"pg", "seaweed"}  # the real servers; every fixture that needs one depends on these
+
+
+def pytest_collection_modifyitems(items):
+    """`integration` follows what a test needs, not only the file it lives in: a test that uses
+    PostgreSQL or SeaweedFS (directly or through any fixture) is integration; a test in a file of
+    integration tests that uses neither is also `unit`, so `scripts/test --fast` runs it. A mark on
+    the test itself or its parameter (a store fixture that starts SeaweedFS itself) is kept as is."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        elif item.get_closest_marker("integration") and not any(m.name == "integration" for m in item.own_markers):
+            item.add_marker(pytest.mark.unit)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from drtool import postgres
+from drtool import pgtools
 
 _SCRIPT = """#!{python}
 import os, shutil, subprocess, sys, time
@@ -40,7 +40,7 @@ class GatedDump:
     def __init__(self, folder: Path, before: int):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.reached, self.gate = folder, folder / "reached", folder / "gate"
-        real = postgres.find_tool("pg_dump").path
+        real = pgtools.find_tool("pg_dump").path
         script = folder / "pg_dump"
         script.write_text(_SCRIPT.format(python=sys.executable, real=real, before=before,
                                          reached=str(self.reached), gate=str(self.gate)))  # fmt: skip

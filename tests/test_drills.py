@@ -189,11 +189,19 @@ def test_drill_killed_mid_restore_leaves_nothing_behind(local, scratch_root, sig
         assert leftovers(scratch_root) == []
 
 
-def test_random_pick_drills_any_complete_backup(local):
-    ids = {local.cli("backup", "-p", str(local.policy), "--json").json["id"] for _ in range(2)}
+def test_random_pick_drills_older_backups_too(local):
+    """With pick = "random" an older backup is drilled sooner or later; were pick ignored, every drill
+    would take the newest. Three backups, at most 12 drills: a working pick fails this once in 500,000
+    runs (2/3 per drill lands on an older one, so it usually stops after one or two)."""
+    ids = [local.cli("backup", "-p", str(local.policy), "--json").json["id"] for _ in range(3)]
+    newest = max(ids)
     local.policy.write_text(local.policy.read_text().replace("[drill]", '[drill]\npick = "random"'))
-    r = local.cli("drill", "-p", str(local.policy), "--json")
-    assert r.code == 0 and r.json["backup_id"] in ids
+    drilled = []
+    while len(drilled) < 12 and all(b == newest for b in drilled):
+        r = local.cli("drill", "-p", str(local.policy), "--json")
+        assert r.code == 0, r.out + r.err
+        drilled.append(r.json["backup_id"])
+    assert set(drilled) <= set(ids) and set(drilled) - {newest}, f"every drill took the newest backup: {drilled}"
 
 
 SETTINGS = "SELECT current_setting('fsync') = '{0}' AND current_setting('full_page_writes') = '{0}'"

@@ -53,7 +53,7 @@ def test_the_package_keeps_its_contracts():
         ("locks.py", "import drtool.cli.main", "Layers"),
         ("storage/local.py", "from .. import app", "Layers"),
         ("errors.py", "from . import catalog", "Layers"),
-        ("reports.py", "from . import postgres", "Pure domain"),
+        ("reports/html.py", "from .. import postgres", "Pure domain"),
         ("retention.py", "import boto3", "Only storage talks to S3"),
         ("catalog.py", "import psycopg", "Only postgres talks to PostgreSQL"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from drtool import objectives, reports
+from drtool.records import ScheduleState
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
@@ -33,7 +34,7 @@ def test_report_names_an_rpo_miss_with_when():
         policy={"name": "p", "rpo_seconds": 4 * 3600, "rto_seconds": 600, "retention": {}, "copies": [],
                 "storage": {"url": "file:///x", "object_lock": None, "copies": []},
                 "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
-        backups=[backup(1, 0, 0.1), backup(2, 6, 6.1)], drills=[], drill_problems=[], schedule_state={},
+        backups=[backup(1, 0, 0.1), backup(2, 6, 6.1)], drills=[], drill_problems=[], schedule_state=ScheduleState(),
         copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=7),
     )  # fmt: skip
     assert section["compliant"] is False
@@ -58,7 +59,7 @@ def test_report_names_the_uncovered_start_of_the_period():
         policy={"name": "p", "rpo_seconds": 4 * 3600, "rto_seconds": 600, "retention": {}, "copies": [],
                 "storage": {"url": "file:///x", "object_lock": None, "copies": []},
                 "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
-        backups=[backup(1, 48, 48.1)], drills=[], drill_problems=[], schedule_state={},
+        backups=[backup(1, 48, 48.1)], drills=[], drill_problems=[], schedule_state=ScheduleState(),
         copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=49),
     )  # fmt: skip
     assert section["compliant"] is False

@@ -164,7 +164,7 @@ def test_html_report_renders_in_headless_chromium_without_network(local, tmp_pat
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-default-apps", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
              f"--proxy-server=http://127.0.0.1:{proxy.getsockname()[1]}", "--proxy-bypass-list=<-loopback>",
-             "--window-size=1100,1400", f"--screenshot={shot}", f"file://{page}"],
+             "--window-size=1280,2400", f"--screenshot={shot}", f"file://{page}"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     finally:
@@ -173,6 +173,13 @@ def test_html_report_renders_in_headless_chromium_without_network(local, tmp_pat
         proxy.close()
     assert r.returncode == 0, r.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # a real rendering, not a blank page
+    # and it prints: the PDF a reviewer files with the evidence (look at both when the layout changes)
+    pdf = tmp_path / "r.pdf"
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+                        f"file://{page}"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF-") and pdf.read_bytes().count(b"/Type /Page") >= 1
     # Chromium itself phones home (clock, updates, accounts) whatever the page is; what must not
     # appear is any request on the page's behalf
     browser_own = ("google.com", "googleapis.com", "gvt1.com")

@@ -144,8 +144,8 @@ def test_missed_slots_are_recorded_in_the_store(local):
         r = app.run(policy, now=lambda: day)  # the host was down for three days
         assert r["jobs"]["backup"]["missed"] == 2 and r["jobs"]["backup"]["outcome"] == "ok"
         state = read_schedule_state(app.store(policy), policy.name)
-        assert state["jobs"]["backup"]["missed_total"] == 2
-        assert state["jobs"]["backup"]["last_outcome"] == "ok"
+        assert state.jobs["backup"]["missed_total"] == 2
+        assert state.jobs["backup"]["last_outcome"] == "ok"
     finally:
         os.environ.pop("TEST_PGPASSWORD", None)
 
@@ -184,3 +184,14 @@ def test_timer_runs_often_enough_for_the_tightest_schedule():
     assert units.run_interval_minutes([base]) == 15  # 6-hourly backups: at most 15 minutes late
     assert units.run_interval_minutes([base, every_5]) == 5
     assert units.run_interval_minutes([every_7]) == 4  # */7 fires at :56 and then :00, 4 minutes apart
+
+
+def test_a_malformed_schedule_state_is_one_line_naming_the_object(local, tmp_path):
+    assert local.cli("run", str(local.policy)).code == 0
+    state = next((tmp_path / "store").rglob("state/schedule.json"))
+    state.write_text('{"format": "drtool-schedule-state", "version": 1, "jobs": {"backup": {"last_slot": 5}}}')
+    r = local.cli("run", str(local.policy))
+    assert r.code == 3 and "Traceback" not in r.err, r.err
+    assert "state/schedule.json: unreadable schedule state: 'last_slot' has the wrong type" in r.err
+    errors = [ln for ln in r.err.splitlines() if not ln.startswith("drtool: warning:")]
+    assert len(errors) == 1 and len(backups(local)) == 1  # nothing ran on a state it cannot read

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from .. import __version__, catalog, clock, pipeline, postgres, trust
+from .. import __version__, catalog, clock, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
@@ -35,7 +35,7 @@ class BackupJobs(AppBase):
         self.signer(policy)  # a signing key that does not load fails the backup before any dump
         try:
             manifest = self._backup_once(policy, store)
-        except postgres.ConcurrentDDL as e:
+        except pgtools.ConcurrentDDL as e:
             self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
             manifest = self._backup_once(policy, store)
         if policy.copies:
@@ -49,7 +49,7 @@ class BackupJobs(AppBase):
         state = catalog.read_copy_state(primary, policy.name, self.verifier(policy), self.warn)
         outcome: dict[str, str] = {}
         for target in policy.copies:
-            pending = state["pending"].setdefault(target.name, {})
+            pending = state.pending.setdefault(target.name, {})
             if new:
                 pending.setdefault(new, {"attempts": 0})
             if not pending:
@@ -104,14 +104,14 @@ class BackupJobs(AppBase):
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
         ci = self.source(policy)
-        pg_dump = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+        pg_dump = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
         key = catalog.dump_key(policy.name, backup_id)
         with postgres.exported_snapshot(ci) as (conn, snap):
-            postgres.require_compatible(pg_dump, snap)
+            pgtools.require_compatible(pg_dump, snap)
             scanner = BackgroundScanner()
             stats = pipeline.EncodeStats()
             stream = pipeline.encode(
-                postgres.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
+                pgtools.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
                 recipients=policy.recipients,
                 level=policy.backup.zstd_level,
                 threads=policy.backup.zstd_threads,

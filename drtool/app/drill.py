@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, drills, health, objectives, postgres, scratch, trust
+from .. import __version__, catalog, clock, drills, health, objectives, pgtools, postgres, trust
 from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
@@ -94,16 +94,16 @@ class DrillJobs(AppBase):
         attempt.step = "identity"
         identities = self.identities(policy)
         attempt.step = "provision"
-        major = postgres.server_major(int(m["server_version_num"]))
+        major = pgtools.server_major(int(m["server_version_num"]))
         if dr.target_dsn:
             server = postgres.Conninfo(dr.target_dsn, _password_from_env(dr.target_password_env,
                                                                          "drill.target_password_env"))  # fmt: skip
             attempt.target = drills.Target("server", server=server)
-            pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+            pg_restore = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
         else:
-            bin_dir, version = scratch.find_server_bin(major, dr.pg_bin_dir)
+            bin_dir, version = pgtools.find_server_bin(major, dr.pg_bin_dir)
             attempt.target = drills.Target("scratch", bin_dir=bin_dir, version=version, profile=dr.profile)
-            pg_restore = postgres.find_tool("pg_restore", str(bin_dir))
+            pg_restore = pgtools.find_tool("pg_restore", str(bin_dir))
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {source.url}/{dkey}"
         return drills.run(

@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, postgres, reports, scratch, trust
+from .. import __version__, catalog, clock, health, metrics, pgtools, postgres, reports, trust
 from ..crypto import age, signing, sshsig
 from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
+from ..records import ScheduleState
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
 
@@ -24,7 +25,7 @@ class Evidence:
     records: list[dict[str, Any]]  # drill records, newest first
     problems: list[str]  # unreadable drill records
     pending: dict[str, dict]  # copies not yet made: target -> {backup_id: ...}
-    schedule: dict[str, Any]
+    schedule: ScheduleState
     untrusted: list[str] = field(default_factory=list)  # objects no trusted key signed, ignored as evidence
 
 
@@ -40,7 +41,7 @@ class EvidenceJobs(AppBase):
             backups=[b.manifest for b in listing.restorable],
             records=records,
             problems=problems,
-            pending=catalog.read_copy_state(store, policy.name, verifier, untrusted.append)["pending"],
+            pending=catalog.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
             schedule=catalog.read_schedule_state(store, policy.name, verifier, untrusted.append),
             untrusted=untrusted,
         )
@@ -63,7 +64,8 @@ class EvidenceJobs(AppBase):
         except DrtoolError as e:
             components["storage"] = f"unreachable: {e}"
             result = health.evaluate(now=clock.utcnow(), rpo=policy.rpo, newest_recovery_point=None, last_drill=None,
-                                     copies_pending={}, schedule_state={}, components=components)  # fmt: skip
+                                     copies_pending={}, schedule_state=ScheduleState(),
+                                     components=components)  # fmt: skip
             return result, None
         for c in policy.copies:
             try:
@@ -117,18 +119,18 @@ class EvidenceJobs(AppBase):
         except DrtoolError as e:
             problems.append(str(e))
         try:
-            major = postgres.server_major(int(newest["server_version_num"])) if newest else None
+            major = pgtools.server_major(int(newest["server_version_num"])) if newest else None
         except (KeyError, TypeError, ValueError):
             major = None
         try:
-            tool = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+            tool = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
             if major is not None and tool.major < major:
                 problems.append(f"pg_restore {tool.version} ({tool.path}) cannot read a PostgreSQL {major} backup")
         except DrtoolError as e:
             problems.append(str(e))
         if major is not None and not policy.drill.target_dsn:
             try:
-                scratch.find_server_bin(major, policy.drill.pg_bin_dir)
+                pgtools.find_server_bin(major, policy.drill.pg_bin_dir)
             except DrtoolError as e:
                 problems.append(str(e))
         return "; ".join(problems) or "ok"
@@ -330,9 +332,9 @@ class EvidenceJobs(AppBase):
                 return f"{ci.label}: PostgreSQL {snap.server_version}, {snap.database_size} bytes"
 
         def pg_dump() -> str:
-            tool = postgres.find_tool("pg_dump", policy.backup.pg_bin_dir)
+            tool = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
             if "snap" in snap_holder:
-                postgres.require_compatible(tool, snap_holder["snap"])
+                pgtools.require_compatible(tool, snap_holder["snap"])
             return f"{tool.path} {tool.version}"
 
         def store() -> str:

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from .. import catalog, clock, health, pipeline, postgres
+from .. import catalog, clock, health, pgtools, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -31,7 +31,7 @@ class RestoreJobs(AppBase):
         checks = catalog.read_checks(primary, policy.name, verifier, self.warn) if primary is store else None
         for p in [*problems, *(checks.problems if checks else [])]:
             self.warn(p)
-        pending = catalog.read_copy_state(primary, policy.name, verifier, self.warn)["pending"]
+        pending = catalog.read_copy_state(primary, policy.name, verifier, self.warn).pending
         out = []
         for b in listing.backups:
             row = b.summary()
@@ -115,7 +115,7 @@ class RestoreJobs(AppBase):
         store = self.store(policy, target=from_copy)
         backup = self._find(store, policy, backup_id, from_copy)
         identities = self.identities(policy)
-        pg_restore = postgres.find_tool("pg_restore", policy.backup.pg_bin_dir)
+        pg_restore = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
         if pg_restore.major < dump_major:
             raise DatabaseError(
@@ -139,7 +139,7 @@ class RestoreJobs(AppBase):
             raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
         plain = self._decoded(store, dkey, backup, identities, where)
         if jobs == 1:
-            postgres.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
+            pgtools.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
         else:
             self._restore_parallel(pg_restore, target, plain, jobs=jobs, clean=clean, backup_id=backup.id, extra=extra)
         restored = clock.monotonic() - t0
@@ -205,17 +205,17 @@ class RestoreJobs(AppBase):
         if toc is None:
             self.warn(f"restore of {backup_id}: cannot read the archive's table of contents ({why}); "
                       f"restoring with one job instead of {jobs}")  # fmt: skip
-            postgres.restore_stream(pg_restore, target, stream, clean=clean, extra=extra)
+            pgtools.restore_stream(pg_restore, target, stream, clean=clean, extra=extra)
             return
         # The file has no name (O_TMPFILE, or unlinked at once): however drtool ends, even by
         # SIGKILL, nothing is left behind. pg_restore and its workers open it as /dev/fd/N.
         with tempfile.TemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
             f.write(toc)
             f.flush()
-            postgres.restore_stream(pg_restore, target, stream, clean=clean, sections=("pre-data", "data"),
+            pgtools.restore_stream(pg_restore, target, stream, clean=clean, sections=("pre-data", "data"),
                                     extra=extra)
             fd = f.fileno()
-            postgres.PgRestore(
+            pgtools.PgRestore(
                 pg_restore, target, jobs=jobs, clean=clean, path=f"/dev/fd/{fd}", pass_fds=(fd,),
                 sections=("post-data",), extra=extra,
             ).finish()  # fmt: skip

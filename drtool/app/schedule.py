@@ -43,7 +43,7 @@ class ScheduleJobs(AppBase):
             state = catalog.read_schedule_state(store, policy.name, self.verifier(policy), self.warn)
             t = now()
             for job, expr in jobs.items():
-                d = scheduler.due(expr, tz, _last_slot(state, job), t)
+                d = scheduler.due(expr, tz, state.last_slot(job), t)
                 result["jobs"][job] = {
                     "cron": expr,
                     "due": d is not None,
@@ -68,9 +68,9 @@ class ScheduleJobs(AppBase):
         verifier = self.verifier(policy)
         state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
         t = now()
-        if any(scheduler.due(expr, policy.schedule.timezone, _last_slot(state, job), t) for job, expr in jobs.items()):
+        if any(scheduler.due(expr, policy.schedule.timezone, state.last_slot(job), t) for job, expr in jobs.items()):
             return True
-        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"])
+        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.warn).pending)
 
     def run_fleet(
         self, policies: list[Policy], *, jobs: int = 1, dry_run: bool = False, only: frozenset[str] | None = None
@@ -108,11 +108,11 @@ class ScheduleJobs(AppBase):
         state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
         for job, expr in jobs.items():
             t = now()
-            d = scheduler.due(expr, tz, _last_slot(state, job), t)
+            d = scheduler.due(expr, tz, state.last_slot(job), t)
             if d is None:
                 result["jobs"][job] = {"due": False}
                 continue
-            entry = state["jobs"].setdefault(job, {})
+            entry = state.jobs.setdefault(job, {})
             entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
             entry["missed_total"] = entry.get("missed_total", 0) + d.missed
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
@@ -130,7 +130,7 @@ class ScheduleJobs(AppBase):
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
-        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn)["pending"]:
+        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn).pending:
             copies = self._copy_pending(policy, store)
             failed = {k: v for k, v in copies.items() if v != "ok"}
             entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
@@ -333,8 +333,3 @@ def _interrupt(pool: ThreadPoolExecutor) -> None:
     for t in list(getattr(pool, "_threads", ())):
         if t.is_alive() and t.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt))
-
-
-def _last_slot(state: dict, job: str):
-    value = state["jobs"].get(job, {}).get("last_slot")
-    return clock.parse_iso(value) if value else None

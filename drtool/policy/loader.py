@@ -7,6 +7,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,50 +33,39 @@ from .schema import (
     StorageTarget,
 )
 
-# The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of tables.
-_STORAGE_KEYS = {
-    "url": "str",
-    "region": "str",
-    "endpoint_url": "str",
-    "addressing_style": "str",
-    "request_checksums": "str",
-    "verify_tls": "bool",
-    "retry_mode": "str",
-    "max_attempts": "int",
-    "read_timeout": "str",
-    "ca_bundle": "str",
-    "object_lock_days": "int",
-    "object_lock_mode": "str",
-}
+
+# The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of
+# tables. Sections that have a dataclass take their keys and types from its fields (schema.py).
+def _keys(cls: type, *, without: tuple[str, ...] = ()) -> dict[str, str]:
+    """TOML key -> type tag of a section's dataclass: str, int, bool, list[str] (a duration is a str)."""
+    tags = {"str": "str", "int": "int", "bool": "bool", "tuple[str, ...]": "list[str]"}
+    out = {}
+    for f in fields(cls):
+        if f.name in without:
+            continue
+        kind = str(f.type).removesuffix(" | None")
+        out[f.name] = "str" if f.metadata.get("toml") == "duration" else tags[kind]
+    return out
+
+
+def _default(cls: type, name: str) -> Any:
+    """A section key's default, stated once: on its dataclass field."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+_STORAGE_KEYS = _keys(StorageTarget, without=("name",))
 _SCHEMA: dict[str, Any] = {
     "name": "str",
     "database": {"dsn": "str", "password_env": "str"},
-    "schedule": {"backup": "str", "drill": "str", "prune": "str", "timezone": "str"},
-    "retention": {
-        "keep_last": "int",
-        "keep_hourly": "int",
-        "keep_daily": "int",
-        "keep_weekly": "int",
-        "keep_monthly": "int",
-        "keep_yearly": "int",
-        "keep_within": "str",
-    },
+    "schedule": _keys(Schedule),
+    "retention": _keys(Retention),
     "storage": {**_STORAGE_KEYS, "copies": [{**_STORAGE_KEYS, "name": "str"}]},
     "encryption": {"recipients": "list[str]", "identity_file": "str"},
     "objectives": {"rpo": "str", "rto": "str"},
-    "backup": {"zstd_level": "int", "zstd_threads": "int", "pg_bin_dir": "str"},
-    "notify": {"webhook_url_env": "str", "heartbeat_url_env": "str", "on_success": "bool", "timeout": "str"},
-    "drill": {
-        "checks": "list[str]",
-        "target_dsn": "str",
-        "target_password_env": "str",
-        "pg_bin_dir": "str",
-        "pick": "str",
-        "amcheck": "bool",
-        "from_copy": "str",
-        "profile": "str",
-    },
-    "signing": {"key_file": "str", "trusted_keys": "list[str]"},
+    "backup": _keys(BackupOptions),
+    "notify": _keys(Notify),
+    "drill": _keys(Drill),
+    "signing": _keys(Signing),
 }
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
@@ -270,25 +260,61 @@ class _Validator:
 
     # -- values ----------------------------------------------------------------------------
     def run(self, raw: dict) -> Policy:
+        """The whole policy, every problem collected before PolicyError is raised."""
         raw = self.check_shape(raw, _SCHEMA, "")  # value checks below see only well-typed keys
-        name = raw.get("name")
+        name = self.name(raw.get("name"))
+        db = raw.get("database", {})
+        dsn, pw_env = self.database(db)
+        schedule, gaps = self.schedule(raw.get("schedule", {}))
+        retention = self.retention(raw.get("retention", {}))
+        storage_raw = raw.get("storage")
+        storage, copies = self.storages(storage_raw)
+        enc = raw.get("encryption", {})
+        recipients = self.recipients(enc.get("recipients", []))
+        obj = raw.get("objectives", {})
+        rpo = self.duration("objectives.rpo", obj.get("rpo"))
+        rto = self.duration("objectives.rto", obj.get("rto"))
+        backup = self.backup_options(raw.get("backup", {}))
+        drill = self.drill(raw.get("drill", {}), {"primary", *(c.name for c in copies)})
+        notify = self.notify(raw.get("notify", {}))
+        signing = self.signing(raw.get("signing", {}))
+        self.warn_about_schedule(rpo, gaps, raw.get("retention", {}), retention)
+
+        if not self.age_secret_named:  # in a comment, or a value not checked: name its line
+            self.problems += self.secret_lines
+        if self.problems:
+            raise PolicyError(self.problems)
+        assert storage is not None and name is not None and dsn is not None
+        return Policy(
+            name=name, source=self.path, dsn=dsn, password_env=pw_env, storage=storage, copies=tuple(copies),
+            recipients=tuple(recipients), identity_file=self.path_value(enc.get("identity_file")),
+            schedule=schedule, retention=retention, rpo=rpo or None, rto=rto or None, backup=backup, drill=drill,
+            notify=notify, signing=signing, warnings=tuple(self.warnings),
+        )  # fmt: skip
+
+    def name(self, name: str | None) -> str | None:
         if name is None:
             self.bad("name", "missing (a short id such as 'orders': lower-case letters, digits, dashes)")
         elif not _NAME.match(name):
             self.bad("name", f"'{name}' must be 1-63 of [a-z0-9-], starting with a letter or digit")
+        return name
 
-        db = raw.get("database", {})
+    def database(self, db: dict) -> tuple[str | None, str | None]:
         dsn = db.get("dsn")
         if not dsn:
             self.bad("database.dsn", "missing (e.g. 'postgresql://backup@db1:5432/orders')")
         else:
             self.dsn("database.dsn", dsn)
-        pw_env = db.get("password_env")
-        if pw_env is not None and not _ENV_NAME.match(pw_env):
-            self.bad("database.password_env", f"'{pw_env}' is not an environment variable name")
+        self.env_name("database.password_env", db.get("password_env"))
+        return dsn, db.get("password_env")
 
-        sched = raw.get("schedule", {})
-        tz = sched.get("timezone", "UTC")
+    def env_name(self, key: str, value: str | None, why: str = "") -> None:
+        if value is not None and not _ENV_NAME.match(value):
+            self.bad(key, f"'{value}' is not an environment variable name{why}")
+
+    def schedule(self, sched: dict) -> tuple[Schedule, dict[str, tuple[int, int]]]:
+        """The schedule, and for each valid cron expression its (smallest, largest) gap in seconds."""
+        tz = sched.get("timezone", _default(Schedule, "timezone"))
         try:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -305,32 +331,34 @@ class _Validator:
                 gaps[job] = _gaps(expr)
             except CroniterBadDateError:
                 self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
+        return Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz), gaps
 
-        ret = raw.get("retention", {})
+    def retention(self, ret: dict) -> Retention:
         for key, value in ret.items():
             if key != "keep_within" and value < 0:
                 self.bad(f"retention.{key}", "must be 0 or more")
         keep_within = self.duration("retention.keep_within", ret.get("keep_within"), allow_zero=True)
+        return Retention(**{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within)
 
-        storage_raw = raw.get("storage")
-        storage = None
+    def storages(self, storage_raw: dict | None) -> tuple[StorageTarget | None, list[StorageTarget]]:
+        """[storage] and its [[storage.copies]], each copy with a name used once."""
         if storage_raw is None:
             self.bad("storage", "missing ([storage] url = 's3://bucket/prefix' or 'file:///path')")
-        else:
-            storage = self.storage_target("storage", storage_raw, "primary")
+            return None, []
+        storage = self.storage_target("storage", storage_raw, "primary")
         copies = []
         names = {"primary"}
-        for i, c in enumerate(storage_raw.get("copies", []) if storage_raw else []):
-            cname = c.get("name") or f"copy{i + 1}"
-            if cname in names:
-                self.bad(f"storage.copies[{i}].name", f"'{cname}' is used twice")
-            names.add(cname)
-            t = self.storage_target(f"storage.copies[{i}]", c, cname)
-            if t:
-                copies.append(t)
+        for i, c in enumerate(storage_raw.get("copies", [])):
+            copy_name = c.get("name") or f"copy{i + 1}"
+            if copy_name in names:
+                self.bad(f"storage.copies[{i}].name", f"'{copy_name}' is used twice")
+            names.add(copy_name)
+            target = self.storage_target(f"storage.copies[{i}]", c, copy_name)
+            if target:
+                copies.append(target)
+        return storage, copies
 
-        enc = raw.get("encryption", {})
-        recipients = enc.get("recipients", [])
+    def recipients(self, recipients: list[str]) -> list[str]:
         if not recipients:
             self.bad(
                 "encryption.recipients",
@@ -339,43 +367,54 @@ class _Validator:
         for i, r in enumerate(recipients):
             if not _valid_recipient(r):
                 self.bad(f"encryption.recipients[{i}]", f"'{r[:20]}...' is not an age X25519 recipient (age1...)")
+        return recipients
 
-        obj = raw.get("objectives", {})
-        rpo = self.duration("objectives.rpo", obj.get("rpo"))
-        rto = self.duration("objectives.rto", obj.get("rto"))
-
-        bk = raw.get("backup", {})
-        level = bk.get("zstd_level", 1)
+    def backup_options(self, options: dict) -> BackupOptions:
+        level = options.get("zstd_level", _default(BackupOptions, "zstd_level"))
         if not 1 <= level <= 19:
             self.bad("backup.zstd_level", f"{level} is outside 1..19")
-        threads = bk.get("zstd_threads", 0)
+        threads = options.get("zstd_threads", _default(BackupOptions, "zstd_threads"))
         if threads < 0:
             self.bad("backup.zstd_threads", "must be 0 (one per CPU) or more")
+        return BackupOptions(level, threads, self.path_value(options.get("pg_bin_dir")))
 
-        dr = raw.get("drill", {})
-        tdsn = dr.get("target_dsn")
-        if tdsn:
-            self.dsn("drill.target_dsn", tdsn)
-        tpw = dr.get("target_password_env")
-        if tpw is not None and not _ENV_NAME.match(tpw):
-            self.bad("drill.target_password_env", f"'{tpw}' is not an environment variable name")
-        if dr.get("from_copy") and dr["from_copy"] not in names:
-            self.bad("drill.from_copy", f"'{dr['from_copy']}' is not the name of a [[storage.copies]] target")
-        pick = dr.get("pick", "latest")
+    def drill(self, drill: dict, storage_names: set[str]) -> Drill:
+        target_dsn = drill.get("target_dsn")
+        if target_dsn:
+            self.dsn("drill.target_dsn", target_dsn)
+        self.env_name("drill.target_password_env", drill.get("target_password_env"))
+        if drill.get("from_copy") and drill["from_copy"] not in storage_names:
+            self.bad("drill.from_copy", f"'{drill['from_copy']}' is not the name of a [[storage.copies]] target")
+        pick = drill.get("pick", _default(Drill, "pick"))
         if pick not in ("latest", "random"):
             self.bad("drill.pick", f"'{pick}' must be 'latest' or 'random'")
-        profile = dr.get("profile", "durable")
+        profile = drill.get("profile", _default(Drill, "profile"))
         if profile not in ("durable", "fast"):
             self.bad("drill.profile", f"'{profile}' must be 'durable' (settings of a production server) or 'fast'")
+        return Drill(
+            checks=tuple(drill.get("checks", ())),
+            target_dsn=target_dsn,
+            pg_bin_dir=self.path_value(drill.get("pg_bin_dir")),
+            pick=pick,
+            amcheck=drill.get("amcheck", _default(Drill, "amcheck")),
+            target_password_env=drill.get("target_password_env"),
+            from_copy=drill.get("from_copy"),
+            profile=profile,
+        )
 
-        nt = raw.get("notify", {})
+    def notify(self, notify: dict) -> Notify:
         for k in ("webhook_url_env", "heartbeat_url_env"):
-            if nt.get(k) is not None and not _ENV_NAME.match(nt[k]):
-                self.bad(f"notify.{k}", f"'{nt[k]}' is not an environment variable name (URLs with tokens stay out of "
-                         "the file)")  # fmt: skip
-        notify_timeout = self.duration("notify.timeout", nt.get("timeout", "10s"))
-        signing = self.signing(raw.get("signing", {}))
+            self.env_name(f"notify.{k}", notify.get(k), " (URLs with tokens stay out of the file)")
+        timeout = self.duration("notify.timeout", notify.get("timeout"))
+        return Notify(
+            notify.get("webhook_url_env"),
+            notify.get("heartbeat_url_env"),
+            notify.get("on_success", _default(Notify, "on_success")),
+            timeout or _default(Notify, "timeout"),
+        )
 
+    def warn_about_schedule(self, rpo: int, gaps: dict[str, tuple[int, int]], ret: dict, retention: Retention) -> None:
+        """Combinations that load but cannot work as meant: warnings, not problems."""
         if rpo and "backup" in gaps:
             smallest, largest = gaps["backup"]
             if largest > rpo:
@@ -388,52 +427,13 @@ class _Validator:
                     f"{self.path}: schedule.backup: fires every {format_duration(smallest)} for an RPO of "
                     f"{format_duration(rpo)}; that many full backups load the database for little gain"
                 )
-        keeps = [ret.get(k, 0) for k in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly",
-                                         "keep_monthly", "keep_yearly")]  # fmt: skip
-        if ret and not any(keeps) and keep_within and "backup" in gaps and keep_within < gaps["backup"][1]:
+        keep_within = retention.keep_within
+        counts = [getattr(retention, f.name) for f in fields(Retention) if f.name != "keep_within"]
+        if ret and not any(counts) and keep_within and "backup" in gaps and keep_within < gaps["backup"][1]:
             self.warnings.append(
                 f"{self.path}: retention: keeps only what is younger than {format_duration(keep_within)}, "
                 "less than the time between backups: prune would keep nothing but the newest backup"
             )
-
-        if not self.age_secret_named:  # in a comment, or a value not checked: name its line
-            self.problems += self.secret_lines
-        if self.problems:
-            raise PolicyError(self.problems)
-        assert storage is not None and name is not None and dsn is not None
-        return Policy(
-            name=name,
-            source=self.path,
-            dsn=dsn,
-            password_env=pw_env,
-            storage=storage,
-            copies=tuple(copies),
-            recipients=tuple(recipients),
-            identity_file=self.path_value(enc.get("identity_file")),
-            schedule=Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz),
-            retention=Retention(**{k: v for k, v in ret.items() if k != "keep_within"}, keep_within=keep_within),
-            rpo=rpo or None,
-            rto=rto or None,
-            backup=BackupOptions(level, threads, self.path_value(bk.get("pg_bin_dir"))),
-            drill=Drill(
-                checks=tuple(dr.get("checks", ())),
-                target_dsn=tdsn,
-                pg_bin_dir=self.path_value(dr.get("pg_bin_dir")),
-                pick=pick,
-                amcheck=dr.get("amcheck", False),
-                target_password_env=dr.get("target_password_env"),
-                from_copy=dr.get("from_copy"),
-                profile=profile,
-            ),
-            notify=Notify(
-                nt.get("webhook_url_env"),
-                nt.get("heartbeat_url_env"),
-                nt.get("on_success", False),
-                notify_timeout or 10,
-            ),  # fmt: skip
-            signing=signing,
-            warnings=tuple(self.warnings),
-        )
 
     def path_value(self, p: str | None) -> str | None:
         """~ expanded; a relative path is taken from the policy file's folder."""
@@ -509,10 +509,12 @@ class _Validator:
                 self.bad(f"{key}.url", f"'{url}': use file:///absolute/path")
         else:
             self.bad(f"{key}.url", f"'{url}': scheme must be s3:// or file://")
-        style = raw.get("addressing_style", "path" if raw.get("endpoint_url") else "auto")
+        style = raw.get(
+            "addressing_style", "path" if raw.get("endpoint_url") else _default(StorageTarget, "addressing_style")
+        )
         if style not in ("auto", "path", "virtual"):
             self.bad(f"{key}.addressing_style", f"'{style}' must be auto, path or virtual")
-        checks = raw.get("request_checksums", "when_required")
+        checks = raw.get("request_checksums", _default(StorageTarget, "request_checksums"))
         if checks not in ("when_required", "when_supported"):
             self.bad(f"{key}.request_checksums", f"'{checks}' must be when_required or when_supported")
         ep = raw.get("endpoint_url")
@@ -520,19 +522,19 @@ class _Validator:
             self.bad(f"{key}.endpoint_url", f"'{ep}' must be an http(s):// URL")
         if ep and urlparse(ep).password:
             self.bad(f"{key}.endpoint_url", "contains credentials; " + _secret_advice())
-        retry_mode = raw.get("retry_mode", "standard")
+        retry_mode = raw.get("retry_mode", _default(StorageTarget, "retry_mode"))
         if retry_mode not in ("standard", "adaptive"):
             self.bad(f"{key}.retry_mode", f"'{retry_mode}' must be standard or adaptive (botocore retry modes)")
-        attempts = raw.get("max_attempts", 5)
+        attempts = raw.get("max_attempts", _default(StorageTarget, "max_attempts"))
         if attempts < 1:
             self.bad(f"{key}.max_attempts", "must be 1 or more")
-        read_timeout = self.duration(f"{key}.read_timeout", raw.get("read_timeout", "60s"))
+        read_timeout = self.duration(f"{key}.read_timeout", raw.get("read_timeout"))
         lock = raw.get("object_lock_days")
         if lock is not None and lock <= 0:
             self.bad(f"{key}.object_lock_days", "must be 1 or more")
         if lock is not None and urlparse(url).scheme == "file":
             self.bad(f"{key}.object_lock_days", "Object Lock needs an S3 bucket; a folder store cannot enforce it")
-        lock_mode = raw.get("object_lock_mode", "COMPLIANCE")
+        lock_mode = raw.get("object_lock_mode", _default(StorageTarget, "object_lock_mode"))
         if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
             self.bad(f"{key}.object_lock_mode", f"'{lock_mode}' must be COMPLIANCE or GOVERNANCE")
         return StorageTarget(
@@ -541,10 +543,10 @@ class _Validator:
             endpoint_url=ep,
             addressing_style=style,
             request_checksums=checks,
-            verify_tls=raw.get("verify_tls", True),
+            verify_tls=raw.get("verify_tls", _default(StorageTarget, "verify_tls")),
             retry_mode=retry_mode,
             max_attempts=attempts,
-            read_timeout=read_timeout or 60,
+            read_timeout=read_timeout or _default(StorageTarget, "read_timeout"),
             ca_bundle=raw.get("ca_bundle"),
             object_lock_days=lock,
             object_lock_mode=lock_mode,

@@ -1,9 +1,15 @@
-"""The policy as typed values (stdlib only). Loading and validation live in loader.py."""
+"""The policy as typed values (stdlib only). Loading and validation live in loader.py.
+
+Each section's dataclass is its schema: loader.py derives the TOML keys and their types from the
+fields, and takes every default from here. A field written in the file as a duration ("60s") but
+held in seconds is marked DURATION."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+DURATION = {"toml": "duration"}  # field metadata: a duration string in TOML, seconds here
 
 
 @dataclass(frozen=True)
@@ -16,7 +22,7 @@ class StorageTarget:
     verify_tls: bool = True
     retry_mode: str = "standard"  # botocore: standard, or adaptive (client-side rate limiting)
     max_attempts: int = 5  # botocore's per request, and drtool's per read (storage/retry.py)
-    read_timeout: int = 60  # seconds without a byte from the store before a read is retried
+    read_timeout: int = field(default=60, metadata=DURATION)  # seconds without a byte before a read is retried
     ca_bundle: str | None = None
     object_lock_days: int | None = None  # S3 Object Lock on every backup object for this long
     object_lock_mode: str = "COMPLIANCE"  # or GOVERNANCE (privileged users may lift it)
@@ -31,7 +37,7 @@ class Retention:
     keep_weekly: int = 0
     keep_monthly: int = 0
     keep_yearly: int = 0
-    keep_within: int = 0  # seconds
+    keep_within: int = field(default=0, metadata=DURATION)
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Notify:
     webhook_url_env: str | None = None  # env var holding a webhook URL (JSON POST, Slack-compatible text)
     heartbeat_url_env: str | None = None  # env var holding a healthchecks-style ping URL
     on_success: bool = False  # also post to the webhook when a job succeeds
-    timeout: int = 10  # seconds
+    timeout: int = field(default=10, metadata=DURATION)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+"""The report as one self-contained HTML file: string.Template files from templates/, inline CSS
+and SVG, no script and no external resource. Values are escaped by `fill` unless they are `Html`
+(markup this module built from escaped parts), so no store-derived string reaches the page raw."""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from importlib import resources
+from string import Template
+from typing import Any
+
+from . import text
+from .charts import Series, line_chart
+
+
+class Html(str):
+    """Markup that is already safe: built here from escaped values."""
+
+
+def escape(value: Any) -> Html:
+    return value if isinstance(value, Html) else Html(html.escape(str(value)))
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template(resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def fill(template: str, /, **values: Any) -> Html:
+    return Html(_template(template).substitute({k: escape(v) for k, v in values.items()}))
+
+
+def tag(name: str, content: Any, cls: str | None = None) -> Html:
+    attr = f' class="{escape(cls)}"' if cls else ""
+    return Html(f"<{name}{attr}>{escape(content)}</{name}>")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> Html:
+    """A table; a cell is a value (escaped) or a (value, css class) pair."""
+    head = "<tr>" + "".join(tag("th", h) for h in headers) + "</tr>"
+    body = "".join("<tr>" + "".join(tag("td", *c) if isinstance(c, tuple) else tag("td", c) for c in r) + "</tr>"
+                   for r in rows)  # fmt: skip
+    return Html(f"<table>{head}{body}</table>")
+
+
+def items(lines: list[tuple[str, str | None]]) -> Html:
+    return Html("<ul>" + "".join(tag("li", line, cls) for line, cls in lines) + "</ul>") if lines else Html("")
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    policies = [_policy(p) for p in doc["policies"]] or [tag("p", "No policies: there is no evidence.", "bad")]
+    return fill(
+        "page.html",
+        css=Html(_template("style.css").template),
+        period_from=doc["period"]["from"],
+        period_to=doc["period"]["to"],
+        generated_at=doc["generated_at"],
+        version=doc["tool"]["version"],
+        overall_class="ok" if doc["compliant"] else "bad",
+        overall="COMPLIANT" if doc["compliant"] else "NOT COMPLIANT",
+        policies=Html("\n".join(policies)),
+        evidence_map=table(["control", "asks for", "evidence in this report"],
+                           [[e["control"], e["asks"], e["evidence"]] for e in doc["evidence_map"]]),
+    )  # fmt: skip
+
+
+def _policy(p: dict[str, Any]) -> Html:
+    o, r, d = p["objectives"], p["rpo"], p["drills"]
+    rtos = " / ".join(text.duration(d[k]) for k in ("rto_last_seconds", "rto_median_seconds", "rto_p95_seconds"))
+    measures = table(["measure", "achieved", "target"], [
+        ["worst-case RPO", text.worst_rpo(r), text.duration(o["rpo_seconds"])],
+        ["drills run / passed / failed", text.drill_counts(d), "at least 1, all passed"],
+        ["RTO last / median / p95", rtos, text.duration(o["rto_seconds"])],
+    ])  # fmt: skip
+    coverage = text.coverage(r)
+    forecast = text.forecast(p["forecast"], o["rto_seconds"])
+    notes = [(text.schedule_line(job, st), None) for job, st in p["schedule"].items()]
+    notes += [(text.copies_line(target, ids), "bad") for target, ids in p["copies_pending"].items()]
+    return fill(
+        "policy.html",
+        name=p["policy"],
+        verdict_class="ok" if p["compliant"] else "bad",
+        verdict=text.verdict(p["compliant"]),
+        reasons=items([(x, None) for x in p["reasons"]]),
+        measures=measures,
+        coverage=tag("p", coverage, "bad") if coverage else "",
+        charts=Html("".join(_charts(p))),
+        forecast=tag("p", forecast) if forecast else "",
+        drill_log=_drill_log(d["log"]),
+        inventory=table(["id", "recovery point", "stored", "targets", "recipients", "SHA-256"],
+                        [[b["id"], b["recovery_point"], text.size(b["stored_bytes"]), ", ".join(b["targets"]),
+                          ", ".join(b["recipients"]), (b["sha256"], "hash")] for b in p["inventory"]]),
+        storage=text.storage(p["storage"]),
+        retention=text.retention_rules(p["retention"]["rules"]),
+        kept=p["retention"]["kept_backups"],
+        notes=items(notes),
+    )  # fmt: skip
+
+
+_RESULT_CLASS = {"passed": "ok", "failed": "bad", "could-not-run": "none"}
+
+
+def _drill_log(log: list[dict[str, Any]]) -> Html:
+    rows = []
+    for x in log:
+        checks = Html("<br>".join(escape(f"{text.check(c)} – {c['detail']}") for c in x["checks"]))
+        rows.append([x["drill_id"], x["started_at"], x["backup_id"] or "-", x["storage_target"],
+                     (text.drill_result(x), _RESULT_CLASS[x["outcome"]]), text.rto(x), checks])  # fmt: skip
+    return table(["drill", "started", "backup", "from", "result", "RTO", "checks"], rows)
+
+
+def _charts(p: dict[str, Any]) -> list[str]:
+    o, r, d = p["objectives"], p["rpo"], p["drills"]
+    rpo_target = o["rpo_seconds"] / 3600 if o["rpo_seconds"] else None
+    return [
+        line_chart("Achieved RPO over time against the target", "hours",
+                   Series.of([(x["at"], x["seconds"] / 3600) for x in r["series"]]), rpo_target, escape),
+        line_chart("Drill RTO against the target", "seconds",
+                   Series.of([(x["started_at"], x["rto_seconds"]) for x in d["log"] if x["rto_seconds"] is not None]),
+                   o["rto_seconds"], escape),
+        line_chart("Backup size over time", "MB stored",
+                   Series.of([(b["completed_at"], b["stored_bytes"] / 1e6) for b in p["inventory"]]), None, escape),
+    ]  # fmt: skip

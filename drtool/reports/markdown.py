@@ -1,0 +1,69 @@
+"""The report as JSON and as Markdown. Every value that came from the store goes through `cell`
+(tables) or `md` (prose): a `|` in a failure message cannot break a table, nor `<`, `*` or `[`
+turn text into HTML, emphasis or links."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from . import text
+
+_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
+def md(value: Any) -> str:
+    """Plain text made inert in Markdown: specials backslash-escaped, line breaks folded."""
+    return _SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+
+def row(*cells: Any) -> str:
+    return "| " + " | ".join(md(c) for c in cells) + " |"
+
+
+def render_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def render_md(doc: dict[str, Any]) -> str:
+    overall = "COMPLIANT" if doc["compliant"] else "NOT COMPLIANT"
+    out = ["# Backup and recovery compliance report", "",
+           md(f"Period {doc['period']['from']} to {doc['period']['to']}; generated {doc['generated_at']} by drtool "
+              f"{doc['tool']['version']}.") + f" Overall: **{overall}**.", ""]  # fmt: skip
+    if not doc["policies"]:
+        out += ["No policies: there is no evidence.", ""]
+    for p in doc["policies"]:
+        out += _policy(p)
+    out += ["## Evidence map", "", "| control | asks for | evidence in this report |", "|---|---|---|"]
+    out += [row(e["control"], e["asks"], e["evidence"]) for e in doc["evidence_map"]]
+    return "\n".join(out) + "\n"
+
+
+def _policy(p: dict[str, Any]) -> list[str]:
+    o, r, d = p["objectives"], p["rpo"], p["drills"]
+    out = [f"## Policy {md(p['policy'])}: {text.verdict(p['compliant'])}", ""]
+    out += [f"- {md(x)}" for x in p["reasons"]] + ([""] if p["reasons"] else [])
+    rtos = " / ".join(text.duration(d[k]) for k in ("rto_last_seconds", "rto_median_seconds", "rto_p95_seconds"))
+    out += ["| measure | achieved | target |", "|---|---|---|",
+            row("worst-case RPO", text.worst_rpo(r), text.duration(o["rpo_seconds"])),
+            row("drills run / passed / failed", text.drill_counts(d), "at least 1, all passed"),
+            row("RTO last / median / p95", rtos, text.duration(o["rto_seconds"])), ""]  # fmt: skip
+    if text.coverage(r):
+        out += [md(text.coverage(r)), ""]
+    if text.forecast(p["forecast"], o["rto_seconds"]):
+        out += [md(text.forecast(p["forecast"], o["rto_seconds"])), ""]
+    out += ["### Drill log", "", "| drill | started | backup | from | result | RTO | checks |", "|---|---|---|---|---|---|---|"]
+    for x in d["log"]:
+        checks = ", ".join(text.check(c) for c in x["checks"])
+        out.append(row(x["drill_id"], x["started_at"], x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
+                       text.rto(x), checks))  # fmt: skip
+    out += ["", "### Backup inventory", "", "| id | recovery point | stored | targets | recipients |", "|---|---|---|---|---|"]
+    for b in p["inventory"]:
+        out.append(row(b["id"], b["recovery_point"], text.size(b["stored_bytes"]), ", ".join(b["targets"]),
+                       ", ".join(b["recipients"])))  # fmt: skip
+    out += ["", md(f"Storage: {text.storage(p['storage'])}. Retention rules: {text.retention_rules(p['retention']['rules'])}; "
+                   f"{p['retention']['kept_backups']} backups kept."), ""]  # fmt: skip
+    out += [f"- {md(text.schedule_line(job, st))}" for job, st in p["schedule"].items()]
+    out += [f"- {md(text.copies_line(target, ids))}" for target, ids in p["copies_pending"].items()]
+    return out + [""]

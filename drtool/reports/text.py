@@ -1,0 +1,99 @@
+"""Wording shared by the Markdown and HTML renderings: plain words and human units. Values here are
+plain text; each renderer escapes them for its format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..durations import format_duration
+
+RESULT = {"passed": "passed", "failed": "FAILED", "could-not-run": "could not run"}
+CHECK_RESULT = {True: "ok", None: "skipped", False: "FAILED"}
+
+
+def duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
+
+
+def size(n: float | None) -> str:
+    """33300000 -> '33.3 MB' (decimal units, as the CLI shows them)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def verdict(compliant: bool) -> str:
+    return "compliant" if compliant else "NOT compliant"
+
+
+def drill_counts(d: dict[str, Any]) -> str:
+    could_not_run = f" ({d['could_not_run']} could not run)" if d.get("could_not_run") else ""
+    return f"{d['run']} / {d['passed']} / {d['failed']}{could_not_run}"
+
+
+def rto(x: dict[str, Any]) -> str:
+    """A drill's RTO with the scratch server's settings beside it: a fast profile flatters it."""
+    profile = x.get("scratch_profile")
+    return duration(x["rto_seconds"]) + (f" ({profile})" if profile and x["rto_seconds"] is not None else "")
+
+
+def drill_result(x: dict[str, Any]) -> str:
+    return RESULT[x["outcome"]] + (f": {x['failure']}" if x["outcome"] == "could-not-run" else "")
+
+
+def check(c: dict[str, Any]) -> str:
+    return f"{c['name']} {CHECK_RESULT.get(c['ok'], 'FAILED')}"
+
+
+def worst_rpo(r: dict[str, Any]) -> str:
+    return f"{duration(r['worst_seconds'])} ({r['worst_from'] or '-'} to {r['worst_to'] or '-'})"
+
+
+def coverage(r: dict[str, Any]) -> str:
+    u = r.get("uncovered")
+    if not u:
+        return ""
+    return f"Evidence starts at {u['to']}: no backup covers the period before it (from {u['from']}, {duration(u['seconds'])})."
+
+
+def forecast(f: dict[str, Any], rto_target: float | None) -> str:
+    """The restore-time forecast in plain words, or "" when no drill measured a restore speed."""
+    if not f["available"]:
+        return ""
+    now = (f"Forecast: a restore now would take about {duration(f['expected_rto_seconds'])} "
+           f"(restore speed {size(f['restore_bytes_per_second'])}/s).")  # fmt: skip
+    growth = f["growth_bytes_per_day"]
+    if growth is None:
+        return f"{now} Too few backups to tell how fast the database grows."
+    grows = f" The dump grows by {size(growth)} a day." if growth > 0 else " The dump is not growing."
+    if not rto_target:
+        return now + grows + " No RTO target is set."
+    if f["expected_rto_seconds"] >= rto_target:
+        return now + grows + f" That is already over the RTO target of {duration(rto_target)}."
+    if f["rto_breach_date"]:
+        return now + grows + f" At this rate restores will take longer than the RTO target of " \
+                             f"{duration(rto_target)} around {f['rto_breach_date']}."  # fmt: skip
+    return now + grows + f" Restores stay within the RTO target of {duration(rto_target)} at this rate."
+
+
+def retention_rules(rules: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in rules.items()) if rules else "none"
+
+
+def storage(s: dict[str, Any]) -> str:
+    region = f" (region {s['region']})" if s.get("region") else ""
+    copies = "; copies: " + ", ".join(f"{c['name']} at {c['url']}" for c in s["copies"]) if s.get("copies") else ""
+    return f"{s['url']}{region}; Object Lock: {s.get('object_lock') or 'off'}{copies}"
+
+
+def schedule_line(job: str, st: dict[str, Any]) -> str:
+    return (f"scheduled {job}: last {st['last_outcome'] or '-'} for slot {st['last_slot'] or '-'}; "
+            f"missed slots so far: {st['missed_total'] or 0}")  # fmt: skip
+
+
+def copies_line(target: str, ids: list[str]) -> str:
+    return f"copies to {target} pending: {', '.join(ids)}"

@@ -1,0 +1,82 @@
+"""The report's renderings as pure functions: every store-derived value is escaped in HTML and in
+Markdown, and the forecast is said in plain words (no store, no database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from drtool import reports
+from drtool.records import ScheduleState
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
+HOSTILE = "a|b <script>alert(1)</script> *x* [l](http://e) `c`\nsecond line"
+
+
+def _at(hours: float) -> str:
+    return (T0 + dt.timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+
+def _backup(i: int, hours: float, size: int = 10_000_000) -> dict:
+    return {"id": f"b{i}", "recovery_point": _at(hours), "completed_at": _at(hours + 0.1),
+            "sizes": {"stored_bytes": size, "plain_bytes": size * 3},
+            "objects": [{"sha256": "0" * 64}],
+            "encryption": {"recipients": [{"fingerprint": "sha256:" + HOSTILE}]}}  # fmt: skip
+
+
+def _drill(i: int, hours: float, outcome: str = "passed", failure: str | None = None) -> dict:
+    return {"drill_id": f"d{i}", "started_at": _at(hours), "backup_id": "b1", "outcome": outcome,
+            "passed": outcome == "passed", "failure": failure, "rto_seconds": 60.0 + i, "rpo_seconds": 10.0,
+            "storage_target": "primary", "bytes_restored": 30_000_000,
+            "phases": {"fetch_decrypt_decompress": 1.0, "pg_restore": 2.0, "provision": 3.0, "verify": 1.0},
+            "checks": [{"name": "tables " + HOSTILE, "ok": False, "detail": HOSTILE}]}  # fmt: skip
+
+
+def _doc(rto: int | None = 600) -> dict:
+    state = ScheduleState(jobs={"backup": {"last_slot": _at(47), "last_outcome": "failed", "last_message": HOSTILE,
+                                           "missed_total": 3}})  # fmt: skip
+    section = reports.build_policy(
+        policy={"name": "orders " + HOSTILE, "rpo_seconds": 4 * 3600, "rto_seconds": rto, "retention": {"keep_last": 4},
+                "copies": [{"name": "dr " + HOSTILE, "url": "file:///y", "region": None}],
+                "storage": {"url": "s3://b/" + HOSTILE, "region": None, "object_lock": None, "copies": []},
+                "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
+        backups=[_backup(1, 0), _backup(2, 24, 12_000_000), _backup(3, 46, 14_000_000)],
+        drills=[_drill(1, 1), _drill(2, 25, "could-not-run", HOSTILE), _drill(3, 47)],
+        drill_problems=[], schedule_state=state, copies_pending={"dr " + HOSTILE: ["b3"]},
+        start=T0, end=T0 + dt.timedelta(hours=48),
+    )  # fmt: skip
+    return reports.build([section], start=T0, end=T0 + dt.timedelta(hours=48), now=T0, version="test")
+
+
+def test_markdown_tables_keep_their_columns_whatever_the_store_says():
+    text = reports.render_md(_doc())
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]  # a `|` not escaped by a backslash ends a cell
+            assert len(cells) in (3, 5, 7), line  # the measures, inventory and drill log tables
+        assert not re.search(r"(?<!\\)(<script|\]\(http)", line), line  # no live HTML tag, no live link
+    assert "a\\|b \\<script\\>" in text and "second line" in text
+
+
+def test_html_escapes_every_value_from_the_store():
+    page = reports.render_html(_doc())
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("&lt;script&gt;") >= 8  # policy, reasons, checks, failure, storage, copies, schedule, recipients
+    assert "missed slots so far: 3" in page and "$" not in page.replace("$(", "")
+
+
+def test_forecast_is_said_in_plain_words():
+    md = reports.render_md(_doc())
+    assert "not within the trend" not in md and "RTO target reached" not in md
+    assert "Forecast: a restore now would take about" in md
+    assert "Restores stay within the RTO target of 10m at this rate." in md or "longer than the RTO target" in md
+    assert "No RTO target is set." in reports.render_md(_doc(rto=None))
+
+
+def test_charts_label_time_on_x_and_values_on_y():
+    page = reports.render_html(_doc())
+    assert page.count("<svg") == 3 and "time (UTC)" in page
+    # 48 hours of evidence: ticks carry the date and the hour; the y axis names its values
+    assert re.search(r">11-01 \d\d:\d\d</text>", page) and re.search(r">11-02 \d\d:\d\d</text>", page)
+    assert "(hours)</figcaption>" in page and "(MB stored)</figcaption>" in page
