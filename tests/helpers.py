@@ -59,6 +59,15 @@ class Result:
     def json(self):
         return json.loads(self.out)
 
+    @property
+    def only(self):
+        """The one item of a command's list-shaped JSON (backup: backups, drill: drills, prune:
+        policies), for a run over one policy."""
+        doc = self.json
+        (key,) = [k for k in ("backups", "drills", "policies") if isinstance(doc.get(k), list)]
+        (item,) = doc[key]
+        return item
+
 
 def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: int = 300) -> Result:
     """The real drtool command line, in a child process, as cron would run it."""
