@@ -51,6 +51,7 @@ class Normaliser:
         s = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", s)
         s = re.sub(r"PostgreSQL \d+(\.\d+)?( \([^)]*\))?", "PostgreSQL <version>", s)
         s = re.sub(r"\b\d+ bytes\b", "<n> bytes", s)
+        s = re.sub(r"\S*/(pg_\w+) \d+(\.\d+)?", r"<bin>/\1 <version>", s)
         s = re.sub(r"/\S*drtool-drill-\w+", "<scratch>", s)
         s = re.sub(r"^sha256:[0-9a-f]{16}$", "<fingerprint>", s)
         return re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", s)
@@ -64,7 +65,7 @@ class Normaliser:
             return value
         if isinstance(value, (int, float)):
             return f"<{type(value).__name__}>" if _VOLATILE_NUMBER.search(key) else value
-        if key in ("server_version", "pg_dump_version", "version", "drtool_version", "host", "hostname"):
+        if key.endswith("version") or key in ("host", "hostname"):
             return f"<{key}>"
         return self.text(str(value))
 
