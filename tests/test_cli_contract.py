@@ -30,7 +30,7 @@ _VALUE_PATTERNS = [
     (re.compile(r"^SHA256:\S+$"), "<fingerprint>"),
     (re.compile(r"^ssh-ed25519 \S+"), "<public-key>"),
 ]
-# numbers that change from run to run; counts and objectives stay as they are
+# whole numbers that change from run to run; counts stay as they are
 _VOLATILE_NUMBER = re.compile(r"(bytes|size|seconds|_ms$|duration|rate|ratio|elapsed|pid|port|version_num)")
 
 
@@ -49,6 +49,7 @@ class Normaliser:
         s = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{6}", "<backup-id>", s)
         s = re.sub(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "<time>", s)
         s = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", s)
+        s = re.sub(r"\brestore_[0-9a-f]{8}\b", "<target-db>", s)
         s = re.sub(r"PostgreSQL \d+(\.\d+)?( \([^)]*\))?", "PostgreSQL <version>", s)
         s = re.sub(r"\b\d+ bytes\b", "<n> bytes", s)
         s = re.sub(r"\S*/(pg_\w+) \d+(\.\d+)?", r"<bin>/\1 <version>", s)
@@ -63,8 +64,10 @@ class Normaliser:
             return [self(v, key) for v in value]
         if isinstance(value, bool) or value is None:
             return value
-        if isinstance(value, (int, float)):
-            return f"<{type(value).__name__}>" if _VOLATILE_NUMBER.search(key) else value
+        if isinstance(value, float):  # measured (seconds, ratios): never the same twice
+            return "<float>"
+        if isinstance(value, int):
+            return "<int>" if _VOLATILE_NUMBER.search(key) else value
         if key.endswith("version") or key in ("host", "hostname"):
             return f"<{key}>"
         return self.text(str(value))
