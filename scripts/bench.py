@@ -136,7 +136,7 @@ def run_drill(drtool: list[str], policy: Path, env: dict[str, str], work: Path) 
     out = work / "drill.json"
     with open(out, "wb") as f:
         m = timed([*drtool, "drill", "-p", str(policy), "--json"], env, stdout=f)
-    rec = json.loads(out.read_text())
+    (rec,) = json.loads(out.read_text())["drills"]  # one policy: one record
     ph = rec["phases"]
     recorded = (parse_iso(rec["completed_at"]) - parse_iso(rec["started_at"])).total_seconds()
     return {

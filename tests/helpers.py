@@ -59,8 +59,17 @@ class Result:
     def json(self):
         return json.loads(self.out)
 
+    @property
+    def only(self):
+        """The one item of a command's list-shaped JSON (backup: backups, drill: drills, prune:
+        policies), for a run over one policy."""
+        doc = self.json
+        (key,) = [k for k in ("backups", "drills", "policies") if isinstance(doc.get(k), list)]
+        (item,) = doc[key]
+        return item
 
-def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: int = 300) -> Result:
+
+def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: int = 300, cwd: str | None = None) -> Result:
     """The real drtool command line, in a child process, as cron would run it."""
     full_env = dict(os.environ)
     for k, v in (env or {}).items():
@@ -69,7 +78,7 @@ def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: int =
         else:
             full_env[k] = v
     r = subprocess.run(
-        [sys.executable, "-m", "drtool", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+        [sys.executable, "-m", "drtool", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
     )
     return Result(r.returncode, r.stdout, r.stderr)
 
@@ -91,8 +100,8 @@ class Setup:
         self.pg.create_db(name)
         return name
 
-    def cli(self, *args: str, timeout: int = 300) -> Result:
-        return run_cli(*args, env=self.env, timeout=timeout)
+    def cli(self, *args: str, timeout: int = 300, cwd: str | None = None) -> Result:
+        return run_cli(*args, env=self.env, timeout=timeout, cwd=cwd)
 
     def restore(self, target_db: str, *extra: str) -> Result:
         """drtool restore of this policy into target_db, authenticating as the tests do."""

@@ -18,7 +18,7 @@ def setup(pg, tmp_path, store_toml):
 def test_backup_list_verify_restore_round_trip(setup):
     b = setup.cli("backup", "-p", str(setup.policy), "--json")
     assert b.code == 0, b.err
-    manifest = b.json
+    manifest = b.only
     assert manifest["tables"] == EXPECTED_ROWS
     assert manifest["row_count_method"] == "dump-stream"
     assert manifest["sizes"]["stored_bytes"] > 0
@@ -51,9 +51,9 @@ def test_parallel_restore_stages_a_file_and_matches(setup):
 
 
 def test_restore_picks_named_backup_and_defaults_to_newest(setup):
-    first = setup.cli("backup", "-p", str(setup.policy), "--json").json["id"]
+    first = setup.cli("backup", "-p", str(setup.policy), "--json").only["id"]
     setup.pg.psql("INSERT INTO empty_table VALUES (1)", db=setup.db)
-    second = setup.cli("backup", "-p", str(setup.policy), "--json").json["id"]
+    second = setup.cli("backup", "-p", str(setup.policy), "--json").only["id"]
     ids = [b["id"] for b in setup.cli("list", "-p", str(setup.policy), "--json").json["backups"]]
     assert ids == [second, first]
 
@@ -79,7 +79,7 @@ def test_restore_refuses_non_empty_target_unless_clean(setup):
 
 def test_restore_without_drtool_runbook(setup, age_bin, tmp_path, request):
     """README's disaster runbook: stock age, zstd and pg_restore, no drtool involved."""
-    m = setup.cli("backup", "-p", str(setup.policy), "--json").json
+    m = setup.cli("backup", "-p", str(setup.policy), "--json").only
     key = f"{m['policy']}/backups/{m['id']}/dump.zst.age"
     if setup.store_url.startswith("file://"):
         dump = f"{setup.store_url[7:]}/{key}"

@@ -21,22 +21,22 @@ def local(pg, tmp_path):
 def test_json_documents_carry_schema_version_and_contract_fields(local):
     b = local.cli("backup", "-p", str(local.policy), "--json")
     assert b.code == 0, b.err
-    doc = b.json
-    assert doc["schema_version"] == 1
+    assert b.json["schema_version"] == 2 and len(b.json["backups"]) == 1  # one shape for one policy or many
+    doc = b.only
     for key in ("id", "policy", "recovery_point", "started_at", "completed_at", "sizes", "objects", "tables"):
         assert key in doc
     assert doc["recovery_point"].endswith("Z") and doc["started_at"] <= doc["completed_at"]
 
     listed = local.cli("list", "-p", str(local.policy), "--json").json
-    assert listed["schema_version"] == 1
+    assert listed["schema_version"] == 2
     assert set(listed["backups"][0]) >= {"id", "recovery_point", "started_at", "completed_at", "size_bytes"}
 
     v = local.cli("verify", "-p", str(local.policy), "--json").json
-    assert v["schema_version"] == 1 and v["ok"] is True
+    assert v["schema_version"] == 2 and v["ok"] is True
 
     c = local.cli("check", "-p", str(local.policy), "--json")
     assert c.code == 0, c.err
-    assert c.json["schema_version"] == 1
+    assert c.json["schema_version"] == 2
     assert {x["check"] for x in c.json["policies"][0]["checks"]} >= {
         "policy",
         "database",

@@ -33,22 +33,22 @@ def ids(setup, *extra: str) -> list[str]:
 def test_copy_is_committed_restorable_and_drillable(setup, seaweed, bucket, s3_prefix):
     b = setup.cli("backup", "-p", str(setup.policy), "--json")
     assert b.code == 0, b.err
-    assert b.json["copies"] == {"dr": "ok"}
-    assert ids(setup, "--target", "dr") == [b.json["id"]]
-    body = seaweed.client().get_object(Bucket=bucket, Key=f"{s3_prefix}-dr/{b.json['policy']}/backups/"
-                                       f"{b.json['id']}/manifest.json")["Body"].read()  # fmt: skip
-    assert b'"target": "dr"' in body and b.json["objects"][0]["sha256"].encode() in body
+    assert b.only["copies"] == {"dr": "ok"}
+    assert ids(setup, "--target", "dr") == [b.only["id"]]
+    body = seaweed.client().get_object(Bucket=bucket, Key=f"{s3_prefix}-dr/{b.only['policy']}/backups/"
+                                       f"{b.only['id']}/manifest.json")["Body"].read()  # fmt: skip
+    assert b'"target": "dr"' in body and b.only["objects"][0]["sha256"].encode() in body
     assert b'"method": "streamed"' in body  # folder to S3: through drtool, SHA-256 checked on the way
     target = setup.target_db()
     r = setup.restore(target, "--from", "dr", "--json")
     assert r.code == 0, r.err and r.json["row_counts"]["mismatched"] == {}
     d = setup.cli("drill", "-p", str(setup.policy), "--from", "dr", "--json")
     assert d.code == 0, d.out + d.err
-    assert d.json["storage_target"] == "dr" and d.json["passed"] is True
+    assert d.only["storage_target"] == "dr" and d.only["passed"] is True
     # the policy can make every drill prove the copy
     setup.policy.write_text(setup.policy.read_text() + '\n[drill]\nfrom_copy = "dr"\n')
     d = setup.cli("drill", "-p", str(setup.policy), "--json")
-    assert d.code == 0 and d.json["storage_target"] == "dr"
+    assert d.code == 0 and d.only["storage_target"] == "dr"
 
 
 def test_copy_target_down_is_retried_on_the_next_run(setup, seaweed, bucket, s3_prefix):
@@ -56,14 +56,14 @@ def test_copy_target_down_is_retried_on_the_next_run(setup, seaweed, bucket, s3_
     setup.policy.write_text(good.replace(seaweed.endpoint, f"http://127.0.0.1:{free_port()}"))
     b = setup.cli("backup", "-p", str(setup.policy), "--json")
     assert b.code == 0, b.err  # the primary backup is committed whatever the copy does
-    assert b.json["copies"]["dr"].startswith("failed: ") and "will retry on the next run" in b.err
+    assert b.only["copies"]["dr"].startswith("failed: ") and "will retry on the next run" in b.err
     listed = setup.cli("list", "-p", str(setup.policy), "--json").json["backups"][0]
     assert listed["copies_pending"] == ["dr"]
     setup.policy.write_text(good)  # the target is back
     r = setup.cli("run", str(setup.policy), "--json")
     assert r.code == 0, r.err
     assert r.json["policies"][0]["jobs"]["copies"]["outcome"] == "ok"
-    assert ids(setup, "--target", "dr") == [b.json["id"]]
+    assert ids(setup, "--target", "dr") == [b.only["id"]]
     assert setup.cli("list", "-p", str(setup.policy), "--json").json["backups"][0]["copies_pending"] == []
 
 
@@ -74,16 +74,16 @@ def test_bucket_in_another_region_fails_closed(setup, seaweed, bucket, s3_prefix
     copy = [x for x in c.json["policies"][0]["checks"] if x["check"] == "copy:dr"][0]
     assert copy["ok"] is False and "is in region us-east-1, but the policy declares eu-west-1" in copy["detail"]
     b = setup.cli("backup", "-p", str(setup.policy), "--json")
-    assert b.code == 0 and "eu-west-1" in b.json["copies"]["dr"]
+    assert b.code == 0 and "eu-west-1" in b.only["copies"]["dr"]
     assert ids(setup, "--target", "dr") == []
 
 
 def test_retention_applies_to_each_target(setup):
-    made = [setup.cli("backup", "-p", str(setup.policy), "--json").json["id"] for _ in range(2)]
+    made = [setup.cli("backup", "-p", str(setup.policy), "--json").only["id"] for _ in range(2)]
     assert ids(setup, "--target", "dr") == made[::-1]
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
     assert r.code == 0, r.err
-    assert r.json["deleted"] == 1 and r.json["copies"]["dr"]["deleted"] == 1
+    assert r.only["deleted"] == 1 and r.only["copies"]["dr"]["deleted"] == 1
     assert ids(setup) == [made[1]] and ids(setup, "--target", "dr") == [made[1]]
 
 
@@ -100,8 +100,8 @@ def test_same_endpoint_copy_is_server_side_and_restorable(pg, tmp_path, seaweed,
     storage = primary + copy_toml(seaweed, bucket, s3_prefix)
     s = make_setup(pg, tmp_path, storage)
     b = s.cli("backup", "-p", str(s.policy), "--json")
-    assert b.code == 0 and b.json["copies"] == {"dr": "ok"}, b.err
-    key = f"{s3_prefix}-dr/{b.json['policy']}/backups/{b.json['id']}/manifest.json"
+    assert b.code == 0 and b.only["copies"] == {"dr": "ok"}, b.err
+    key = f"{s3_prefix}-dr/{b.only['policy']}/backups/{b.only['id']}/manifest.json"
     copy_manifest = seaweed.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     assert b'"method": "server-side"' in copy_manifest
     v = s.cli("verify", "-p", str(s.policy))

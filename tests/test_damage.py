@@ -33,7 +33,7 @@ def store_of(setup):
 def backup(setup) -> dict:
     r = setup.cli("backup", "-p", str(setup.policy), "--json")
     assert r.code == 0, r.err
-    return r.json
+    return r.only
 
 
 def listing(setup) -> list[dict]:
@@ -45,7 +45,7 @@ def listing(setup) -> list[dict]:
 def prune(setup) -> dict:
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
     clean(r, 0)
-    return {b["id"]: (b["action"], b["reasons"]) for b in r.json["backups"]}
+    return {b["id"]: (b["action"], b["reasons"]) for b in r.only["backups"]}
 
 
 def restored_id(setup, *extra: str) -> str:
@@ -163,7 +163,7 @@ def test_drill_that_finds_the_backup_damaged_records_it_and_prune_keeps_the_good
     flip(setup, bad)
     r = setup.cli("drill", "-p", str(setup.policy), "--backup", bad["id"], "--json")
     assert r.code == 3 and "Traceback" not in r.err
-    assert r.json["passed"] is False
+    assert r.only["passed"] is False
     rows = {b["id"]: b for b in listing(setup)}
     assert rows[bad["id"]]["status"] == "damaged" and "drill" in rows[bad["id"]]["damage"]
     decisions = prune(setup)
@@ -233,7 +233,7 @@ def test_malformed_manifest_is_named_and_the_others_work(local, shape):
     assert d.code == 3 and "Traceback" not in d.err + d.out and named in d.out, (d.code, d.out, d.err)
     pr = local.cli("prune", "-p", p, "--json")
     clean(pr, 0, named)
-    assert [u["id"] for u in pr.json["unreadable"]] == [bad["id"]]
+    assert [u["id"] for u in pr.only["unreadable"]] == [bad["id"]]
     assert path.exists() and (folder(local, bad) / "dump.zst.age").exists()
 
 

@@ -51,16 +51,16 @@ def test_drill_that_cannot_decrypt_is_a_recorded_failed_drill(local, tmp_path):
     local.key.unlink()
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 3 and "Traceback" not in r.err
-    assert r.json["outcome"] == "failed" and r.json["passed"] is False
-    assert r.json["failure"] == f"identity: identity file {local.key} does not exist (encryption.identity_file)"
-    assert [c["name"] for c in r.json["checks"] if c["ok"] is False] == ["identity"]
+    assert r.only["outcome"] == "failed" and r.only["passed"] is False
+    assert r.only["failure"] == f"identity: identity file {local.key} does not exist (encryption.identity_file)"
+    assert [c["name"] for c in r.only["checks"] if c["ok"] is False] == ["identity"]
     # a wrong identity: the object is intact (its hash matches) but the key does not open it
     local.key.write_text(age.Identity.generate().encode() + "\n")
     local.key.chmod(0o600)
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 3 and "Traceback" not in r.err
-    assert r.json["outcome"] == "failed" and r.json["failure"].startswith("identity: ")
-    assert "is encryption.identity_file the key for this backup?" in r.json["failure"]
+    assert r.only["outcome"] == "failed" and r.only["failure"].startswith("identity: ")
+    assert "is encryption.identity_file the key for this backup?" in r.only["failure"]
     assert [x["outcome"] for x in records(local)] == ["passed"] * 3 + ["failed"] * 2
     after = report(local, tmp_path, "--from", since)
     assert after["compliant"] is False
@@ -108,7 +108,7 @@ def test_drill_stopped_by_an_unreachable_store_could_not_run(pg, tmp_path, scrat
     r = s.cli("drill", "-p", str(s.policy), "--json")
     assert r.code == 1, (r.out, r.err)
     assert "Traceback" not in r.err and "could not run: fetch: " in r.err
-    rec = r.json
+    rec = r.only
     assert rec["outcome"] == "could-not-run" and rec["passed"] is False and rec["failure"].startswith("fetch: ")
     assert fault_proxy.count("GET", r"dump\.zst\.age", "error 503") >= 1
     fault_proxy.clear()

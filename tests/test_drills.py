@@ -46,12 +46,12 @@ def leftovers(root: Path) -> list[str]:
 
 
 def test_drill_passes_and_records_true_figures(local, scratch_root):
-    b = local.cli("backup", "-p", str(local.policy), "--json").json
+    b = local.cli("backup", "-p", str(local.policy), "--json").only
     before = time.time()
     r = local.cli("drill", "-p", str(local.policy), "--json")
     outside = time.time() - before
     assert r.code == 0, r.out + r.err
-    rec = r.json
+    rec = r.only
     assert rec["passed"] is True and rec["failure"] is None
     assert rec["backup_id"] == b["id"] and rec["target"]["kind"] == "scratch"
     assert {c["name"]: c["ok"] for c in rec["checks"]} == {
@@ -74,14 +74,14 @@ def test_drill_passes_and_records_true_figures(local, scratch_root):
 
 
 def test_tampered_backup_fails_at_fetch_naming_the_object(local, scratch_root):
-    m = local.cli("backup", "-p", str(local.policy), "--json").json
+    m = local.cli("backup", "-p", str(local.policy), "--json").only
     dump = local.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "dump.zst.age"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dump.write_bytes(bytes(data))
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 3
-    rec = r.json
+    rec = r.only
     assert rec["passed"] is False and rec["failure"].startswith("fetch: ")
     assert f"backups/{m['id']}/dump.zst.age" in rec["failure"]
     assert [c["name"] for c in rec["checks"] if c["ok"] is False] == ["fetch"]
@@ -90,7 +90,7 @@ def test_tampered_backup_fails_at_fetch_naming_the_object(local, scratch_root):
 
 
 def test_table_missing_from_dump_fails_row_counts_naming_it(local):
-    m = local.cli("backup", "-p", str(local.policy), "--json").json
+    m = local.cli("backup", "-p", str(local.policy), "--json").only
     manifest = local.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "manifest.json"
     doc = json.loads(manifest.read_text())
     doc["tables"]["public.ghost"] = 7  # the manifest lists a table the dump does not hold
@@ -110,7 +110,7 @@ def test_policy_check_false_or_raising_fails_the_drill(local, check, detail):
     assert local.cli("backup", "-p", str(local.policy)).code == 0
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 3
-    failed = [c for c in r.json["checks"] if c["ok"] is False]
+    failed = [c for c in r.only["checks"] if c["ok"] is False]
     assert [c["name"] for c in failed] == ["policy_check[0]"] and detail in failed[0]["detail"]
     assert failed[0]["query"] == check
 
@@ -121,7 +121,7 @@ def test_rto_target_too_small_fails_the_drill(local):
     assert local.cli("backup", "-p", str(local.policy)).code == 0
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 3
-    rec = r.json
+    rec = r.only
     assert rec["rto_met"] is False and rec["passed"] is False and rec["rto_seconds"] > 1.2
     assert rec["failure"].startswith("RTO ") and "exceeds objectives.rto (1s)" in rec["failure"]
     assert all(c["ok"] for c in rec["checks"])
@@ -158,7 +158,7 @@ def test_drill_on_an_existing_server_drops_its_database(local):
     local.policy.write_text(text)
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 0, r.out + r.err
-    assert r.json["target"]["kind"] == "server" and "drtool_drill_" in r.json["target"]["label"]
+    assert r.only["target"]["kind"] == "server" and "drtool_drill_" in r.only["target"]["label"]
     assert local.pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'drtool_drill_%'") == "0"
 
 
@@ -193,14 +193,14 @@ def test_random_pick_drills_older_backups_too(local):
     """With pick = "random" an older backup is drilled sooner or later; were pick ignored, every drill
     would take the newest. Three backups, at most 12 drills: a working pick fails this once in 500,000
     runs (2/3 per drill lands on an older one, so it usually stops after one or two)."""
-    ids = [local.cli("backup", "-p", str(local.policy), "--json").json["id"] for _ in range(3)]
+    ids = [local.cli("backup", "-p", str(local.policy), "--json").only["id"] for _ in range(3)]
     newest = max(ids)
     local.policy.write_text(local.policy.read_text().replace("[drill]", '[drill]\npick = "random"'))
     drilled = []
     while len(drilled) < 12 and all(b == newest for b in drilled):
         r = local.cli("drill", "-p", str(local.policy), "--json")
         assert r.code == 0, r.out + r.err
-        drilled.append(r.json["backup_id"])
+        drilled.append(r.only["backup_id"])
     assert set(drilled) <= set(ids) and set(drilled) - {newest}, f"every drill took the newest backup: {drilled}"
 
 
@@ -213,7 +213,7 @@ def test_scratch_server_is_durable_by_default_and_fast_only_when_asked(local, tm
     assert local.cli("backup", "-p", str(local.policy)).code == 0
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 0, r.out + r.err
-    assert r.json["scratch_profile"] == "durable" and r.json["outcome"] == "passed"
+    assert r.only["scratch_profile"] == "durable" and r.only["outcome"] == "passed"
     # and the report shows the profile next to the RTO
     md = tmp_path / "r.md"
     assert local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(md)).code == 0
@@ -222,7 +222,7 @@ def test_scratch_server_is_durable_by_default_and_fast_only_when_asked(local, tm
         SETTINGS.format("on"), SETTINGS.format("off")))  # fmt: skip
     r = local.cli("drill", "-p", str(local.policy), "--json")
     assert r.code == 0, r.out + r.err
-    assert r.json["scratch_profile"] == "fast"
+    assert r.only["scratch_profile"] == "fast"
 
 
 def test_unknown_drill_profile_is_an_invalid_policy(local):

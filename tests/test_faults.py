@@ -180,8 +180,8 @@ def test_table_dropped_after_snapshot_keeps_backup_consistent(local, tmp_path):
     local.policy.write_text(original)  # the wrapper folder has no pg_restore
     assert r.code == 0, r.err
     assert "a table was dropped while the backup started, retrying once" in r.err
-    assert "public.orders" not in r.json["tables"] and r.json["tables"]["public.customers"] == 500
-    assert listed(local) == [r.json["id"]]
+    assert "public.orders" not in r.only["tables"] and r.only["tables"]["public.customers"] == 500
+    assert listed(local) == [r.only["id"]]
     target = local.target_db()
     res = local.restore(target, "--json")
     assert res.code == 0, res.err
@@ -262,7 +262,7 @@ def test_upload_killed_midway_is_never_listed_and_next_backup_works_s3(s3, seawe
     assert listed(s3) == []
     r = s3.cli("backup", "-p", str(s3.policy), "--json")
     assert r.code == 0, r.err
-    assert listed(s3) == [r.json["id"]]
+    assert listed(s3) == [r.only["id"]]
 
 
 def test_upload_killed_midway_is_never_listed_and_next_backup_works_local(local):
@@ -274,14 +274,14 @@ def test_upload_killed_midway_is_never_listed_and_next_backup_works_local(local)
     assert listed(local) == []
     r = local.cli("backup", "-p", str(local.policy), "--json")
     assert r.code == 0, r.err
-    assert listed(local) == [r.json["id"]]
+    assert listed(local) == [r.only["id"]]
 
 
 # -- damaged objects and keys -------------------------------------------------------------------
 
 
 def _damage(setup, how: str) -> tuple[str, str]:
-    m = setup.cli("backup", "-p", str(setup.policy), "--json").json
+    m = setup.cli("backup", "-p", str(setup.policy), "--json").only
     path = setup.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "dump.zst.age"
     data = bytearray(path.read_bytes())
     if how == "flip":
@@ -309,7 +309,7 @@ def test_damaged_object_fails_verify_and_restore_naming_it(local, how):
 def test_damaged_manifest_is_listed_unreadable_and_fails_only_its_own_restore(local):
     """Manifests are read side by side when listing; a damaged one is named in one line, the
     others stay usable, and a restore of the damaged one itself exits 3."""
-    made = [local.cli("backup", "-p", str(local.policy), "--json").json for _ in range(2)]
+    made = [local.cli("backup", "-p", str(local.policy), "--json").only for _ in range(2)]
     ids = [m["id"] for m in made]
     manifest = local.policy.parent / "store" / made[0]["policy"] / "backups" / ids[0] / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:40])

@@ -171,7 +171,7 @@ def test_a_lost_reply_to_a_lock_write_is_recognised_as_our_own(pg, tmp_path, pro
     r = setup.cli("backup", "-p", str(setup.policy), "--json")
     assert r.code == 0, r.err
     assert fault_proxy.count("PUT", r"locks/policy\.lock", "lose_reply (store said 200)") == 1
-    assert backup_ids(setup) == [r.json["id"]]
+    assert backup_ids(setup) == [r.only["id"]]
     with pytest.raises(NotFound):
         store_of(setup).stat(locks.lock_key(policy_of(setup).name))  # and released
 

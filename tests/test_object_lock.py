@@ -46,7 +46,7 @@ def test_every_backup_object_is_written_locked(setup, seaweed, locked_bucket, s3
     c = seaweed.client()
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=23)
     for name in ("dump.zst.age", "manifest.json"):
-        key = f"{s3_prefix}/{m.json['policy']}/backups/{m.json['id']}/{name}"
+        key = f"{s3_prefix}/{m.only['policy']}/backups/{m.only['id']}/{name}"
         ret = c.get_object_retention(Bucket=locked_bucket, Key=key)["Retention"]
         assert ret["Mode"] == "COMPLIANCE" and ret["RetainUntilDate"] > soon
     check = setup.cli("check", "-p", str(setup.policy))
@@ -54,13 +54,13 @@ def test_every_backup_object_is_written_locked(setup, seaweed, locked_bucket, s3
 
 
 def test_prune_reports_locked_backups_as_retained_and_never_fails(setup):
-    first = setup.cli("backup", "-p", str(setup.policy), "--json").json["id"]
-    second = setup.cli("backup", "-p", str(setup.policy), "--json").json["id"]
+    first = setup.cli("backup", "-p", str(setup.policy), "--json").only["id"]
+    second = setup.cli("backup", "-p", str(setup.policy), "--json").only["id"]
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
     assert r.code == 0, r.err
-    rows = {b["id"]: b for b in r.json["backups"]}
+    rows = {b["id"]: b for b in r.only["backups"]}
     assert rows[first]["action"] == "retained-by-lock" and "Object Lock retains it until" in rows[first]["reasons"][-1]
-    assert rows[second]["action"] == "keep" and r.json["retained_by_lock"] == 1
+    assert rows[second]["action"] == "keep" and r.only["retained_by_lock"] == 1
     ids = [b["id"] for b in setup.cli("list", "-p", str(setup.policy), "--json").json["backups"]]
     assert ids == [second, first]  # still whole and restorable until the lock expires
 

@@ -47,8 +47,8 @@ def test_error_on_stderr_with_exit_0_and_a_whole_archive_is_a_good_backup(local,
                                      'exec "$REAL" "$@"')  # fmt: skip
     b = local.cli("backup", "-p", str(local.policy), "--json")
     assert b.code == 0, b.err
-    assert listed(local) == [b.json["id"]]
-    assert b.json["row_count_method"] == "dump-stream" and b.json["tables"] == EXPECTED_ROWS
+    assert listed(local) == [b.only["id"]]
+    assert b.only["row_count_method"] == "dump-stream" and b.only["tables"] == EXPECTED_ROWS
     r = local.restore(local.target_db(), "--json")
     assert r.code == 0 and r.json["row_counts"]["mismatched"] == {}, r.err
 

@@ -30,10 +30,10 @@ def ids(setup) -> list[str]:
 
 
 def test_prune_keeps_what_rules_say_and_deletes_the_rest(setup):
-    made = [setup.cli("backup", "-p", str(setup.policy), "--json").json["id"] for _ in range(4)]
+    made = [setup.cli("backup", "-p", str(setup.policy), "--json").only["id"] for _ in range(4)]
     dry = setup.cli("prune", "-p", str(setup.policy), "--dry-run", "--json")
     assert dry.code == 0, dry.err
-    actions = {b["id"]: (b["action"], b["reasons"]) for b in dry.json["backups"]}
+    actions = {b["id"]: (b["action"], b["reasons"]) for b in dry.only["backups"]}
     assert actions[made[3]] == ("keep", ["last 1/2", "newest complete backup"])
     assert actions[made[2]] == ("keep", ["last 2/2"])
     assert actions[made[0]] == ("delete", ["matches no retention rule"])
@@ -51,23 +51,23 @@ def test_newest_passed_drill_survives_keep_last_1(pg, tmp_path, scratch_root):
         pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml="[retention]\nkeep_last = 1\n"
     )
     setup.env["TMPDIR"] = str(scratch_root)
-    drilled = setup.cli("backup", "-p", str(setup.policy), "--json").json["id"]
+    drilled = setup.cli("backup", "-p", str(setup.policy), "--json").only["id"]
     assert setup.cli("drill", "-p", str(setup.policy)).code == 0
-    newer = [setup.cli("backup", "-p", str(setup.policy), "--json").json["id"] for _ in range(2)]
+    newer = [setup.cli("backup", "-p", str(setup.policy), "--json").only["id"] for _ in range(2)]
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
-    kept = {b["id"]: b["reasons"] for b in r.json["backups"] if b["action"] == "keep"}
+    kept = {b["id"]: b["reasons"] for b in r.only["backups"] if b["action"] == "keep"}
     assert kept == {newer[1]: ["last 1/1", "newest complete backup"], drilled: ["newest backup that passed a drill"]}
 
 
 def test_failed_backups_are_cleaned_after_the_grace_period_only(setup):
-    good = setup.cli("backup", "-p", str(setup.policy), "--json").json
+    good = setup.cli("backup", "-p", str(setup.policy), "--json").only
     store = store_of(setup)
     name = good["policy"]
     old, recent = "20200101T000000Z-aaaaaa", good["id"][:16] + "-bbbbbb"
     for bid in (old, recent):  # what a crash leaves: data without a manifest
         store.put(f"{name}/backups/{bid}/dump.zst.age", [b"partial"])
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
-    inc = {x["id"]: x["action"] for x in r.json["incomplete"]}
+    inc = {x["id"]: x["action"] for x in r.only["incomplete"]}
     assert inc == {old: "delete", recent: "keep"}
     with pytest.raises(NotFound):
         store.stat(f"{name}/backups/{old}/dump.zst.age")
@@ -80,7 +80,7 @@ def test_empty_rules_delete_nothing(setup):
     for _ in range(3):
         setup.cli("backup", "-p", str(setup.policy))
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
-    assert r.json["deleted"] == 0 and len(ids(setup)) == 3
+    assert r.only["deleted"] == 0 and len(ids(setup)) == 3
 
 
 def test_prune_waits_for_or_reports_a_live_lock_holder(setup):

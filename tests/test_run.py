@@ -110,7 +110,7 @@ def test_prune_while_a_backup_uploads_waits_its_turn(pg, tmp_path):
     w_out, w_err = waiting.communicate(timeout=300)
     assert waiting.returncode == 0, w_err
     # prune ran after the backup released the lock: it saw the finished backup and kept it
-    assert [(b["id"], b["action"]) for b in json.loads(w_out)["backups"]] == [(out.strip(), "keep")]
+    assert [(b["id"], b["action"]) for b in json.loads(w_out)["policies"][0]["backups"]] == [(out.strip(), "keep")]
     assert backups(local) == [out.strip()]
 
 

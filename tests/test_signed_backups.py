@@ -60,7 +60,7 @@ def policy_name(setup) -> str:
 def backup(setup, policy=None) -> str:
     r = setup.cli("backup", "-p", str(policy or setup.policy), "--json")
     assert r.code == 0, r.err
-    return r.json["id"]
+    return r.only["id"]
 
 
 def listed(setup) -> dict[str, dict]:
@@ -122,9 +122,9 @@ def test_planted_backup_is_untrusted_never_latest_never_pruned_and_restore_takes
                                                                                 "[objectives]"))  # fmt: skip
     r = signed.cli("prune", "-p", str(signed.policy), "--json")
     assert r.code == 0, r.err
-    assert [b["id"] for b in r.json["backups"]] == [genuine]  # the planted one counts for no rule
-    assert [u["id"] for u in r.json["untrusted"]] == [planted]
-    assert "evidence of tampering" in r.json["untrusted"][0]["reason"]
+    assert [b["id"] for b in r.only["backups"]] == [genuine]  # the planted one counts for no rule
+    assert [u["id"] for u in r.only["untrusted"]] == [planted]
+    assert "evidence of tampering" in r.only["untrusted"][0]["reason"]
     assert store_of(signed).stat(manifest_key(signed, planted))  # still there
 
     r = signed.cli("status", "-p", str(signed.policy), "--json")
@@ -248,9 +248,9 @@ def test_drill_record_edited_to_passed_is_ignored_by_report_and_status(pg, tmp_p
     s.policy.write_text(s.policy.read_text() + '\n[drill]\nchecks = ["SELECT false"]\n')
     backup(s)
     r = s.cli("drill", "-p", str(s.policy), "--json")
-    assert r.code == 3 and r.json["outcome"] == "failed", r.err
+    assert r.code == 3 and r.only["outcome"] == "failed", r.err
     store = store_of(s)
-    key = f"{policy_name(s)}/drills/{r.json['drill_id']}.json"
+    key = f"{policy_name(s)}/drills/{r.only['drill_id']}.json"
     data = get_bytes(store, key)
     # stock OpenSSH verifies the drill record, as an auditor would
     assert ssh_verify(ssh_keygen, tmp_path, s.signing_line, "drtool-evidence", data, get_bytes(store, key + ".sig"))\

@@ -59,7 +59,7 @@ def test_init_creates_every_store_folder_0700_and_running_it_again_is_fine(pg, t
     assert [t["created"] for t in again.json["policies"][0]["targets"]] == [False, False]
     b = s.cli("backup", "-p", str(s.policy), "--json")
     assert b.code == 0, b.err
-    assert b.json["copies"] == {"dr": "ok"}
+    assert b.only["copies"] == {"dr": "ok"}
 
 
 def test_copy_target_folder_missing_is_not_created_by_backup(pg, tmp_path):
@@ -69,7 +69,7 @@ def test_copy_target_folder_missing_is_not_created_by_backup(pg, tmp_path):
     (tmp_path / "store").mkdir()
     b = s.cli("backup", "-p", str(s.policy), "--json")
     assert b.code == 0, b.err  # the primary backup commits; the copy waits for init
-    assert b.json["copies"]["dr"].startswith("failed: ") and HINT in b.json["copies"]["dr"]
+    assert b.only["copies"]["dr"].startswith("failed: ") and HINT in b.only["copies"]["dr"]
     assert not copy.parent.exists()
 
 
@@ -137,7 +137,7 @@ def with_backup(pg, tmp_path, scratch_root):
     s.env["TMPDIR"] = str(scratch_root)
     first = s.cli("backup", "-p", str(s.policy), "--json")
     assert first.code == 0, first.err
-    return s, first.json
+    return s, first.only
 
 
 @pytest.mark.parametrize("command", ["backup", "prune", "drill", "run"])

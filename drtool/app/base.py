@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -26,12 +27,21 @@ def _no_progress(label: str, total: int | None) -> Progress:
     return lambda n: None
 
 
+_LOG = logging.getLogger("drtool.app")
+
+
+def log_warning(msg: str) -> None:
+    """Where use cases' warnings go: stdlib logging (the CLI installs the handler and format)."""
+    _LOG.warning(msg)
+
+
 @dataclass
 class AppBase:
     """State and helpers shared by the use cases; App (drtool.app) combines them."""
 
     progress: ProgressFactory = _no_progress
-    warn: Callable[[str], None] = lambda msg: None
+    # kept as a thin shim over logging: use cases call self.warn(msg) (or pass it as a callback)
+    warn: Callable[[str], None] = log_warning
     command_t0: float | None = None  # monotonic time the command began (drill records its duration)
     lock_wait: float = 0  # seconds to wait for a policy lock held by another process
     # how long a lock lasts unrenewed; renewed every third of it (docs/design.md, "Locks and leases")

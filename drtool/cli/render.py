@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any
 
+from ..durations import format_duration
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -44,7 +46,7 @@ class ProgressLine:
             state["last"] = now
             rate = state["done"] / max(now - state["t0"], 1e-6)
             of = f" of ~{human_bytes(total)}" if total else ""
-            sys.stderr.write(f"\r{label}: {human_bytes(state['done'])}{of}  {human_bytes(rate)}/s   ")
+            sys.stderr.write(f"\r{label}: {human_bytes(state['done'])}{of}  {human_rate(rate)}   ")
             sys.stderr.flush()
 
         return update
@@ -53,3 +55,16 @@ class ProgressLine:
         if self.enabled:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+def human_duration(seconds: float | None) -> str:
+    """For people: 4.2s under a minute, else 6h, 1h30m, 2d3h (to the second)."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 60:
+        return f"{seconds:.1f}s"
+    return format_duration(seconds)
+
+
+def human_rate(bytes_per_second: float) -> str:
+    return f"{human_bytes(bytes_per_second)}/s"

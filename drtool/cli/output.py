@@ -1,0 +1,62 @@
+"""What every command shares for its result on stdout: JSON documents, invalid policy files,
+colour, and the exit code a fleet ends with."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import EXIT_USAGE
+from ..policy import InvalidPolicy
+
+# 2: every command has one shape whatever the number of policies (backup, prune, drill always
+# in their list form); 1 had a single-object form for one policy.
+JSON_SCHEMA_VERSION = 2
+
+# Policy files of a fleet that did not validate: named in the output and the metrics, never run,
+# and the command's exit code is at least EXIT_USAGE (see worst()).
+INVALID: list[InvalidPolicy] = []
+
+
+def invalid_json() -> list[dict[str, Any]]:
+    return [{"file": str(b.source), "name": b.name, "problems": list(b.problems)} for b in INVALID]
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    """The command's result: schema_version first, invalid_policies last when a file was invalid."""
+    extra = {"invalid_policies": invalid_json()} if INVALID else {}
+    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, indent=2, default=str))
+
+
+def echo_invalid() -> None:
+    """Text output: one line per problem of each invalid policy file (not run)."""
+    for bad in INVALID:
+        for line in bad.problems:
+            click.echo(f"INVALID (not run) {line}")
+
+
+def worst(code: int) -> int:
+    """A fleet with an invalid policy file exits at least EXIT_USAGE, whatever the others did."""
+    return max(code, EXIT_USAGE) if INVALID else code
+
+
+def colour_enabled(stream=None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+_COLOURS = {"ok": "green", "passed": "green", "healthy": "green", "warn": "yellow", "degraded": "yellow"}
+
+
+def paint(word: str, key: str | None = None) -> str:
+    """`word` coloured by what it says (red for failures) when colour is enabled."""
+    if not colour_enabled():
+        return word
+    return click.style(word, fg=_COLOURS.get((key or word).strip().lower(), "red"), bold=True)
