@@ -31,3 +31,14 @@ def format_duration(seconds: float) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out)
+
+
+def format_size(n: float | None) -> str:
+    """33300000 -> '33.3 MB': decimal units, as people read sizes ('-' for unknown)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

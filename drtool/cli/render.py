@@ -6,17 +6,11 @@ import sys
 import time
 from typing import Any
 
-from ..durations import format_duration
+from ..durations import format_duration, format_size
 
 
 def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+    return format_size(n)
 
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:

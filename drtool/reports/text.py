@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..durations import format_duration
+from ..durations import format_duration, format_size
 
 RESULT = {"passed": "passed", "failed": "FAILED", "could-not-run": "could not run"}
 CHECK_RESULT = {True: "ok", None: "skipped", False: "FAILED"}
@@ -17,13 +17,7 @@ def duration(seconds: float | None) -> str:
 
 def size(n: float | None) -> str:
     """33300000 -> '33.3 MB' (decimal units, as the CLI shows them)."""
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    return format_size(n)
 
 
 def verdict(compliant: bool) -> str:
