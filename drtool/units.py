@@ -18,6 +18,18 @@ LONGEST_RUN = "12h"
 ENV_FILE = "/etc/drtool/drtool.env"
 
 
+
+# The sandbox every drtool unit runs in (the timer's job and `drtool serve` alike).
+_HARDENING = """NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes"""
+
 def run_interval_minutes(policies: list[Policy], only: tuple[str, ...] | None = None) -> int:
     """How often `drtool run` must be called: often enough for the tightest schedule (of the jobs
     in `only`, when given), and at least every 15 minutes so a job starts at most that late. A
@@ -76,15 +88,7 @@ IOSchedulingClass=best-effort
 IOSchedulingPriority=7
 # Hardening: drtool needs the network, the store and key paths below, and (for drills) to run
 # a scratch PostgreSQL as the postgres user in its private /tmp.
-NoNewPrivileges=yes
-PrivateTmp=yes
-ProtectSystem=strict
-ProtectHome=read-only
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
+{_HARDENING}
 """
     # "-": a path that does not exist (yet) is not an error
     if rw:
@@ -137,15 +141,7 @@ Type=simple
 ExecStart={drtool} serve --policy {policy_path} --listen {listen} --cache {cache}
 Restart=on-failure
 RestartSec=10s
-NoNewPrivileges=yes
-PrivateTmp=yes
-ProtectSystem=strict
-ProtectHome=read-only
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
+{_HARDENING}
 
 [Install]
 WantedBy=multi-user.target
