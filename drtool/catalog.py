@@ -255,7 +255,7 @@ def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing
     `unreadable` and never stops the others. With a verifier, a manifest no trusted key signed is
     in `untrusted` instead (whatever it holds). Objects a manifest lists are checked against the
     same listing (no extra request)."""
-    objects = {obj.key: obj.size for obj in store.list(f"{policy}/backups/")}
+    objects = {obj.key: obj.size for obj in store.list_objects(f"{policy}/backups/")}
     keys = [k for k in objects if k.endswith("/" + MANIFEST_NAME)]
 
     def read(key: str) -> Backup | Unreadable | UntrustedBackup:
@@ -406,7 +406,7 @@ def read_checks(store: Store, policy: str, verifier: Verifier | None = None,
     would clear a damaged backup)."""
     base = f"{policy}/checks/"
     per_backup: dict[str, list[str]] = {}
-    for obj in store.list(base):
+    for obj in store.list_objects(base):
         bid = obj.key[len(base) :].split("/", 1)[0]
         if obj.key.endswith(".json"):
             per_backup.setdefault(bid, []).append(obj.key)
@@ -521,7 +521,7 @@ def list_drill_records(store: Store, policy: str, verifier: Verifier | None = No
     on_untrusted, else in problems)."""
     found: list[DrillRecord] = []
     problems: list[str] = []
-    for obj in store.list(f"{policy}/drills/"):
+    for obj in store.list_objects(f"{policy}/drills/"):
         if not obj.key.endswith(".json"):
             continue
         where = f"{store.url}/{obj.key}"

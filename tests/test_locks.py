@@ -113,7 +113,7 @@ def test_a_job_whose_lock_was_taken_over_commits_nothing(setup, gate):
     assert len(lines) == 1 and f"lost the lock of policy '{name}'" in lines[0] and "other-host pid 4242" in lines[0]
     assert "Traceback" not in err
     assert backup_ids(setup) == []
-    assert list(store.list(f"{name}/backups/")) == []  # the dump it wrote is gone
+    assert list(store.list_objects(f"{name}/backups/")) == []  # the dump it wrote is gone
     assert lock_body(store, name)["token"] == "thief"  # release left the new holder's lock alone
 
 

@@ -83,8 +83,8 @@ def test_locked_backup_is_deleted_by_a_later_prune_once_the_lock_expires(setup, 
     time.sleep(4.5)
     later = app.prune(policy)
     assert [(b["id"], b["action"]) for b in later["backups"]][1] == (old, "delete")
-    assert old not in [b["id"] for b in app.list(policy)]
-    assert not [o for o in app.store(policy).list("") if old in o.key]
+    assert old not in [b["id"] for b in app.list_backups(policy)]
+    assert not [o for o in app.store(policy).list_objects("") if old in o.key]
 
 
 def test_object_lock_on_a_bucket_without_it_is_refused(pg, tmp_path, seaweed, bucket, s3_prefix):

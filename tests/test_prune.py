@@ -43,7 +43,7 @@ def test_prune_keeps_what_rules_say_and_deletes_the_rest(setup):
     assert "DELETE" in r.out and "last 1/2" in r.out
     assert ids(setup) == [made[3], made[2]]
     store = store_of(setup)
-    assert not [o for o in store.list("") if made[0] in o.key]  # data gone too, not just manifests
+    assert not [o for o in store.list_objects("") if made[0] in o.key]  # data gone too, not just manifests
 
 
 def test_newest_passed_drill_survives_keep_last_1(pg, tmp_path, scratch_root):

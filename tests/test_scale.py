@@ -143,7 +143,7 @@ def test_folder_scan_of_one_policy_never_visits_the_others(tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "scandir", spy)
     assert [x.key for x in store.leftovers("a/backups/")] == ["a/backups/1/.tmp-up"]
-    assert [o.key for o in store.list("a/backups/")] == ["a/backups/1/dump"]
+    assert [o.key for o in store.list_objects("a/backups/")] == ["a/backups/1/dump"]
     assert visited, "the scan did not go through os.scandir"
     inside = str(root / "a" / "backups")
     assert all(v == inside or v.startswith(inside + os.sep) for v in visited), visited

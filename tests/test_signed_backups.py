@@ -295,7 +295,7 @@ def test_without_trusted_keys_an_unsigned_backup_is_listed_as_before(pg, tmp_pat
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
     bid = backup(s)
     assert listed(s)[bid]["status"] == "ok"
-    assert not list(store_of(s).list(f"{policy_name(s)}/backups/{bid}/manifest.json.sig"))
+    assert not list(store_of(s).list_objects(f"{policy_name(s)}/backups/{bid}/manifest.json.sig"))
 
 
 # -- copies ------------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_genuine_check_record_replayed_under_another_backup_does_not_clear_its_d
     assert local.cli("verify", "-p", str(local.policy), "--backup", a).code == 3
     assert local.cli("verify", "-p", str(local.policy), "--backup", b).code == 0
     assert listed(local)[a]["status"] == "damaged"
-    [ok_key] = [o.key for o in store.list(f"{name}/checks/{b}/") if o.key.endswith(".json")]
+    [ok_key] = [o.key for o in store.list_objects(f"{name}/checks/{b}/") if o.key.endswith(".json")]
     replayed = f"{name}/checks/{a}/29990101T000000000000Z-abcdef.json"  # newer than any finding
     put(store, replayed, get_bytes(store, ok_key))
     put(store, replayed + ".sig", get_bytes(store, ok_key + ".sig"))  # a genuine signature: it is genuine

@@ -64,8 +64,8 @@ def test_delete_is_idempotent(store):
 def test_list_filters_by_prefix_in_key_order(store):
     for k in ["p/2", "p/1", "p/sub/3", "q/4"]:
         put_bytes(store, k, k.encode())
-    assert [o.key for o in store.list("p/")] == ["p/1", "p/2", "p/sub/3"]
-    assert [o.size for o in store.list("q/")] == [3]
+    assert [o.key for o in store.list_objects("p/")] == ["p/1", "p/2", "p/sub/3"]
+    assert [o.size for o in store.list_objects("q/")] == [3]
 
 
 def test_streamed_multipart_upload_round_trips(store, monkeypatch):
@@ -87,7 +87,7 @@ def test_failing_stream_leaves_no_visible_object(store, monkeypatch):
 
     with pytest.raises(RuntimeError, match="producer died"):
         store.put("broken/obj", pieces(), size_hint=1)
-    assert list(store.list("broken/")) == []
+    assert list(store.list_objects("broken/")) == []
     with pytest.raises(NotFound):
         store.stat("broken/obj")
 
@@ -132,7 +132,7 @@ def test_unreachable_store_is_a_clear_error():
 
     store = s3_store("s3://some-bucket/p", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StorageError, match="cannot reach the store"):
-        list(store.list(""))
+        list(store.list_objects(""))
 
 
 def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, s3_prefix, monkeypatch):
@@ -162,7 +162,7 @@ def test_503_on_third_part_aborts_upload_and_leaves_nothing(seaweed, bucket, s3_
     with pytest.raises(StorageError, match="ServiceUnavailable"):
         RetryingStore(store).put("obj", pieces, size_hint=1)
     assert calls == [1, 2, 3]
-    assert list(store.list("")) == []
+    assert list(store.list_objects("")) == []
     assert not store.client.list_multipart_uploads(Bucket=bucket, Prefix=s3_prefix).get("Uploads")
 
 
@@ -205,7 +205,7 @@ def test_listing_pages_past_a_thousand_objects(store):
     keys = [f"many/{i:05d}" for i in range(1005)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: put_bytes(store, k, b"x"), keys))
-    assert [o.key for o in store.list("many/")] == keys
+    assert [o.key for o in store.list_objects("many/")] == keys
 
 
 def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
@@ -218,7 +218,7 @@ def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
         store.client.create_multipart_upload(Bucket=store.bucket, Key=k)
     found = store.leftovers("b/")
     assert [x.key.split("/")[0] for x in found] == ["b"]
-    assert list(store.list("b/")) == []  # never visible as an object
+    assert list(store.list_objects("b/")) == []  # never visible as an object
     for x in found:
         store.discard(x)
     assert store.leftovers("b/") == []

@@ -17,7 +17,7 @@ from .base import AppBase, _password_from_env
 
 class RestoreJobs(AppBase):
     # -- list --------------------------------------------------------------------------------------
-    def list(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
+    def list_backups(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
         """Backups in a storage target (default: the primary), newest first, each with its
         `status` (ok, or damaged with the reason: objects missing, or a check found it so), the
         outcome of its latest drill and, on the primary, the copies not made yet. A manifest that

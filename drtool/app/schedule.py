@@ -255,7 +255,7 @@ class ScheduleJobs(AppBase):
                 prefix = catalog.backup_prefix(policy.name, d.backup_id)
                 try:
                     store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
-                    for obj in store.list(prefix):
+                    for obj in store.list_objects(prefix):
                         store.delete(obj.key)
                 except RetainedByLock as e:  # deleted by a later prune, once the lock expires
                     rows[-1]["action"] = "retained-by-lock"
@@ -278,7 +278,7 @@ class ScheduleJobs(AppBase):
         """Folders of backups that never committed (no manifest), and their unfinished uploads."""
         base = f"{policy.name}/backups/"
         groups: dict[str, dict[str, list]] = {}
-        for obj in store.list(base):
+        for obj in store.list_objects(base):
             bid = obj.key[len(base) :].split("/", 1)[0]
             if bid not in complete:
                 groups.setdefault(bid, {"objects": [], "leftovers": []})["objects"].append(obj)

@@ -82,7 +82,7 @@ class Store(Protocol):
     def stat(self, key: str) -> ObjectInfo:
         """Size of the object; raises NotFound."""
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with prefix, in key order, across all pages."""
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:

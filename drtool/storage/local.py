@@ -149,7 +149,7 @@ class LocalStore:
         except OSError as e:
             raise self._fail("stat", key, e) from None
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
             raise NotFound(f"{self.url}: store folder does not exist")
         found = []

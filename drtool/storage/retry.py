@@ -74,14 +74,14 @@ class RetryingStore:
     def stat(self, key: str) -> ObjectInfo:
         return self._retried(lambda: self.inner.stat(key))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Listing is in key order, so a listing that broke on page n starts again and skips what
         it already yielded."""
         last: str | None = None
         failures = 0
         while True:
             try:
-                for info in self.inner.list(prefix):
+                for info in self.inner.list_objects(prefix):
                     if last is not None and info.key <= last:
                         continue
                     yield info

@@ -311,7 +311,7 @@ class S3Store:
             raise self._fail("stat", key, e) from None
         return ObjectInfo(key, r["ContentLength"], etag=r.get("ETag"), modified=r.get("LastModified"))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:

@@ -19,7 +19,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
     """Complete backups, newest first."""
     rows = []
     for p in policies(ctx, policy_path, policy_name):
-        rows.extend(ctx.app.list(p, target=target))
+        rows.extend(ctx.app.list_backups(p, target=target))
     if as_json:
         emit_json({"backups": rows})
         return
