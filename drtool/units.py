@@ -18,7 +18,6 @@ LONGEST_RUN = "12h"
 ENV_FILE = "/etc/drtool/drtool.env"
 
 
-
 # The sandbox every drtool unit runs in (the timer's job and `drtool serve` alike).
 _HARDENING = """NoNewPrivileges=yes
 PrivateTmp=yes
@@ -29,6 +28,7 @@ ProtectKernelModules=yes
 ProtectControlGroups=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes"""
+
 
 def run_interval_minutes(policies: list[Policy], only: tuple[str, ...] | None = None) -> int:
     """How often `drtool run` must be called: often enough for the tightest schedule (of the jobs

@@ -73,8 +73,9 @@ def fault_proxy(seaweed):
 @pytest.fixture
 def proxied_s3_toml(fault_proxy, bucket, s3_prefix) -> str:
     """A [storage] section whose S3 requests all pass through `fault_proxy`."""
-    return (f'[storage]\nurl = "s3://{bucket}/{s3_prefix}"\nregion = "us-east-1"\n'
-            f'endpoint_url = "{fault_proxy.endpoint}"')
+    return (
+        f'[storage]\nurl = "s3://{bucket}/{s3_prefix}"\nregion = "us-east-1"\nendpoint_url = "{fault_proxy.endpoint}"'
+    )
 
 
 @pytest.fixture
@@ -92,7 +93,6 @@ def age_bin() -> str:
     path = shutil.which("age")
     need(path is not None, "the stock age tool (Debian package age)")
     return path
-
 
 
 SERVICE_FIXTURES = {"pg", "seaweed"}  # the real servers; every fixture that needs one depends on these

@@ -212,8 +212,7 @@ class RestoreJobs(AppBase):
         with tempfile.TemporaryFile(prefix="drtool-restore-", suffix=".toc") as f:
             f.write(toc)
             f.flush()
-            pgtools.restore_stream(pg_restore, target, stream, clean=clean, sections=("pre-data", "data"),
-                                    extra=extra)
+            pgtools.restore_stream(pg_restore, target, stream, clean=clean, sections=("pre-data", "data"), extra=extra)
             fd = f.fileno()
             pgtools.PgRestore(
                 pg_restore, target, jobs=jobs, clean=clean, path=f"/dev/fd/{fd}", pass_fds=(fd,),

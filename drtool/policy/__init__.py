@@ -1,7 +1,18 @@
 """Policy files: the only importer of tomllib. See docs/policy.md."""
 
 from .loader import load_fleet, load_policies, load_policy
-from .schema import BackupOptions, Drill, Fleet, InvalidPolicy, Policy, Retention, Schedule, Signing, StorageTarget
+from .schema import (
+    BackupOptions,
+    Drill,
+    Fleet,
+    InvalidPolicy,
+    Pitr,
+    Policy,
+    Retention,
+    Schedule,
+    Signing,
+    StorageTarget,
+)
 
 __all__ = [
     "load_fleet",
@@ -15,5 +26,6 @@ __all__ = [
     "Schedule",
     "BackupOptions",
     "Drill",
+    "Pitr",
     "Signing",
 ]

@@ -26,6 +26,7 @@ from .schema import (
     Fleet,
     InvalidPolicy,
     Notify,
+    Pitr,
     Policy,
     Retention,
     Schedule,
@@ -66,6 +67,7 @@ _SCHEMA: dict[str, Any] = {
     "notify": _keys(Notify),
     "drill": _keys(Drill),
     "signing": _keys(Signing),
+    "pitr": _keys(Pitr),
 }
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
@@ -86,6 +88,8 @@ _INT_BOUNDS = {
     "storage.object_lock_days": 36_500,  # 100 years, S3's own limit
     "backup.zstd_level": 19,
     "backup.zstd_threads": 200,  # ZSTDMT_NBWORKERS_MAX
+    "pitr.upload_workers": 64,
+    "pitr.prefetch": 1024,
 }
 _INT_MAX = 1_000_000
 _YEAR = 365 * 86400
@@ -95,6 +99,9 @@ _DURATION_BOUNDS = {  # seconds; a duration key not listed gets _DURATION_MAX
     "objectives.rto": 10 * _YEAR,
     "notify.timeout": 300,  # a notification never holds a job up for long
     "storage.read_timeout": 3600,  # a store silent this long is down, not slow
+    "pitr.archive_timeout": 3600,
+    "pitr.ack_timeout": 3600,
+    "pitr.heartbeat_interval": 3600,
 }
 _DURATION_MAX = 100 * _YEAR
 
@@ -278,6 +285,9 @@ class _Validator:
         drill = self.drill(raw.get("drill", {}), {"primary", *(c.name for c in copies)})
         notify = self.notify(raw.get("notify", {}))
         signing = self.signing(raw.get("signing", {}))
+        pitr = self.pitr(raw.get("pitr", {}), rpo)
+        if schedule.base and not pitr.enabled:
+            self.bad("schedule.base", "base backups need [pitr] enabled = true")
         self.warn_about_schedule(rpo, gaps, raw.get("retention", {}), retention)
 
         if not self.age_secret_named:  # in a comment, or a value not checked: name its line
@@ -289,7 +299,7 @@ class _Validator:
             name=name, source=self.path, dsn=dsn, password_env=pw_env, storage=storage, copies=tuple(copies),
             recipients=tuple(recipients), identity_file=self.path_value(enc.get("identity_file")),
             schedule=schedule, retention=retention, rpo=rpo or None, rto=rto or None, backup=backup, drill=drill,
-            notify=notify, signing=signing, warnings=tuple(self.warnings),
+            notify=notify, signing=signing, pitr=pitr, warnings=tuple(self.warnings),
         )  # fmt: skip
 
     def name(self, name: str | None) -> str | None:
@@ -320,7 +330,7 @@ class _Validator:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self.bad("schedule.timezone", f"'{tz}' is not a known time zone (e.g. UTC, Europe/Berlin)")
         gaps: dict[str, tuple[int, int]] = {}
-        for job in ("backup", "drill", "prune"):
+        for job in ("backup", "base", "drill", "prune"):
             expr = sched.get(job)
             if expr is None:
                 continue
@@ -331,7 +341,14 @@ class _Validator:
                 gaps[job] = _gaps(expr)
             except CroniterBadDateError:
                 self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
-        return Schedule(sched.get("backup"), sched.get("drill"), sched.get("prune"), tz), gaps
+        schedule = Schedule(
+            backup=sched.get("backup"),
+            base=sched.get("base"),
+            drill=sched.get("drill"),
+            prune=sched.get("prune"),
+            timezone=tz,
+        )
+        return schedule, gaps
 
     def retention(self, ret: dict) -> Retention:
         for key, value in ret.items():
@@ -412,6 +429,34 @@ class _Validator:
             notify.get("on_success", _default(Notify, "on_success")),
             timeout or _default(Notify, "timeout"),
         )
+
+    def pitr(self, raw: dict, rpo: int) -> Pitr:
+        """[pitr]: when enabled, where the cluster and the spool are; archive_timeout from the RPO if unset."""
+        enabled = raw.get("enabled", _default(Pitr, "enabled"))
+        pgdata = self.path_value(raw.get("pgdata"))
+        spool = self.path_value(raw.get("spool_dir"))
+        if enabled:
+            if not pgdata:
+                self.bad("pitr.pgdata", "missing: the cluster's data directory (the WAL daemon reads pg_wal there)")
+            if not spool:
+                self.bad("pitr.spool_dir", "missing: a folder outside the data directory, writable by postgres")
+            elif pgdata and (Path(spool) == Path(pgdata) or Path(pgdata) in Path(spool).parents):
+                self.bad("pitr.spool_dir", f"'{spool}' is inside pitr.pgdata; keep it outside (pg_rewind, restores)")
+        timeout = self.duration("pitr.archive_timeout", raw.get("archive_timeout"))
+        if not timeout:
+            timeout = min(rpo, 60) if rpo else 60
+        workers = raw.get("upload_workers", _default(Pitr, "upload_workers"))
+        if workers < 1:
+            self.bad("pitr.upload_workers", "must be 1 or more")
+        prefetch = raw.get("prefetch", _default(Pitr, "prefetch"))
+        if prefetch < 0:
+            self.bad("pitr.prefetch", "must be 0 (no read-ahead) or more")
+        return Pitr(
+            enabled=enabled, pgdata=pgdata, spool_dir=spool, archive_timeout=timeout, upload_workers=workers,
+            ack_timeout=self.duration("pitr.ack_timeout", raw.get("ack_timeout")) or _default(Pitr, "ack_timeout"),
+            prefetch=prefetch,
+            heartbeat_interval=self.duration("pitr.heartbeat_interval", raw.get("heartbeat_interval")),
+        )  # fmt: skip
 
     def warn_about_schedule(self, rpo: int, gaps: dict[str, tuple[int, int]], ret: dict, retention: Retention) -> None:
         """Combinations that load but cannot work as meant: warnings, not problems."""

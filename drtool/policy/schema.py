@@ -43,6 +43,7 @@ class Retention:
 @dataclass(frozen=True)
 class Schedule:
     backup: str | None = None
+    base: str | None = None  # physical base backups ([pitr]); run by `drtool run` like the others
     drill: str | None = None
     prune: str | None = None
     timezone: str = "UTC"
@@ -82,6 +83,20 @@ class Signing:
 
 
 @dataclass(frozen=True)
+class Pitr:
+    """Continuous WAL archiving and physical base backups (docs/pitr.md)."""
+
+    enabled: bool = False
+    pgdata: str | None = None  # the cluster's data directory: the WAL daemon reads pg_wal/archive_status there
+    spool_dir: str | None = None  # acknowledgements and prefetched WAL; outside PGDATA; required when enabled
+    archive_timeout: int = field(default=0, metadata=DURATION)  # 0: derived from objectives.rpo, at most 60 s
+    upload_workers: int = 4  # segments uploaded at once by `drtool wal daemon`
+    ack_timeout: int = field(default=60, metadata=DURATION)  # `wal push` waits this long for the daemon
+    prefetch: int = 16  # segments `wal fetch` downloads ahead during recovery
+    heartbeat_interval: int = field(default=0, metadata=DURATION)  # 0: off (issue 13: drtool.heartbeat rows)
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     source: Path
@@ -99,6 +114,7 @@ class Policy:
     drill: Drill = field(default_factory=Drill)
     notify: Notify = field(default_factory=Notify)
     signing: Signing = field(default_factory=Signing)
+    pitr: Pitr = field(default_factory=Pitr)
     warnings: tuple[str, ...] = ()
 
 

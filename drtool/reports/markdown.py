@@ -53,12 +53,23 @@ def _policy(p: dict[str, Any]) -> list[str]:
         out += [md(text.coverage(r)), ""]
     if text.forecast(p["forecast"], o["rto_seconds"]):
         out += [md(text.forecast(p["forecast"], o["rto_seconds"])), ""]
-    out += ["### Drill log", "", "| drill | started | backup | from | result | RTO | checks |", "|---|---|---|---|---|---|---|"]
+    out += [
+        "### Drill log",
+        "",
+        "| drill | started | backup | from | result | RTO | checks |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for x in d["log"]:
         checks = ", ".join(text.check(c) for c in x["checks"])
         out.append(row(x["drill_id"], x["started_at"], x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
                        text.rto(x), checks))  # fmt: skip
-    out += ["", "### Backup inventory", "", "| id | recovery point | stored | targets | recipients |", "|---|---|---|---|---|"]
+    out += [
+        "",
+        "### Backup inventory",
+        "",
+        "| id | recovery point | stored | targets | recipients |",
+        "|---|---|---|---|---|",
+    ]
     for b in p["inventory"]:
         out.append(row(b["id"], b["recovery_point"], text.size(b["stored_bytes"]), ", ".join(b["targets"]),
                        ", ".join(b["recipients"])))  # fmt: skip
