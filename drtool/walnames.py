@@ -10,7 +10,7 @@ Anything else is refused: names are checked by one strict pattern before they re
 Store layout, under the policy's prefix (the system identifier keeps two clusters apart):
     <policy>/wal/<sysid>/<TTTTTTTTXXXXXXXX>/<segment>[.partial|.<offset>.backup].zst.age
     <policy>/wal/<sysid>/history/<TTTTTTTT>.history.zst.age
-    <policy>/wal/<sysid>/cluster.json   (create-only: the cluster this archive belongs to)
+    <policy>/wal/cluster.json   (create-only: the one cluster whose WAL this policy archives)
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def name_of_key(key: str) -> str:
     return name
 
 
-def cluster_key(policy: str, sysid: int | str) -> str:
-    return f"{archive_prefix(policy, sysid)}cluster.json"
+def cluster_key(policy: str) -> str:
+    return f"{policy}/wal/cluster.json"
 
 
 # The long page header at the start of every segment: xlp_magic(2) xlp_info(2) xlp_tli(4) xlp_pageaddr(8)
