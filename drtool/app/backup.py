@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import Any
 
@@ -90,7 +91,7 @@ class BackupJobs(AppBase):
                 continue
             with src.get(key) as raw:
                 reader = pipeline.HashingReader(raw)
-                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"], retain=True)
+                dst.put(key, iter(functools.partial(reader.read, 1 << 20), b""), size_hint=obj["size"], retain=True)
             if reader.hexdigest() != obj["sha256"]:
                 dst.delete(key)
                 raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "

@@ -33,7 +33,7 @@ class EvidenceJobs(AppBase):
     # -- status and reports ------------------------------------------------------------------------
     def _evidence(self, policy: Policy, store: Store) -> Evidence:
         """With [signing].trusted_keys only what a trusted key signed; the rest is named in `untrusted`."""
-        verifier, untrusted = self.verifier(policy), []
+        verifier, untrusted = self.verifier(policy), list[str]()
         records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
         listing = catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]

@@ -335,7 +335,7 @@ def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:
 TOC_CAPTURE_LIMIT = 16 << 20  # the header and table of contents are a few KB, even large schemas a few MB
 
 
-def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytearray, str]:
+def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytes, str]:
     """Read the archive's start until its table of contents ends: (toc, head, why). toc is the
     archive's header and table of contents, or None when they cannot be found (the scanner does
     not know the archive, or TOC_CAPTURE_LIMIT bytes passed first; why says which). head is every
@@ -345,12 +345,12 @@ def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytearray, str]:
         head += piece
         scanner.feed(piece)
         if scanner.info.toc_end is not None:
-            return bytes(head[: scanner.info.toc_end]), head, ""
+            return bytes(head[: scanner.info.toc_end]), bytes(head), ""
         if scanner.failure:
-            return None, head, str(scanner.failure)
+            return None, bytes(head), str(scanner.failure)
         if len(head) > TOC_CAPTURE_LIMIT:
-            return None, head, f"no table of contents in the first {TOC_CAPTURE_LIMIT >> 20} MiB"
-    return None, head, "the archive ended before its table of contents did"
+            return None, bytes(head), f"no table of contents in the first {TOC_CAPTURE_LIMIT >> 20} MiB"
+    return None, bytes(head), "the archive ended before its table of contents did"
 
 
 def _target_password_keys(dsn: str) -> list[str]:

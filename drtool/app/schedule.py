@@ -123,23 +123,23 @@ class ScheduleJobs(AppBase):
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
             ok = outcome["outcome"] == "ok"
-            self.notify_outcome(policy, job, ok, outcome.get("summary") if ok else outcome.get("error", ""),
-                                {"slot": outcome["slot"], "missed": d.missed})  # fmt: skip
+            summary: str = (outcome.get("summary") if ok else outcome.get("error")) or ""
+            self.notify_outcome(policy, job, ok, summary, {"slot": outcome["slot"], "missed": d.missed})
             entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
             if outcome["outcome"] == "ok":
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
         if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn).pending:
-            copies = self._copy_pending(policy, store)
-            failed = {k: v for k, v in copies.items() if v != "ok"}
-            entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
+            made = self._copy_pending(policy, store)
+            failed = {k: v for k, v in made.items() if v != "ok"}
+            copy_entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
             if failed:
                 error = "; ".join(f"{k}: {v}" for k, v in failed.items())
-                entry.update(outcome="failed", error=error, exit_code=1)
+                copy_entry.update(outcome="failed", error=error, exit_code=1)
             else:
-                entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
-            result["jobs"]["copies"] = entry
+                copy_entry.update(outcome="ok", summary=f"copied to {', '.join(made)}")
+            result["jobs"]["copies"] = copy_entry
 
     @staticmethod
     def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
@@ -231,7 +231,7 @@ class ScheduleJobs(AppBase):
         backups = listing.backups
         damaged = {b.id: b.damaged for b in backups if b.damaged}
         if checks is not None:
-            damaged.update({bid: checks.reason(bid) for bid in checks.damaged if bid not in damaged})
+            damaged.update({bid: checks.reason(bid) or "" for bid in checks.damaged if bid not in damaged})
             passed = passed | checks.verified
         decisions = retention.apply(
             [retention.Candidate(b.id, b.recovery_point) for b in backups],
@@ -239,7 +239,7 @@ class ScheduleJobs(AppBase):
             now,
             policy.schedule.timezone,
             passed - set(damaged),
-            damaged,  # type: ignore[arg-type]
+            damaged,
         )
         named = {u.claims: u.key for u in listing.unreadable if u.claims}
         for d in decisions:
@@ -247,7 +247,7 @@ class ScheduleJobs(AppBase):
                 d.keep = True
                 d.reasons.append(f"an unreadable manifest ({named[d.backup_id]}) names it: kept until that is resolved")
         self.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
-        rows = []
+        rows: list[dict[str, Any]] = []
         for d in decisions:
             rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip

@@ -35,8 +35,13 @@ class Leftover:
 class Reader(Protocol):
     """An open object stream (from Store.get). Close it; it is also a context manager."""
 
-    etag: str | None  # the version being read; pass it as get(..., if_match=) to resume the same one
-    size: int | None  # the whole object's size in bytes (not only the part from the offset on)
+    @property
+    def etag(self) -> str | None:
+        """The version being read; pass it as get(..., if_match=) to resume the same one."""
+
+    @property
+    def size(self) -> int | None:
+        """The whole object's size in bytes (not only the part from the offset on)."""
 
     def read(self, n: int = -1) -> bytes: ...
 

@@ -15,6 +15,7 @@ raised with the number of attempts added.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -142,7 +143,7 @@ class _ResumingReader:
         out = bytearray()
         while n < 0 or len(out) < n:
             want = PIECE if n < 0 else min(PIECE, n - len(out))
-            piece = self._resumed(lambda body, want=want: body.read(want))
+            piece = self._resumed(operator.methodcaller("read", want))
             if not piece:
                 break
             if not out and len(piece) == n:
