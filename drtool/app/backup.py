@@ -12,7 +12,7 @@ from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
-from ..storage import Store
+from ..storage import ServerCopy, Store
 from .base import AppBase, _check_region
 
 
@@ -85,8 +85,7 @@ class BackupJobs(AppBase):
         for o in backup.record.objects:
             obj = o.as_dict()
             key = prefix + obj["key"]
-            copy_from = getattr(dst, "copy_from", None)
-            if copy_from is not None and type(src) is type(dst) and copy_from(src, key, obj["size"], retain=True):
+            if isinstance(dst, ServerCopy) and dst.copy_from(src, key, obj["size"], retain=True):
                 method = "server-side"  # same endpoint: the provider copies; the size is checked
                 continue
             with src.get(key) as raw:

@@ -17,7 +17,7 @@ from ..crypto import age, sshsig
 from ..errors import DrtoolError, IdentityError, NotFound, StorageError, UsageError
 from ..policy import Policy, StorageTarget
 from ..secrets import Secret
-from ..storage import LocalStore, RetryingStore, Store, open_store
+from ..storage import BucketAdmin, LockInspector, RetryingStore, RootCreator, Store, open_store
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
@@ -134,16 +134,14 @@ class AppBase:
         spec = self.target(policy, target)
         store = open_store(spec)
         try:
-            if isinstance(store, LocalStore):
+            if isinstance(store, RootCreator):
                 store.check_root()
-            else:
+            if isinstance(store, BucketAdmin):
                 store.check_bucket()  # some servers create missing buckets on write: refuse that
         except NotFound as e:
             raise StorageError(f"{e}; run `drtool init -p {policy.source}` to create it") from None
-        if not isinstance(store, LocalStore) and spec.object_lock_days:
-            usable, detail = store.lock_status()
-            if not usable:
-                raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
+        if spec.object_lock_days:
+            _require_usable_lock(store)
         return RetryingStore(store, attempts=spec.max_attempts, on_retry=self.warn)  # reads resume after faults
 
     def source(self, policy: Policy) -> postgres.Conninfo:
@@ -255,9 +253,19 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
         f.write(data)
 
 
+def _require_usable_lock(store: Store) -> None:
+    """storage.object_lock_days is set: the store must have immutability, and it must be usable.
+    (A folder store has none; the policy loader refuses object_lock_days on a file:// target.)"""
+    if not isinstance(store, LockInspector):
+        return
+    usable, detail = store.lock_status()
+    if not usable:
+        raise StorageError(f"{store.url}: storage.object_lock_days is set, but {detail}")
+
+
 def _check_region(store: Store, target: StorageTarget) -> None:
     """Fail closed when an S3 bucket is not in the region the policy declares."""
-    actual = getattr(store, "bucket_region", lambda: None)()
+    actual = store.bucket_region() if isinstance(store, BucketAdmin) else None
     if actual is not None and target.region and actual != target.region:
         raise StorageError(f"{store.url}: bucket is in region {actual}, but the policy declares {target.region} "
                            f"(storage target '{target.name}')")  # fmt: skip

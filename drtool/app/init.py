@@ -6,8 +6,8 @@ from typing import Any
 
 from ..errors import DrtoolError, StorageError
 from ..policy import Policy, StorageTarget
-from ..storage import LocalStore, open_store
-from .base import AppBase, _check_region
+from ..storage import BucketAdmin, RootCreator, open_store
+from .base import AppBase, _check_region, _require_usable_lock
 
 
 class InitJobs(AppBase):
@@ -29,19 +29,19 @@ class InitJobs(AppBase):
         entry: dict[str, Any] = {"target": name, "url": spec.url, "created": False}
         try:
             store = open_store(spec)
-            if isinstance(store, LocalStore):
+            if isinstance(store, RootCreator):
                 entry["created"] = store.create_root()
                 entry["detail"] = f"{store.url}: folder {'created (mode 0700)' if entry['created'] else 'exists'}"
-            else:
+            elif isinstance(store, BucketAdmin):
                 entry["created"] = store.create_bucket(spec.region)
                 _check_region(store, spec)
                 detail = f"{store.url}: bucket '{store.bucket}' {'created' if entry['created'] else 'exists'}"
                 if spec.object_lock_days:
-                    usable, lock = store.lock_status()
-                    if not usable:
-                        raise StorageError(f"{store.url}: storage.object_lock_days is set, but {lock}")
+                    _require_usable_lock(store)
                     detail += "; Object Lock and versioning enabled"
                 entry["detail"] = detail
+            else:
+                raise StorageError(f"{store.url}: this kind of store has no root drtool can create")
             entry["ok"] = True
         except DrtoolError as e:
             entry.update(ok=False, detail=str(e))
