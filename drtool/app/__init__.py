@@ -13,6 +13,7 @@ from .base import Progress, ProgressFactory
 from .drill import DrillJobs
 from .evidence import EvidenceJobs
 from .init import InitJobs
+from .outcome import Outcome
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 
@@ -22,4 +23,4 @@ class App(BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJo
     """The application object the CLI holds (STYLE.md: one object passed as ctx.obj)."""
 
 
-__all__ = ["App", "Progress", "ProgressFactory"]
+__all__ = ["App", "Outcome", "Progress", "ProgressFactory"]

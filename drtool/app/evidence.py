@@ -15,6 +15,7 @@ from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..records import ScheduleState
 from ..storage import Store, put_bytes
 from .base import AppBase, _check_region
+from .outcome import Outcome
 
 
 @dataclass
@@ -306,8 +307,9 @@ class EvidenceJobs(AppBase):
             self.warn(f"{policy.source}: {warning}")
             checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
 
-    def check(self, policy: Policy, only: frozenset[str] | None = None) -> dict[str, Any]:
-        """Probe every part a backup needs; the result lists each with ok and a detail. `only`
+    def check(self, policy: Policy, only: frozenset[str] | None = None) -> Outcome:
+        """Probe every part a backup needs; the result lists each with ok and a detail, and the
+        error is CheckFailed naming the probes that failed. `only`
         (jobs, as `run --only`) probes what those jobs need on this host: without backup, no
         database or pg_dump; without drill, the identity is not needed (nor looked for)."""
         backs_up = only is None or "backup" in only
@@ -395,11 +397,8 @@ class EvidenceJobs(AppBase):
         self._check_signing(policy, checks, probe)
         ok = all(c["ok"] for c in checks)
         result = {"policy": policy.name, "ok": ok, "checks": checks}
-        if not ok:
-            err = CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
-            err.result = result  # type: ignore[attr-defined]
-            raise err
-        return result
+        error = None if ok else CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
+        return Outcome(result, error)
 
 
 def _public_keys_from_file(path: str) -> list[sshsig.PublicKey]:

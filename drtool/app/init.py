@@ -8,22 +8,20 @@ from ..errors import DrtoolError, StorageError
 from ..policy import Policy, StorageTarget
 from ..storage import BucketAdmin, RootCreator, open_store
 from .base import AppBase, _check_region, _require_usable_lock
+from .outcome import Outcome
 
 
 class InitJobs(AppBase):
-    def init(self, policy: Policy) -> dict[str, Any]:
+    def init(self, policy: Policy) -> Outcome:
         """Create the root of the primary store and of every copy target, or check the one that
-        is there (idempotent). Returns {policy, ok, targets: [{target, url, created, ok, detail}]};
-        a target that fails is reported in its entry and the others are still done."""
+        is there (idempotent). The result is {policy, ok, targets: [{target, url, created, ok, detail}]};
+        a target that fails is reported in its entry (and in the error) and the others are still done."""
         targets = [policy.storage, *policy.copies]
         results = [self._init_target(t, "primary" if t is policy.storage else t.name) for t in targets]
         ok = all(r["ok"] for r in results)
         result = {"policy": policy.name, "ok": ok, "targets": results}
-        if not ok:
-            err = StorageError("; ".join(r["detail"] for r in results if not r["ok"]))
-            err.result = result  # type: ignore[attr-defined]
-            raise err
-        return result
+        error = None if ok else StorageError("; ".join(r["detail"] for r in results if not r["ok"]))
+        return Outcome(result, error)
 
     def _init_target(self, spec: StorageTarget, name: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"target": name, "url": spec.url, "created": False}

@@ -13,6 +13,7 @@ from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, Int
 from ..policy import Policy
 from . import checks
 from .base import AppBase, _password_from_env
+from .outcome import Outcome
 
 
 class RestoreJobs(AppBase):
@@ -227,9 +228,10 @@ class RestoreJobs(AppBase):
         backup_id: str | None = None,
         all_backups: bool = False,
         deep: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Outcome:
         """Re-read stored objects: SHA-256 always; with the identity also age authentication to
-        the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
+        the end and the zstd frame. The error is IntegrityError (exit 3) naming what is damaged;
+        raises for what stops it before any backup is read (store, key, bad usage)."""
         store = self.store(policy)
         verifier = self.verifier(policy)
         self.signer(policy)  # its findings are signed: a key that does not load stops here
@@ -269,11 +271,7 @@ class RestoreJobs(AppBase):
             "damaged": len(problems),
             "backups": results,
         }
-        if problems:
-            err = IntegrityError("\n".join(problems))
-            err.result = report  # type: ignore[attr-defined]
-            raise err
-        return report
+        return Outcome(report, IntegrityError("\n".join(problems)) if problems else None)
 
     def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result
