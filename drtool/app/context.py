@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
@@ -45,7 +44,6 @@ class Context:
 
     progress: ProgressFactory = _no_progress
     open_store: Callable[[StorageTarget], Store] = open_store  # the store factory (tests may wrap it)
-    now: Callable[[], dt.datetime] = clock.utcnow  # the clock of timestamps written to the store
     # kept as a thin shim over logging: use cases call self.warn(msg) (or pass it as a callback)
     warn: Callable[[str], None] = log_warning
     command_t0: float | None = None  # monotonic time the command began (drill records its duration)
