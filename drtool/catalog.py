@@ -412,7 +412,7 @@ def read_checks(store: Store, policy: str, verifier: Verifier | None = None,
             per_backup.setdefault(bid, []).append(obj.key)
 
     def read(keys: list[str]) -> tuple[CheckRecord | None, list[str]]:
-        problems = []
+        problems: list[str] = []
         for key in sorted(keys, reverse=True):  # newest first; older ones only past untrusted ones
             try:
                 record = parse_check(_get(store, key, NS_EVIDENCE, verifier), f"{store.url}/{key}")

@@ -187,8 +187,8 @@ def _verify(conninfo: postgres.Conninfo, manifest: dict, checks: tuple[str, ...]
         passed, detail = postgres.run_check(conninfo, query)
         ok &= out.check(f"policy_check[{i}]", passed, detail, query=query)
     if amcheck:
-        passed, detail = postgres.amcheck_indexes(conninfo)
-        ok &= out.check("amcheck", passed, detail)
+        indexes_ok, detail = postgres.amcheck_indexes(conninfo)
+        ok &= out.check("amcheck", indexes_ok, detail)
     try:
         with postgres.connect(conninfo) as conn:
             conn.execute("SELECT 1")

@@ -20,7 +20,7 @@ PASSED, FAILED, COULD_NOT_RUN = "passed", "failed", "could-not-run"
 def drill_outcome(record: dict[str, Any]) -> str:
     """The outcome of a drill record; records written before `outcome` existed have only `passed`."""
     outcome = record.get("outcome")
-    if outcome in (PASSED, FAILED, COULD_NOT_RUN):
+    if isinstance(outcome, str) and outcome in (PASSED, FAILED, COULD_NOT_RUN):
         return outcome
     return PASSED if record.get("passed") else FAILED
 
@@ -51,7 +51,8 @@ def evaluate(
     status = "healthy"
     age = None if newest_recovery_point is None else (now - newest_recovery_point).total_seconds()
     if age is None:
-        status, _ = "unhealthy", reasons.append("no complete backup")
+        status = "unhealthy"
+        reasons.append("no complete backup")
     elif rpo and age > rpo:
         status = "unhealthy"
         reasons.append(f"newest backup is {int(age)}s old, more than the RPO target of {rpo}s")

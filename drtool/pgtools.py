@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import DatabaseError, DrtoolError, UsageError
 from .pipes import set_pipe_size
@@ -185,11 +186,12 @@ def pg_dump_stream(tool: Tool, conninfo: Conninfo, snapshot_id: str, read_size: 
         stdin=subprocess.DEVNULL,
         env=conninfo.env(),
     )
-    set_pipe_size(proc.stdout.fileno())
+    stdout = _piped(proc.stdout)
+    set_pipe_size(stdout.fileno())
     err = _StderrTail(proc.stderr)
     ok = False
     try:
-        read = proc.stdout.read
+        read = stdout.read
         while True:
             piece = read(read_size)
             if not piece:
@@ -207,7 +209,14 @@ def pg_dump_stream(tool: Tool, conninfo: Conninfo, snapshot_id: str, read_size: 
         if not ok and proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
+        stdout.close()
+
+
+def _piped(stream: IO[bytes] | None) -> IO[bytes]:
+    """A child's end of a pipe we asked for with subprocess.PIPE (Popen types it as optional)."""
+    if stream is None:
+        raise RuntimeError("expected a pipe to the child process")
+    return stream
 
 
 class PgRestore:
@@ -236,12 +245,12 @@ class PgRestore:
             env=target.env(),
         )
         if not path:
-            set_pipe_size(self.proc.stdin.fileno())
+            set_pipe_size(_piped(self.proc.stdin).fileno())
         self._err = _StderrTail(self.proc.stderr)
 
     def write(self, data: bytes) -> None:
         try:
-            self.proc.stdin.write(data)
+            _piped(self.proc.stdin).write(data)
         except BrokenPipeError:
             self.finish()  # raises with pg_restore's own message
             raise DatabaseError(f"database {self.target.label}: pg_restore stopped reading") from None

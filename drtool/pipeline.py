@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from .compress import Compressor, Decompressor, TruncatedFrame
 from .crypto import age
@@ -23,7 +22,7 @@ class EncodeStats:
     compressed_bytes: int = 0
     stored_bytes: int = 0
     sha256: str = ""
-    _h: object = field(default_factory=hashlib.sha256, repr=False)
+    _h: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
 
 def encode(
@@ -69,7 +68,7 @@ def encode(
 class HashingReader:
     """Wraps a stored object's stream; counts and hashes every byte read."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress | None = None):
+    def __init__(self, raw: age.ByteSource, progress: Progress | None = None):
         self._raw = raw
         self._h = hashlib.sha256()
         self.size = 0
@@ -98,7 +97,7 @@ class HashingReader:
 
 
 def decode(
-    raw: BinaryIO,
+    raw: age.ByteSource,
     *,
     identities: list[age.Identity],
     expected_sha256: str,
@@ -114,7 +113,7 @@ def decode(
     reader = HashingReader(raw, progress)
     dec = Decompressor()
     try:
-        pieces = age.decrypt_stream(reader, identities)  # type: ignore[arg-type]
+        pieces = age.decrypt_stream(reader, identities)
         for piece in pieces:
             if piece:
                 out = dec.decompress(piece)
@@ -141,7 +140,7 @@ def _hash_note(reader: HashingReader, expected: str, size: int) -> str:
     return f"SHA-256 expected {expected} ({size} bytes), actual {actual} ({reader.size} bytes)"
 
 
-def hash_only(raw: BinaryIO, progress: Progress | None = None) -> tuple[str, int]:
+def hash_only(raw: age.ByteSource, progress: Progress | None = None) -> tuple[str, int]:
     reader = HashingReader(raw, progress)
     reader.drain()
     return reader.hexdigest(), reader.size

@@ -7,11 +7,13 @@ Passwords reach libpq through the connection or the environment (PGPASSWORD), ne
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -36,7 +38,7 @@ class Conninfo:
 
     @property
     def dbname(self) -> str:
-        return psycopg.conninfo.conninfo_to_dict(self.dsn).get("dbname") or ""
+        return str(psycopg.conninfo.conninfo_to_dict(self.dsn).get("dbname") or "")
 
     def with_dbname(self, name: str) -> Conninfo:
         return Conninfo(psycopg.conninfo.make_conninfo(self.dsn, dbname=name), self.password)
@@ -50,11 +52,13 @@ class Conninfo:
 
 
 def connect(conninfo: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
-    kwargs = {"password": conninfo.password.reveal()} if conninfo.password else {}
+    password = conninfo.password.reveal() if conninfo.password else None
     try:
-        return psycopg.connect(
-            conninfo.dsn, autocommit=autocommit, connect_timeout=timeout, application_name="drtool", **kwargs
-        )
+        if password is None:  # libpq then takes it from the DSN, PGPASSWORD or ~/.pgpass
+            return psycopg.connect(conninfo.dsn, autocommit=autocommit, connect_timeout=timeout,
+                                   application_name="drtool")  # fmt: skip
+        return psycopg.connect(conninfo.dsn, autocommit=autocommit, connect_timeout=timeout,
+                               application_name="drtool", password=password)  # fmt: skip
     except psycopg.Error as e:
         raise DatabaseError(f"database {conninfo.label}: cannot connect: {_first_line(e)}") from None
 
@@ -76,7 +80,7 @@ def _first_line(e: BaseException) -> str:
 @dataclass(frozen=True)
 class SnapshotInfo:
     snapshot_id: str
-    recovery_point: object  # datetime from the server's now()
+    recovery_point: dt.datetime  # the server's now() in the snapshot
     server_version: str
     server_version_num: int
     database: str
@@ -101,7 +105,7 @@ def exported_snapshot(conninfo: Conninfo) -> Iterator[tuple[psycopg.Connection, 
                 "pg_database_size(current_database()), pg_encoding_to_char(d.encoding) "
                 "FROM pg_database d WHERE d.datname = current_database()"
             )
-            snap, now, ver, vnum, db, size, enc = cur.fetchone()
+            snap, now, ver, vnum, db, size, enc = _row(cur)
         yield conn, SnapshotInfo(snap, now, ver, vnum, db, size, enc)
     except psycopg.Error as e:
         raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
@@ -125,7 +129,7 @@ def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dic
         out = {}
         for schema, table in names:
             cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
-            out[f"{schema}.{table}"] = cur.fetchone()[0]
+            out[f"{schema}.{table}"] = _row(cur)[0]
     return out
 
 
@@ -140,7 +144,15 @@ def user_object_count(conn: psycopg.Connection) -> int:
             "     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
             "        WHERE n.nspname NOT IN ('pg_catalog','information_schema'))"
         )
-        return cur.fetchone()[0]
+        return int(_row(cur)[0])
+
+
+def _row(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, a function call)."""
+    row = cur.fetchone()
+    if row is None:
+        raise DatabaseError("the server returned no row where one is always expected")
+    return row
 
 
 def create_database(conninfo: Conninfo, name: str, encoding: str | None) -> None:
@@ -221,9 +233,9 @@ def same_database(a: str, b: str) -> bool:
 
     def norm(dsn: str) -> tuple[str, str, str]:
         p = psycopg.conninfo.conninfo_to_dict(dsn)
-        host = (p.get("host") or "localhost").lower()
+        host = str(p.get("host") or "localhost").lower()
         host = "127.0.0.1" if host in ("localhost", "::1") else host
-        return host, str(p.get("port") or 5432), p.get("dbname") or p.get("user") or ""
+        return host, str(p.get("port") or 5432), str(p.get("dbname") or p.get("user") or "")
 
     return norm(a) == norm(b)
 

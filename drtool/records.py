@@ -131,7 +131,8 @@ class _Reader:
     def fail(self, problem: str) -> IntegrityError:
         return self.error(f"{self.where}: {self.label}: {problem}")
 
-    def get(self, name: str, kind: type | tuple[type, ...], *, doc: dict | None = None, required: bool = True) -> Any:
+    def get(self, name: str, kind: type | tuple[type, ...], *, doc: dict[str, Any] | None = None,
+            required: bool = True) -> Any:  # fmt: skip
         doc = self.doc if doc is None else doc
         if name not in doc or doc[name] is None:
             if required:
@@ -142,19 +143,25 @@ class _Reader:
             raise self.fail(f"'{name}' has the wrong type ({type(value).__name__})")
         return value
 
-    def count(self, name: str, *, doc: dict | None = None, required: bool = True) -> int | None:
-        value = self.get(name, int, doc=doc, required=required)
+    def count(self, name: str, *, doc: dict[str, Any] | None = None, required: bool = True) -> int | None:
+        value: int | None = self.get(name, int, doc=doc, required=required)
         if value is not None and value < 0:
             raise self.fail(f"'{name}' is negative")
         return value
 
+    def needed_count(self, name: str, *, doc: dict[str, Any] | None = None) -> int:
+        """A count that must be there (count() with required=True, typed as such)."""
+        value = self.count(name, doc=doc)
+        assert value is not None  # count() raised when it was missing
+        return value
+
     def seconds(self, name: str) -> float | None:
-        value = self.get(name, (int, float), required=False)
+        value: float | None = self.get(name, (int, float), required=False)
         if isinstance(value, bool):
             raise self.fail(f"'{name}' has the wrong type (bool)")
         return value
 
-    def time(self, name: str, *, doc: dict | None = None) -> dt.datetime:
+    def time(self, name: str, *, doc: dict[str, Any] | None = None) -> dt.datetime:
         text = self.get(name, str, doc=doc)
         try:
             t = parse_iso(text)
@@ -179,12 +186,14 @@ class _Reader:
             policy=self.get("policy", str),
             database=self.get("database", str),
             server_version=self.get("server_version", str),
-            server_version_num=self.count("server_version_num"),  # type: ignore[arg-type]
+            server_version_num=self.needed_count("server_version_num"),
             pg_dump_version=self.get("pg_dump_version", str),
-            **{name: self.time(name) for name in _TIMES},
+            recovery_point=self.time("recovery_point"),
+            started_at=self.time("started_at"),
+            completed_at=self.time("completed_at"),
             sizes=Sizes(
-                stored_bytes=self.count("stored_bytes", doc=sizes),  # type: ignore[arg-type]
-                plain_bytes=self.count("plain_bytes", doc=sizes),  # type: ignore[arg-type]
+                stored_bytes=self.needed_count("stored_bytes", doc=sizes),
+                plain_bytes=self.needed_count("plain_bytes", doc=sizes),
                 database_bytes=self.count("database_bytes", doc=sizes, required=False),
                 compressed_bytes=self.count("compressed_bytes", doc=sizes, required=False),
             ),
@@ -208,8 +217,8 @@ class _Reader:
             sha = self.get("sha256", str, doc=item)
             if not _SHA256.fullmatch(sha):
                 raise self.fail(f"object {key}: 'sha256' is not 64 lowercase hex digits")
-            size = self.count("size", doc=item)
-            out.append(ManifestObject(self.get("role", str, doc=item), key, size, sha))  # type: ignore[arg-type]
+            size = self.needed_count("size", doc=item)
+            out.append(ManifestObject(self.get("role", str, doc=item), key, size, sha))
         if not any(o.role == "dump" for o in out):
             raise self.fail("'objects' has no object with role 'dump'")
         return tuple(out)
@@ -268,7 +277,7 @@ def parse_check(raw: bytes, where: str) -> CheckRecord:
             if not isinstance(doc.get(name), str):
                 raise ValueError(f"'{name}' is missing")
         reason = doc.get("reason")
-        tool = doc.get("tool") if isinstance(doc.get("tool"), dict) else {}
+        tool = doc["tool"] if isinstance(doc.get("tool"), dict) else {}
         return CheckRecord(doc["policy"], doc["backup_id"], kind, result, parse_iso(doc["checked_at"]),
                            reason if isinstance(reason, str) else None, doc.get("host"),
                            tool.get("version"))  # fmt: skip

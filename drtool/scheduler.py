@@ -26,7 +26,8 @@ class Due:
 def latest_slot(expr: str, tz: str, now: dt.datetime) -> dt.datetime:
     """The most recent scheduled time at or before `now`, in UTC."""
     local = now.astimezone(ZoneInfo(tz)) + dt.timedelta(seconds=1)  # croniter's prev is strictly before
-    return croniter(expr, local).get_prev(dt.datetime).astimezone(dt.UTC)
+    slot: dt.datetime = croniter(expr, local).get_prev(dt.datetime)  # croniter is untyped
+    return slot.astimezone(dt.UTC)
 
 
 def next_times(expr: str, tz: str, after: dt.datetime, n: int = 3) -> list[dt.datetime]:

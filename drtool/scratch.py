@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import DatabaseError, DrtoolError
 
@@ -150,7 +151,7 @@ def scratch_server(
     try:
         (base / OWNER_FILE).write_text(str(os.getpid()))
         server.socket_dir.mkdir(mode=0o700)
-        ids = {}
+        ids: dict[str, Any] = {}  # user, group, extra_groups: run initdb and the server as that user
         if user:
             os.chown(base, user.pw_uid, user.pw_gid)
             os.chown(server.socket_dir, user.pw_uid, user.pw_gid)

@@ -65,3 +65,25 @@ def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):
     r = lint(tmp_path)
     assert r.returncode != 0, r.stdout[-2000:]
     assert f"{contract}" in r.stdout and "BROKEN" in r.stdout
+
+
+def test_use_cases_share_only_the_context_and_name_what_they_call():
+    """No mixins sharing self: each use case is a UseCase on the command's one Context, and App
+    is a facade holding them; run is given the backup and drill use cases it calls."""
+    from drtool.app import App, Context
+    from drtool.app.backup import BackupJobs
+    from drtool.app.context import UseCase
+    from drtool.app.drill import DrillJobs
+    from drtool.app.evidence import EvidenceJobs
+    from drtool.app.init import InitJobs
+    from drtool.app.restore import RestoreJobs
+    from drtool.app.schedule import ScheduleJobs
+
+    for case in (BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
+        assert case.__mro__ == (case, UseCase, object), case
+    assert App.__mro__ == (App, object)
+    app = App(Context(lock_wait=7))
+    cases = [app.backups, app.restores, app.drills, app.schedule, app.evidence, app.setup]
+    assert all(c.ctx is app.ctx for c in cases) and app.ctx.lock_wait == 7
+    assert app.schedule.backups is app.backups and app.schedule.drills is app.drills
+

@@ -118,7 +118,7 @@ def test_a_job_whose_lock_was_taken_over_commits_nothing(setup, gate):
 
 
 def test_prune_leaves_a_backup_that_is_still_uploading_alone(setup, gate):
-    from drtool.app import App
+    from drtool.app import App, Context
 
     policy, store = policy_of(setup), store_of(setup)
     base = f"{policy.name}/backups/"
@@ -136,7 +136,7 @@ def test_prune_leaves_a_backup_that_is_still_uploading_alone(setup, gate):
         # with no grace at all: the backup's lock is live, so its upload is not touched
         os.environ["TEST_PGPASSWORD"] = setup.pg.PASSWORD
         try:
-            result = App(incomplete_grace=0)._prune(policy, store, dry_run=False)
+            result = App(Context(incomplete_grace=0)).schedule._prune(policy, store, dry_run=False)
         finally:
             os.environ.pop("TEST_PGPASSWORD", None)
         assert [(x["action"], "live lock" in x["reason"]) for x in result["incomplete"]] == [("keep", True)]
@@ -178,9 +178,9 @@ def test_a_lost_reply_to_a_lock_write_is_recognised_as_our_own(pg, tmp_path, pro
 
 def test_lease_renewal_grace_and_unit_timeout_are_one_consistent_set():
     from drtool import units
-    from drtool.app import App
+    from drtool.app import Context
 
     assert locks.LEASE == 15 * 60 and locks.RENEW_EVERY == locks.LEASE / 3
-    assert App().lock_lease == locks.LEASE  # the test override is not set here
-    assert App().incomplete_grace > locks.LEASE  # a dead job's lock expires before its leftovers go
+    assert Context().lock_lease == locks.LEASE  # the test override is not set here
+    assert Context().incomplete_grace > locks.LEASE  # a dead job's lock expires before its leftovers go
     assert f"TimeoutStartSec={units.LONGEST_RUN}" in units.systemd_units([], "/etc/drtool", "drtool")["drtool.service"]

@@ -10,7 +10,7 @@ from helpers import run_cli
 from drtool.crypto import age
 from drtool.durations import parse_duration
 from drtool.errors import PolicyError
-from drtool.policy import load_fleet, load_policies, load_policy, loader
+from drtool.policy import load_fleet, load_policies, load_policy, shape
 
 RECIPIENT = age.Identity.generate().recipient
 
@@ -323,9 +323,9 @@ def _int_keys(schema: dict, prefix: str = "") -> list[str]:
     return out
 
 
-INT_KEYS = _int_keys(loader._SCHEMA)
+INT_KEYS = _int_keys(shape.SCHEMA)
 DURATION_KEYS = sorted({"retention.keep_within", "objectives.rpo", "objectives.rto", "notify.timeout",
-                        *loader._DURATION_BOUNDS})  # fmt: skip
+                        *shape.DURATION_BOUNDS})  # fmt: skip
 
 
 def _with(key: str, value: str) -> str:
@@ -359,7 +359,7 @@ def test_every_duration_key_refuses_a_huge_value(tmp_path, key, huge):
 
 @pytest.mark.parametrize("key", INT_KEYS)
 def test_the_largest_allowed_integer_is_accepted(tmp_path, key):
-    top = loader._INT_BOUNDS.get(loader._bound_key(key), loader._INT_MAX)
+    top = shape.INT_BOUNDS.get(shape.bound_key(key), shape.INT_MAX)
     load_policy(write(tmp_path, _with(key, str(top))))
 
 

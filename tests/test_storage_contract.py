@@ -9,7 +9,19 @@ import pytest
 
 from drtool.errors import NotFound, StorageError
 from drtool.policy import StorageTarget
-from drtool.storage import LocalStore, RetryingStore, get_bytes, open_store, put_bytes
+from drtool.storage import (
+    CAPABILITIES,
+    BucketAdmin,
+    LocalStore,
+    LockInspector,
+    RetryingStore,
+    RootCreator,
+    ServerCopy,
+    get_bytes,
+    open_store,
+    put_bytes,
+)
+from drtool.storage import retry as retrymod
 from drtool.storage import s3 as s3mod
 from drtool.storage.retry import unwrap
 
@@ -18,10 +30,13 @@ def s3_store(url: str, endpoint: str):
     return open_store(StorageTarget(url=url, endpoint_url=endpoint, region="us-east-1", addressing_style="path"))
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration), "retrying-local"])
+@pytest.fixture(
+    params=["local", pytest.param("s3", marks=pytest.mark.integration), "retrying-local",
+            pytest.param("retrying-s3", marks=pytest.mark.integration)]
+)  # fmt: skip
 def store(request, tmp_path):
-    """Each store, and a store as the app uses it (wrapped in RetryingStore; the wrapped S3 store
-    is exercised end to end in test_reads.py): all keep the contract."""
+    """Each store, and each as the app uses it (wrapped in RetryingStore; faults on the wrapped S3
+    store are exercised in test_reads.py): all keep the contract."""
     if request.param.endswith("local"):
         inner = LocalStore(tmp_path / "store")
         inner.create_root()  # what `drtool init` does
@@ -210,12 +225,13 @@ def test_listing_pages_past_a_thousand_objects(store):
 
 def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
-    if isinstance(unwrap(store), LocalStore):  # a writer killed mid-write leaves its temp file
-        (store.root / "b").mkdir(parents=True)
-        (store.root / "b" / ".tmp-deadbeef").write_bytes(b"partial")
+    inner = unwrap(store)
+    if isinstance(inner, LocalStore):  # a writer killed mid-write leaves its temp file
+        (inner.root / "b").mkdir(parents=True)
+        (inner.root / "b" / ".tmp-deadbeef").write_bytes(b"partial")
     else:  # a process killed mid-upload leaves its multipart upload
-        k = store._k("b/obj")
-        store.client.create_multipart_upload(Bucket=store.bucket, Key=k)
+        k = inner._k("b/obj")
+        inner.client.create_multipart_upload(Bucket=inner.bucket, Key=k)
     found = store.leftovers("b/")
     assert [x.key.split("/")[0] for x in found] == ["b"]
     assert list(store.list_objects("b/")) == []  # never visible as an object
@@ -245,3 +261,28 @@ def test_ranged_read_of_a_replaced_object_is_refused(store):
     put_bytes(store, "r/obj", b"second version")
     with pytest.raises(PreconditionFailed, match="r/obj"):
         store.get("r/obj", 6, if_match=etag)
+
+
+# -- optional capabilities (storage/base.py): what each store has, and a wrapper has the same ----------
+
+EXPECTED_CAPABILITIES = {LocalStore: {RootCreator}, s3mod.S3Store: {BucketAdmin, LockInspector, ServerCopy}}
+
+
+def test_each_store_has_exactly_its_documented_capabilities(store):
+    inner = unwrap(store)
+    assert {c for c in CAPABILITIES if isinstance(inner, c)} == EXPECTED_CAPABILITIES[type(inner)]
+
+
+def test_wrapper_forwards_only_the_capabilities_of_the_store_underneath(store):
+    """A RetryingStore around a folder store is no BucketAdmin or ServerCopy, so the app never
+    asks a folder for its bucket or tries a server-side copy from it."""
+    assert {c for c in CAPABILITIES if isinstance(store, c)} == EXPECTED_CAPABILITIES[type(unwrap(store))]
+    if store is not unwrap(store):  # nor the inner store's internals
+        for internal in ("root", "client", "prefix", "_path", "_k"):
+            assert not hasattr(store, internal), internal
+
+
+def test_wrapper_forwards_every_member_of_every_capability():
+    members = {name for cap in CAPABILITIES for name in cap.__dict__.get("__annotations__", {})}
+    members |= {name for cap in CAPABILITIES for name, v in vars(cap).items() if callable(v) and name[0] != "_"}
+    assert members == retrymod._FORWARDED

@@ -2,24 +2,59 @@
 
 The only layer that wires adapters together: builds stores, reads the clock, loads secrets.
 It never prints; results are plain dicts the CLI renders (and --json emits as they are).
+Each use case is a class built on the command's one Context (app/context.py); App is the thin
+facade the CLI holds, which builds them and passes each the use cases it calls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..policy import Policy
+from ..storage import Store
 from .backup import BackupJobs
-from .base import Progress, ProgressFactory
+from .context import Context, Progress, ProgressFactory
 from .drill import DrillJobs
 from .evidence import EvidenceJobs
 from .init import InitJobs
+from .outcome import Outcome
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 
 
-@dataclass
-class App(BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
-    """The application object the CLI holds (STYLE.md: one object passed as ctx.obj)."""
+class App:
+    """The application object the CLI holds (STYLE.md: one object passed as ctx.obj): the
+    command's Context and each use case built on it. Its methods are the commands' entry points;
+    the work is in the use case modules."""
+
+    def __init__(self, ctx: Context | None = None) -> None:
+        self.ctx = ctx or Context()
+        self.backups = BackupJobs(self.ctx)
+        self.restores = RestoreJobs(self.ctx)
+        self.drills = DrillJobs(self.ctx)
+        self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills)
+        self.evidence = EvidenceJobs(self.ctx)
+        self.setup = InitJobs(self.ctx)
+        # the commands' entry points, one per use case method the CLI calls
+        self.backup = self.backups.backup
+        self.list_backups = self.restores.list_backups
+        self.restore = self.restores.restore
+        self.verify = self.restores.verify
+        self.drill = self.drills.drill
+        self.run = self.schedule.run
+        self.run_fleet = self.schedule.run_fleet
+        self.prune = self.schedule.prune
+        self.status = self.evidence.status
+        self.check = self.evidence.check
+        self.report = self.evidence.report
+        self.report_signer = self.evidence.report_signer
+        self.verify_report = self.evidence.verify_report
+        self.write_metrics = self.evidence.write_metrics
+        self.metrics_rows = self.evidence.metrics_rows
+        self.init = self.setup.init
+        self.keygen = self.setup.keygen
+        self.keygen_signing = self.setup.keygen_signing
+
+    def store(self, policy: Policy, *, target: str | None = None) -> Store:
+        return self.ctx.store(policy, target=target)
 
 
-__all__ = ["App", "Progress", "ProgressFactory"]
+__all__ = ["App", "Context", "Outcome", "Progress", "ProgressFactory"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import Any
 
@@ -11,11 +12,12 @@ from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
-from ..storage import Store
-from .base import AppBase, _check_region
+from ..storage import ServerCopy, Store
+from .base import _check_region
+from .context import UseCase
 
 
-class BackupJobs(AppBase):
+class BackupJobs(UseCase):
     # -- backup ----------------------------------------------------------------------------------
     def backup(self, policy: Policy) -> dict[str, Any]:
         """Take one backup now; returns its manifest. Nothing is listed unless everything worked.
@@ -23,30 +25,32 @@ class BackupJobs(AppBase):
         If a table is dropped between our snapshot and pg_dump's lock on it, pg_dump fails; the
         attempt leaves nothing behind and one more attempt runs with a fresh snapshot.
         """
-        with self.reported(policy, "backup") as outcome:
-            store = self.store(policy)
-            with self.locked(policy, store, "backup"):
-                m = self._backup(policy, store)
+        with self.ctx.reported(policy, "backup") as outcome:
+            store = self.ctx.store(policy)
+            with self.ctx.locked(policy, store, "backup"):
+                m = self.backup_locked(policy, store)
             outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
                            details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
             return m
 
-    def _backup(self, policy: Policy, store: Store) -> dict[str, Any]:
-        self.signer(policy)  # a signing key that does not load fails the backup before any dump
+    def backup_locked(self, policy: Policy, store: Store) -> dict[str, Any]:
+        """backup() for a caller that holds the policy's lock on `store` (run) and reports itself."""
+        self.ctx.signer(policy)  # a signing key that does not load fails the backup before any dump
         try:
             manifest = self._backup_once(policy, store)
         except pgtools.ConcurrentDDL as e:
-            self.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
+            self.ctx.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
             manifest = self._backup_once(policy, store)
         if policy.copies:
-            manifest = {**manifest, "copies": self._copy_pending(policy, store, new=manifest["id"])}
+            manifest = {**manifest, "copies": self.copy_pending(policy, store, new=manifest["id"])}
         return manifest
 
     # -- copies: each committed backup, replicated to every [[storage.copies]] target ----------------
-    def _copy_pending(self, policy: Policy, primary: Store, new: str | None = None) -> dict[str, str]:
-        """Copy `new` and every earlier copy that failed to each copy target; a failure is kept
-        in the store's state and retried on the next run. Returns {target: "ok" | error}."""
-        state = catalog.read_copy_state(primary, policy.name, self.verifier(policy), self.warn)
+    def copy_pending(self, policy: Policy, primary: Store, new: str | None = None) -> dict[str, str]:
+        """(Under the policy's lock.) Copy `new` and every earlier copy that failed to each copy
+        target; a failure is kept in the store's state and retried on the next run. Returns
+        {target: "ok" | error}."""
+        state = catalog.read_copy_state(primary, policy.name, self.ctx.verifier(policy), self.ctx.warn)
         outcome: dict[str, str] = {}
         for target in policy.copies:
             pending = state.pending.setdefault(target.name, {})
@@ -55,7 +59,7 @@ class BackupJobs(AppBase):
             if not pending:
                 continue
             try:
-                dst = self.store(policy, target=target.name)
+                dst = self.ctx.store(policy, target=target.name)
                 _check_region(dst, target)
                 for bid in sorted(pending):
                     self._copy_one(policy, primary, dst, target, bid)
@@ -67,8 +71,8 @@ class BackupJobs(AppBase):
                         attempts=info.get("attempts", 0) + 1, last_error=str(e), last_attempt=clock.iso(clock.utcnow())
                     )
                 outcome[target.name] = f"failed: {e}"
-                self.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
-        catalog.write_copy_state(primary, policy.name, state, self.signer(policy))
+                self.ctx.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
+        catalog.write_copy_state(primary, policy.name, state, self.ctx.signer(policy))
         return outcome
 
     def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:
@@ -76,7 +80,7 @@ class BackupJobs(AppBase):
         signed by this host. With trusted keys the source manifest must be trusted (Untrusted
         otherwise): re-signing a planted one would launder it."""
         try:
-            backup = catalog.read_manifest(src, policy.name, backup_id, self.verifier(policy))
+            backup = catalog.read_manifest(src, policy.name, backup_id, self.ctx.verifier(policy))
         except UsageError:
             return  # pruned before it could be copied: nothing to do
         prefix = catalog.backup_prefix(policy.name, backup_id)
@@ -84,26 +88,25 @@ class BackupJobs(AppBase):
         for o in backup.record.objects:
             obj = o.as_dict()
             key = prefix + obj["key"]
-            copy_from = getattr(dst, "copy_from", None)
-            if copy_from is not None and type(src) is type(dst) and copy_from(src, key, obj["size"], retain=True):
+            if isinstance(dst, ServerCopy) and dst.copy_from(src, key, obj["size"], retain=True):
                 method = "server-side"  # same endpoint: the provider copies; the size is checked
                 continue
             with src.get(key) as raw:
                 reader = pipeline.HashingReader(raw)
-                dst.put(key, iter(lambda r=reader: r.read(1 << 20), b""), size_hint=obj["size"], retain=True)
+                dst.put(key, iter(functools.partial(reader.read, 1 << 20), b""), size_hint=obj["size"], retain=True)
             if reader.hexdigest() != obj["sha256"]:
                 dst.delete(key)
                 raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
                                         "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
-        catalog.write_manifest(dst, copy, self.signer(policy))  # the copy's own commit marker, written last
+        catalog.write_manifest(dst, copy, self.ctx.signer(policy))  # the copy's own commit marker, written last
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         """One attempt; returns the manifest's JSON document."""
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
-        ci = self.source(policy)
+        ci = self.ctx.source(policy)
         pg_dump = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
         key = catalog.dump_key(policy.name, backup_id)
         with postgres.exported_snapshot(ci) as (conn, snap):
@@ -117,7 +120,7 @@ class BackupJobs(AppBase):
                 threads=policy.backup.zstd_threads,
                 stats=stats,
                 observe=scanner.feed,
-                progress=self.progress(f"backup {policy.name}", snap.database_size),
+                progress=self.ctx.progress(f"backup {policy.name}", snap.database_size),
             )
             try:
                 stored = store.put(key, stream, size_hint=snap.database_size * 2, retain=True)
@@ -132,7 +135,7 @@ class BackupJobs(AppBase):
                     raise DatabaseError(f"database {ci.label}: pg_dump exited 0, but its archive is not whole: {e}; "
                                         "nothing was committed") from None  # fmt: skip
                 except UnsupportedArchive as e:
-                    self.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
+                    self.ctx.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
                     tables, method = postgres.count_rows(conn), "count(*)"
                 completed = clock.utcnow()
                 manifest = Manifest(
@@ -167,11 +170,11 @@ class BackupJobs(AppBase):
                     row_count_method=method,
                     tool={"name": "drtool", "version": __version__},
                 )
-                self.ensure_lock_held(policy)  # a job that lost its lock commits nothing
+                self.ctx.ensure_lock_held(policy)  # a job that lost its lock commits nothing
             except BaseException:
                 store.delete(key)
                 raise
-            self._commit(store, manifest, key, self.signer(policy))
+            self._commit(store, manifest, key, self.ctx.signer(policy))
         return manifest_to_dict(manifest)
 
     def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
@@ -191,7 +194,7 @@ class BackupJobs(AppBase):
                               f"failed too ({e}); its objects are left in place: `drtool list` will show "
                               "whether it committed, and prune cleans up if it did not") from None  # fmt: skip
         if stored == catalog.serialise_manifest(manifest):
-            self.warn(f"backup {manifest.id}: the store's reply to writing {where} was lost, but the manifest "
+            self.ctx.warn(f"backup {manifest.id}: the store's reply to writing {where} was lost, but the manifest "
                       "is stored: the backup committed")  # fmt: skip
             return
         if stored is not None:

@@ -12,10 +12,11 @@ from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
 from . import checks
-from .base import AppBase, _password_from_env
+from .base import _password_from_env
+from .context import UseCase
 
 
-class DrillJobs(AppBase):
+class DrillJobs(UseCase):
     # -- drill -----------------------------------------------------------------------------------
     def drill(self, policy: Policy, *, backup_id: str | None = None, from_copy: str | None = None) -> dict[str, Any]:
         """Restore a backup into a scratch database, verify it, measure RPO and RTO, and store the
@@ -29,18 +30,18 @@ class DrillJobs(AppBase):
         if dr.target_dsn and postgres.same_database(dr.target_dsn, policy.dsn):
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
-        store = self.store(policy)
-        self.signer(policy)  # the record must be signed: a key that does not load stops here
+        store = self.ctx.store(policy)
+        self.ctx.signer(policy)  # the record must be signed: a key that does not load stops here
         from_copy = from_copy or policy.drill.from_copy
-        with self.reported(policy, "drill") as outcome, self.locked(policy, store, "drill"):
-            rec = self._drill(policy, store, backup_id, started, t0, source_name=from_copy)
+        with self.ctx.reported(policy, "drill") as outcome, self.ctx.locked(policy, store, "drill"):
+            rec = self.drill_locked(policy, store, backup_id, started, t0, source_name=from_copy)
             outcome.update(ok=rec["outcome"] == health.PASSED and rec["rpo_met"] is not False,
                            summary=f"drill {rec['drill_id']}: " + _summary(rec),
                            details={"drill_id": rec["drill_id"], "outcome": rec["outcome"],
                                     "rto_seconds": rec["rto_seconds"]})  # fmt: skip
             return rec
 
-    def _drill(
+    def drill_locked(
         self,
         policy: Policy,
         store: Store,
@@ -50,9 +51,9 @@ class DrillJobs(AppBase):
         *,
         source_name: str | None = None,
     ) -> dict[str, Any]:
-        """Drill a backup fetched from the copy target `source_name` (or the primary); the record
-        is written to the primary `store`, where all evidence of the policy lives. Every attempt
-        leaves a record, whatever stopped it (bad usage aside)."""
+        """(Under the policy's lock.) Drill a backup fetched from the copy target `source_name` (or
+        the primary); the record is written to the primary `store`, where all evidence of the
+        policy lives. Every attempt leaves a record, whatever stopped it (bad usage aside)."""
         drill_id = catalog.new_backup_id(started)
         attempt = _Attempt(requested=backup_id)
         try:
@@ -65,7 +66,7 @@ class DrillJobs(AppBase):
             at_fault = isinstance(e, IntegrityError) if attempt.step == "catalog" else None
             outcome.stop(attempt.step, e, at_fault=at_fault)
         record = self._drill_record(policy, drill_id, started, outcome, attempt, source_name)
-        self.keep_drill_record(store, record, self.signer(policy))
+        self.keep_drill_record(store, record, self.ctx.signer(policy))
         return record
 
     def _attempt(self, policy: Policy, store: Store, drill_id: str, t0: float, source_name: str | None,
@@ -76,11 +77,11 @@ class DrillJobs(AppBase):
         if dr.target_dsn and postgres.dsn_password_keys(dr.target_dsn):  # validated at load; never in argv
             raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
         attempt.step = "catalog"
-        source = self.store(policy, target=source_name) if source_name else store
-        verifier = self.verifier(policy)
+        source = self.ctx.store(policy, target=source_name) if source_name else store
+        verifier = self.ctx.verifier(policy)
         backups = catalog.list_backups(source, policy.name, verifier)  # an untrusted one is no candidate
         if source is store:  # findings are about the primary's objects: a damaged one is no candidate
-            damaged = catalog.read_checks(store, policy.name, verifier, self.warn).damaged
+            damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).damaged
             backups = [b for b in backups if b.id not in damaged]
         attempt.backups = backups
         if attempt.requested:
@@ -92,7 +93,7 @@ class DrillJobs(AppBase):
         backup = attempt.backup
         m = backup.manifest
         attempt.step = "identity"
-        identities = self.identities(policy)
+        identities = self.ctx.identities(policy)
         attempt.step = "provision"
         major = pgtools.server_major(int(m["server_version_num"]))
         if dr.target_dsn:
@@ -109,7 +110,7 @@ class DrillJobs(AppBase):
         return drills.run(
             manifest=m,
             target=attempt.target,
-            pieces=lambda: self._decoded(source, dkey, backup, identities, where),
+            pieces=lambda: self.ctx.decoded(source, dkey, backup, identities, where),
             pg_restore=pg_restore,
             checks=dr.checks,
             amcheck=dr.amcheck,
@@ -177,8 +178,8 @@ class DrillJobs(AppBase):
         }
         # the whole command so far (interpreter start-up included), to compare with a stopwatch outside
         age = clock.process_age()
-        if age is None and self.command_t0 is not None:
-            age = clock.monotonic() - self.command_t0
+        if age is None and self.ctx.command_t0 is not None:
+            age = clock.monotonic() - self.ctx.command_t0
         record["command_seconds"] = None if age is None else round(age, 3)
         return record
 
@@ -191,9 +192,9 @@ class DrillJobs(AppBase):
         except DrtoolError as e:
             if record["outcome"] != health.COULD_NOT_RUN:
                 raise
-            self.warn(f"drill {record['drill_id']} could not run, and its record could not be stored either: {e}")
+            self.ctx.warn(f"drill {record['drill_id']} could not run, and its record could not be stored either: {e}")
             return
-        checks.record_drill(store, record, self.warn, signer)  # what it found about the backup, for prune
+        checks.record_drill(store, record, self.ctx.warn, signer)  # what it found about the backup, for prune
 
 
 @dataclass

@@ -14,7 +14,9 @@ from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, Pr
 from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..records import ScheduleState
 from ..storage import Store, put_bytes
-from .base import AppBase, _check_region
+from .base import _check_region
+from .context import UseCase
+from .outcome import Outcome
 
 
 @dataclass
@@ -29,11 +31,11 @@ class Evidence:
     untrusted: list[str] = field(default_factory=list)  # objects no trusted key signed, ignored as evidence
 
 
-class EvidenceJobs(AppBase):
+class EvidenceJobs(UseCase):
     # -- status and reports ------------------------------------------------------------------------
     def _evidence(self, policy: Policy, store: Store) -> Evidence:
         """With [signing].trusted_keys only what a trusted key signed; the rest is named in `untrusted`."""
-        verifier, untrusted = self.verifier(policy), []
+        verifier, untrusted = self.ctx.verifier(policy), list[str]()
         records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
         listing = catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
@@ -53,13 +55,13 @@ class EvidenceJobs(AppBase):
     def _status(self, policy: Policy) -> tuple[dict[str, Any], Evidence | None]:
         components: dict[str, str] = {}
         try:
-            with postgres.connect(self.source(policy), timeout=5) as conn:
+            with postgres.connect(self.ctx.source(policy), timeout=5) as conn:
                 conn.execute("SELECT 1")
             components["database"] = "ok"
         except DrtoolError as e:
             components["database"] = f"unreachable: {e}"
         try:
-            store = self.store(policy)
+            store = self.ctx.store(policy)
             components["storage"] = "ok"
         except DrtoolError as e:
             components["storage"] = f"unreachable: {e}"
@@ -69,7 +71,7 @@ class EvidenceJobs(AppBase):
             return result, None
         for c in policy.copies:
             try:
-                self.store(policy, target=c.name)
+                self.ctx.store(policy, target=c.name)
                 components[f"copy:{c.name}"] = "ok"
             except DrtoolError as e:
                 components[f"copy:{c.name}"] = f"unreachable: {e}"
@@ -107,7 +109,7 @@ class EvidenceJobs(AppBase):
         Otherwise the problems, in one line."""
         problems = []
         try:
-            mine = {age.recipient_fingerprint(i.recipient) for i in self.identities(policy)}
+            mine = {age.recipient_fingerprint(i.recipient) for i in self.ctx.identities(policy)}
             if newest is not None:
                 theirs = {r.get("fingerprint") for r in newest.get("encryption", {}).get("recipients", [])}
                 what = f"the recipients of the newest backup {newest.get('id')}"
@@ -178,15 +180,15 @@ class EvidenceJobs(AppBase):
         try:
             metrics.write(path, self.metrics_rows(policies), files)
         except OSError as e:
-            self.warn(f"cannot write metrics file {path}: {e.strerror or e}")
+            self.ctx.warn(f"cannot write metrics file {path}: {e.strerror or e}")
 
     def report(self, policies: list[Policy], *, start, end) -> dict[str, Any]:
         """The compliance report document for these policies over [start, end]."""
         sections = []
         for p in policies:
-            ev = self._evidence(p, self.store(p))
+            ev = self._evidence(p, self.ctx.store(p))
             for problem in [*ev.problems, *ev.untrusted]:
-                self.warn(problem)
+                self.ctx.warn(problem)
             section = self._report_section(p, ev, start, end)
             section["ignored_untrusted"] = ev.untrusted  # what the figures leave out, and why
             if ev.untrusted:  # the figures hold without them, but someone wrote to the store who should not
@@ -200,10 +202,10 @@ class EvidenceJobs(AppBase):
     def report_signer(self, path: str) -> trust.Signer:
         """The --sign-key: an OpenSSH Ed25519 key (keygen --signing), or for one more version the
         PEM key 0.1 used (the signature is in SSH format either way)."""
-        signer = self.load_signer(path, "--sign-key", allow_pem=True)
+        signer = self.ctx.load_signer(path, "--sign-key", allow_pem=True)
         with open(path, "rb") as f:
             if b"BEGIN OPENSSH PRIVATE KEY" not in f.read():
-                self.warn(f"--sign-key {path}: PEM signing keys are deprecated; make an OpenSSH one with "
+                self.ctx.warn(f"--sign-key {path}: PEM signing keys are deprecated; make an OpenSSH one with "
                           "'drtool keygen --signing --output FILE'")  # fmt: skip
         return signer
 
@@ -217,7 +219,7 @@ class EvidenceJobs(AppBase):
         trust.Untrusted (exit 3) naming the file when the signature is missing or does not hold."""
         keys: list[sshsig.PublicKey] = []
         for p in policies:
-            verifier = self.verifier(p)
+            verifier = self.ctx.verifier(p)
             if verifier is None:
                 raise UsageError(f"{p.source}: no [signing].trusted_keys to verify the report against")
             keys += verifier.keys
@@ -242,7 +244,7 @@ class EvidenceJobs(AppBase):
                 signer = signing.verify_legacy(data, sig, keys).fingerprint
             except signing.SigningError as e:
                 raise trust.Untrusted(file, str(e)) from None
-            self.warn(f"{sig_path} is in the old drtool signature format (deprecated, read until the next "
+            self.ctx.warn(f"{sig_path} is in the old drtool signature format (deprecated, read until the next "
                       "version); sign reports with a key from 'drtool keygen --signing'")  # fmt: skip
             fmt = "drtool-0.1-json (deprecated)"
         else:
@@ -276,7 +278,7 @@ class EvidenceJobs(AppBase):
         """[signing]: the key_file loads; without trusted_keys, a warning that origin is not checked."""
 
         def signing() -> str:
-            signer, verifier = self.signer(policy), self.verifier(policy)
+            signer, verifier = self.ctx.signer(policy), self.ctx.verifier(policy)
             parts = [f"signing key {signer.source} loads ({signer.fingerprint})"] if signer else []
             if verifier:
                 parts.append(f"{len(verifier.keys)} trusted key(s): {', '.join(verifier.fingerprints)}")
@@ -284,13 +286,13 @@ class EvidenceJobs(AppBase):
                     warning = (f"signing key {signer.source} ({signer.fingerprint}) is not among "
                                "[signing].trusted_keys: what this host writes would be untrusted where this policy "
                                "reads it")  # fmt: skip
-                    self.warn(f"{policy.source}: {warning}")
+                    self.ctx.warn(f"{policy.source}: {warning}")
                     checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
             return "; ".join(parts)
 
         def origin() -> str:
             """Every backup signed by a trusted key; after a key left trusted_keys, its backups are named."""
-            listing = catalog.scan(self.store(policy), policy.name, self.verifier(policy))
+            listing = catalog.scan(self.ctx.store(policy), policy.name, self.ctx.verifier(policy))
             if listing.untrusted:
                 names = "; ".join(t.reason for t in listing.untrusted)
                 raise IntegrityError(f"{len(listing.untrusted)} backup(s) not signed by a trusted key (kept, never "
@@ -303,11 +305,12 @@ class EvidenceJobs(AppBase):
             probe("origin", origin)
         if not policy.signing.trusted_keys:
             warning = "origin of backups is not verified (no [signing].trusted_keys)"
-            self.warn(f"{policy.source}: {warning}")
+            self.ctx.warn(f"{policy.source}: {warning}")
             checks.append({"check": "signing", "ok": True, "detail": "warning: " + warning})
 
-    def check(self, policy: Policy, only: frozenset[str] | None = None) -> dict[str, Any]:
-        """Probe every part a backup needs; the result lists each with ok and a detail. `only`
+    def check(self, policy: Policy, only: frozenset[str] | None = None) -> Outcome:
+        """Probe every part a backup needs; the result lists each with ok and a detail, and the
+        error is CheckFailed naming the probes that failed. `only`
         (jobs, as `run --only`) probes what those jobs need on this host: without backup, no
         database or pg_dump; without drill, the identity is not needed (nor looked for)."""
         backs_up = only is None or "backup" in only
@@ -326,7 +329,7 @@ class EvidenceJobs(AppBase):
         snap_holder: dict[str, Any] = {}
 
         def database() -> str:
-            ci = self.source(policy)
+            ci = self.ctx.source(policy)
             with postgres.exported_snapshot(ci) as (_, snap):
                 snap_holder["snap"] = snap
                 return f"{ci.label}: PostgreSQL {snap.server_version}, {snap.database_size} bytes"
@@ -338,7 +341,7 @@ class EvidenceJobs(AppBase):
             return f"{tool.path} {tool.version}"
 
         def store() -> str:
-            s = self.store(policy)
+            s = self.ctx.store(policy)
             _check_region(s, policy.storage)
             key = f"{policy.name}/.drtool-check-{os.getpid()}"
             s.put(key, [b"drtool write probe\n"], if_absent=True)
@@ -349,7 +352,7 @@ class EvidenceJobs(AppBase):
                 honoured = True
             s.delete(key)
             if not honoured:
-                self.warn(f"{s.url} ignores conditional writes (If-None-Match): policy locks cannot keep two "
+                self.ctx.warn(f"{s.url} ignores conditional writes (If-None-Match): policy locks cannot keep two "
                           "hosts apart; run drtool from one host only")  # fmt: skip
                 checks.append({"check": "storage", "ok": True, "detail": "warning: conditional writes are ignored"})
             lock = f"; Object Lock {policy.storage.object_lock_mode} for {policy.storage.object_lock_days} days, " \
@@ -363,7 +366,7 @@ class EvidenceJobs(AppBase):
             if not restores:
                 detail += f"; identity not needed for {', '.join(sorted(only or ()))}: not looked for"
             elif policy.identity_file:
-                ids = self.identities(policy)
+                ids = self.ctx.identities(policy)
                 if not {i.recipient for i in ids} & set(policy.recipients):
                     raise IdentityError(
                         f"identity file {policy.identity_file} matches none of "
@@ -381,7 +384,7 @@ class EvidenceJobs(AppBase):
         for c in policy.copies:
 
             def copy_target(c: StorageTarget = c) -> str:
-                s = self.store(policy, target=c.name)
+                s = self.ctx.store(policy, target=c.name)
                 _check_region(s, c)
                 key = f"{policy.name}/.drtool-check-{os.getpid()}"
                 put_bytes(s, key, b"drtool write probe\n")
@@ -395,11 +398,8 @@ class EvidenceJobs(AppBase):
         self._check_signing(policy, checks, probe)
         ok = all(c["ok"] for c in checks)
         result = {"policy": policy.name, "ok": ok, "checks": checks}
-        if not ok:
-            err = CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
-            err.result = result  # type: ignore[attr-defined]
-            raise err
-        return result
+        error = None if ok else CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
+        return Outcome(result, error)
 
 
 def _public_keys_from_file(path: str) -> list[sshsig.PublicKey]:

@@ -7,14 +7,16 @@ from typing import Any
 
 from .. import clock, health
 from ..policy import InvalidPolicy, Policy
-from .base import AppBase
+from .evidence import EvidenceJobs
 
 
-def fleet_status(app: AppBase, policies: Sequence[Policy], invalid: Sequence[InvalidPolicy] = ()) -> dict[str, Any]:
+def fleet_status(
+    app: EvidenceJobs, policies: Sequence[Policy], invalid: Sequence[InvalidPolicy] = ()
+) -> dict[str, Any]:
     """{"status", "checked_at", "policies": {name: status}, "components"}: the overall status is the
     worst of the policies' (an invalid policy file makes it unhealthy); each component shows the
     first policy's problem with it, or "ok"."""
-    per = {p.name: app.status(p) for p in policies}  # type: ignore[attr-defined]
+    per = {p.name: app.status(p) for p in policies}
     overall = health.worst(*(r["status"] for r in per.values()), *(["unhealthy"] if invalid else []))
     components: dict[str, str] = {}
     for r in per.values():

@@ -12,10 +12,12 @@ from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
 from . import checks
-from .base import AppBase, _password_from_env
+from .base import _password_from_env
+from .context import UseCase
+from .outcome import Outcome
 
 
-class RestoreJobs(AppBase):
+class RestoreJobs(UseCase):
     # -- list --------------------------------------------------------------------------------------
     def list_backups(self, policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
         """Backups in a storage target (default: the primary), newest first, each with its
@@ -23,15 +25,15 @@ class RestoreJobs(AppBase):
         outcome of its latest drill and, on the primary, the copies not made yet. A manifest that
         cannot be used is listed with status `unreadable` and its error, after the others; with
         [signing].trusted_keys, one no trusted key signed with status `untrusted` and the reason."""
-        store = self.store(policy, target=target)
-        primary = store if target in (None, "primary") else self.store(policy)
-        verifier = self.verifier(policy)
-        records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.warn)
+        store = self.ctx.store(policy, target=target)
+        primary = store if target in (None, "primary") else self.ctx.store(policy)
+        verifier = self.ctx.verifier(policy)
+        records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.ctx.warn)
         listing = catalog.scan(store, policy.name, verifier)
-        checks = catalog.read_checks(primary, policy.name, verifier, self.warn) if primary is store else None
+        checks = catalog.read_checks(primary, policy.name, verifier, self.ctx.warn) if primary is store else None
         for p in [*problems, *(checks.problems if checks else [])]:
-            self.warn(p)
-        pending = catalog.read_copy_state(primary, policy.name, verifier, self.warn).pending
+            self.ctx.warn(p)
+        pending = catalog.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending
         out = []
         for b in listing.backups:
             row = b.summary()
@@ -53,11 +55,11 @@ class RestoreJobs(AppBase):
                 row["copies_pending"] = sorted(name for name, ids in pending.items() if b.id in ids)
             out.append(row)
         for u in listing.unreadable:
-            self.warn(u.reason)
+            self.ctx.warn(u.reason)
             out.append({"id": u.backup_id, "policy": policy.name, "status": "unreadable", "error": u.reason,
                         "target": target or "primary"})  # fmt: skip
         for t in listing.untrusted:
-            self.warn(t.reason)
+            self.ctx.warn(t.reason)
             out.append({"id": t.backup_id, "policy": policy.name, "status": "untrusted", "error": t.reason,
                         "target": target or "primary"})  # fmt: skip
         return out
@@ -65,10 +67,10 @@ class RestoreJobs(AppBase):
     def _newest(self, store, policy: Policy) -> list[catalog.Backup]:
         """The newest listed (and trusted) backup, damaged or not: verify is how damage is found,
         or cleared."""
-        listing = catalog.scan(store, policy.name, self.verifier(policy))
+        listing = catalog.scan(store, policy.name, self.ctx.verifier(policy))
         backups = listing.backups
         for t in listing.untrusted:
-            self.warn(f"{t.reason}; not verified")
+            self.ctx.warn(f"{t.reason}; not verified")
         if not backups:
             raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
         return backups[:1]
@@ -76,13 +78,13 @@ class RestoreJobs(AppBase):
     def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
         """The named backup, or the newest one not known to be damaged (findings are about the
         primary's objects, so a copy target's newest is taken as listed)."""
-        verifier = self.verifier(policy)
+        verifier = self.ctx.verifier(policy)
         if backup_id or from_copy:
             return catalog.find_backup(store, policy.name, backup_id, verifier=verifier)
-        damaged = catalog.read_checks(store, policy.name, verifier, self.warn).reasons()
+        damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
         backup = catalog.find_backup(store, policy.name, None, damaged, verifier)
         for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
-            self.warn(f"skipping backup {bid}: {damaged[bid]}")
+            self.ctx.warn(f"skipping backup {bid}: {damaged[bid]}")
         return backup
 
     # -- restore -----------------------------------------------------------------------------------
@@ -112,9 +114,9 @@ class RestoreJobs(AppBase):
             raise UsageError("--jobs must be 1 or more")
         extra = _ownership_options(role, no_owner)
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
-        store = self.store(policy, target=from_copy)
+        store = self.ctx.store(policy, target=from_copy)
         backup = self._find(store, policy, backup_id, from_copy)
-        identities = self.identities(policy)
+        identities = self.ctx.identities(policy)
         pg_restore = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])
         if pg_restore.major < dump_major:
@@ -137,7 +139,7 @@ class RestoreJobs(AppBase):
             store.stat(dkey)
         except NotFound:
             raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
-        plain = self._decoded(store, dkey, backup, identities, where)
+        plain = self.ctx.decoded(store, dkey, backup, identities, where)
         if jobs == 1:
             pgtools.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
         else:
@@ -203,7 +205,7 @@ class RestoreJobs(AppBase):
         toc, head, why = _read_toc(plain)
         stream = itertools.chain([head], plain)
         if toc is None:
-            self.warn(f"restore of {backup_id}: cannot read the archive's table of contents ({why}); "
+            self.ctx.warn(f"restore of {backup_id}: cannot read the archive's table of contents ({why}); "
                       f"restoring with one job instead of {jobs}")  # fmt: skip
             pgtools.restore_stream(pg_restore, target, stream, clean=clean, extra=extra)
             return
@@ -227,12 +229,13 @@ class RestoreJobs(AppBase):
         backup_id: str | None = None,
         all_backups: bool = False,
         deep: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Outcome:
         """Re-read stored objects: SHA-256 always; with the identity also age authentication to
-        the end and the zstd frame. Raises IntegrityError (exit 3) naming what is damaged."""
-        store = self.store(policy)
-        verifier = self.verifier(policy)
-        self.signer(policy)  # its findings are signed: a key that does not load stops here
+        the end and the zstd frame. The error is IntegrityError (exit 3) naming what is damaged;
+        raises for what stops it before any backup is read (store, key, bad usage)."""
+        store = self.ctx.store(policy)
+        verifier = self.ctx.verifier(policy)
+        self.ctx.signer(policy)  # its findings are signed: a key that does not load stops here
         unreadable: list[catalog.Unreadable | catalog.UntrustedBackup] = []
         if all_backups:
             listing = catalog.scan(store, policy.name, verifier)
@@ -245,7 +248,7 @@ class RestoreJobs(AppBase):
             )
         identities = None
         if deep is not False and policy.identity_file:
-            identities = self.identities(policy)
+            identities = self.ctx.identities(policy)
         elif deep:
             raise UsageError(f"{policy.source}: encryption.identity_file is needed for a deep verify")
         kind = "deep-verify" if identities else "verify"
@@ -253,8 +256,8 @@ class RestoreJobs(AppBase):
         for b in backups:
             entry = self._verify_one(store, policy, b, identities)
             if "finding" in entry:
-                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.warn,
-                                    self.signer(policy))  # fmt: skip
+                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.ctx.warn,
+                                    self.ctx.signer(policy))  # fmt: skip
             if not entry["ok"]:
                 problems.append(entry["error"])
             results.append(entry)
@@ -269,11 +272,7 @@ class RestoreJobs(AppBase):
             "damaged": len(problems),
             "backups": results,
         }
-        if problems:
-            err = IntegrityError("\n".join(problems))
-            err.result = report  # type: ignore[attr-defined]
-            raise err
-        return report
+        return Outcome(report, IntegrityError("\n".join(problems)) if problems else None)
 
     def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result
@@ -285,11 +284,11 @@ class RestoreJobs(AppBase):
                  "origin": {"signed_by": b.signed_by} if b.signed_by else None}  # fmt: skip
         try:
             if identities:
-                for _ in self._decoded(store, key, b, identities, where):
+                for _ in self.ctx.decoded(store, key, b, identities, where):
                     pass
             else:
                 with store.get(key) as raw:
-                    digest, size = pipeline.hash_only(raw, self.progress(f"verify {b.id}", obj["size"]))
+                    digest, size = pipeline.hash_only(raw, self.ctx.progress(f"verify {b.id}", obj["size"]))
                 if digest != obj["sha256"] or size != obj["size"]:
                     raise IntegrityError(
                         f"{where}: SHA-256 expected {obj['sha256']} ({obj['size']} bytes), "
@@ -335,7 +334,7 @@ def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:
 TOC_CAPTURE_LIMIT = 16 << 20  # the header and table of contents are a few KB, even large schemas a few MB
 
 
-def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytearray, str]:
+def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytes, str]:
     """Read the archive's start until its table of contents ends: (toc, head, why). toc is the
     archive's header and table of contents, or None when they cannot be found (the scanner does
     not know the archive, or TOC_CAPTURE_LIMIT bytes passed first; why says which). head is every
@@ -345,12 +344,12 @@ def _read_toc(pieces: Iterator[bytes]) -> tuple[bytes | None, bytearray, str]:
         head += piece
         scanner.feed(piece)
         if scanner.info.toc_end is not None:
-            return bytes(head[: scanner.info.toc_end]), head, ""
+            return bytes(head[: scanner.info.toc_end]), bytes(head), ""
         if scanner.failure:
-            return None, head, str(scanner.failure)
+            return None, bytes(head), str(scanner.failure)
         if len(head) > TOC_CAPTURE_LIMIT:
-            return None, head, f"no table of contents in the first {TOC_CAPTURE_LIMIT >> 20} MiB"
-    return None, head, "the archive ended before its table of contents did"
+            return None, bytes(head), f"no table of contents in the first {TOC_CAPTURE_LIMIT >> 20} MiB"
+    return None, bytes(head), "the archive ended before its table of contents did"
 
 
 def _target_password_keys(dsn: str) -> list[str]:

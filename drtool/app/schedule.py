@@ -12,10 +12,18 @@ from .. import catalog, clock, locks, retention, scheduler
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
-from .base import AppBase
+from .backup import BackupJobs
+from .context import Context, UseCase
+from .drill import DrillJobs
 
 
-class ScheduleJobs(AppBase):
+class ScheduleJobs(UseCase):
+    """run and prune. run calls the backup (and copy) and drill use cases: it is given them."""
+
+    def __init__(self, ctx: Context, *, backups: BackupJobs, drills: DrillJobs) -> None:
+        super().__init__(ctx)
+        self.backups, self.drills = backups, drills
+
     # -- run: what cron/systemd calls -------------------------------------------------------------
     def run(
         self,
@@ -37,10 +45,10 @@ class ScheduleJobs(AppBase):
         if not jobs and not copies:
             result["note"] = "no [schedule] entries: nothing to run"
             return result
-        store = self.store(policy)
+        store = self.ctx.store(policy)
         tz = policy.schedule.timezone
         if dry_run:
-            state = catalog.read_schedule_state(store, policy.name, self.verifier(policy), self.warn)
+            state = catalog.read_schedule_state(store, policy.name, self.ctx.verifier(policy), self.ctx.warn)
             t = now()
             for job, expr in jobs.items():
                 d = scheduler.due(expr, tz, state.last_slot(job), t)
@@ -56,7 +64,7 @@ class ScheduleJobs(AppBase):
             result["jobs"] = {job: {"due": False} for job in jobs}
             return result
         try:
-            with self.locked(policy, store, "run"):
+            with self.ctx.locked(policy, store, "run"):
                 self._run_due(policy, store, jobs, now, result, copies)
         except locks.LockBusy as e:
             result["skipped"] = f"another job holds the lock: {locks.describe(e.holder)}"
@@ -65,12 +73,12 @@ class ScheduleJobs(AppBase):
     def _anything_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, copies: bool) -> bool:
         """Whether a job is due or a copy is pending, judged from the state read without the lock
         (one GET): only then is the lock taken, and _run_due reads the state again under it."""
-        verifier = self.verifier(policy)
-        state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
+        verifier = self.ctx.verifier(policy)
+        state = catalog.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
         t = now()
         if any(scheduler.due(expr, policy.schedule.timezone, state.last_slot(job), t) for job, expr in jobs.items()):
             return True
-        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.warn).pending)
+        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending)
 
     def run_fleet(
         self, policies: list[Policy], *, jobs: int = 1, dry_run: bool = False, only: frozenset[str] | None = None
@@ -103,9 +111,9 @@ class ScheduleJobs(AppBase):
     def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict,
                  copies: bool = True) -> None:  # fmt: skip
         tz = policy.schedule.timezone
-        verifier, signer = self.verifier(policy), self.signer(policy)
+        verifier, signer = self.ctx.verifier(policy), self.ctx.signer(policy)
         # read under the lock; an untrusted state is ignored (and named): each job is then due once
-        state = catalog.read_schedule_state(store, policy.name, verifier, self.warn)
+        state = catalog.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
         for job, expr in jobs.items():
             t = now()
             d = scheduler.due(expr, tz, state.last_slot(job), t)
@@ -116,30 +124,30 @@ class ScheduleJobs(AppBase):
             entry.update(last_slot=clock.iso(d.slot), last_attempt=clock.iso(t), last_missed=d.missed)
             entry["missed_total"] = entry.get("missed_total", 0) + d.missed
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
-            self.notify_start(policy)
+            self.ctx.notify_start(policy)
             try:
                 manual = self._backup_in_slot(policy, store, d.slot) if job == "backup" else None
                 outcome.update(manual or self._run_job(policy, store, job))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
             ok = outcome["outcome"] == "ok"
-            self.notify_outcome(policy, job, ok, outcome.get("summary") if ok else outcome.get("error", ""),
-                                {"slot": outcome["slot"], "missed": d.missed})  # fmt: skip
+            summary: str = (outcome.get("summary") if ok else outcome.get("error")) or ""
+            self.ctx.notify_outcome(policy, job, ok, summary, {"slot": outcome["slot"], "missed": d.missed})
             entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
             if outcome["outcome"] == "ok":
                 entry["last_success"] = clock.iso(t)
             catalog.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
-        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.warn).pending:
-            copies = self._copy_pending(policy, store)
-            failed = {k: v for k, v in copies.items() if v != "ok"}
-            entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
+        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending:
+            made = self.backups.copy_pending(policy, store)
+            failed = {k: v for k, v in made.items() if v != "ok"}
+            copy_entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
             if failed:
                 error = "; ".join(f"{k}: {v}" for k, v in failed.items())
-                entry.update(outcome="failed", error=error, exit_code=1)
+                copy_entry.update(outcome="failed", error=error, exit_code=1)
             else:
-                entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
-            result["jobs"]["copies"] = entry
+                copy_entry.update(outcome="ok", summary=f"copied to {', '.join(made)}")
+            result["jobs"]["copies"] = copy_entry
 
     @staticmethod
     def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
@@ -156,7 +164,7 @@ class ScheduleJobs(AppBase):
 
     def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
         if job == "backup":
-            m = self._backup(policy, store)
+            m = self.backups.backup_locked(policy, store)
             return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
         if job == "prune":
             r = self._prune(policy, store, dry_run=False)
@@ -167,7 +175,7 @@ class ScheduleJobs(AppBase):
             return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
         started, t0 = clock.utcnow(), clock.monotonic()
         src = policy.drill.from_copy
-        rec = self._drill(policy, store, None, started, t0, source_name=src)
+        rec = self.drills.drill_locked(policy, store, None, started, t0, source_name=src)
         if rec["passed"] and rec["rpo_met"] is not False:
             return {"outcome": "ok", "summary": f"drill {rec['drill_id']}", "error": None, "exit_code": 0,
                     "drill_id": rec["drill_id"]}  # fmt: skip
@@ -182,32 +190,32 @@ class ScheduleJobs(AppBase):
     def prune(self, policy: Policy, *, dry_run: bool = False) -> dict[str, Any]:
         """Apply retention (with its safety floors) and clean up failed or interrupted backups
         older than the grace period. Under the policy lock, so no backup runs meanwhile."""
-        store = self.store(policy)
-        with self.locked(policy, store, "prune"):
+        store = self.ctx.store(policy)
+        with self.ctx.locked(policy, store, "prune"):
             return self._prune(policy, store, dry_run)
 
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
-        verifier = self.verifier(policy)
-        records, problems = catalog.list_drill_records(store, policy.name, verifier, self.warn)
+        verifier = self.ctx.verifier(policy)
+        records, problems = catalog.list_drill_records(store, policy.name, verifier, self.ctx.warn)
         for p in problems:
-            self.warn(p)
+            self.ctx.warn(p)
         passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
         # findings live on the primary, like drill records
-        checks = catalog.read_checks(store, policy.name, verifier, self.warn)
+        checks = catalog.read_checks(store, policy.name, verifier, self.ctx.warn)
         for p in checks.problems:
-            self.warn(p)
+            self.ctx.warn(p)
         result = self._prune_target(policy, store, dry_run, passed, checks)
         if policy.copies:
             result["copies"] = {}
             for c in policy.copies:
                 try:
                     result["copies"][c.name] = self._prune_target(
-                        policy, self.store(policy, target=c.name), dry_run, passed
+                        policy, self.ctx.store(policy, target=c.name), dry_run, passed
                     )
                 except DrtoolError as e:
                     result["copies"][c.name] = {"error": str(e)}
-                    self.warn(f"prune of copy target '{c.name}' failed, will retry on the next run: {e}")
+                    self.ctx.warn(f"prune of copy target '{c.name}' failed, will retry on the next run: {e}")
         return result
 
     def _prune_target(
@@ -223,15 +231,15 @@ class ScheduleJobs(AppBase):
         manifest, and whatever such a manifest names, is never deleted; nor is an untrusted one
         (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering."""
         now = clock.utcnow()
-        listing = catalog.scan(store, policy.name, self.verifier(policy))
+        listing = catalog.scan(store, policy.name, self.ctx.verifier(policy))
         for u in listing.unreadable:
-            self.warn(f"{u.reason}; not pruned")
+            self.ctx.warn(f"{u.reason}; not pruned")
         for t in listing.untrusted:
-            self.warn(f"{t.reason}; not pruned: kept as evidence of tampering")
+            self.ctx.warn(f"{t.reason}; not pruned: kept as evidence of tampering")
         backups = listing.backups
         damaged = {b.id: b.damaged for b in backups if b.damaged}
         if checks is not None:
-            damaged.update({bid: checks.reason(bid) for bid in checks.damaged if bid not in damaged})
+            damaged.update({bid: checks.reason(bid) or "" for bid in checks.damaged if bid not in damaged})
             passed = passed | checks.verified
         decisions = retention.apply(
             [retention.Candidate(b.id, b.recovery_point) for b in backups],
@@ -239,15 +247,15 @@ class ScheduleJobs(AppBase):
             now,
             policy.schedule.timezone,
             passed - set(damaged),
-            damaged,  # type: ignore[arg-type]
+            damaged,
         )
         named = {u.claims: u.key for u in listing.unreadable if u.claims}
         for d in decisions:
             if d.backup_id in named and not d.keep:
                 d.keep = True
                 d.reasons.append(f"an unreadable manifest ({named[d.backup_id]}) names it: kept until that is resolved")
-        self.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
-        rows = []
+        self.ctx.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
+        rows: list[dict[str, Any]] = []
         for d in decisions:
             rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
@@ -296,7 +304,7 @@ class ScheduleJobs(AppBase):
                      "started": clock.iso(started)}  # fmt: skip
             if running_since is not None and started >= running_since:
                 entry.update(action="keep", reason="unfinished and started under a live lock: still being written")
-            elif age < self.incomplete_grace:
+            elif age < self.ctx.incomplete_grace:
                 entry.update(action="keep", reason="unfinished and younger than the grace period: may still be running")
             else:
                 entry.update(action="delete", reason="failed or interrupted backup (no manifest)")
@@ -313,7 +321,7 @@ class ScheduleJobs(AppBase):
         ids are), or None. One job at a time per policy: a backup started since then is its own,
         still being written, whatever its age."""
         holder = locks.read_holder(store, policy.name)
-        if not holder or holder.get("token") == self.own_lock_token(policy) or not locks.is_live(holder, now):
+        if not holder or holder.get("token") == self.ctx.own_lock_token(policy) or not locks.is_live(holder, now):
             return None
         try:
             return clock.parse_iso(holder["since"]).replace(microsecond=0)

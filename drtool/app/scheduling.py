@@ -20,7 +20,7 @@ def schedule_files(policies: Sequence[Policy], policy_path: str, fmt: str, drtoo
             raise UsageError("--serve makes a systemd service; it takes neither --format cron nor --only")
         return units.serve_unit(path, drtool, serve_listen, "30s")
     make = units.systemd_units if fmt == "systemd" else units.crontab
-    return make(list(policies), path, drtool, only)
+    return make(list(policies), path, drtool, tuple(only) if only is not None else None)
 
 
 def install(files: dict[str, str], install_dir: str) -> list[str]:

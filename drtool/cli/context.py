@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..app import App
+from ..app import App, Context
 from ..errors import PolicyError, UsageError
 from ..policy import InvalidPolicy, Policy, load_fleet
 from .logs import log
@@ -20,7 +20,7 @@ class Ctx:
         self.quiet = quiet
         self.progress = ProgressLine(enabled=False if (quiet or json_logs) else None)
         # warnings of the use cases go through logging (AppBase.warn's default)
-        self.app = App(progress=self.progress, command_t0=command_t0)
+        self.app = App(Context(progress=self.progress, command_t0=command_t0))
 
     def warn(self, msg: str, **fields: Any) -> None:
         log("warning", msg, **fields)

@@ -52,7 +52,7 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
     ctx = Ctx(quiet, log_format == "json", COMMAND_T0)
     logs.configure(json_lines=log_format == "json", command=click_ctx.invoked_subcommand, quiet=quiet,
                    before_emit=ctx.progress.clear)  # fmt: skip
-    ctx.app.lock_wait = lock_wait
+    ctx.app.ctx.lock_wait = lock_wait
     click_ctx.obj = ctx
 
 

@@ -14,7 +14,7 @@ import hmac
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -230,7 +230,15 @@ def encrypt_bytes(data: bytes, recipients: Iterable[str]) -> bytes:
 # -- decryption ----------------------------------------------------------------------------
 
 
-def _read_line(src: BinaryIO, budget: list[int]) -> bytes:
+class ByteSource(Protocol):
+    """What decryption reads from: an open file, a store's object stream, a hashing wrapper."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+
+def _read_line(src: ByteSource, budget: list[int]) -> bytes:
     line = src.readline(_MAX_HEADER)
     budget[0] -= len(line)
     if budget[0] < 0:
@@ -244,7 +252,7 @@ def _args_ok(args: list[bytes]) -> bool:
     return all(a and all(0x21 <= c <= 0x7E for c in a) for a in args)
 
 
-def read_header(src: BinaryIO) -> tuple[bytes, list[tuple[list[bytes], bytes]], bytes]:
+def read_header(src: ByteSource) -> tuple[bytes, list[tuple[list[bytes], bytes]], bytes]:
     """(header bytes covered by the MAC, [(stanza args, body)], mac) read from `src`."""
     budget = [_MAX_HEADER]
     raw = bytearray()
@@ -311,7 +319,7 @@ def _unwrap(stanzas: list[tuple[list[bytes], bytes]], identities: list[Identity]
     raise NoMatch("no identity matches any recipient of this file")
 
 
-def _read_exact(src: BinaryIO, n: int) -> bytes:
+def _read_exact(src: ByteSource, n: int) -> bytes:
     parts = []
     while n:
         b = src.read(n)
@@ -322,7 +330,7 @@ def _read_exact(src: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def decrypt_stream(src: BinaryIO, identities: list[Identity]) -> Iterator[bytes]:
+def decrypt_stream(src: ByteSource, identities: list[Identity]) -> Iterator[bytes]:
     """Plaintext pieces of the age file read from `src`. Raises AgeError subclasses.
 
     The header is checked before the first piece is yielded; each payload chunk is
@@ -338,7 +346,7 @@ def decrypt_stream(src: BinaryIO, identities: list[Identity]) -> Iterator[bytes]
     return _payload(src, file_key)
 
 
-def _payload(src: BinaryIO, file_key: bytes) -> Iterator[bytes]:
+def _payload(src: ByteSource, file_key: bytes) -> Iterator[bytes]:
     nonce = _read_exact(src, 16)
     if len(nonce) != 16:
         raise HeaderError("payload nonce is missing or truncated")

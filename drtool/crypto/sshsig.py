@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 MAGIC = b"SSHSIG"
 VERSION = 1
@@ -112,6 +113,7 @@ def generate(comment: str = "drtool") -> tuple[bytes, PublicKey]:
 def load_private_key(data: bytes, *, allow_pem: bool = False) -> Ed25519PrivateKey:
     """An unencrypted OpenSSH Ed25519 private key (what `keygen --signing` and `ssh-keygen -t
     ed25519 -N ''` write); with allow_pem also a PKCS#8 PEM one (the old report signing keys)."""
+    key: PrivateKeyTypes
     if b"BEGIN OPENSSH PRIVATE KEY" in data:
         try:
             key = serialization.load_ssh_private_key(data, password=None)

@@ -46,8 +46,8 @@ def _slope(xs: list[float], ys: list[float]) -> float | None:
 def build_policy(
     *,
     policy: dict[str, Any],
-    backups: list[dict],
-    drills: list[dict],
+    backups: list[dict[str, Any]],
+    drills: list[dict[str, Any]],
     drill_problems: list[str],
     schedule_state: ScheduleState,
     copies_pending: dict[str, list[str]],
@@ -151,7 +151,7 @@ def build_policy(
     }
 
 
-def _forecast(backups: list[dict], drills: list[dict], rto_t: int | None) -> dict[str, Any]:
+def _forecast(backups: list[dict[str, Any]], drills: list[dict[str, Any]], rto_t: int | None) -> dict[str, Any]:
     """Expected RTO at the current size, from the restore throughput drills achieved, and the day
     the dump's growth would push it over the RTO target (a straight-line fit of dump sizes)."""
     rates, overheads = [], []
@@ -179,7 +179,8 @@ def _forecast(backups: list[dict], drills: list[dict], rto_t: int | None) -> dic
     return out
 
 
-def build(sections: list[dict], *, start: dt.datetime, end: dt.datetime, now: dt.datetime, version: str) -> dict:
+def build(sections: list[dict[str, Any]], *, start: dt.datetime, end: dt.datetime, now: dt.datetime,
+          version: str) -> dict[str, Any]:  # fmt: skip
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,

@@ -75,7 +75,7 @@ def _policy(p: dict[str, Any]) -> Html:
     ])  # fmt: skip
     coverage = text.coverage(r)
     forecast = text.forecast(p["forecast"], o["rto_seconds"])
-    notes = [(text.schedule_line(job, st), None) for job, st in p["schedule"].items()]
+    notes: list[tuple[str, str | None]] = [(text.schedule_line(job, st), None) for job, st in p["schedule"].items()]
     notes += [(text.copies_line(target, ids), "bad") for target, ids in p["copies_pending"].items()]
     return fill(
         "policy.html",

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from .base import ObjectInfo, Reader, Store, get_bytes, put_bytes
+from .base import (
+    CAPABILITIES,
+    BucketAdmin,
+    LockInspector,
+    ObjectInfo,
+    Reader,
+    RootCreator,
+    ServerCopy,
+    Store,
+    get_bytes,
+    put_bytes,
+)
 from .local import LocalStore
 from .retry import RetryingStore
 
@@ -32,4 +43,5 @@ def open_store(target) -> Store:
     )
 
 
-__all__ = ["ObjectInfo", "Reader", "Store", "LocalStore", "RetryingStore", "open_store", "get_bytes", "put_bytes"]
+__all__ = ["ObjectInfo", "Reader", "Store", "LocalStore", "RetryingStore", "open_store", "get_bytes", "put_bytes",
+           "CAPABILITIES", "RootCreator", "BucketAdmin", "LockInspector", "ServerCopy"]  # fmt: skip

@@ -1,4 +1,6 @@
-"""The storage interface: five calls (plus two for leftovers of interrupted uploads).
+"""The storage interface: five calls (plus two for leftovers of interrupted uploads), and the
+optional capabilities some stores have (RootCreator, BucketAdmin, LockInspector, ServerCopy):
+small protocols the app tests with isinstance(), never by the store's class or by getattr.
 Retry, logging and the like wrap a Store (storage/retry.py); they are not in it.
 
 Errors: every call raises StorageError (or a subclass) for an expected failure. Each store
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,13 @@ class Leftover:
 class Reader(Protocol):
     """An open object stream (from Store.get). Close it; it is also a context manager."""
 
-    etag: str | None  # the version being read; pass it as get(..., if_match=) to resume the same one
-    size: int | None  # the whole object's size in bytes (not only the part from the offset on)
+    @property
+    def etag(self) -> str | None:
+        """The version being read; pass it as get(..., if_match=) to resume the same one."""
+
+    @property
+    def size(self) -> int | None:
+        """The whole object's size in bytes (not only the part from the offset on)."""
 
     def read(self, n: int = -1) -> bytes: ...
 
@@ -95,6 +102,56 @@ class Store(Protocol):
 
     def discard(self, leftover: Leftover) -> None:
         """Remove a leftover (abort the multipart upload, delete the temp file)."""
+
+
+# -- optional capabilities: a store has each one or not; a wrapper has exactly those of its inner store --
+
+
+@runtime_checkable
+class RootCreator(Protocol):
+    """A store rooted at a folder, which only `drtool init` creates (the folder store)."""
+
+    def check_root(self) -> None:
+        """NotFound unless the root folder exists (a typo or an unmounted disk gets no backups)."""
+
+    def create_root(self) -> bool:
+        """Make the root folder (mode 0700); False when it already exists."""
+
+
+@runtime_checkable
+class BucketAdmin(Protocol):
+    """A store rooted in a bucket (S3): it can be missing, be created, and live in a region."""
+
+    bucket: str  # the bucket's name, for messages
+
+    def check_bucket(self) -> None:
+        """NotFound unless the bucket exists (some servers create a missing one on write)."""
+
+    def create_bucket(self, region: str | None) -> bool:
+        """Create the bucket (with Object Lock when the store retains objects); False when it exists."""
+
+    def bucket_region(self) -> str | None:
+        """The region the bucket lives in."""
+
+
+@runtime_checkable
+class LockInspector(Protocol):
+    """A store with immutability (S3 Object Lock) that can say whether it is usable."""
+
+    def lock_status(self) -> tuple[bool, str]:
+        """(usable, detail): Object Lock enabled and versioning on, or why not."""
+
+
+@runtime_checkable
+class ServerCopy(Protocol):
+    """A store that can copy an object from another store without the data passing through here."""
+
+    def copy_from(self, src: Store, key: str, size: int, *, retain: bool = False) -> bool:
+        """Copy src's object to the same key here; False when not possible from that store
+        (the caller then streams it). The copy's size is checked."""
+
+
+CAPABILITIES: tuple[type, ...] = (RootCreator, BucketAdmin, LockInspector, ServerCopy)
 
 
 def put_bytes(store: Store, key: str, data: bytes) -> ObjectInfo:

@@ -7,6 +7,9 @@
 - stat(), list() (resumed after the last key it yielded) and leftovers() are retried.
 - Writes and deletes pass through unchanged: botocore retries single requests, and what a lost
   reply on a write means is for the caller to decide.
+- The optional capabilities (storage/base.py) are the inner store's, and only those it has:
+  isinstance(wrapper, BucketAdmin) is true exactly when it is for the store underneath.
+  bucket_region() is retried; copy_from() unwraps its source.
 
 A fault is retried only when the store marked it `retryable` (storage/base.py). At most
 `attempts` tries in a row without progress, with exponential backoff, then the last error is
@@ -15,6 +18,7 @@ raised with the number of attempts added.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -105,20 +109,25 @@ class RetryingStore:
         self.inner.discard(leftover)
 
     # -- optional capabilities of the store underneath ------------------------------------------------
-    def bucket_region(self) -> str | None:
-        region = getattr(self.inner, "bucket_region", None)
-        return self._retried(region) if region else None
-
-    def copy_from(self, src: Store, key: str, size: int, *, retain: bool = False) -> bool:
-        """Server-side copy when the store underneath can do one from src's store; else False."""
-        copy = getattr(self.inner, "copy_from", None)
-        return bool(copy) and copy(unwrap(src), key, size, retain=retain)
-
     def __getattr__(self, name: str) -> Any:
-        # other capabilities (check_bucket, lock_status, root, ...) are the inner store's own
-        if name == "inner":
+        """Only the members of the capability protocols the inner store has; anything else (its
+        internals included) is an AttributeError, so isinstance() on a protocol tells the truth."""
+        if name not in _FORWARDED:
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        member = getattr(self.inner, name)  # AttributeError when the inner store lacks it
+        if name == "bucket_region":
+            return lambda: self._retried(member)
+        if name == "copy_from":
+            return lambda src, key, size, *, retain=False: member(unwrap(src), key, size, retain=retain)
+        return member
+
+
+# What a wrapper forwards: every member of the capability protocols (test_storage_contract checks
+# the list against storage.base.CAPABILITIES).
+_FORWARDED = frozenset(
+    {"check_root", "create_root", "bucket", "check_bucket", "create_bucket", "bucket_region", "lock_status",
+     "copy_from"}
+)  # fmt: skip
 
 
 def unwrap(store: Store) -> Store:
@@ -142,7 +151,7 @@ class _ResumingReader:
         out = bytearray()
         while n < 0 or len(out) < n:
             want = PIECE if n < 0 else min(PIECE, n - len(out))
-            piece = self._resumed(lambda body, want=want: body.read(want))
+            piece = self._resumed(operator.methodcaller("read", want))
             if not piece:
                 break
             if not out and len(piece) == n:

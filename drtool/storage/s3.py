@@ -13,7 +13,7 @@ import botocore.exceptions as bx
 from botocore.config import Config
 
 from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
-from .base import Leftover, ObjectInfo
+from .base import Leftover, ObjectInfo, Store
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
 MiB = 1024 * 1024
@@ -432,7 +432,7 @@ class S3Store:
         except _BOTO as e:
             raise self._fail("abort upload of", leftover.key, e) from None
 
-    def copy_from(self, src: S3Store, key: str, size: int, *, retain: bool = False) -> bool:
+    def copy_from(self, src: Store, key: str, size: int, *, retain: bool = False) -> bool:
         """Server-side copy of src's object to the same key here, when both live behind the same
         endpoint (the data never passes through this host); False when that is not possible."""
         if not isinstance(src, S3Store) or src.endpoint != self.endpoint:

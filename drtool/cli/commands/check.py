@@ -28,13 +28,17 @@ def check_state(c: dict[str, Any]) -> str:
 @pass_ctx
 def check(ctx: Ctx, policy_path: str, policy_name: str | None, only: tuple[str, ...] | None, as_json: bool) -> None:
     """Check policy, database, pg_dump, store and keys."""
-    results, failed = [], None
+    results: list[dict[str, Any]] = []
+    failed: DrtoolError | None = None
     for p in policies(ctx, policy_path, policy_name):
         try:
-            results.append(ctx.app.check(p, only=frozenset(only) if only else None))
+            outcome = ctx.app.check(p, only=frozenset(only) if only else None)
         except DrtoolError as e:
             failed = failed or e
-            results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e)}))
+            results.append({"policy": p.name, "ok": False, "error": str(e)})
+            continue
+        failed = failed or outcome.error
+        results.append(outcome.result)
     if as_json:
         emit_json({"ok": failed is None and not INVALID, "policies": results})
     else:

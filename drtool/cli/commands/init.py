@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ...errors import DrtoolError
@@ -17,13 +19,17 @@ from ..output import emit_json, paint
 def init(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
     """Create the store root: the folder, or the bucket (with versioning and Object Lock when the
     policy asks), of the primary and every copy target. Safe to run again; nothing else creates it."""
-    results, failed = [], None
+    results: list[dict[str, Any]] = []
+    failed: DrtoolError | None = None
     for p in policies(ctx, policy_path, policy_name):
         try:
-            results.append(ctx.app.init(p))
+            outcome = ctx.app.init(p)
         except DrtoolError as e:
             failed = failed or e
-            results.append(getattr(e, "result", {"policy": p.name, "ok": False, "error": str(e), "targets": []}))
+            results.append({"policy": p.name, "ok": False, "error": str(e), "targets": []})
+            continue
+        failed = failed or outcome.error
+        results.append(outcome.result)
     if as_json:
         emit_json({"ok": failed is None, "policies": results})
     else:

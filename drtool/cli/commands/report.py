@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ...app import reporting
@@ -63,7 +65,8 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     rendered = reporting.render(doc, fmt)
     verdict = "compliant" if doc["compliant"] else "NOT compliant"
     if output == STDOUT:
-        click.get_binary_stream("stdout").write(rendered.data)
+        sys.stdout.buffer.write(rendered.data)  # click.get_binary_stream is deprecated (Click 9 drops it)
+        sys.stdout.buffer.flush()
         ctx.info(f"report ({fmt}, {verdict}); SHA-256 {rendered.sha256}")
     else:
         sig_file = reporting.write_files(output, rendered, signer)

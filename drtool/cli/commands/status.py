@@ -20,7 +20,7 @@ from ..render import human_duration
 def status(ctx: Ctx, policy_path: str, policy_name: str | None, metrics_file: str | None, as_json: bool) -> None:
     """Health per policy and overall; exit 0 healthy, 3 otherwise (a Nagios-style check)."""
     found = policies(ctx, policy_path, policy_name)
-    doc = fleet_status(ctx.app, found, INVALID)
+    doc = fleet_status(ctx.app.evidence, found, INVALID)
     if metrics_file:
         ctx.app.write_metrics(metrics_file, found, invalid=INVALID)
     if as_json:

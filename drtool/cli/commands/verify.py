@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ...errors import DrtoolError, UsageError
@@ -29,15 +31,17 @@ def verify(
     """Re-read stored objects and check their hashes (and, with the identity, their authentication)."""
     if backup_id and all_backups:
         raise UsageError("use either --backup ID or --all")
-    results, failed = [], None
+    results: list[dict[str, Any]] = []
+    failed: DrtoolError | None = None
     for p in policies(ctx, policy_path, policy_name):
         try:
-            results.append(
-                ctx.app.verify(p, backup_id=backup_id, all_backups=all_backups, deep=False if shallow else None)
-            )
+            outcome = ctx.app.verify(p, backup_id=backup_id, all_backups=all_backups, deep=False if shallow else None)
         except DrtoolError as e:
             failed = failed or e
-            results.append(getattr(e, "result", {"policy": p.name, "error": str(e)}))
+            results.append({"policy": p.name, "error": str(e)})
+            continue
+        failed = failed or outcome.error
+        results.append(outcome.result)
     if as_json:
         emit_json({"ok": failed is None and not INVALID, "policies": results})
     else:
