@@ -117,7 +117,7 @@ class BackupJobs(AppBase):
                 threads=policy.backup.zstd_threads,
                 stats=stats,
                 observe=scanner.feed,
-                progress=self.progress(f"backup {policy.name}", snap.database_size),
+                progress=self._backup_progress(policy, store, snap.database_size),
             )
             try:
                 stored = store.put(key, stream, size_hint=snap.database_size * 2, retain=True)
@@ -173,6 +173,14 @@ class BackupJobs(AppBase):
                 raise
             self._commit(store, manifest, key, self.signer(policy))
         return manifest_to_dict(manifest)
+
+    def _backup_progress(self, policy: Policy, store: Store, database_size: int) -> pipeline.Progress:
+        """Progress counts plain dump bytes: the previous backup's plain size predicts them; the
+        first backup has only the database's on-disk size (indexes and bloat included), an estimate."""
+        previous = catalog.newest_manifest(store, policy.name, self.verifier(policy))
+        if previous is not None and previous.sizes.plain_bytes:
+            return self.progress(f"backup {policy.name}", previous.sizes.plain_bytes)
+        return self.progress(f"backup {policy.name}", database_size, estimate=True)
 
     def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
         """Write the manifest, the commit marker, last. Once its write was attempted the dump is

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import catalog, clock, locks, notify, pipeline, postgres, trust
 from ..crypto import age, sshsig
@@ -20,10 +20,16 @@ from ..secrets import Secret
 from ..storage import LocalStore, RetryingStore, Store, open_store
 
 Progress = Callable[[int], None]
-ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
 
 
-def _no_progress(label: str, total: int | None) -> Progress:
+class ProgressFactory(Protocol):
+    """(label, expected total, whether that total is only an estimate) -> a callback told of each
+    piece's size."""
+
+    def __call__(self, label: str, total: int | None, estimate: bool = False) -> Progress: ...
+
+
+def _no_progress(label: str, total: int | None, estimate: bool = False) -> Progress:
     return lambda n: None
 
 
