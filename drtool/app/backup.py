@@ -8,6 +8,7 @@ from typing import Any
 from .. import __version__, catalog, clock, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
+from ..durations import format_size
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
@@ -27,7 +28,7 @@ class BackupJobs(AppBase):
             store = self.store(policy)
             with self.locked(policy, store, "backup"):
                 m = self._backup(policy, store)
-            outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
+            outcome.update(summary=f"backup {m['id']} ({format_size(m['sizes']['stored_bytes'])} stored)",
                            details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
             return m
 
