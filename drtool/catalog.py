@@ -237,6 +237,17 @@ def read_manifest(store: Store, policy: str, backup_id: str, verifier: Verifier 
     return Backup(m, signed_by=signed_by)
 
 
+def newest_manifest(store: Store, policy: str, verifier: Verifier | None = None) -> Manifest | None:
+    """The manifest of the policy's newest committed backup (ids sort by time), or None when there
+    is none or it cannot be read: one LIST and one GET, for hints such as a progress total."""
+    try:
+        ids = [_folder(policy, o.key) for o in store.list_objects(f"{policy}/backups/")
+               if o.key.endswith("/" + MANIFEST_NAME)]  # fmt: skip
+        return read_manifest(store, policy, max(ids), verifier).record if ids else None
+    except DrtoolError:  # a hint only: what is wrong with the store, the job itself or list reports
+        return None
+
+
 def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
     """A manifest is only valid under its own key: a copy placed in another folder would list
     one backup twice and restore the wrong one."""

@@ -70,20 +70,12 @@ def test_check_warns_when_identity_matches_no_recipient(local, tmp_path):
     assert r.code == 3 and "matches none of encryption.recipients" in r.out
 
 
-def test_progress_is_drawn_on_a_terminal_only(local):
-    # not a terminal (cron): no progress line
-    quiet = local.cli("backup", "-p", str(local.policy))
-    assert quiet.code == 0 and "\r" not in quiet.err and "/s" not in quiet.err
-    # a terminal on stderr: the progress line appears
+def _on_a_terminal(local, *args: str) -> tuple[int, str]:
+    """Run drtool with stderr on a pseudo-terminal, as a person at a shell does; (exit code, stderr)."""
     primary, secondary = pty.openpty()
     env = {**os.environ, **{k: v for k, v in local.env.items() if v is not None}}
     env = {k: v for k, v in env.items() if k not in ("PGPASSWORD", "PGPASSFILE", "DRTOOL_POLICY")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "drtool", "backup", "-p", str(local.policy)],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env=env,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "drtool", *args], stdout=subprocess.PIPE, stderr=secondary, env=env)
     os.close(secondary)
     chunks = []
     while True:
@@ -96,6 +88,29 @@ def test_progress_is_drawn_on_a_terminal_only(local):
         chunks.append(data)
     proc.wait()
     os.close(primary)
-    shown = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, shown
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_is_drawn_on_a_terminal_only(local):
+    # not a terminal (cron): no progress line
+    quiet = local.cli("backup", "-p", str(local.policy))
+    assert quiet.code == 0 and "\r" not in quiet.err and "/s" not in quiet.err
+    # a terminal on stderr: the progress line appears
+    code, shown = _on_a_terminal(local, "backup", "-p", str(local.policy))
+    assert code == 0, shown
     assert "\r" in shown and "/s" in shown and "backup " in shown
+
+
+def test_backup_progress_total_is_the_previous_backups_size_and_an_estimate_only_at_first(local):
+    from drtool.durations import format_size
+
+    code, first = _on_a_terminal(local, "backup", "-p", str(local.policy))
+    assert code == 0, first
+    # no previous backup: the database's on-disk size, marked as an estimate
+    assert " of ~" in first, first
+    previous = local.cli("list", "-p", str(local.policy), "--json").json["backups"][0]
+    code, second = _on_a_terminal(local, "backup", "-p", str(local.policy))
+    assert code == 0, second
+    # the previous backup's plain dump size, which is what the line counts: no "~"
+    assert f" of {format_size(previous['plain_bytes'])}" in second, second
+    assert " of ~" not in second, second

@@ -52,6 +52,7 @@ class Normaliser:
         s = re.sub(r"\brestore_[0-9a-f]{8}\b", "<target-db>", s)
         s = re.sub(r"PostgreSQL \d+(\.\d+)?( \([^)]*\))?", "PostgreSQL <version>", s)
         s = re.sub(r"\b\d+ bytes\b", "<n> bytes", s)
+        s = re.sub(r"\b\d+(\.\d)? [kMGT]?B\b", "<size>", s)
         s = re.sub(r"\S*/(pg_\w+) \d+(\.\d+)?", r"<bin>/\1 <version>", s)
         s = re.sub(r"/\S*drtool-drill-\w+", "<scratch>", s)
         s = re.sub(r"^sha256:[0-9a-f]{16}$", "<fingerprint>", s)

@@ -79,4 +79,18 @@ def test_charts_label_time_on_x_and_values_on_y():
     assert page.count("<svg") == 3 and "time (UTC)" in page
     # 48 hours of evidence: ticks carry the date and the hour; the y axis names its values
     assert re.search(r">11-01 \d\d:\d\d</text>", page) and re.search(r">11-02 \d\d:\d\d</text>", page)
-    assert "(hours)</figcaption>" in page and "(MB stored)</figcaption>" in page
+
+
+def test_charts_and_times_read_in_human_units():
+    page = reports.render_html(_doc())
+    # y ticks at round steps in the unit people set objectives in; no bare floats such as 2.38e+03
+    assert re.search(r">12h</text>", page) and re.search(r">1d</text>", page) and ">target 4h</text>" in page
+    assert ">5m</text>" in page and ">target 10m</text>" in page
+    assert ">5.0 MB</text>" in page and ">10.0 MB</text>" in page
+    assert not re.search(r">[0-9.]+e[+-]\d+", page)
+    # times to the second with their zone, not ISO with microseconds
+    for text in (page, reports.render_md(_doc())):
+        assert "Period 2026-11-01 00:00:00 UTC to 2026-11-03 00:00:00 UTC" in text
+        assert "2026-11-02 22:00:00 UTC" in text  # b3's recovery point in the inventory
+        assert "T00:00:00Z" not in text
+        assert "3 backups kept" in text

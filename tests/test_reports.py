@@ -11,6 +11,8 @@ import pytest
 from helpers import drill_setup, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
+from drtool.reports import text
+
 pytestmark = pytest.mark.integration
 
 
@@ -237,7 +239,7 @@ def test_period_before_the_first_backup_counts_against_the_rpo(local, tmp_path):
     assert any(x.startswith(f"no backup before {first['completed_at']}") for x in p["reasons"]), p["reasons"]
     md = tmp_path / "r.md"
     assert local.cli("report", "-p", str(local.policy), "--format", "md", "-o", str(md)).code == 0
-    assert f"Evidence starts at {first['completed_at']}" in md.read_text()
+    assert f"Evidence starts at {text.when(first['completed_at'])}" in md.read_text()
     # a period that starts just before the first backup is covered, and can be compliant
     r = local.cli("report", "-p", str(local.policy), "--format", "json", "-o", str(out), "--from", evidence_from)
     p = json.loads(out.read_text())["policies"][0]

@@ -70,3 +70,15 @@ def test_create_leaves_an_existing_database_alone(setup):
     r = setup.restore(db, "--create", "--json")
     assert r.code == 0, r.err
     assert r.json["created_database"] is False
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_restore_refused_for_ownership_says_how_a_non_superuser_restores(setup, jobs):
+    """The dump's owners kept by default: a login role that is no superuser is refused by the
+    server; the one line says which options make it work."""
+    role, db = restorer(setup.pg), f"created_{uuid.uuid4().hex[:8]}"
+    r = restore_as(setup, role, db, "--create", "--jobs", jobs)
+    assert r.code == 1 and "Traceback" not in r.err
+    lines = [ln for ln in r.err.splitlines() if ln.startswith("drtool: error")]
+    assert len(lines) == 1 and f"/{db}" in lines[0] and "pg_restore failed" in lines[0]
+    assert "--role ROLE" in lines[0] and "--no-owner" in lines[0]

@@ -124,3 +124,16 @@ def test_backup_taken_by_hand_in_the_slot_satisfies_it(pg, tmp_path):
     job = r.json["policies"][0]["jobs"]["backup"]
     assert job["outcome"] == "ok" and job["backup_id"] == manual.out.strip()
     assert backups(s) == [manual.out.strip()]
+
+
+def test_dry_run_says_a_backup_taken_by_hand_counts_for_the_slot(pg, tmp_path):
+    """--dry-run tells what the run would do: no second backup today after one taken by hand."""
+    daily = '[schedule]\nbackup = "0 0 * * *"\n'
+    s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=daily)
+    manual = s.cli("backup", "-p", str(s.policy))
+    assert manual.code == 0, manual.err
+    r = s.cli("run", str(s.policy), "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert r.json["policies"][0]["jobs"]["backup"]["counted_backup"] == manual.out.strip()
+    line = [ln for ln in s.cli("run", str(s.policy), "--dry-run").out.splitlines() if " backup " in ln][0]
+    assert f"backup {manual.out.strip()} (taken since the slot began) counts for it" in line

@@ -9,6 +9,7 @@ from typing import Any
 from .. import __version__, catalog, clock, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
+from ..durations import format_size
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
@@ -29,7 +30,7 @@ class BackupJobs(UseCase):
             store = self.ctx.store(policy)
             with self.ctx.locked(policy, store, "backup"):
                 m = self.backup_locked(policy, store)
-            outcome.update(summary=f"backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
+            outcome.update(summary=f"backup {m['id']} ({format_size(m['sizes']['stored_bytes'])} stored)",
                            details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
             return m
 
@@ -120,7 +121,7 @@ class BackupJobs(UseCase):
                 threads=policy.backup.zstd_threads,
                 stats=stats,
                 observe=scanner.feed,
-                progress=self.ctx.progress(f"backup {policy.name}", snap.database_size),
+                progress=self._backup_progress(policy, store, snap.database_size),
             )
             try:
                 stored = store.put(key, stream, size_hint=snap.database_size * 2, retain=True)
@@ -176,6 +177,14 @@ class BackupJobs(UseCase):
                 raise
             self._commit(store, manifest, key, self.ctx.signer(policy))
         return manifest_to_dict(manifest)
+
+    def _backup_progress(self, policy: Policy, store: Store, database_size: int) -> pipeline.Progress:
+        """Progress counts plain dump bytes: the previous backup's plain size predicts them; the
+        first backup has only the database's on-disk size (indexes and bloat included), an estimate."""
+        previous = catalog.newest_manifest(store, policy.name, self.ctx.verifier(policy))
+        if previous is not None and previous.sizes.plain_bytes:
+            return self.ctx.progress(f"backup {policy.name}", previous.sizes.plain_bytes)
+        return self.ctx.progress(f"backup {policy.name}", database_size, estimate=True)
 
     def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
         """Write the manifest, the commit marker, last. Once its write was attempted the dump is

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import catalog, clock, locks, notify, pipeline, postgres, trust
 from ..crypto import age
@@ -21,10 +21,16 @@ from ..storage import BucketAdmin, RetryingStore, RootCreator, Store, open_store
 from .base import _password_from_env, _require_usable_lock
 
 Progress = Callable[[int], None]
-ProgressFactory = Callable[[str, int | None], Progress]  # (label, expected total) -> callback
 
 
-def _no_progress(label: str, total: int | None) -> Progress:
+class ProgressFactory(Protocol):
+    """(label, expected total, whether that total is only an estimate) -> a callback told of each
+    piece's size."""
+
+    def __call__(self, label: str, total: int | None, estimate: bool = False) -> Progress: ...
+
+
+def _no_progress(label: str, total: int | None, estimate: bool = False) -> Progress:
     return lambda n: None
 
 

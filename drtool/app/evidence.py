@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__, catalog, clock, health, metrics, pgtools, postgres, reports, trust
 from ..crypto import age, signing, sshsig
+from ..durations import format_size
 from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..records import ScheduleState
@@ -332,7 +333,7 @@ class EvidenceJobs(UseCase):
             ci = self.ctx.source(policy)
             with postgres.exported_snapshot(ci) as (_, snap):
                 snap_holder["snap"] = snap
-                return f"{ci.label}: PostgreSQL {snap.server_version}, {snap.database_size} bytes"
+                return f"{ci.label}: PostgreSQL {snap.server_version}, {format_size(snap.database_size)} on disk"
 
         def pg_dump() -> str:
             tool = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -140,10 +141,14 @@ class RestoreJobs(UseCase):
         except NotFound:
             raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
         plain = self.ctx.decoded(store, dkey, backup, identities, where)
-        if jobs == 1:
-            pgtools.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
-        else:
-            self._restore_parallel(pg_restore, target, plain, jobs=jobs, clean=clean, backup_id=backup.id, extra=extra)
+        try:
+            if jobs == 1:
+                pgtools.restore_stream(pg_restore, target, plain, clean=clean, extra=extra)
+            else:
+                self._restore_parallel(pg_restore, target, plain, jobs=jobs, clean=clean, backup_id=backup.id,
+                                       extra=extra)  # fmt: skip
+        except DatabaseError as e:
+            raise _with_ownership_hint(e, extra) from None
         restored = clock.monotonic() - t0
         with postgres.connect(target) as conn:
             actual = postgres.count_rows(conn)
@@ -319,6 +324,18 @@ def _proved(entry: dict[str, Any]) -> str:
     else:
         parts.append("origin NOT verified (no [signing].trusted_keys)")
     return "; ".join(parts)
+
+
+_REFUSED_FOR_OWNERSHIP = re.compile(r"must be member of role|must be owner of|permission denied for schema")
+
+
+def _with_ownership_hint(e: DatabaseError, ownership_options: tuple[str, ...]) -> DatabaseError:
+    """pg_restore keeps the dump's owners by default, which only a superuser (or a member of every
+    owner role, with CREATE on their schemas) may do: say how a non-superuser restores."""
+    if ownership_options or not _REFUSED_FOR_OWNERSHIP.search(str(e)):
+        return e
+    return DatabaseError(f"{e}; restoring as a non-superuser: pass --role ROLE (objects owned by ROLE) or "
+                         "--no-owner (owned by the connecting user)")  # fmt: skip
 
 
 def _ownership_options(role: str | None, no_owner: bool) -> tuple[str, ...]:

@@ -59,6 +59,10 @@ class ScheduleJobs(UseCase):
                     "missed": d.missed if d else 0,
                     "next": [clock.iso(x) for x in scheduler.next_times(expr, tz, t)],
                 }
+                # what the run would find: a backup taken by hand in the slot is its backup
+                manual = self._backup_in_slot(policy, store, d.slot) if d and job == "backup" else None
+                if manual:
+                    result["jobs"][job]["counted_backup"] = manual["backup_id"]
             return result
         if not self._anything_due(policy, store, jobs, now, copies):  # an idle tick takes no lock and writes nothing
             result["jobs"] = {job: {"due": False} for job in jobs}

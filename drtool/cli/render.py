@@ -27,7 +27,7 @@ class ProgressLine:
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
 
-    def __call__(self, label: str, total: int | None):
+    def __call__(self, label: str, total: int | None, estimate: bool = False):
         if not self.enabled:
             return lambda n: None
         state = {"done": 0, "t0": time.monotonic(), "last": 0.0}
@@ -39,7 +39,7 @@ class ProgressLine:
                 return
             state["last"] = now
             rate = state["done"] / max(now - state["t0"], 1e-6)
-            of = f" of ~{human_bytes(total)}" if total else ""
+            of = f" of {'~' if estimate else ''}{human_bytes(total)}" if total else ""
             sys.stderr.write(f"\r{label}: {human_bytes(state['done'])}{of}  {human_rate(rate)}   ")
             sys.stderr.flush()
 

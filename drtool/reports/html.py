@@ -11,7 +11,7 @@ from string import Template
 from typing import Any
 
 from . import text
-from .charts import Series, line_chart
+from .charts import BYTES, SECONDS, Series, line_chart
 
 
 class Html(str):
@@ -53,9 +53,9 @@ def render_html(doc: dict[str, Any]) -> str:
     return fill(
         "page.html",
         css=Html(_template("style.css").template),
-        period_from=doc["period"]["from"],
-        period_to=doc["period"]["to"],
-        generated_at=doc["generated_at"],
+        period_from=text.when(doc["period"]["from"]),
+        period_to=text.when(doc["period"]["to"]),
+        generated_at=text.when(doc["generated_at"]),
         version=doc["tool"]["version"],
         overall_class="ok" if doc["compliant"] else "bad",
         overall="COMPLIANT" if doc["compliant"] else "NOT COMPLIANT",
@@ -89,11 +89,11 @@ def _policy(p: dict[str, Any]) -> Html:
         forecast=tag("p", forecast) if forecast else "",
         drill_log=_drill_log(d["log"]),
         inventory=table(["id", "recovery point", "stored", "targets", "recipients", "SHA-256"],
-                        [[b["id"], b["recovery_point"], text.size(b["stored_bytes"]), ", ".join(b["targets"]),
+                        [[b["id"], text.when(b["recovery_point"]), text.size(b["stored_bytes"]), ", ".join(b["targets"]),
                           ", ".join(b["recipients"]), (b["sha256"], "hash")] for b in p["inventory"]]),
         storage=text.storage(p["storage"]),
         retention=text.retention_rules(p["retention"]["rules"]),
-        kept=p["retention"]["kept_backups"],
+        kept=text.backups_kept(p["retention"]["kept_backups"]),
         notes=items(notes),
     )  # fmt: skip
 
@@ -105,20 +105,19 @@ def _drill_log(log: list[dict[str, Any]]) -> Html:
     rows = []
     for x in log:
         checks = Html("<br>".join(escape(f"{text.check(c)} – {c['detail']}") for c in x["checks"]))
-        rows.append([x["drill_id"], x["started_at"], x["backup_id"] or "-", x["storage_target"],
+        rows.append([x["drill_id"], text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"],
                      (text.drill_result(x), _RESULT_CLASS[x["outcome"]]), text.rto(x), checks])  # fmt: skip
     return table(["drill", "started", "backup", "from", "result", "RTO", "checks"], rows)
 
 
 def _charts(p: dict[str, Any]) -> list[str]:
     o, r, d = p["objectives"], p["rpo"], p["drills"]
-    rpo_target = o["rpo_seconds"] / 3600 if o["rpo_seconds"] else None
     return [
-        line_chart("Achieved RPO over time against the target", "hours",
-                   Series.of([(x["at"], x["seconds"] / 3600) for x in r["series"]]), rpo_target, escape),
-        line_chart("Drill RTO against the target", "seconds",
+        line_chart("Achieved RPO over time against the target",
+                   Series.of([(x["at"], x["seconds"]) for x in r["series"]]), o["rpo_seconds"], SECONDS, escape),
+        line_chart("Drill RTO against the target",
                    Series.of([(x["started_at"], x["rto_seconds"]) for x in d["log"] if x["rto_seconds"] is not None]),
-                   o["rto_seconds"], escape),
-        line_chart("Backup size over time", "MB stored",
-                   Series.of([(b["completed_at"], b["stored_bytes"] / 1e6) for b in p["inventory"]]), None, escape),
+                   o["rto_seconds"], SECONDS, escape),
+        line_chart("Backup size over time (stored)",
+                   Series.of([(b["completed_at"], b["stored_bytes"]) for b in p["inventory"]]), None, BYTES, escape),
     ]  # fmt: skip

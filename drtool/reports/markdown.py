@@ -29,7 +29,8 @@ def render_json(doc: dict[str, Any]) -> str:
 def render_md(doc: dict[str, Any]) -> str:
     overall = "COMPLIANT" if doc["compliant"] else "NOT COMPLIANT"
     out = ["# Backup and recovery compliance report", "",
-           md(f"Period {doc['period']['from']} to {doc['period']['to']}; generated {doc['generated_at']} by drtool "
+           md(f"Period {text.when(doc['period']['from'])} to {text.when(doc['period']['to'])}; generated "
+              f"{text.when(doc['generated_at'])} by drtool "
               f"{doc['tool']['version']}.") + f" Overall: **{overall}**.", ""]  # fmt: skip
     if not doc["policies"]:
         out += ["No policies: there is no evidence.", ""]
@@ -61,7 +62,7 @@ def _policy(p: dict[str, Any]) -> list[str]:
     ]
     for x in d["log"]:
         checks = ", ".join(text.check(c) for c in x["checks"])
-        out.append(row(x["drill_id"], x["started_at"], x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
+        out.append(row(x["drill_id"], text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
                        text.rto(x), checks))  # fmt: skip
     out += [
         "",
@@ -71,10 +72,10 @@ def _policy(p: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for b in p["inventory"]:
-        out.append(row(b["id"], b["recovery_point"], text.size(b["stored_bytes"]), ", ".join(b["targets"]),
+        out.append(row(b["id"], text.when(b["recovery_point"]), text.size(b["stored_bytes"]), ", ".join(b["targets"]),
                        ", ".join(b["recipients"])))  # fmt: skip
     out += ["", md(f"Storage: {text.storage(p['storage'])}. Retention rules: {text.retention_rules(p['retention']['rules'])}; "
-                   f"{p['retention']['kept_backups']} backups kept."), ""]  # fmt: skip
+                   f"{text.backups_kept(p['retention']['kept_backups'])}."), ""]  # fmt: skip
     out += [f"- {md(text.schedule_line(job, st))}" for job, st in p["schedule"].items()]
     out += [f"- {md(text.copies_line(target, ids))}" for target, ids in p["copies_pending"].items()]
     return out + [""]

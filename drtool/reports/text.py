@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..clock import parse_iso
 from ..durations import format_duration, format_size
 
 RESULT = {"passed": "passed", "failed": "FAILED", "could-not-run": "could not run"}
@@ -18,6 +19,20 @@ def duration(seconds: float | None) -> str:
 def size(n: float | None) -> str:
     """33300000 -> '33.3 MB' (decimal units, as the CLI shows them)."""
     return format_size(n)
+
+
+def when(value: str | None) -> str:
+    """An ISO time from the evidence as people read it, to the second: '2026-11-01 07:27:54 UTC'."""
+    if not value:
+        return "-"
+    try:
+        return parse_iso(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return value  # not a time after all: shown as stored (each renderer escapes it)
+
+
+def backups_kept(n: int) -> str:
+    return f"{n} backup kept" if n == 1 else f"{n} backups kept"
 
 
 def verdict(compliant: bool) -> str:
@@ -44,14 +59,15 @@ def check(c: dict[str, Any]) -> str:
 
 
 def worst_rpo(r: dict[str, Any]) -> str:
-    return f"{duration(r['worst_seconds'])} ({r['worst_from'] or '-'} to {r['worst_to'] or '-'})"
+    return f"{duration(r['worst_seconds'])} ({when(r['worst_from'])} to {when(r['worst_to'])})"
 
 
 def coverage(r: dict[str, Any]) -> str:
     u = r.get("uncovered")
     if not u:
         return ""
-    return f"Evidence starts at {u['to']}: no backup covers the period before it (from {u['from']}, {duration(u['seconds'])})."
+    return (f"Evidence starts at {when(u['to'])}: no backup covers the period before it (from {when(u['from'])}, "
+            f"{duration(u['seconds'])}).")  # fmt: skip
 
 
 def forecast(f: dict[str, Any], rto_target: float | None) -> str:
@@ -85,7 +101,7 @@ def storage(s: dict[str, Any]) -> str:
 
 
 def schedule_line(job: str, st: dict[str, Any]) -> str:
-    return (f"scheduled {job}: last {st['last_outcome'] or '-'} for slot {st['last_slot'] or '-'}; "
+    return (f"scheduled {job}: last {st['last_outcome'] or '-'} for slot {when(st['last_slot'])}; "
             f"missed slots so far: {st['missed_total'] or 0}")  # fmt: skip
 
 

@@ -69,6 +69,8 @@ def run_lines(r: dict[str, Any], dry_run: bool) -> list[str]:
     for job, o in r["jobs"].items():
         if dry_run:
             state = f"due (slot {o['slot']}, {o['missed']} missed)" if o["due"] else "not due"
+            if o.get("counted_backup"):
+                state += f", but backup {o['counted_backup']} (taken since the slot began) counts for it"
             lines.append(f"{name:<16} {job:<7} {state}; next: {', '.join(o['next'])}")
         elif o["due"]:
             missed = f", {o['missed']} earlier slots missed" if o["missed"] else ""
