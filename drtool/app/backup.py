@@ -98,6 +98,7 @@ class BackupJobs(AppBase):
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
                                         "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
         catalog.write_manifest(dst, copy, self.signer(policy))  # the copy's own commit marker, written last
+        self.update_index(policy, dst, written=[copy])
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         """One attempt; returns the manifest's JSON document."""
@@ -172,6 +173,7 @@ class BackupJobs(AppBase):
                 store.delete(key)
                 raise
             self._commit(store, manifest, key, self.signer(policy))
+            self.update_index(policy, store, written=[manifest])
         return manifest_to_dict(manifest)
 
     def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:

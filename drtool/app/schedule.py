@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import catalog, clock, locks, retention, scheduler
+from .. import catalog, catalog_index, clock, locks, retention, scheduler
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
@@ -141,12 +141,13 @@ class ScheduleJobs(AppBase):
                 entry.update(outcome="ok", summary=f"copied to {', '.join(copies)}")
             result["jobs"]["copies"] = entry
 
-    @staticmethod
-    def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
+    def _backup_in_slot(self, policy: Policy, store: Store, slot) -> dict[str, Any] | None:
         """A backup taken by hand counts for the slot it falls in: a committed backup, not known
         to be damaged, whose recovery point is at or after the slot's scheduled time is that
         slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule")."""
-        for b in catalog.scan(store, policy.name).backups:  # newest first
+        indexed = self.read_index(policy, store)
+        listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.verifier(policy))
+        for b in listing.backups:  # newest first
             if b.recovery_point < slot:
                 return None
             if not b.damaged:
@@ -189,21 +190,26 @@ class ScheduleJobs(AppBase):
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
         verifier = self.verifier(policy)
-        records, problems = catalog.list_drill_records(store, policy.name, verifier, self.warn)
-        for p in problems:
+        indexed = self.read_index(policy, store)
+        if indexed is not None:  # which backups passed a drill, and the findings, as the index has them
+            problems = list(indexed.index.drills.get("problems") or [])
+            passed = frozenset(b for b, e in indexed.index.backups.items() if e.get("last_passed_drill_at"))
+            checks = indexed.checks
+        else:
+            records, problems = catalog.list_drill_records(store, policy.name, verifier, self.warn)
+            passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
+            # findings live on the primary, like drill records
+            checks = catalog.read_checks(store, policy.name, verifier, self.warn)
+        for p in [*problems, *checks.problems]:
             self.warn(p)
-        passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
-        # findings live on the primary, like drill records
-        checks = catalog.read_checks(store, policy.name, verifier, self.warn)
-        for p in checks.problems:
-            self.warn(p)
-        result = self._prune_target(policy, store, dry_run, passed, checks)
+        result = self._prune_target(policy, store, dry_run, passed, checks, indexed)
         if policy.copies:
             result["copies"] = {}
             for c in policy.copies:
                 try:
+                    copy = self.store(policy, target=c.name)
                     result["copies"][c.name] = self._prune_target(
-                        policy, self.store(policy, target=c.name), dry_run, passed
+                        policy, copy, dry_run, passed, indexed=self.read_index(policy, copy)
                     )
                 except DrtoolError as e:
                     result["copies"][c.name] = {"error": str(e)}
@@ -217,13 +223,16 @@ class ScheduleJobs(AppBase):
         dry_run: bool,
         passed: frozenset[str],
         checks: catalog.CheckStates | None = None,
+        indexed: catalog_index.IndexRead | None = None,
     ) -> dict[str, Any]:
         """Retention on one store. A backup known to be damaged (objects missing, or the newest
         check in `checks` found it damaged) counts toward no rule; a folder with an unreadable
         manifest, and whatever such a manifest names, is never deleted; nor is an untrusted one
-        (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering."""
+        (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering.
+        With the catalog index (`indexed`), each backup is re-read from its manifest before it is
+        deleted: the index decides nothing alone."""
         now = clock.utcnow()
-        listing = catalog.scan(store, policy.name, self.verifier(policy))
+        listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.verifier(policy))
         for u in listing.unreadable:
             self.warn(f"{u.reason}; not pruned")
         for t in listing.untrusted:
@@ -251,7 +260,10 @@ class ScheduleJobs(AppBase):
         for d in decisions:
             rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
-            if not d.keep and not dry_run:
+            if not d.keep and not dry_run and indexed is not None and (why := self._not_as_indexed(policy, store, d)):
+                rows[-1].update(action="keep")
+                rows[-1]["reasons"].append(f"{why}: kept")
+            elif not d.keep and not dry_run:
                 prefix = catalog.backup_prefix(policy.name, d.backup_id)
                 try:
                     store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
@@ -261,6 +273,8 @@ class ScheduleJobs(AppBase):
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
         incomplete = self._incomplete(policy, store, listing.protected_ids(), now, dry_run)
+        if not dry_run and (indexed is None or any(r["action"] == "delete" for r in rows)):
+            self.update_index(policy, store)  # drops what was deleted; makes a missing or stale index anew
         return {
             "policy": policy.name,
             "dry_run": dry_run,
@@ -273,6 +287,17 @@ class ScheduleJobs(AppBase):
             "deleted": sum(r["action"] == "delete" for r in rows),
             "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
         }
+
+    def _not_as_indexed(self, policy: Policy, store: Store, d: retention.Decision) -> str | None:
+        """Why a backup the index says may be deleted must not be (its manifest, re-read, is not the
+        indexed one, or cannot be read), or None."""
+        try:
+            b = catalog.read_manifest(store, policy.name, d.backup_id, self.verifier(policy))
+        except DrtoolError as e:
+            return f"its manifest could not be re-read before deleting ({e})"
+        if b.recovery_point != d.recovery_point:
+            return f"its manifest says recovery point {clock.iso(b.recovery_point)}, the catalog index another"
+        return None
 
     def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
         """Folders of backups that never committed (no manifest), and their unfinished uploads."""
