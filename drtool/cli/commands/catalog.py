@@ -28,5 +28,7 @@ def rebuild(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | N
         return
     echo_invalid()
     for r in results:
-        click.echo(f"{r['policy']}: {r['index']}: {r['backups']} backup(s) indexed"
-                   + (f", {len(r['problems'])} unreadable or untrusted manifest(s)" if r["problems"] else ""))
+        click.echo(
+            f"{r['policy']}: {r['index']}: {r['backups']} backup(s) indexed"
+            + (f", {len(r['problems'])} unreadable or untrusted manifest(s)" if r["problems"] else "")
+        )
