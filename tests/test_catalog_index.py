@@ -60,9 +60,7 @@ def test_every_commit_keeps_the_index_and_list_reads_it_without_a_warning(two):
 
 
 @pytest.mark.parametrize("fault", ["missing", "corrupt"])
-def test_missing_or_corrupt_index_falls_back_to_the_manifests_saying_so_once_and_the_next_commit_mends_it(
-    two, fault
-):
+def test_missing_or_corrupt_index_falls_back_to_the_manifests_saying_so_once_and_the_next_commit_mends_it(two, fault):
     if fault == "missing":
         index_file(two).unlink()
     else:
@@ -192,8 +190,8 @@ def test_list_status_and_report_answer_the_same_with_and_without_the_index(two, 
 
     def answers():
         out = []
-        for args in (("list", "--json"), ("status", "--json"),
-                     ("report", "--format", "json", "-o", "-", "--from", "2000-01-01", "--to", "2100-01-01")):  # fmt: skip
+        report = ("report", "--format", "json", "-o", "-", "--from", "2000-01-01", "--to", "2100-01-01")
+        for args in (("list", "--json"), ("status", "--json"), report):
             r = two.cli(*args, "-p", p)
             assert "Traceback" not in r.err
             out.append((r.code, _stable(json.loads(r.out))))
@@ -205,3 +203,11 @@ def test_list_status_and_report_answer_the_same_with_and_without_the_index(two, 
     assert with_index == without
     listed_rows = with_index[0][1]["backups"]
     assert {b["id"]: b["status"] for b in listed_rows}[damaged] == "damaged"
+
+
+def test_list_json_is_streamed_as_the_one_document_it_always_was(two):
+    r = two.cli("list", "-p", str(two.policy), "--json")
+    clean(r)
+    doc = json.loads(r.out)
+    assert list(doc) == ["schema_version", "backups"] and len(doc["backups"]) == 2
+    assert r.out == json.dumps(doc, indent=2) + "\n"  # byte for byte what emit_json writes
