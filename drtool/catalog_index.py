@@ -84,11 +84,13 @@ class Index:
     problems: dict[str, dict[str, Any]] = field(default_factory=dict)
     drills: dict[str, Any] = field(default_factory=dict)
     checks_problems: list[str] = field(default_factory=list)
+    evidence: dict[str, str] = field(default_factory=dict)  # drills/, checks/ -> digest of their LIST
 
     def to_bytes(self) -> bytes:
         doc = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "policy": self.policy, "updated_at": iso(utcnow()),
                "origin_checked": self.origin_checked, "backups": self.backups, "problems": self.problems,
-               "drills": self.drills, "checks_problems": self.checks_problems}  # fmt: skip
+               "drills": self.drills, "checks_problems": self.checks_problems,
+               "evidence": self.evidence}  # fmt: skip
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
     # -- drill and check outcomes ------------------------------------------------------------------
@@ -136,8 +138,23 @@ def parse_index(raw: bytes, where: str, policy: str) -> Index:
     for bid, p in problems.items():
         if not (isinstance(p, dict) and isinstance(p.get("key"), str) and isinstance(p.get("reason"), str)):
             raise IndexInvalid(f"{where}: catalog index problem entry {bid!r} is malformed")
+    evidence = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
     return Index(policy, doc.get("origin_checked") is True, backups, problems, drills,
-                 [p for p in doc.get("checks_problems") or [] if isinstance(p, str)])  # fmt: skip
+                 [p for p in doc.get("checks_problems") or [] if isinstance(p, str)], evidence)  # fmt: skip
+
+
+EVIDENCE = ("drills", "checks")  # folders of evidence whose records the index summarises
+
+
+def evidence_digest(store: Store, policy: str, folder: str) -> str:
+    """A digest of the LIST of <policy>/<folder>/ (keys and etags, signatures included): a record
+    added, edited or replaced behind the index's back changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for o in store.list_objects(f"{policy}/{folder}/"):
+        h.update(f"{o.key}\0{o.etag}\0{o.size}\n".encode())
+    return h.hexdigest()
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -195,6 +212,11 @@ def _usable(store: Store, policy: str, verifier: Verifier | None) -> tuple[Index
         how = "with" if index.origin_checked else "without"
         raise IndexUnusable(f"{where}: catalog index was written {how} [signing].trusted_keys, unlike this host's "
                             "policy")  # fmt: skip
+    if verifier is not None:  # a key that left trusted_keys takes the backups it signed with it
+        gone = sorted(b for b, e in index.backups.items() if e.get("signed_by") not in verifier.fingerprints)
+        if gone:
+            raise IndexUnusable(f"{where}: catalog index has backups signed by a key that is no longer trusted "
+                                f"({', '.join(gone[:3])})")  # fmt: skip
     return index, etag
 
 
@@ -212,10 +234,12 @@ def _fresh(entry: dict[str, Any], obj: ObjectInfo, sig: ObjectInfo | None) -> bo
     return entry.get("etag") == obj.etag and entry.get("sig_etag") == (sig.etag if sig else None)
 
 
-def read(store: Store, policy: str, verifier: Verifier | None = None) -> IndexRead:
+def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: Iterable[str] = ()) -> IndexRead:
     """The policy's catalog from its index and one LIST of its backups (no manifest read).
     IndexUnusable naming the object and why when the index is missing, unreadable, untrusted or
-    stale: the caller reads the manifests instead. No index and no backup: an empty catalog."""
+    stale: the caller reads the manifests instead. No index and no backup: an empty catalog.
+    `evidence` names the folders (drills, checks) whose summaries the caller uses: one LIST each
+    shows whether a record was added or changed since the index was written."""
     objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     manifests = _manifest_objects(policy, objects)
     try:
@@ -232,6 +256,10 @@ def read(store: Store, policy: str, verifier: Verifier | None = None) -> IndexRe
         if not _fresh(entry, obj, _sig(objects, obj.key)):
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index is stale: the manifest of backup "
                                 f"{bid} changed since it was indexed")  # fmt: skip
+    for folder in evidence:
+        if index.evidence.get(folder) != evidence_digest(store, policy, folder):
+            raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index is stale: {policy}/{folder}/ "
+                                "changed since it was written")  # fmt: skip
     return IndexRead(_listing(store, policy, index, objects), _checks(index), index)
 
 
@@ -313,6 +341,10 @@ def rebuild(store: Store, policy: str, verifier: Verifier | None = None,
     return index
 
 
+def _stamp(store: Store, index: Index) -> None:
+    index.evidence = {folder: evidence_digest(store, index.policy, folder) for folder in EVIDENCE}
+
+
 def _merge_listing(index: Index, listing: catalog.Listing, objects: dict[str, ObjectInfo]) -> None:
     for b in listing.backups:
         key = catalog.manifest_key(index.policy, b.id)
@@ -376,6 +408,7 @@ def update(
             index.add_drill(d)
         for c in checks:
             index.add_check(c)
+        _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index
@@ -409,6 +442,7 @@ def rebuild_and_write(store: Store, policy: str, verifier: Verifier | None, sign
     for _ in range(WRITE_ATTEMPTS):
         etag = _current_etag(store, policy)
         index = rebuild(store, policy, verifier, on_untrusted)
+        _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index

@@ -201,11 +201,14 @@ class AppBase:
         return trust.Signer.from_bytes(data, path, allow_pem=allow_pem)
 
     # -- the catalog index: read when it is usable, kept up to date by every writer ------------------
-    def read_index(self, policy: Policy, store: Store) -> catalog_index.IndexRead | None:
-        """The policy's catalog from its index (one GET and one LIST), or None after one warning
-        saying why it cannot be used: then the caller reads the manifests."""
+    def read_index(
+        self, policy: Policy, store: Store, evidence: tuple[str, ...] = ()
+    ) -> catalog_index.IndexRead | None:
+        """The policy's catalog from its index (one GET and one LIST, and one LIST per folder of
+        `evidence` whose summaries the caller uses), or None after one warning saying why it
+        cannot be used: then the caller reads the manifests."""
         try:
-            return catalog_index.read(store, policy.name, self.verifier(policy))
+            return catalog_index.read(store, policy.name, self.verifier(policy), evidence)
         except catalog_index.IndexUnusable as e:
             self.warn(f"{e}; reading the manifests instead (`drtool catalog rebuild -p {policy.source}` "
                       "makes it anew)")  # fmt: skip

@@ -36,7 +36,7 @@ class EvidenceJobs(AppBase):
         The backups come from the catalog index when it is usable; `all_drills` False (status)
         takes the newest drill attempt and the newest drill that ran from it too."""
         verifier, untrusted = self.verifier(policy), []
-        indexed = self.read_index(policy, store)
+        indexed = self.read_index(policy, store, () if all_drills else ("drills",))
         if indexed is not None and not all_drills:
             records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
             untrusted += list(indexed.index.drills.get("untrusted") or [])

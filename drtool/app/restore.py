@@ -26,7 +26,7 @@ class RestoreJobs(AppBase):
         store = self.store(policy, target=target)
         primary = store if target in (None, "primary") else self.store(policy)
         verifier = self.verifier(policy)
-        indexed = self.read_index(policy, store)
+        indexed = self.read_index(policy, store, catalog_index.EVIDENCE if primary is store else ())
         listing = indexed.listing if indexed else catalog.scan(store, policy.name, verifier)
         if indexed is not None and primary is store:
             checks: catalog.CheckStates | None = indexed.checks

@@ -190,7 +190,9 @@ class ScheduleJobs(AppBase):
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
         verifier = self.verifier(policy)
-        indexed = self.read_index(policy, store)
+        # the index serves a dry run; a prune that deletes reads every manifest, check and drill
+        # record: the index is never trusted for deleting (nor for what the kept backups are)
+        indexed = self.read_index(policy, store, catalog_index.EVIDENCE) if dry_run else None
         if indexed is not None:  # which backups passed a drill, and the findings, as the index has them
             problems = list(indexed.index.drills.get("problems") or [])
             passed = frozenset(b for b, e in indexed.index.backups.items() if e.get("last_passed_drill_at"))
@@ -209,7 +211,7 @@ class ScheduleJobs(AppBase):
                 try:
                     copy = self.store(policy, target=c.name)
                     result["copies"][c.name] = self._prune_target(
-                        policy, copy, dry_run, passed, indexed=self.read_index(policy, copy)
+                        policy, copy, dry_run, passed, indexed=self.read_index(policy, copy) if dry_run else None
                     )
                 except DrtoolError as e:
                     result["copies"][c.name] = {"error": str(e)}
@@ -229,8 +231,7 @@ class ScheduleJobs(AppBase):
         check in `checks` found it damaged) counts toward no rule; a folder with an unreadable
         manifest, and whatever such a manifest names, is never deleted; nor is an untrusted one
         (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering.
-        With the catalog index (`indexed`), each backup is re-read from its manifest before it is
-        deleted: the index decides nothing alone."""
+        `indexed` (the catalog index) serves dry runs only: a prune that deletes reads the manifests."""
         now = clock.utcnow()
         listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.verifier(policy))
         for u in listing.unreadable:
@@ -260,10 +261,7 @@ class ScheduleJobs(AppBase):
         for d in decisions:
             rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
-            if not d.keep and not dry_run and indexed is not None and (why := self._not_as_indexed(policy, store, d)):
-                rows[-1].update(action="keep")
-                rows[-1]["reasons"].append(f"{why}: kept")
-            elif not d.keep and not dry_run:
+            if not d.keep and not dry_run:
                 prefix = catalog.backup_prefix(policy.name, d.backup_id)
                 try:
                     store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
@@ -273,7 +271,7 @@ class ScheduleJobs(AppBase):
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
         incomplete = self._incomplete(policy, store, listing.protected_ids(), now, dry_run)
-        if not dry_run and (indexed is None or any(r["action"] == "delete" for r in rows)):
+        if not dry_run:
             self.update_index(policy, store)  # drops what was deleted; makes a missing or stale index anew
         return {
             "policy": policy.name,
@@ -287,17 +285,6 @@ class ScheduleJobs(AppBase):
             "deleted": sum(r["action"] == "delete" for r in rows),
             "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
         }
-
-    def _not_as_indexed(self, policy: Policy, store: Store, d: retention.Decision) -> str | None:
-        """Why a backup the index says may be deleted must not be (its manifest, re-read, is not the
-        indexed one, or cannot be read), or None."""
-        try:
-            b = catalog.read_manifest(store, policy.name, d.backup_id, self.verifier(policy))
-        except DrtoolError as e:
-            return f"its manifest could not be re-read before deleting ({e})"
-        if b.recovery_point != d.recovery_point:
-            return f"its manifest says recovery point {clock.iso(b.recovery_point)}, the catalog index another"
-        return None
 
     def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
         """Folders of backups that never committed (no manifest), and their unfinished uploads."""
