@@ -45,7 +45,7 @@ from .records import (
     serialise_manifest,
     serialise_schedule_state,
 )
-from .storage import Store, get_bytes
+from .storage import ObjectInfo, Store, get_bytes
 from .trust import (
     NS_EVIDENCE,
     NS_MANIFEST,
@@ -112,6 +112,7 @@ class Backup:
     record: Manifest
     missing: tuple[str, ...] = ()
     signed_by: str | None = None  # fingerprint of the trusted key that signed the manifest, when checked
+    table_count: int | None = None  # read from the catalog index, whose record carries no table list
 
     @property
     def id(self) -> str:
@@ -147,7 +148,7 @@ class Backup:
             "size_bytes": m.sizes.stored_bytes,
             "plain_bytes": m.sizes.plain_bytes,
             "server_version": m.server_version,
-            "tables": len(m.tables),
+            "tables": len(m.tables) if self.table_count is None else self.table_count,
         }
 
 
@@ -179,6 +180,7 @@ class Listing:
     backups: list[Backup]  # valid (and, with a verifier, trusted) manifests, damaged ones included
     unreadable: list[Unreadable]
     untrusted: list[UntrustedBackup] = field(default_factory=list)  # only with a verifier
+    claimed: set[str] = field(default_factory=set)  # ids untrusted manifests claim (from the index)
 
     @property
     def restorable(self) -> list[Backup]:
@@ -189,7 +191,7 @@ class Listing:
         sits in or names, and every untrusted one (evidence of tampering)."""
         ids = {b.id for b in self.backups} | {u.backup_id for u in self.unreadable}
         ids |= {u.backup_id for u in self.untrusted} | {u.claims.id for u in self.untrusted if u.claims}
-        return ids | {u.claims for u in self.unreadable if u.claims}
+        return ids | {u.claims for u in self.unreadable if u.claims} | self.claimed
 
 
 # -- origin: with [signing], what drtool writes is signed and what it reads is checked (trust.py) ---
@@ -266,11 +268,37 @@ def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing
     `unreadable` and never stops the others. With a verifier, a manifest no trusted key signed is
     in `untrusted` instead (whatever it holds). Objects a manifest lists are checked against the
     same listing (no extra request)."""
-    objects = {obj.key: obj.size for obj in store.list_objects(f"{policy}/backups/")}
-    keys = [k for k in objects if k.endswith("/" + MANIFEST_NAME)]
+    objects = {obj.key: obj for obj in store.list_objects(f"{policy}/backups/")}
+    return scan_ids(store, policy, list(manifest_ids(policy, objects)), objects, verifier)
 
-    def read(key: str) -> Backup | Unreadable | UntrustedBackup:
-        bid, where = _folder(policy, key), f"{store.url}/{key}"
+
+def manifest_ids(policy: str, keys) -> dict[str, str]:
+    """Backup id -> manifest key, for every key of a listing that is a backup's manifest."""
+    ids = {}
+    for k in keys:
+        if k.endswith("/" + MANIFEST_NAME) and manifest_key(policy, bid := _folder(policy, k)) == k:
+            ids[bid] = k
+    return ids
+
+
+def missing_objects(store: Store, prefix: str, m: Manifest, sizes: dict[str, int]) -> tuple[str, ...]:
+    """The objects a manifest lists that the listing (key -> size) lacks or holds at another size."""
+    return tuple(
+        f"{store.url}/{prefix}{o.key}" + ("" if sizes.get(prefix + o.key) is None else
+                                          f" (size {sizes[prefix + o.key]}, manifest says {o.size})")
+        for o in m.objects
+        if sizes.get(prefix + o.key) != o.size
+    )  # fmt: skip
+
+
+def scan_ids(store: Store, policy: str, ids: list[str], objects: dict[str, ObjectInfo],
+             verifier: Verifier | None = None) -> Listing:  # fmt: skip
+    """scan() of the named backup folders only, against a listing already made (key -> info)."""
+    sizes = {k: o.size for k, o in objects.items()}
+
+    def read(bid: str) -> Backup | Unreadable | UntrustedBackup:
+        key = manifest_key(policy, bid)
+        where = f"{store.url}/{key}"
         signed_by = None
         try:
             raw = get_bytes(store, key)
@@ -290,19 +318,12 @@ def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing
             _bound(m, policy, bid, where)
         except ManifestInvalid as e:
             return Unreadable(bid, key, str(e), claims=m.id if m.policy == policy else None)
-        prefix = backup_prefix(policy, bid)
-        missing = tuple(
-            f"{store.url}/{prefix}{o.key}" + ("" if objects.get(prefix + o.key) is None else
-                                              f" (size {objects[prefix + o.key]}, manifest says {o.size})")
-            for o in m.objects
-            if objects.get(prefix + o.key) != o.size
-        )  # fmt: skip
-        return Backup(m, missing, signed_by)
+        return Backup(m, missing_objects(store, backup_prefix(policy, bid), m, sizes), signed_by)
 
     # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run
     # side by side; this is on the path of `drtool restore` during an outage.
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        found = list(pool.map(read, keys))
+        found = list(pool.map(read, ids))
     backups = [b for b in found if isinstance(b, Backup)]
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     unreadable = sorted((u for u in found if isinstance(u, Unreadable)), key=lambda u: u.key)

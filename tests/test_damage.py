@@ -243,6 +243,7 @@ def test_manifest_unreadable_between_list_and_get_is_named_and_the_others_work(
 ):
     setup = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml="[retention]\nkeep_last = 1\n")
     good, bad = backup(setup), backup(setup)
+    store_of(setup).delete(f"{bad['policy']}/index.json")  # the manifests' path: the index reads none
     fault_proxy.add("GET", rf"{bad['id']}/manifest\.json$", "error", status=status)
     named = f"{bad['id']}/manifest.json"
     r = setup.cli("list", "-p", str(setup.policy), "--json")

@@ -14,6 +14,7 @@ from .backup import BackupJobs
 from .context import Context, Progress, ProgressFactory
 from .drill import DrillJobs
 from .evidence import EvidenceJobs
+from .index import IndexJobs
 from .init import InitJobs
 from .outcome import Outcome
 from .restore import RestoreJobs
@@ -33,6 +34,7 @@ class App:
         self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills)
         self.evidence = EvidenceJobs(self.ctx)
         self.setup = InitJobs(self.ctx)
+        self.index = IndexJobs(self.ctx)
         # the commands' entry points, one per use case method the CLI calls
         self.backup = self.backups.backup
         self.list_backups = self.restores.list_backups
@@ -52,6 +54,7 @@ class App:
         self.init = self.setup.init
         self.keygen = self.setup.keygen
         self.keygen_signing = self.setup.keygen_signing
+        self.rebuild_index = self.index.rebuild_index
 
     def store(self, policy: Policy, *, target: str | None = None) -> Store:
         return self.ctx.store(policy, target=target)

@@ -102,6 +102,7 @@ class BackupJobs(UseCase):
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
                                         "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
         catalog.write_manifest(dst, copy, self.ctx.signer(policy))  # the copy's own commit marker, written last
+        self.ctx.update_index(policy, dst, written=[copy])
 
     def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
         """One attempt; returns the manifest's JSON document."""
@@ -176,6 +177,7 @@ class BackupJobs(UseCase):
                 store.delete(key)
                 raise
             self._commit(store, manifest, key, self.ctx.signer(policy))
+            self.ctx.update_index(policy, store, written=[manifest])
         return manifest_to_dict(manifest)
 
     def _backup_progress(self, policy: Policy, store: Store, database_size: int) -> pipeline.Progress:

@@ -23,16 +23,18 @@ def record_check(
     damage: str | None,
     warn: Callable[[str], None],
     signer: trust.Signer | None = None,
-) -> None:
+) -> CheckRecord | None:
     """Append one finding (damage None: the backup checked out ok), signed when a signer is given.
     A store that refuses the write (read-only credentials) costs the record, never the check's own
-    result."""
+    result. Returns the record when it was stored."""
     rec = CheckRecord(policy, backup_id, kind, "damaged" if damage else "ok", clock.utcnow(), damage,
                       socket.gethostname(), __version__)  # fmt: skip
     try:
         catalog.write_check(store, rec, signer)
     except DrtoolError as e:
         warn(f"backup {backup_id}: could not record the {kind} result in the store: {e}")
+        return None
+    return rec
 
 
 def drill_finding(record: dict[str, Any]) -> tuple[bool, str | None]:
@@ -51,8 +53,9 @@ def drill_finding(record: dict[str, Any]) -> tuple[bool, str | None]:
 
 def record_drill(
     store: Store, record: dict[str, Any], warn: Callable[[str], None], signer: trust.Signer | None = None
-) -> None:
+) -> CheckRecord | None:
     """Record what a drill found about its backup, if it found anything (drill_finding)."""
     finding, damage = drill_finding(record)
     if finding:
-        record_check(store, record["policy"], record["backup_id"], "drill", damage, warn, signer)
+        return record_check(store, record["policy"], record["backup_id"], "drill", damage, warn, signer)
+    return None

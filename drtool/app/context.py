@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import catalog, clock, locks, notify, pipeline, postgres, trust
+from .. import catalog, catalog_index, clock, locks, notify, pipeline, postgres, trust
 from ..crypto import age
 from ..errors import DrtoolError, IdentityError, NotFound, StorageError, UsageError
 from ..policy import Policy, StorageTarget
@@ -207,6 +207,29 @@ class Context:
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             self.warn(f"signing key {path} is readable by other users; chmod 600 it")
         return trust.Signer.from_bytes(data, path, allow_pem=allow_pem)
+
+    # -- the catalog index: read when it is usable, kept up to date by every writer ------------------
+    def read_index(
+        self, policy: Policy, store: Store, evidence: tuple[str, ...] = ()
+    ) -> catalog_index.IndexRead | None:
+        """The policy's catalog from its index (one GET and one LIST, and one LIST per folder of
+        `evidence` whose summaries the caller uses), or None after one warning saying why it
+        cannot be used: then the caller reads the manifests."""
+        try:
+            return catalog_index.read(store, policy.name, self.verifier(policy), evidence)
+        except catalog_index.IndexUnusable as e:
+            self.warn(f"{e}; reading the manifests instead (`drtool catalog rebuild -p {policy.source}` "
+                      "makes it anew)")  # fmt: skip
+            return None
+
+    def update_index(self, policy: Policy, store: Store, **changes: Any) -> None:
+        """Merge changes (written=manifests, drills=records, checks=check records) into the index;
+        a failure is a warning, never the job's: the index is a cache readers check."""
+        try:
+            catalog_index.update(store, policy.name, verifier=self.verifier(policy), signer=self.signer(policy),
+                                 on_untrusted=self.warn, **changes)  # fmt: skip
+        except DrtoolError as e:
+            self.warn(f"catalog index of policy '{policy.name}' not updated ({e}); readers fall back to the manifests")
 
     # -- reading a backup's dump ------------------------------------------------------------------
     def decoded(self, store: Store, key: str, backup: catalog.Backup, identities: list[age.Identity],

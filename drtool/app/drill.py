@@ -66,7 +66,7 @@ class DrillJobs(UseCase):
             at_fault = isinstance(e, IntegrityError) if attempt.step == "catalog" else None
             outcome.stop(attempt.step, e, at_fault=at_fault)
         record = self._drill_record(policy, drill_id, started, outcome, attempt, source_name)
-        self.keep_drill_record(store, record, self.ctx.signer(policy))
+        self.keep_drill_record(store, record, self.ctx.signer(policy), policy)
         return record
 
     def _attempt(self, policy: Policy, store: Store, drill_id: str, t0: float, source_name: str | None,
@@ -183,7 +183,8 @@ class DrillJobs(UseCase):
         record["command_seconds"] = None if age is None else round(age, 3)
         return record
 
-    def keep_drill_record(self, store: Store, record: dict[str, Any], signer: trust.Signer | None = None) -> None:
+    def keep_drill_record(self, store: Store, record: dict[str, Any], signer: trust.Signer | None = None,
+                          policy: Policy | None = None) -> None:  # fmt: skip
         """Store a drill record (signed, with a signer): the one place drill evidence is written.
         A drill that could not run is recorded best-effort: the store may be what was down, so a failed write is only
         logged; the record of a drill that ran must be kept, or the command fails."""
@@ -194,7 +195,9 @@ class DrillJobs(UseCase):
                 raise
             self.ctx.warn(f"drill {record['drill_id']} could not run, and its record could not be stored either: {e}")
             return
-        checks.record_drill(store, record, self.ctx.warn, signer)  # what it found about the backup, for prune
+        check = checks.record_drill(store, record, self.ctx.warn, signer)  # what it found about the backup, for prune
+        if policy is not None:  # the index learns of the drill (and of what it found)
+            self.ctx.update_index(policy, store, drills=[record], checks=[check] if check else [])
 
 
 @dataclass

@@ -34,11 +34,18 @@ class Evidence:
 
 class EvidenceJobs(UseCase):
     # -- status and reports ------------------------------------------------------------------------
-    def _evidence(self, policy: Policy, store: Store) -> Evidence:
-        """With [signing].trusted_keys only what a trusted key signed; the rest is named in `untrusted`."""
-        verifier, untrusted = self.ctx.verifier(policy), list[str]()
-        records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
-        listing = catalog.scan(store, policy.name, verifier)
+    def _evidence(self, policy: Policy, store: Store, *, all_drills: bool = True) -> Evidence:
+        """With [signing].trusted_keys only what a trusted key signed; the rest is named in `untrusted`.
+        The backups come from the catalog index when it is usable; `all_drills` False (status)
+        takes the newest drill attempt and the newest drill that ran from it too."""
+        verifier, untrusted = self.ctx.verifier(policy), []
+        indexed = self.ctx.read_index(policy, store, () if all_drills else ("drills",))
+        if indexed is not None and not all_drills:
+            records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
+            untrusted += list(indexed.index.drills.get("untrusted") or [])
+        else:
+            records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
+        listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
         return Evidence(
             backups=[b.manifest for b in listing.restorable],
@@ -51,9 +58,9 @@ class EvidenceJobs(UseCase):
 
     def status(self, policy: Policy) -> dict[str, Any]:
         """Health of one policy from the store's evidence plus live probes of its components."""
-        return self._status(policy)[0]
+        return self._status(policy, all_drills=False)[0]
 
-    def _status(self, policy: Policy) -> tuple[dict[str, Any], Evidence | None]:
+    def _status(self, policy: Policy, *, all_drills: bool = True) -> tuple[dict[str, Any], Evidence | None]:
         components: dict[str, str] = {}
         try:
             with postgres.connect(self.ctx.source(policy), timeout=5) as conn:
@@ -82,7 +89,7 @@ class EvidenceJobs(UseCase):
             components["keys"] = "ok"
         except ValueError as e:
             components["keys"] = f"invalid recipient: {e}"
-        ev = self._evidence(policy, store)
+        ev = self._evidence(policy, store, all_drills=all_drills)
         if ev.problems:
             components["drill_records"] = f"{len(ev.problems)} unreadable"
         if ev.untrusted:  # someone who is not a trusted signer wrote to the store: unhealthy until resolved

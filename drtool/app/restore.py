@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from .. import catalog, clock, health, pgtools, pipeline, postgres
+from .. import catalog, catalog_index, clock, health, pgtools, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -29,9 +29,16 @@ class RestoreJobs(UseCase):
         store = self.ctx.store(policy, target=target)
         primary = store if target in (None, "primary") else self.ctx.store(policy)
         verifier = self.ctx.verifier(policy)
-        records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.ctx.warn)
-        listing = catalog.scan(store, policy.name, verifier)
-        checks = catalog.read_checks(primary, policy.name, verifier, self.ctx.warn) if primary is store else None
+        indexed = self.ctx.read_index(policy, store, catalog_index.EVIDENCE if primary is store else ())
+        listing = indexed.listing if indexed else catalog.scan(store, policy.name, verifier)
+        if indexed is not None and primary is store:
+            checks: catalog.CheckStates | None = indexed.checks
+            problems = list(indexed.index.drills.get("problems") or [])
+            drills_of = indexed.backup_drills
+        else:
+            records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.ctx.warn)
+            checks = catalog.read_checks(primary, policy.name, verifier, self.ctx.warn) if primary is store else None
+            drills_of = _drills_from_records(records)
         for p in [*problems, *(checks.problems if checks else [])]:
             self.ctx.warn(p)
         pending = catalog.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending
@@ -42,15 +49,7 @@ class RestoreJobs(UseCase):
             row["status"] = "damaged" if damage else "ok"
             if damage:
                 row["damage"] = damage
-            # newest first; a drill that could not run says nothing about the backup
-            mine = [r for r in health.drills_that_ran(records) if r.get("backup_id") == b.id]
-            row["last_drill"] = (
-                {"drill_id": mine[0]["drill_id"], "started_at": mine[0]["started_at"], "passed": mine[0]["passed"]}
-                if mine
-                else None
-            )
-            passed = next((r for r in mine if r.get("passed")), None)
-            row["last_passed_drill_at"] = passed["completed_at"] if passed else None
+            row["last_drill"], row["last_passed_drill_at"] = drills_of(b.id)
             row["target"] = target or "primary"
             if policy.copies:
                 row["copies_pending"] = sorted(name for name, ids in pending.items() if b.id in ids)
@@ -257,12 +256,13 @@ class RestoreJobs(UseCase):
         elif deep:
             raise UsageError(f"{policy.source}: encryption.identity_file is needed for a deep verify")
         kind = "deep-verify" if identities else "verify"
-        results, problems = [], []
+        results, problems, found = [], [], []
         for b in backups:
             entry = self._verify_one(store, policy, b, identities)
             if "finding" in entry:
-                checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.ctx.warn,
-                                    self.ctx.signer(policy))  # fmt: skip
+                rec = checks.record_check(store, policy.name, b.id, kind, entry.pop("finding"), self.ctx.warn,
+                                          self.ctx.signer(policy))  # fmt: skip
+                found += [rec] if rec else []
             if not entry["ok"]:
                 problems.append(entry["error"])
             results.append(entry)
@@ -271,6 +271,10 @@ class RestoreJobs(UseCase):
                             "origin": None, "proved": "nothing", "error": u.reason,
                             "untrusted": isinstance(u, catalog.UntrustedBackup)})  # fmt: skip
             problems.append(u.reason)
+        if found:
+            self.ctx.update_index(policy, store, checks=found)
+        if all_backups:  # the index is a cache of what was just read: any difference is named
+            problems += self._index_differences(policy, store, listing)
         report = {
             "policy": policy.name,
             "verified": len(results),
@@ -278,6 +282,18 @@ class RestoreJobs(UseCase):
             "backups": results,
         }
         return Outcome(report, IntegrityError("\n".join(problems)) if problems else None)
+
+    def _index_differences(self, policy: Policy, store, listing: catalog.Listing) -> list[str]:
+        """Where the catalog index disagrees with the manifests (a missing index is no problem: the
+        next commit, or `drtool catalog rebuild`, makes it)."""
+        index, why = catalog_index.read_for_verify(store, policy.name, self.ctx.verifier(policy))
+        if index is None:
+            if why and "is missing" not in why:
+                return [f"{why} (`drtool catalog rebuild -p {policy.source}` makes it anew)"]
+            return []
+        where = f"{store.url}/{catalog_index.index_key(policy.name)}"
+        return [f"{p} (`drtool catalog rebuild -p {policy.source}` makes it anew)"
+                for p in catalog_index.compare(index, listing, where)]  # fmt: skip
 
     def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result
@@ -312,6 +328,23 @@ class RestoreJobs(UseCase):
         if not entry["ok"]:
             entry.update(integrity=False, authenticated=False, proved="nothing")
         return entry
+
+
+def _drills_from_records(records: list[dict[str, Any]]):
+    """backup id -> (its newest drill that ran, completed_at of its newest passed one), from the
+    drill records (newest first); a drill that could not run says nothing about the backup."""
+    mine: dict[str, list[dict[str, Any]]] = {}
+    for r in health.drills_that_ran(records):
+        mine.setdefault(r.get("backup_id") or "", []).append(r)
+
+    def of(backup_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        ran = mine.get(backup_id, [])
+        last = {"drill_id": ran[0]["drill_id"], "started_at": ran[0]["started_at"], "passed": ran[0]["passed"]} \
+            if ran else None  # fmt: skip
+        passed = next((r for r in ran if r.get("passed")), None)
+        return last, passed["completed_at"] if passed else None
+
+    return of
 
 
 def _proved(entry: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import catalog, clock, locks, retention, scheduler
+from .. import catalog, catalog_index, clock, locks, retention, scheduler
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
@@ -153,12 +153,15 @@ class ScheduleJobs(UseCase):
                 copy_entry.update(outcome="ok", summary=f"copied to {', '.join(made)}")
             result["jobs"]["copies"] = copy_entry
 
-    @staticmethod
-    def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
+    def _backup_in_slot(self, policy: Policy, store: Store, slot) -> dict[str, Any] | None:
         """A backup taken by hand counts for the slot it falls in: a committed backup, not known
         to be damaged, whose recovery point is at or after the slot's scheduled time is that
         slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule")."""
-        for b in catalog.scan(store, policy.name).backups:  # newest first
+        indexed = self.ctx.read_index(policy, store)
+        listing = (
+            indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.ctx.verifier(policy))
+        )
+        for b in listing.backups:  # newest first
             if b.recovery_point < slot:
                 return None
             if not b.damaged:
@@ -201,21 +204,28 @@ class ScheduleJobs(UseCase):
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
         verifier = self.ctx.verifier(policy)
-        records, problems = catalog.list_drill_records(store, policy.name, verifier, self.ctx.warn)
-        for p in problems:
+        # the index serves a dry run; a prune that deletes reads every manifest, check and drill
+        # record: the index is never trusted for deleting (nor for what the kept backups are)
+        indexed = self.ctx.read_index(policy, store, catalog_index.EVIDENCE) if dry_run else None
+        if indexed is not None:  # which backups passed a drill, and the findings, as the index has them
+            problems = list(indexed.index.drills.get("problems") or [])
+            passed = frozenset(b for b, e in indexed.index.backups.items() if e.get("last_passed_drill_at"))
+            checks = indexed.checks
+        else:
+            records, problems = catalog.list_drill_records(store, policy.name, verifier, self.ctx.warn)
+            passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
+            # findings live on the primary, like drill records
+            checks = catalog.read_checks(store, policy.name, verifier, self.ctx.warn)
+        for p in [*problems, *checks.problems]:
             self.ctx.warn(p)
-        passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
-        # findings live on the primary, like drill records
-        checks = catalog.read_checks(store, policy.name, verifier, self.ctx.warn)
-        for p in checks.problems:
-            self.ctx.warn(p)
-        result = self._prune_target(policy, store, dry_run, passed, checks)
+        result = self._prune_target(policy, store, dry_run, passed, checks, indexed)
         if policy.copies:
             result["copies"] = {}
             for c in policy.copies:
                 try:
+                    copy = self.ctx.store(policy, target=c.name)
                     result["copies"][c.name] = self._prune_target(
-                        policy, self.ctx.store(policy, target=c.name), dry_run, passed
+                        policy, copy, dry_run, passed, indexed=self.ctx.read_index(policy, copy) if dry_run else None
                     )
                 except DrtoolError as e:
                     result["copies"][c.name] = {"error": str(e)}
@@ -229,13 +239,17 @@ class ScheduleJobs(UseCase):
         dry_run: bool,
         passed: frozenset[str],
         checks: catalog.CheckStates | None = None,
+        indexed: catalog_index.IndexRead | None = None,
     ) -> dict[str, Any]:
         """Retention on one store. A backup known to be damaged (objects missing, or the newest
         check in `checks` found it damaged) counts toward no rule; a folder with an unreadable
         manifest, and whatever such a manifest names, is never deleted; nor is an untrusted one
-        (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering."""
+        (no trusted key signed it): it counts toward no rule and is kept as evidence of tampering.
+        `indexed` (the catalog index) serves dry runs only: a prune that deletes reads the manifests."""
         now = clock.utcnow()
-        listing = catalog.scan(store, policy.name, self.ctx.verifier(policy))
+        listing = (
+            indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.ctx.verifier(policy))
+        )
         for u in listing.unreadable:
             self.ctx.warn(f"{u.reason}; not pruned")
         for t in listing.untrusted:
@@ -273,6 +287,8 @@ class ScheduleJobs(UseCase):
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
         incomplete = self._incomplete(policy, store, listing.protected_ids(), now, dry_run)
+        if not dry_run:
+            self.ctx.update_index(policy, store)  # drops what was deleted; makes a missing or stale index anew
         return {
             "policy": policy.name,
             "dry_run": dry_run,

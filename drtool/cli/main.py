@@ -20,6 +20,7 @@ from ..errors import EXIT_USAGE, DrtoolError, PolicyError  # noqa: E402
 from . import logs  # noqa: E402
 from .commands import (  # noqa: E402
     backup,
+    catalog,
     check,
     drill,
     init,
@@ -59,6 +60,7 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
 for command in (
     keygen.keygen, init.init, check.check, backup.backup, listing.list_, restore.restore, verify.verify,
     prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve,
+    catalog.catalog,
 ):  # fmt: skip
     cli.add_command(command)
 

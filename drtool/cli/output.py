@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -30,6 +31,24 @@ def emit_json(doc: dict[str, Any]) -> None:
     """The command's result: schema_version first, invalid_policies last when a file was invalid."""
     extra = {"invalid_policies": invalid_json()} if INVALID else {}
     click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, indent=2, default=str))
+
+
+def emit_json_rows(key: str, rows: Iterable[dict[str, Any]]) -> None:
+    """emit_json({key: rows}), byte for byte, written row by row as the rows come: a fleet's
+    list never holds every row and a rendered copy of them at once."""
+    out = sys.stdout  # click.get_text_stream is deprecated (Click 9 drops it)
+    out.write("{\n" + f'  "schema_version": {JSON_SCHEMA_VERSION},\n  {json.dumps(key)}: [')
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, default=str).replace("\n", "\n    ")
+        out.write(("\n    " if first else ",\n    ") + text)
+        first = False
+    out.write("]" if first else "\n  ]")
+    if INVALID:
+        text = json.dumps(invalid_json(), indent=2, default=str).replace("\n", "\n  ")
+        out.write(f',\n  "invalid_policies": {text}')
+    out.write("\n}\n")
+    out.flush()
 
 
 def echo_invalid() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..context import Ctx, json_option, name_option, pass_ctx, policies, policy_option
-from ..output import echo_invalid, emit_json
+from ..output import echo_invalid, emit_json_rows
 from ..render import human_bytes, table
 
 
@@ -17,12 +17,11 @@ from ..render import human_bytes, table
 @pass_ctx
 def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | None, as_json: bool) -> None:
     """Complete backups, newest first."""
-    rows = []
-    for p in policies(ctx, policy_path, policy_name):
-        rows.extend(ctx.app.list_backups(p, target=target))
-    if as_json:
-        emit_json({"backups": rows})
+    chosen = policies(ctx, policy_path, policy_name)
+    if as_json:  # streamed: one policy's rows in memory at a time
+        emit_json_rows("backups", (row for p in chosen for row in ctx.app.list_backups(p, target=target)))
         return
+    rows = [row for p in chosen for row in ctx.app.list_backups(p, target=target)]
     echo_invalid()
     if not rows:
         ctx.info("no complete backups")

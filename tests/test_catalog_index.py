@@ -1,0 +1,212 @@
+"""The catalog index (<policy>/index.json): read by list/status/report/prune/run instead of every
+manifest, kept by every writer, and never believed over the manifests: missing, stale, corrupt or
+concurrently written, the commands stay correct and say so."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import make_setup
+
+from drtool import catalog, catalog_index
+from drtool.storage import LocalStore
+
+pytestmark = pytest.mark.integration
+
+
+def clean(r, code: int = 0) -> None:
+    assert r.code == code, (r.code, r.out, r.err)
+    assert "Traceback" not in r.err + r.out
+
+
+def local(pg, tmp_path, extra: str = ""):
+    return make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=extra)
+
+
+def backup(s) -> str:
+    r = s.cli("backup", "-p", str(s.policy), "--json")
+    clean(r)
+    return r.only["id"]
+
+
+def index_file(s) -> Path:
+    return Path(s.store_url.removeprefix("file://")) / s.policy_name / "index.json"
+
+
+def listed(s) -> tuple[list[str], str]:
+    r = s.cli("list", "-p", str(s.policy), "--json")
+    clean(r)
+    return [b["id"] for b in r.json["backups"] if b["status"] == "ok"], r.err
+
+
+@pytest.fixture
+def two(pg, tmp_path):
+    s = local(pg, tmp_path)
+    s.policy_name = s.db.replace("_", "-")
+    s.ids = [backup(s), backup(s)]
+    return s
+
+
+def test_every_commit_keeps_the_index_and_list_reads_it_without_a_warning(two):
+    doc = json.loads(index_file(two).read_text())
+    assert sorted(doc["backups"]) == sorted(two.ids)
+    assert all(e["kind"] == "logical" for e in doc["backups"].values())
+    ids, err = listed(two)
+    assert ids == sorted(two.ids, reverse=True)
+    assert "catalog index" not in err
+
+
+@pytest.mark.parametrize("fault", ["missing", "corrupt"])
+def test_missing_or_corrupt_index_falls_back_to_the_manifests_saying_so_once_and_the_next_commit_mends_it(two, fault):
+    if fault == "missing":
+        index_file(two).unlink()
+    else:
+        index_file(two).write_text('{"format": "drtool-catalog-index", "version": 1, "backups": [')
+    ids, err = listed(two)
+    assert ids == sorted(two.ids, reverse=True)
+    assert err.count("catalog index") == 1, err
+    assert str(index_file(two).relative_to(index_file(two).parents[1])) in err  # names the object
+    third = backup(two)
+    assert sorted(json.loads(index_file(two).read_text())["backups"]) == sorted([*two.ids, third])
+    ids, err = listed(two)
+    assert len(ids) == 3 and "catalog index" not in err
+
+
+def test_a_backup_committed_by_an_older_drtool_makes_the_index_stale_and_is_still_listed(two):
+    before = index_file(two).read_bytes()
+    third = backup(two)
+    index_file(two).write_bytes(before)  # as if an older drtool had committed `third` without the index
+    ids, err = listed(two)
+    assert ids[0] == third and len(ids) == 3
+    assert "stale" in err and third in err
+    st = two.cli("status", "-p", str(two.policy), "--json")
+    assert st.json["policies"][two.policy_name]["backups"] == 3
+    clean(two.cli("catalog", "rebuild", "-p", str(two.policy)))
+    ids, err = listed(two)
+    assert len(ids) == 3 and "catalog index" not in err
+
+
+def test_a_backup_deleted_behind_the_index_is_never_listed_as_restorable(two):
+    gone = two.ids[-1]
+    (index_file(two).parent / "backups" / gone / "manifest.json").unlink()
+    ids, _ = listed(two)
+    assert gone not in ids and ids == [two.ids[0]]
+    st = two.cli("status", "-p", str(two.policy), "--json")
+    assert st.json["policies"][two.policy_name]["backups"] == 1
+
+
+def test_verify_all_names_an_index_entry_that_differs_from_its_manifest(two):
+    doc = json.loads(index_file(two).read_text())
+    doc["backups"][two.ids[0]]["manifest"]["sizes"]["stored_bytes"] += 1
+    index_file(two).write_text(json.dumps(doc))
+    r = two.cli("verify", "-p", str(two.policy), "--all")
+    clean(r, 3)
+    assert two.ids[0] in r.err and "differs from its manifest (sizes)" in r.err and "index.json" in r.err
+
+
+def test_prune_never_deletes_on_the_index_word(pg, tmp_path):
+    s = local(pg, tmp_path, "[retention]\nkeep_last = 1\n")
+    s.policy_name = s.db.replace("_", "-")
+    older, newer = backup(s), backup(s)
+    doc = json.loads(index_file(s).read_text())
+    doc["backups"][newer]["manifest"]["recovery_point"] = "2001-01-01T00:00:00Z"  # the index lies
+    index_file(s).write_text(json.dumps(doc))
+    r = s.cli("prune", "-p", str(s.policy), "--json")
+    clean(r)
+    rows = {b["id"]: b["action"] for b in r.only["backups"]}
+    assert rows == {newer: "keep", older: "delete"}  # decided from the manifests
+    assert (index_file(s).parent / "backups" / newer / "manifest.json").exists()
+    assert sorted(json.loads(index_file(s).read_text())["backups"]) == [newer]  # and the index mended
+
+
+class _Barrier:
+    """A store whose index reads wait for each other: both writers read the same version."""
+
+    def __init__(self, store, parties: int):
+        self.store, self.barrier = store, threading.Barrier(parties, timeout=30)
+        self.waited = threading.local()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def get(self, key, *a, **kw):
+        if key.endswith("index.json") and not getattr(self.waited, "done", False):
+            self.waited.done = True
+            self.barrier.wait()
+        return self.store.get(key, *a, **kw)
+
+
+def test_two_concurrent_writers_both_keep_their_entry(two):
+    root = index_file(two).parents[1]
+    store = LocalStore(root, url=two.store_url)
+    base = catalog.read_manifest(store, two.policy_name, two.ids[0]).record
+    fresh = []
+    for n in range(2):  # two more committed backups (copies of the first under new ids)
+        bid = base.id[:-6] + f"{n:06x}"
+        m = base.__class__(**{**base.__dict__, "id": bid})
+        src = root / two.policy_name / "backups" / base.id / catalog.DUMP_NAME
+        store.put(catalog.dump_key(two.policy_name, bid), [src.read_bytes()])
+        catalog.write_manifest(store, m)
+        fresh.append(m)
+    wrapped = _Barrier(store, 2)
+    errors = []
+
+    def write(m):
+        try:
+            catalog_index.update(wrapped, two.policy_name, verifier=None, signer=None, written=[m])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(m,)) for m in fresh]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    doc = json.loads(index_file(two).read_text())
+    assert sorted(doc["backups"]) == sorted([*two.ids, *(m.id for m in fresh)])
+
+
+def _stable(doc):
+    """Drop what changes between two runs of the same command (times of the run, ages)."""
+    if isinstance(doc, dict):
+        return {k: _stable(v) for k, v in doc.items()
+                if k not in ("generated_at", "checked_at", "last_backup_age_seconds", "age_seconds", "to", "series",
+                             "worst_seconds", "worst_to", "uncovered")}  # fmt: skip
+    if isinstance(doc, list):
+        return [_stable(x) for x in doc]
+    return doc
+
+
+def test_list_status_and_report_answer_the_same_with_and_without_the_index(two, tmp_path):
+    damaged = two.ids[0]
+    (index_file(two).parent / "backups" / damaged / catalog.DUMP_NAME).write_bytes(b"not the dump")
+    clean(two.cli("verify", "-p", str(two.policy), "--backup", damaged), 3)  # a check record: damaged
+    p = str(two.policy)
+
+    def answers():
+        out = []
+        report = ("report", "--format", "json", "-o", "-", "--from", "2000-01-01", "--to", "2100-01-01")
+        for args in (("list", "--json"), ("status", "--json"), report):
+            r = two.cli(*args, "-p", p)
+            assert "Traceback" not in r.err
+            out.append((r.code, _stable(json.loads(r.out))))
+        return out
+
+    with_index = answers()
+    index_file(two).unlink()
+    without = answers()
+    assert with_index == without
+    listed_rows = with_index[0][1]["backups"]
+    assert {b["id"]: b["status"] for b in listed_rows}[damaged] == "damaged"
+
+
+def test_list_json_is_streamed_as_the_one_document_it_always_was(two):
+    r = two.cli("list", "-p", str(two.policy), "--json")
+    clean(r)
+    doc = json.loads(r.out)
+    assert list(doc) == ["schema_version", "backups"] and len(doc["backups"]) == 2
+    assert r.out == json.dumps(doc, indent=2) + "\n"  # byte for byte what emit_json writes
