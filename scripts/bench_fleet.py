@@ -193,6 +193,7 @@ def render(results: list[dict]) -> str:
         for name, m in row["commands"].items():
             req = (m.get("requests", "–"), m.get("requests_per_policy", "–"))
             s3 = f"{m['s3_cpu_s']:.2f}" if row["store"] == "s3" and "s3_cpu_s" in m else "–"
-            out.append(f"| {row['store']} | {_size(row)} | {name} | {m['seconds']:.2f} | {m['cpu_s']:.2f} "
-                       f"| {m['peak_mb']:.0f} | {m.get('peak_rss_mb', 0):.0f} | {s3} | {req[0]} | {req[1]} |")  # fmt: skip
+            mem = f"{m['peak_mb']:.0f} | {m.get('peak_rss_mb', 0):.0f}"
+            out.append(f"| {row['store']} | {_size(row)} | {name} | {m['seconds']:.2f} | {m['cpu_s']:.2f} | {mem} "
+                       f"| {s3} | {req[0]} | {req[1]} |")  # fmt: skip
     return "\n".join(out)
