@@ -58,6 +58,10 @@ class Signer:
     def sign(self, data: bytes, namespace: str) -> bytes:
         return sshsig.sign(data, namespace, self._key)
 
+    def sign_sha512(self, digest: bytes, namespace: str) -> bytes:
+        """sign() of the data whose SHA-512 is `digest` (data streamed, never held whole)."""
+        return sshsig.sign_sha512(digest, namespace, self._key)
+
     def __repr__(self) -> str:
         return f"Signer({self.source}, {self.fingerprint})"
 

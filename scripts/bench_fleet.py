@@ -1,17 +1,23 @@
 """scripts/bench --fleet: what everyday commands cost as a fleet grows (issue 15).
 
-For each fleet size N (--policies 10,100): N policies in one folder, all backing up one tiny real
-database (one small table) into one store, B backups each (--backups 5). Then each command runs
-once, timed from outside: wall seconds, CPU seconds of drtool's processes, peak memory (PSS) and,
-on S3, the number of store requests (every request goes through tests/faultproxy.py in
-pass-through mode, which counts them; its own cost, about a millisecond a request, is in the
-wall time).
+For each fleet size N (--policies 10,100,1000): N policies in one folder, all backing up one tiny
+real database (one small table) into one store. `run` with every policy due (--jobs 4) makes each
+policy's first real backup and `run` with nothing due follows; --real R makes R real backups per
+policy in all (the others with `drtool backup`). Then for each B of --backups (5,100) the fleet is
+grown to B backups per policy by replicating the real ones (scripts/fleet_replicate.py: objects
+copied, manifests written under new ids by drtool's catalog code, index updated as a commit does)
+and list, status, report and prune --dry-run run once each.
 
-    scripts/bench --fleet [--policies 10,100] [--backups 5] [--stores s3,local] [--jobs 4]
-                          [--compare-src /work/main] [--json FILE]
+Each command is timed from outside: wall seconds, CPU seconds of drtool's processes, peak memory
+(PSS, and RSS) and, on S3, the number of store requests (every request goes through
+tests/faultproxy.py in pass-through mode, which counts them; its own cost, about a millisecond a
+request, is in the wall time) and the CPU the S3 server spent (the floor on these shared cores).
 
---compare-src runs the idle tick also with the drtool package of another checkout (PYTHONPATH),
-on the same fleet and store: before/after a change.
+    scripts/bench --fleet [--policies 10,100] [--backups 5,100] [--real 2] [--stores s3,local]
+                          [--jobs 4] [--compare-src DIR] [--json FILE]
+
+--compare-src runs the idle tick and the report also with the drtool package of another checkout
+(sys.path), on the same fleet and store: before/after a change.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench import ROOT, SERVERS, timed
 from faultproxy import FaultProxy
+from fleet_replicate import replicate_fleet
 from services import PgCluster, Seaweed, pg_bindir, tmpdir
 
 from drtool.crypto import age
@@ -36,7 +44,8 @@ SCHEDULE = '[schedule]\nbackup = "0 0 * * *"\n[retention]\nkeep_last = 1000\n'
 def fleet_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench --fleet")
     ap.add_argument("--policies", default="10,100", help="fleet sizes, comma-separated")
-    ap.add_argument("--backups", type=int, default=5, help="backups per policy")
+    ap.add_argument("--backups", default="5,100", help="backups per policy to measure the reads at, comma-separated")
+    ap.add_argument("--real", type=int, default=2, help="real backups per policy (the rest are replicated)")
     ap.add_argument("--stores", default="s3,local", help="s3, local or both")
     ap.add_argument("--jobs", type=int, default=4, help="run --jobs for the all-due tick")
     ap.add_argument("--compare-src", help="another checkout whose idle tick to measure too")
@@ -74,9 +83,9 @@ def fleet_main(argv: list[str]) -> None:
                     url, extra = f"file://{work}/store-{n}", ""
                 folder = work / f"{store}-{n}"
                 write_fleet(folder, n, pg.dsn("tiny"), url, extra, ident.recipient, key)
-                row = measure(folder, n, store, args, env, proxy if store == "s3" else None)
-                results.append(row)
-                print(render_row(row), file=sys.stderr)
+                for row in measure(folder, n, store, args, env, proxy if store == "s3" else None):
+                    results.append(row)
+                    print(render_row(row), file=sys.stderr, flush=True)
     finally:
         if proxy:
             proxy.stop()
@@ -105,54 +114,86 @@ rpo = "2d"
 {SCHEDULE}""")
 
 
-def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None) -> dict:
+def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None):
+    """Rows, as they are measured: the two ticks, then the reads at each backup count."""
     drtool = [sys.executable, "-m", "drtool", "--quiet"]
-    row: dict = {"store": store, "policies": n, "backups_per_policy": args.backups, "commands": {}}
-
-    def run(name: str, argv: list[str], ok=(0,), prefix=drtool) -> None:
-        if proxy:
-            proxy.requests.clear()
-        m = timed([*prefix, *argv], env, ok=ok)
-        m = {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
-        if proxy:
-            m["requests"] = len(proxy.requests)
-            m["requests_per_policy"] = round(len(proxy.requests) / n, 2)
-        row["commands"][name] = m
-
-    p = str(folder)
-    run(f"run_all_due_jobs{args.jobs}", ["run", "--jobs", str(args.jobs), p])  # backup 1 of each policy
-    run("run_idle", ["run", p])
+    other = None
     if args.compare_src:  # the other checkout's package first on sys.path (-m would put the cwd first)
         src = str(Path(args.compare_src).resolve())
         boot = f"import runpy, sys; sys.path.insert(0, {src!r}); runpy.run_module('drtool', run_name='__main__')"
-        run("run_idle_compare_src", ["run", p], prefix=[sys.executable, "-c", boot, "--quiet"])
-    for _ in range(args.backups - 1):  # the other backups, not measured
+        other = [sys.executable, "-c", boot, "--quiet"]
+    p = str(folder)
+
+    def timer(row: dict):
+        def run(name: str, argv: list[str], ok=(0,), prefix=drtool) -> None:
+            if proxy:
+                proxy.requests.clear()
+            m = timed([*prefix, *argv], env, ok=ok)
+            m = {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
+            if proxy:
+                m["requests"] = len(proxy.requests)
+                m["requests_per_policy"] = round(len(proxy.requests) / n, 2)
+            row["commands"][name] = m
+
+        return run
+
+    row: dict = {"store": store, "policies": n, "backups_per_policy": 1, "real_backups_per_policy": 1, "commands": {}}
+    run = timer(row)
+    run(f"run_all_due_jobs{args.jobs}", ["run", "--jobs", str(args.jobs), p])  # backup 1 of each policy
+    run("run_idle", ["run", p])
+    if other:
+        run("run_idle_compare_src", ["run", p], prefix=other)
+    yield row
+    for _ in range(args.real - 1):  # the other real backups, not measured
         subprocess.run([*drtool, "backup", "-p", p], env=env, check=True, stdout=subprocess.DEVNULL)
-    run("list_json", ["list", "-p", p, "--json"])
-    run("status", ["status", "-p", p, "--json"], ok=(0, 3))  # 3: an objective is not met (no drill yet)
-    out = folder.parent / f"report-{store}-{n}.json"
-    run("report_json", ["report", "-p", p, "--format", "json", "--output", str(out)], ok=(0, 3))
-    run("prune_dry_run", ["prune", "-p", p, "--dry-run"])
-    return row
+    for b in sorted(int(x) for x in args.backups.split(",")):
+        t0 = time.perf_counter()
+        made = replicate_fleet(folder, b)
+        print(f"bench: {store} {n} policies: {made['replicated']} backups replicated from {made['real']} real ones "
+              f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
+        row = {"store": store, "policies": n, "backups_per_policy": b, "real_backups_per_policy": args.real,
+               "replicated_backups": made["replicated"], "commands": {}}  # fmt: skip
+        run = timer(row)
+        run("list_json", ["list", "-p", p, "--json"])
+        run("status", ["status", "-p", p, "--json"], ok=(0, 3))  # 3: an objective is not met (no drill yet)
+        out = folder.parent / f"report-{store}-{n}.json"
+        report = ["report", "-p", p, "--format", "json", "--output", str(out)]
+        run("report_json", report, ok=(0, 3))
+        if other:
+            run("report_json_compare_src", report, ok=(0, 3), prefix=other)
+        run("prune_dry_run", ["prune", "-p", p, "--dry-run"])
+        yield row
+
+
+def _size(row: dict) -> str:
+    real = row.get("real_backups_per_policy", row["backups_per_policy"])
+    size = f"{row['policies']} x {row['backups_per_policy']}"
+    return size if real == row["backups_per_policy"] else f"{size} (replicated from {real} real)"
 
 
 def render_row(row: dict) -> str:
-    lines = [f"bench: {row['store']}, {row['policies']} policies x {row['backups_per_policy']} backups"]
+    lines = [f"bench: {row['store']}, {row['policies']} policies x {row['backups_per_policy']} backups"
+             + (f", replicated from {row['real_backups_per_policy']} real backups per policy"
+                if row["backups_per_policy"] > row["real_backups_per_policy"] else "")]  # fmt: skip
     for name, m in row["commands"].items():
         req = f"{m['requests']:>7} req ({m['requests_per_policy']:.2f}/policy)" if "requests" in m else ""
-        lines.append(f"bench:   {name:<22} {m['seconds']:8.2f} s  cpu {m['cpu_s']:7.2f} s  "
-                     f"peak {m['peak_mb']:6.1f} MB  {req}")  # fmt: skip
+        lines.append(f"bench:   {name:<24} {m['seconds']:8.2f} s  cpu {m['cpu_s']:7.2f} s  "
+                     f"peak {m['peak_mb']:6.1f} MB (RSS {m.get('peak_rss_mb', 0):6.1f})  "
+                     f"s3 cpu {m.get('s3_cpu_s', 0):6.2f} s  {req}")  # fmt: skip
     return "\n".join(lines)
 
 
 def render(results: list[dict]) -> str:
-    out = [f"fleet bench, {os.cpu_count()} CPUs; seconds / CPU-s / peak PSS MB / store requests (S3)", ""]
-    out.append("| store | policies x backups | command | wall s | CPU s | peak MB | requests | req/policy |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out = [f"fleet bench, {os.cpu_count()} CPUs; seconds / CPU-s of drtool / peak PSS and RSS MB / CPU-s of the "
+           "S3 server / store requests (S3)", ""]  # fmt: skip
+    out.append("| store | policies x backups | command | wall s | CPU s | peak PSS MB | peak RSS MB | S3 server CPU s "
+               "| requests | req/policy |")  # fmt: skip
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for row in results:
         for name, m in row["commands"].items():
             req = (m.get("requests", "–"), m.get("requests_per_policy", "–"))
-            size = f"{row['policies']} x {row['backups_per_policy']}"
-            out.append(f"| {row['store']} | {size} | {name} | {m['seconds']:.2f} | {m['cpu_s']:.2f} "
-                       f"| {m['peak_mb']:.0f} | {req[0]} | {req[1]} |")  # fmt: skip
+            s3 = f"{m['s3_cpu_s']:.2f}" if row["store"] == "s3" and "s3_cpu_s" in m else "–"
+            mem = f"{m['peak_mb']:.0f} | {m.get('peak_rss_mb', 0):.0f}"
+            out.append(f"| {row['store']} | {_size(row)} | {name} | {m['seconds']:.2f} | {m['cpu_s']:.2f} | {mem} "
+                       f"| {s3} | {req[0]} | {req[1]} |")  # fmt: skip
     return "\n".join(out)

@@ -3,11 +3,20 @@ Markdown, and the forecast is said in plain words (no store, no database)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import hashlib
+import io
 import re
+import tracemalloc
+from pathlib import Path
+
+import pytest
 
 from drtool import reports
+from drtool.app import reporting
 from drtool.records import ScheduleState
+from drtool.reports import stream
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
@@ -94,3 +103,75 @@ def test_charts_and_times_read_in_human_units():
         assert "2026-11-02 22:00:00 UTC" in text  # b3's recovery point in the inventory
         assert "T00:00:00Z" not in text
         assert "3 backups kept" in text
+
+
+# -- a fleet's report, a policy at a time (issue 15: bounded memory at 1,000 policies x 100 backups) ----------
+
+
+def _fleet_doc(policies: int, backups: int = 3) -> dict:
+    doc = copy.deepcopy(_doc())
+    base = doc["policies"][0]
+    row = base["inventory"][0]
+    doc["policies"] = []
+    for i in range(policies):
+        section = copy.deepcopy(base)
+        section["policy"], section["compliant"] = f"p{i:05d}", i % 7 != 3
+        section["inventory"] = [{**row, "id": f"b{i}-{j}"} for j in range(backups)]
+        doc["policies"].append(section)
+    doc["compliant"] = bool(doc["policies"]) and all(p["compliant"] for p in doc["policies"])
+    return doc
+
+
+@pytest.mark.parametrize("fmt", ["json", "md", "html"])
+@pytest.mark.parametrize("policies", [0, 1, 3])
+def test_streamed_report_is_byte_identical_to_the_whole_document(fmt, policies, monkeypatch):
+    doc = _fleet_doc(policies)
+    monkeypatch.setattr(reporting.clock, "utcnow", lambda: T0)  # generated_at of the frame
+    monkeypatch.setattr(reporting, "__version__", "test")
+    monkeypatch.setattr(reporting, "SPOOL_BYTES", 1024)  # spills to a file: the copy back is exercised too
+    streamed = reporting.compose(iter(doc["policies"]), fmt, start=T0, end=T0 + dt.timedelta(hours=48))
+    out = io.BytesIO()
+    written = reporting.write_to(streamed, out)
+    whole = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}[fmt]
+    assert out.getvalue().decode() == whole(doc)
+    assert written.sha256 == hashlib.sha256(out.getvalue()).hexdigest()
+    assert streamed.verdicts == [(p["policy"], p["compliant"]) for p in doc["policies"]]
+
+
+@pytest.mark.parametrize("name", ["two", "none"])
+@pytest.mark.parametrize("fmt", ["json", "md", "html"])
+def test_report_renderings_are_unchanged_byte_for_byte(name, fmt):
+    """tests/golden/report/: the renderings before the report was streamed (two policies, none)."""
+    doc = copy.deepcopy(_doc())
+    if name == "two":
+        second = copy.deepcopy(_doc(rto=None)["policies"][0])
+        second["policy"], second["compliant"] = "second", True
+        doc["policies"].append(second)
+    else:
+        doc["policies"] = []
+    doc["compliant"] = False
+    golden = (Path(__file__).parent / "golden" / "report" / f"{name}.{fmt}").read_text()
+    assert stream.render(fmt, doc) == golden
+
+
+def _peak_bytes_of_a_report(policies: int, tmp_path: Path) -> int:
+    def sections():  # made as they are asked for, as the app reads each policy's evidence
+        section = _fleet_doc(1, backups=100)["policies"][0]
+        for i in range(policies):
+            yield {**section, "policy": f"p{i:05d}", "inventory": [dict(row) for row in section["inventory"]]}
+
+    tracemalloc.start()
+    try:
+        streamed = reporting.compose(sections(), "json", start=T0, end=T0 + dt.timedelta(hours=48))
+        reporting.write_files(str(tmp_path / f"r{policies}.json"), streamed, None)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_report_memory_does_not_grow_with_the_fleet(tmp_path, monkeypatch):
+    monkeypatch.setattr(reporting, "SPOOL_BYTES", 64 << 10)
+    small, large = _peak_bytes_of_a_report(5, tmp_path), _peak_bytes_of_a_report(100, tmp_path)
+    rendered = (tmp_path / "r100.json").stat().st_size
+    assert large < 2 * small, (small, large)  # 20 times the policies, not twice the memory
+    assert rendered > 2 * large  # the report is bigger than what was held to write it

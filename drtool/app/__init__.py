@@ -47,6 +47,7 @@ class App:
         self.status = self.evidence.status
         self.check = self.evidence.check
         self.report = self.evidence.report
+        self.report_sections = self.evidence.report_sections
         self.report_signer = self.evidence.report_signer
         self.verify_report = self.evidence.verify_report
         self.write_metrics = self.evidence.write_metrics

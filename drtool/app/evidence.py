@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,8 +191,14 @@ class EvidenceJobs(UseCase):
             self.ctx.warn(f"cannot write metrics file {path}: {e.strerror or e}")
 
     def report(self, policies: list[Policy], *, start, end) -> dict[str, Any]:
-        """The compliance report document for these policies over [start, end]."""
-        sections = []
+        """The compliance report document for these policies over [start, end], whole in memory
+        (the CLI streams report_sections instead)."""
+        sections = list(self.report_sections(policies, start=start, end=end))
+        return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
+
+    def report_sections(self, policies: list[Policy], *, start, end) -> Iterator[dict[str, Any]]:
+        """The report's section of each policy, read from the store as it is asked for: a fleet's
+        report holds one policy's evidence at a time."""
         for p in policies:
             ev = self._evidence(p, self.ctx.store(p))
             for problem in [*ev.problems, *ev.untrusted]:
@@ -203,8 +209,7 @@ class EvidenceJobs(UseCase):
                 section["reasons"].append(f"{len(ev.untrusted)} object(s) no trusted key signed were ignored as "
                                           f"evidence: {'; '.join(ev.untrusted)}")  # fmt: skip
                 section["compliant"] = False
-            sections.append(section)
-        return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
+            yield section
 
     # -- report signatures -------------------------------------------------------------------------------
     def report_signer(self, path: str) -> trust.Signer:

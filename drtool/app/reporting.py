@@ -9,13 +9,15 @@ import datetime as dt
 import hashlib
 import os
 import re
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
 
-from .. import clock, reports, trust
+from .. import __version__, clock, reports, trust
 from ..durations import parse_duration
 from ..errors import UsageError
-
-RENDERERS = {"json": reports.render_json, "md": reports.render_md, "html": reports.render_html}
+from ..reports import stream
 
 # --since: a count and a unit. Months and years are calendar ones (3mo before 31 May is 28 Feb);
 # the others are durations as in policies (90d, 2w, 36h). "m" is minutes there, so a report
@@ -70,26 +72,78 @@ def period(since: str, date_from: str | None, date_to: str | None) -> tuple[dt.d
     return start, end
 
 
+SPOOL_BYTES = 4 << 20  # rendered sections kept in memory up to this; a bigger report spills to a temporary file
+CHUNK = 1 << 20
+
+
 @dataclass
-class RenderedReport:
-    data: bytes
+class StreamedReport:
+    """A report whose policies' sections are rendered (into `spool`) and whose frame is not yet:
+    `doc` is the document without its policies, which the caller may still amend (invalid
+    policy files). `verdicts`: (policy, compliant) of each section."""
+
+    fmt: str
+    doc: dict[str, Any]
+    verdicts: list[tuple[str, bool]]
+    spool: IO[bytes]
+
+    def chunks(self) -> Iterator[bytes]:
+        head, tail = stream.frame(self.fmt, self.doc, empty=not self.verdicts)
+        yield head.encode()
+        self.spool.seek(0)
+        while chunk := self.spool.read(CHUNK):
+            yield chunk
+        yield tail.encode()
+
+
+@dataclass
+class Written:
     sha256: str
+    sha512: bytes  # what an SSH signature signs
 
 
-def render(doc: dict, fmt: str) -> RenderedReport:
-    data = RENDERERS[fmt](doc).encode()
-    return RenderedReport(data, hashlib.sha256(data).hexdigest())
+def compose(sections: Iterable[dict[str, Any]], fmt: str, *, start: dt.datetime, end: dt.datetime) -> StreamedReport:
+    """Render each section as it comes (sections may be a generator that reads the store): one
+    policy's section in memory at a time, the rendered ones in a spool, not a second copy."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (closed with the report's life)
+    verdicts: list[tuple[str, bool]] = []
+
+    def rendered() -> Iterator[dict[str, Any]]:
+        for section in sections:
+            verdicts.append((section["policy"], bool(section["compliant"])))
+            yield section
+
+    for piece in stream.body(fmt, rendered()):
+        spool.write(piece.encode())
+    doc = reports.build([], start=start, end=end, now=clock.utcnow(), version=__version__)
+    del doc["policies"]
+    doc["compliant"] = bool(verdicts) and all(ok for _, ok in verdicts)
+    return StreamedReport(fmt, doc, verdicts, spool)
 
 
-def write_files(output: str, report: RenderedReport, signer: trust.Signer | None) -> str | None:
-    """FILE, FILE.sha256 (sha256sum -c reads it) and, when signing, FILE.sig; returns the .sig path.
-    (Output "-" is the CLI's: it writes the bytes to stdout itself.)"""
-    _write(output, report.data)
-    _write(output + ".sha256", f"{report.sha256}  {os.path.basename(output)}\n".encode())
+def write_to(report: StreamedReport, out: BinaryIO) -> Written:
+    """Write the report's bytes to `out` and hash them on the way."""
+    h256, h512 = hashlib.sha256(), hashlib.sha512()
+    for chunk in report.chunks():
+        out.write(chunk)
+        h256.update(chunk)
+        h512.update(chunk)
+    return Written(h256.hexdigest(), h512.digest())
+
+
+def write_files(output: str, report: StreamedReport, signer: trust.Signer | None) -> tuple[str, str | None]:
+    """FILE, FILE.sha256 (sha256sum -c reads it) and, when signing, FILE.sig; returns the SHA-256
+    and the .sig path. (Output "-" is the CLI's: it writes the bytes to stdout with write_to.)"""
+    try:
+        with open(output, "wb") as f:
+            written = write_to(report, f)
+    except OSError as e:
+        raise UsageError(f"--output {output}: cannot write: {e.strerror}") from None
+    _write(output + ".sha256", f"{written.sha256}  {os.path.basename(output)}\n".encode())
     if signer is None:
-        return None
-    _write(output + ".sig", signer.sign(report.data, trust.NS_REPORT))
-    return output + ".sig"
+        return written.sha256, None
+    _write(output + ".sig", signer.sign_sha512(written.sha512, trust.NS_REPORT))
+    return written.sha256, output + ".sig"
 
 
 def _write(path: str, data: bytes) -> None:

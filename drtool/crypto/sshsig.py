@@ -136,10 +136,16 @@ def load_private_key(data: bytes, *, allow_pem: bool = False) -> Ed25519PrivateK
 # -- sign and verify --------------------------------------------------------------------------------
 def sign(data: bytes, namespace: str, private_key: Ed25519PrivateKey) -> bytes:
     """The armored SSH signature of data, as `ssh-keygen -Y sign -n NAMESPACE` writes it."""
+    return sign_sha512(hashlib.sha512(data).digest(), namespace, private_key)
+
+
+def sign_sha512(digest: bytes, namespace: str, private_key: Ed25519PrivateKey) -> bytes:
+    """sign() of data whose SHA-512 is `digest` (SSHSIG signs the hash): for data streamed to a
+    file that is never held in memory whole."""
     if not namespace:
         raise SignatureError("the namespace must not be empty")
     ns = namespace.encode()
-    sig = private_key.sign(_signed_data(ns, b"", "sha512", hashlib.sha512(data).digest()))
+    sig = private_key.sign(_signed_data(ns, b"", "sha512", digest))
     blob = b"".join([
         MAGIC,
         struct.pack(">I", VERSION),

@@ -26,19 +26,45 @@ def render_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+# The report a policy at a time (reports/stream.py): the document without its policies makes the
+# frame, each policy's section is rendered on its own. render_json above is the reference.
+_POLICIES = "\x00drtool-report-policies\x00"  # where the policies go in the frame; never in a real report
+
+
+def json_frame(doc: dict[str, Any]) -> tuple[str, str]:
+    head, tail = render_json({**doc, "policies": _POLICIES}).split(json.dumps(_POLICIES))
+    return head, tail
+
+
+def json_section(p: dict[str, Any], first: bool) -> str:
+    text = json.dumps(p, indent=2, sort_keys=True).replace("\n", "\n    ")
+    return ("[\n    " if first else ",\n    ") + text
+
+
+def json_close(empty: bool) -> str:
+    return "[]" if empty else "\n  ]"
+
+
 def render_md(doc: dict[str, Any]) -> str:
+    head, tail = md_frame(doc, empty=not doc["policies"])
+    return head + "".join(md_section(p) for p in doc["policies"]) + tail
+
+
+def md_frame(doc: dict[str, Any], *, empty: bool) -> tuple[str, str]:
     overall = "COMPLIANT" if doc["compliant"] else "NOT COMPLIANT"
-    out = ["# Backup and recovery compliance report", "",
-           md(f"Period {text.when(doc['period']['from'])} to {text.when(doc['period']['to'])}; generated "
-              f"{text.when(doc['generated_at'])} by drtool "
-              f"{doc['tool']['version']}.") + f" Overall: **{overall}**.", ""]  # fmt: skip
-    if not doc["policies"]:
-        out += ["No policies: there is no evidence.", ""]
-    for p in doc["policies"]:
-        out += _policy(p)
-    out += ["## Evidence map", "", "| control | asks for | evidence in this report |", "|---|---|---|"]
-    out += [row(e["control"], e["asks"], e["evidence"]) for e in doc["evidence_map"]]
-    return "\n".join(out) + "\n"
+    head = ["# Backup and recovery compliance report", "",
+            md(f"Period {text.when(doc['period']['from'])} to {text.when(doc['period']['to'])}; generated "
+               f"{text.when(doc['generated_at'])} by drtool "
+               f"{doc['tool']['version']}.") + f" Overall: **{overall}**.", ""]  # fmt: skip
+    if empty:
+        head += ["No policies: there is no evidence.", ""]
+    tail = ["## Evidence map", "", "| control | asks for | evidence in this report |", "|---|---|---|"]
+    tail += [row(e["control"], e["asks"], e["evidence"]) for e in doc["evidence_map"]]
+    return "\n".join(head) + "\n", "\n".join(tail) + "\n"
+
+
+def md_section(p: dict[str, Any]) -> str:
+    return "\n".join(_policy(p)) + "\n"
 
 
 def _policy(p: dict[str, Any]) -> list[str]:

@@ -58,24 +58,26 @@ def report(click_ctx, policy_paths, fmt, output, since, date_from, date_to, sign
     start, end = reporting.period(since, date_from, date_to)  # bad usage fails before any work
     found = policies_of(ctx, policy_paths)
     signer = ctx.app.report_signer(sign_key) if sign_key else None  # a bad key fails before the work
-    doc = ctx.app.report(found, start=start, end=end)
+    sections = ctx.app.report_sections(found, start=start, end=end)  # read and rendered one policy at a time
+    rendered = reporting.compose(sections, fmt, start=start, end=end)
     if INVALID:  # a policy that could not be read is not proven: the fleet is not compliant
-        doc["compliant"] = False
-        doc["invalid_policies"] = invalid_json()
-    rendered = reporting.render(doc, fmt)
-    verdict = "compliant" if doc["compliant"] else "NOT compliant"
+        rendered.doc["compliant"] = False
+        rendered.doc["invalid_policies"] = invalid_json()
+    compliant = rendered.doc["compliant"]
+    verdict = "compliant" if compliant else "NOT compliant"
     if output == STDOUT:
-        sys.stdout.buffer.write(rendered.data)  # click.get_binary_stream is deprecated (Click 9 drops it)
-        sys.stdout.buffer.flush()
-        ctx.info(f"report ({fmt}, {verdict}); SHA-256 {rendered.sha256}")
+        out = sys.stdout.buffer  # click.get_binary_stream is deprecated (Click 9 drops it)
+        sha256 = reporting.write_to(rendered, out).sha256
+        out.flush()
+        ctx.info(f"report ({fmt}, {verdict}); SHA-256 {sha256}")
     else:
-        sig_file = reporting.write_files(output, rendered, signer)
+        sha256, sig_file = reporting.write_files(output, rendered, signer)
         if sig_file and signer:
             ctx.info(f"signed with key {signer.fingerprint} -> {sig_file} (SSH signature, namespace drtool-report)")
-        ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {rendered.sha256}")
-        click.echo(rendered.sha256)
-    if fail_on_noncompliant and not doc["compliant"]:
-        failing = [p["policy"] for p in doc["policies"] if not p["compliant"]]
+        ctx.info(f"wrote {output} ({fmt}, {verdict}); SHA-256 {sha256}")
+        click.echo(sha256)
+    if fail_on_noncompliant and not compliant:
+        failing = [name for name, ok in rendered.verdicts if not ok]
         log("error", f"not compliant: {', '.join(failing) or 'no policies'} (see {output})")
         raise click.exceptions.Exit(EXIT_CHECK)
 
