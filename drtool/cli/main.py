@@ -33,6 +33,7 @@ from .commands import (  # noqa: E402
     serve,
     status,
     verify,
+    wal,
 )
 from .context import Ctx  # noqa: E402
 from .logs import log  # noqa: E402
@@ -59,6 +60,7 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
 for command in (
     keygen.keygen, init.init, check.check, backup.backup, listing.list_, restore.restore, verify.verify,
     prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve,
+    wal.wal,
 ):  # fmt: skip
     cli.add_command(command)
 
