@@ -10,13 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
+import jsonschema
 import pytest
 from pitr_fixtures import daemon_pid, start_daemon, stop_daemon, wait_for
 from test_notify import TOKEN, Receiver
 
 from drtool import walnames, walspool
+
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "schemas" / "status.schema.json"
 
 
 def s3_object(seaweed, bucket: str, key: str) -> dict:
@@ -219,6 +223,11 @@ def test_same_segment_pushed_twice_same_content_ok_different_content_refused_and
         (alert,) = [json.loads(body) for _, _, body in receiver.requests]  # once, not on every retry
         assert alert["ok"] is False and alert["details"]["wal"] == name
         assert TOKEN not in other.stderr + again.stderr
+        st = cluster.cli("status", "-p", str(cluster.policy), "--json")
+        row = json.loads(st.out)["policies"][cluster.policy_name]
+        jsonschema.validate(json.loads(st.out), json.loads(SCHEMA.read_text()))
+        assert st.code == 3 and f"{name}: refused" in row["components"]["wal_archive"]
+        assert row["wal"]["newest_archived"] >= name and row["wal"]["daemon_alive"] is False
     finally:
         receiver.close()
 
