@@ -19,6 +19,7 @@ from .init import InitJobs
 from .outcome import Outcome
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
+from .wal import WalJobs
 
 
 class App:
@@ -35,6 +36,7 @@ class App:
         self.evidence = EvidenceJobs(self.ctx)
         self.setup = InitJobs(self.ctx)
         self.index = IndexJobs(self.ctx)
+        self.wal = WalJobs(self.ctx)
         # the commands' entry points, one per use case method the CLI calls
         self.backup = self.backups.backup
         self.list_backups = self.restores.list_backups
@@ -56,6 +58,8 @@ class App:
         self.keygen = self.setup.keygen
         self.keygen_signing = self.setup.keygen_signing
         self.rebuild_index = self.index.rebuild_index
+        self.wal_daemon = self.wal.run_daemon
+        self.wal_status = self.wal.status
 
     def store(self, policy: Policy, *, target: str | None = None) -> Store:
         return self.ctx.store(policy, target=target)

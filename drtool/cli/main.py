@@ -34,6 +34,7 @@ from .commands import (  # noqa: E402
     serve,
     status,
     verify,
+    wal,
 )
 from .context import Ctx  # noqa: E402
 from .logs import log  # noqa: E402
@@ -61,6 +62,7 @@ for command in (
     keygen.keygen, init.init, check.check, backup.backup, listing.list_, restore.restore, verify.verify,
     prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve,
     catalog.catalog,
+    wal.wal,
 ):  # fmt: skip
     cli.add_command(command)
 
