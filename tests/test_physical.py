@@ -54,7 +54,7 @@ def _one_error_line(err: str) -> str:
 def test_base_backup_without_replication_permission_is_one_clear_line(pg, tmp_path):
     pg.psql("DROP ROLE IF EXISTS norepl; CREATE ROLE norepl LOGIN PASSWORD 'norepl-pw-9x'")
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=pitr_toml(tmp_path))
-    s.policy.write_text(s.policy.read_text().replace(f"postgresql://postgres@", "postgresql://norepl@"))
+    s.policy.write_text(s.policy.read_text().replace("postgresql://postgres@", "postgresql://norepl@"))
     s.env["TEST_PGPASSWORD"] = "norepl-pw-9x"
     r = s.cli("backup", "--physical", "-p", str(s.policy))
     assert r.code == 1, r.err
