@@ -153,11 +153,14 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
         backup_id: str | None = None,
         owner: str | None = None,
         from_copy: str | None = None,
+        drtool: str | None = None,
     ) -> dict[str, Any]:
         """Restore a base backup into the empty folder `pgdata` and configure recovery to `to_time`
-        (None: to the end of the archive). The operator starts the server (the command is returned)."""
+        (None: to the end of the archive). The operator starts the server (the command is returned).
+        `drtool`: the program restore_command runs (default: this drtool)."""
         target_dir = Path(os.path.abspath(pgdata))
         uid, gid, user = _owner(owner)
+        command = _drtool_for_server(drtool)
         store = self.store(policy, target=from_copy)
         backup = self._choose_base(store, policy, backup_id, to_time, from_copy)
         info = backup.record.physical
@@ -165,6 +168,11 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
         if to_time is not None:
             self._check_wal_reaches(store, policy, info, to_time)
         identities = self.identities(policy)
+        if uid is not None:
+            for path, what in ((policy.source, "the policy file"), (policy.identity_file, "the identity file")):
+                if path and not _readable_by(Path(path), uid, gid):
+                    self.warn(f"{path} ({what}) is not readable by user {user}, who runs restore_command: "
+                              "recovery will stop at the first WAL fetch until it is")  # fmt: skip
         verify_tool = pgtools.find_tool("pg_verifybackup", policy.backup.pg_bin_dir)
         created = _prepare_empty_dir(target_dir)
         started, t0 = clock.utcnow(), clock.monotonic()
@@ -174,7 +182,7 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
             extracted = self._extract(store, key, backup, identities, where, target_dir)
             pgtools.verify_backup(verify_tool, target_dir)
             spool = self._fetch_spool(policy, uid, gid)
-            _write_recovery_config(target_dir, policy, backup.id, to_time, spool)
+            _write_recovery_config(target_dir, restore_command(command, policy, spool), backup.id, to_time)
             if uid is not None:
                 _chown_tree(target_dir, uid, gid)
         except BaseException:
@@ -438,6 +446,25 @@ def _empty(path: Path, *, remove: bool) -> None:
             child.unlink(missing_ok=True)
 
 
+def _readable_by(path: Path, uid: int, gid: int | None) -> bool:
+    """Whether user uid (primary group gid) may read path, by its mode bits and its folders'."""
+    try:
+        for p in [path, *path.parents]:
+            st = p.stat()
+            need = 0o4 if p == path else 0o1
+            if st.st_uid == uid:
+                ok = st.st_mode & (need << 6)
+            elif st.st_gid == gid:
+                ok = st.st_mode & (need << 3)
+            else:
+                ok = st.st_mode & need
+            if not ok:
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def _chown_tree(root: Path, uid: int, gid: int | None) -> None:
     os.chown(root, uid, gid if gid is not None else -1)
     for folder, dirs, files in os.walk(root):
@@ -445,16 +472,22 @@ def _chown_tree(root: Path, uid: int, gid: int | None) -> None:
             os.chown(os.path.join(folder, n), uid, gid if gid is not None else -1, follow_symlinks=False)
 
 
-def drtool_command() -> str:
-    """How PostgreSQL runs this drtool: the console script beside this interpreter, else python -m."""
+def _drtool_for_server(path: str | None) -> str:
+    """The shell words that run drtool for PostgreSQL: `path` (--drtool), else the console script
+    beside this interpreter, else this interpreter with -m drtool. Always absolute."""
+    if path:
+        p = Path(os.path.abspath(path))
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise UsageError(f"--drtool {path}: not an executable file")
+        return shlex.quote(str(p))
     script = Path(sys.executable).parent / "drtool"
     if script.is_file() and os.access(script, os.X_OK):
         return shlex.quote(str(Path(os.path.abspath(script))))
     return f"{shlex.quote(os.path.abspath(sys.executable))} -m drtool"
 
 
-def restore_command(policy: Policy, spool: Path | None) -> str:
-    parts = [drtool_command(), "wal", "fetch", "--policy", shlex.quote(os.path.abspath(policy.source))]
+def restore_command(drtool: str, policy: Policy, spool: Path | None) -> str:
+    parts = [drtool, "wal", "fetch", "--policy", shlex.quote(os.path.abspath(policy.source))]
     if spool is not None:
         parts += ["--spool", shlex.quote(str(spool))]
     return " ".join([*parts, "%f", "%p"])
@@ -464,13 +497,12 @@ def _conf_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _write_recovery_config(pgdata: Path, policy: Policy, backup_id: str, to_time: dt.datetime | None,
-                           spool: Path | None) -> None:  # fmt: skip
+def _write_recovery_config(pgdata: Path, command: str, backup_id: str, to_time: dt.datetime | None) -> None:
     """postgresql.auto.conf gets the recovery settings (later lines win over the backup's own),
     and recovery.signal makes the server replay archived WAL, then promote."""
     lines = [
         f"{AUTO_CONF_MARK} of base backup {backup_id} at {clock.iso(clock.utcnow())}",
-        f"restore_command = {_conf_str(restore_command(policy, spool))}",
+        f"restore_command = {_conf_str(command)}",
         "recovery_target_timeline = 'latest'",
         "recovery_target_action = 'promote'",
     ]

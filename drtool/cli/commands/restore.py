@@ -20,6 +20,8 @@ from ..render import human_duration
 @click.option("--to-time", metavar="TIME", help="With --pgdata: recover to this time (ISO 8601; UTC unless it says).")
 @click.option("--to-latest", is_flag=True, help="With --pgdata: recover to the end of the archived WAL (the default).")
 @click.option("--owner", metavar="USER", help="With --pgdata, as root: the restored files' owner (default postgres).")
+@click.option("--drtool", "drtool_path", metavar="PATH",
+              help="With --pgdata: the drtool the server runs in restore_command (default: this one).")  # fmt: skip
 @click.option("--target-password-env", metavar="NAME", help="Environment variable holding the target's password.")
 @click.option("--clean", is_flag=True, help="Drop objects in the target before restoring them.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=int, help="pg_restore jobs for indexes, constraints.")
@@ -39,6 +41,7 @@ def restore(
     to_time: str | None,
     to_latest: bool,
     owner: str | None,
+    drtool_path: str | None,
     target_password_env: str | None,
     clean: bool,
     jobs: int,
@@ -51,8 +54,8 @@ def restore(
     """Restore a backup into a database. The dump's SQL runs with the restoring role's privileges:
     restore as an unprivileged role that owns the target database (--role)."""
     p = one_policy(ctx, policy_path, policy_name)
-    if pgdata is not None or to_time or to_latest or owner:
-        _physical(ctx, p, target, pgdata, to_time, to_latest, owner, backup_id, from_copy, as_json)
+    if pgdata is not None or to_time or to_latest or owner or drtool_path:
+        _physical(ctx, p, target, pgdata, to_time, to_latest, owner, drtool_path, backup_id, from_copy, as_json)
         return
     if not target:
         raise click.UsageError("give --target DSN (a logical restore) or --pgdata DIR (a physical one)")
@@ -71,11 +74,12 @@ def restore(
 
 
 def _physical(ctx: Ctx, p, target: str | None, pgdata: str | None, to_time: str | None, to_latest: bool,
-              owner: str | None, backup_id: str | None, from_copy: str | None, as_json: bool) -> None:  # fmt: skip
+              owner: str | None, drtool_path: str | None, backup_id: str | None, from_copy: str | None,
+              as_json: bool) -> None:  # fmt: skip
     if target:
         raise click.UsageError("--target restores a dump into a database; --pgdata restores a base backup: give one")
     if not pgdata:
-        raise click.UsageError("--to-time, --to-latest and --owner go with --pgdata DIR")
+        raise click.UsageError("--to-time, --to-latest, --owner and --drtool go with --pgdata DIR")
     if to_time and to_latest:
         raise click.UsageError("give --to-time TIME or --to-latest, not both")
     when = None
@@ -87,7 +91,8 @@ def _physical(ctx: Ctx, p, target: str | None, pgdata: str | None, to_time: str 
                                      param_hint="--to-time") from None  # fmt: skip
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)  # a time without a zone is UTC, as every time drtool prints
-    r = ctx.app.restore_physical(p, pgdata, to_time=when, backup_id=backup_id, owner=owner, from_copy=from_copy)
+    r = ctx.app.restore_physical(p, pgdata, to_time=when, backup_id=backup_id, owner=owner, from_copy=from_copy,
+                                 drtool=drtool_path)  # fmt: skip
     if as_json:
         emit_json(r)
         return
