@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, basetar, catalog, clock, pgtools, pipeline, postgres, walnames
+from .. import __version__, basetar, catalog, clock, pgtools, pipeline, postgres, walarchive, walnames
 from ..crypto import age
 from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -235,7 +235,7 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
 
     def _check_wal_reaches(self, store: Store, policy: Policy, info: PhysicalInfo, to_time: dt.datetime) -> None:
         """A target later than the newest archived WAL cannot be reached: name the latest time that can."""
-        newest = newest_archived(store, policy.name, info.sysid, info.wal_segment_size)
+        newest = newest_archived(store, policy, info.sysid, info.wal_segment_size)
         if newest is None:
             raise DrtoolError(f"{store.url}: no WAL is archived for policy '{policy.name}' (system identifier "
                               f"{info.sysid}); a base backup alone cannot be restored to a time")  # fmt: skip
@@ -286,8 +286,6 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
         """Write the archived WAL file `name` to `dest`: True when written, False when it is not
         archived. With a spool, a file fetched ahead is a rename, and the next `pitr.prefetch`
         segments of the same timeline are fetched ahead (never history files; a miss is never cached)."""
-        from .. import walarchive
-
         kind = walnames.kind_of(name)
         target = Path(dest)
         if not target.is_absolute():
@@ -310,8 +308,6 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
         """Top up the read-ahead: when fewer than half of the next `prefetch` segments are in the
         spool, fetch the missing ones (several at once). Failures here are not the caller's: the
         segment asked for was delivered, and the next request fetches its own."""
-        from .. import walarchive
-
         count = policy.pitr.prefetch
         seg = walnames.parse_segment(name)  # the default segment size: only the next names are needed
         wanted, s = [], seg
@@ -325,12 +321,18 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
         missing = [n for n in wanted if n not in have]
         if len(missing) * 2 < count and missing != wanted:
             return
-        if store is None:
-            store, identities = self.store(policy), self.identities(policy)
+        try:
+            if store is None:
+                store, identities = self.store(policy), self.identities(policy)
+            cluster = walarchive.read_cluster(store, policy)
+        except DrtoolError:
+            return
+        if cluster is None:
+            return
 
         def one(n: str) -> bool:
             try:
-                return walarchive.fetch_file(store, policy, identities, n, ahead / n)
+                return walarchive.fetch_file(store, policy, identities, n, ahead / n, cluster.sysid)
             except DrtoolError:
                 return False
 
@@ -352,15 +354,14 @@ def needed_segments(info: PhysicalInfo) -> list[walnames.Segment]:
     return walnames.segments_between(start, end)
 
 
-def newest_archived(store: Store, policy: str, sysid: str, segment_size: int) -> tuple[str, dt.datetime | None] | None:
+def newest_archived(
+    store: Store, policy: Policy, sysid: str, segment_size: int
+) -> tuple[str, dt.datetime | None] | None:
     """(name, completed time) of the newest archived WAL segment (highest position, then
     timeline), from its object metadata `end`; None when nothing is archived."""
     best: tuple[int, int, str, str] | None = None
-    for obj in store.list_objects(walnames.archive_prefix(policy, sysid)):
-        try:
-            name = walnames.name_of_key(obj.key)
-        except walnames.BadWalName:
-            continue
+    for obj in walarchive.archived(store, policy, sysid):
+        name = walnames.name_of_key(obj.key)
         base = name[:24]
         if walnames.kind_of(name) not in ("segment", "partial"):
             continue
@@ -370,8 +371,7 @@ def newest_archived(store: Store, policy: str, sysid: str, segment_size: int) ->
             best = rank
     if best is None:
         return None
-    meta = getattr(store.stat(best[3]), "metadata", None) or {}
-    end = meta.get("end")
+    end = store.stat(best[3]).metadata.get("end")
     return best[2], clock.parse_iso(end) if end else None
 
 

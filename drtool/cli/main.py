@@ -60,7 +60,8 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
 
 for command in (
     keygen.keygen, init.init, check.check, backup.backup, listing.list_, restore.restore, verify.verify,
-    prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve, wal.wal,
+    prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve,
+    wal.wal,
 ):  # fmt: skip
     cli.add_command(command)
 
