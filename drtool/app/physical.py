@@ -301,15 +301,16 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
             store, identities = self.store(policy), self.identities(policy)
             found = walarchive.fetch_file(store, policy, identities, name, target)
         if found and ahead is not None and kind == "segment" and policy.pitr.prefetch > 0:
-            self._prefetch(policy, name, ahead, store, identities)
+            size = target.stat().st_size  # a segment's size is the cluster's wal_segment_size: it names the next
+            if size >= 1 << 20 and size & (size - 1) == 0:
+                self._prefetch(policy, walnames.parse_segment(name, size), ahead, store, identities)
         return found
 
-    def _prefetch(self, policy: Policy, name: str, ahead: Path, store, identities) -> None:
-        """Top up the read-ahead: when fewer than half of the next `prefetch` segments are in the
-        spool, fetch the missing ones (several at once). Failures here are not the caller's: the
-        segment asked for was delivered, and the next request fetches its own."""
+    def _prefetch(self, policy: Policy, seg: walnames.Segment, ahead: Path, store, identities) -> None:
+        """Top up the read-ahead after `seg`: when fewer than half of the next `prefetch` segments
+        are in the spool, fetch the missing ones (several at once). Failures here are not the
+        caller's: the segment asked for was delivered, and the next request fetches its own."""
         count = policy.pitr.prefetch
-        seg = walnames.parse_segment(name)  # the default segment size: only the next names are needed
         wanted, s = [], seg
         for _ in range(count):
             s = s.next()
