@@ -17,6 +17,7 @@ from .evidence import EvidenceJobs
 from .index import IndexJobs
 from .init import InitJobs
 from .outcome import Outcome
+from .physical import PhysicalJobs
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 from .wal import WalJobs
@@ -32,15 +33,19 @@ class App:
         self.backups = BackupJobs(self.ctx)
         self.restores = RestoreJobs(self.ctx)
         self.drills = DrillJobs(self.ctx)
-        self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills)
+        self.physical = PhysicalJobs(self.ctx, backups=self.backups, restores=self.restores)
+        self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills, physical=self.physical)
         self.evidence = EvidenceJobs(self.ctx)
         self.setup = InitJobs(self.ctx)
         self.index = IndexJobs(self.ctx)
         self.wal = WalJobs(self.ctx)
         # the commands' entry points, one per use case method the CLI calls
         self.backup = self.backups.backup
+        self.backup_physical = self.physical.backup_physical
         self.list_backups = self.restores.list_backups
         self.restore = self.restores.restore
+        self.restore_physical = self.physical.restore_physical
+        self.wal_fetch = self.physical.wal_fetch
         self.verify = self.restores.verify
         self.drill = self.drills.drill
         self.run = self.schedule.run

@@ -176,7 +176,7 @@ class BackupJobs(UseCase):
             except BaseException:
                 store.delete(key)
                 raise
-            self._commit(store, manifest, key, self.ctx.signer(policy))
+            self.commit(store, manifest, key, self.ctx.signer(policy))
             self.ctx.update_index(policy, store, written=[manifest])
         return manifest_to_dict(manifest)
 
@@ -188,7 +188,7 @@ class BackupJobs(UseCase):
             return self.ctx.progress(f"backup {policy.name}", previous.sizes.plain_bytes)
         return self.ctx.progress(f"backup {policy.name}", database_size, estimate=True)
 
-    def _commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
+    def commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
         """Write the manifest, the commit marker, last. Once its write was attempted the dump is
         deleted only when a read proves the manifest absent: a write whose reply was lost may
         have landed, and deleting the dump would leave a listed backup with no data."""

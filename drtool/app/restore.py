@@ -75,14 +75,15 @@ class RestoreJobs(UseCase):
             raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
         return backups[:1]
 
-    def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
-        """The named backup, or the newest one not known to be damaged (findings are about the
-        primary's objects, so a copy target's newest is taken as listed)."""
+    def find_backup(self, store, policy: Policy, backup_id: str | None, from_copy: str | None,
+              kind: str = "logical") -> catalog.Backup:  # fmt: skip
+        """The named backup, or the newest one of `kind` not known to be damaged (findings are
+        about the primary's objects, so a copy target's newest is taken as listed)."""
         verifier = self.ctx.verifier(policy)
         if backup_id or from_copy:
-            return catalog.find_backup(store, policy.name, backup_id, verifier=verifier)
+            return catalog.find_backup(store, policy.name, backup_id, verifier=verifier, kind=kind)
         damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
-        backup = catalog.find_backup(store, policy.name, None, damaged, verifier)
+        backup = catalog.find_backup(store, policy.name, None, damaged, verifier, kind)
         for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
             self.ctx.warn(f"skipping backup {bid}: {damaged[bid]}")
         return backup
@@ -115,7 +116,7 @@ class RestoreJobs(UseCase):
         extra = _ownership_options(role, no_owner)
         target = postgres.Conninfo(target_dsn, _password_from_env(target_password_env, "--target-password-env"))
         store = self.ctx.store(policy, target=from_copy)
-        backup = self._find(store, policy, backup_id, from_copy)
+        backup = self.find_backup(store, policy, backup_id, from_copy)
         identities = self.ctx.identities(policy)
         pg_restore = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
         dump_major = int(str(backup.manifest["pg_dump_version"]).split(".")[0])

@@ -15,14 +15,15 @@ from ..storage import Store
 from .backup import BackupJobs
 from .context import Context, UseCase
 from .drill import DrillJobs
+from .physical import PhysicalJobs
 
 
 class ScheduleJobs(UseCase):
-    """run and prune. run calls the backup (and copy) and drill use cases: it is given them."""
+    """run and prune. run calls the backup (and copy), base backup and drill use cases: it is given them."""
 
-    def __init__(self, ctx: Context, *, backups: BackupJobs, drills: DrillJobs) -> None:
+    def __init__(self, ctx: Context, *, backups: BackupJobs, drills: DrillJobs, physical: PhysicalJobs) -> None:
         super().__init__(ctx)
-        self.backups, self.drills = backups, drills
+        self.backups, self.drills, self.physical = backups, drills, physical
 
     # -- run: what cron/systemd calls -------------------------------------------------------------
     def run(
@@ -130,7 +131,7 @@ class ScheduleJobs(UseCase):
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
             self.ctx.notify_start(policy)
             try:
-                manual = self._backup_in_slot(policy, store, d.slot) if job == "backup" else None
+                manual = self._backup_in_slot(policy, store, d.slot, job) if job in ("backup", "base") else None
                 outcome.update(manual or self._run_job(policy, store, job))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
@@ -153,15 +154,19 @@ class ScheduleJobs(UseCase):
                 copy_entry.update(outcome="ok", summary=f"copied to {', '.join(made)}")
             result["jobs"]["copies"] = copy_entry
 
-    def _backup_in_slot(self, policy: Policy, store: Store, slot) -> dict[str, Any] | None:
+    def _backup_in_slot(self, policy: Policy, store: Store, slot, job: str = "backup") -> dict[str, Any] | None:
         """A backup taken by hand counts for the slot it falls in: a committed backup, not known
         to be damaged, whose recovery point is at or after the slot's scheduled time is that
-        slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule")."""
+        slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule"). Job
+        "backup" counts logical backups, job "base" physical ones."""
+        physical = job == "base"
         indexed = self.ctx.read_index(policy, store)
         listing = (
             indexed.listing if indexed is not None else catalog.scan(store, policy.name, self.ctx.verifier(policy))
         )
         for b in listing.backups:  # newest first
+            if b.record.is_physical != physical:
+                continue
             if b.recovery_point < slot:
                 return None
             if not b.damaged:
@@ -173,6 +178,9 @@ class ScheduleJobs(UseCase):
         if job == "backup":
             m = self.backups.backup_locked(policy, store)
             return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
+        if job == "base":
+            m = self.physical.base_backup_locked(policy, store)
+            return {"outcome": "ok", "summary": f"base backup {m['id']}", "backup_id": m["id"]}
         if job == "prune":
             r = self._prune(policy, store, dry_run=False)
             failed = [name for name, x in r.get("copies", {}).items() if "error" in x]

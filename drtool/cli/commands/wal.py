@@ -16,6 +16,7 @@ from ... import walack
 from ..context import POLICY_HELP, Ctx, json_option, name_option, one_policy, pass_ctx, policy_option
 from ..output import emit_json
 from ..render import human_duration
+from .wal_fetch import fetch
 
 
 @click.group()
@@ -74,3 +75,6 @@ def status_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) 
         click.echo("  nothing archived yet")
     for line in doc["problems"]:
         click.echo(f"  - {line}")
+
+
+wal.add_command(fetch)  # restore_command (drtool/cli/commands/wal_fetch.py)
