@@ -165,6 +165,26 @@ def follows(backup: BaseBackup, timeline: int, histories: History) -> bool:
                for s in path_to(timeline, histories))  # fmt: skip
 
 
+def infer_histories(segments: Iterable[Segment], history_timelines: Iterable[int]) -> dict[int, tuple[Switch, ...]]:
+    """Timeline histories guessed from names alone, for readers without the identity (history
+    files are encrypted): timelines descend one from the next (1 -> 2 -> 3, the common case of
+    restores and promotions), and timeline t begins at its lowest archived segment. Never used to
+    delete anything."""
+    first: dict[int, int] = {}
+    size = DEFAULT_SEGMENT_SIZE
+    for s in segments:
+        size = s.size
+        first[s.timeline] = min(first.get(s.timeline, s.number), s.number)
+    out: dict[int, tuple[Switch, ...]] = {}
+    for t in sorted(set(history_timelines)):
+        if t <= 1:
+            continue
+        before = out.get(t - 1, ())
+        begin = max(first.get(t, 0) * size, before[-1].lsn if before else 0)
+        out[t] = (*before, Switch(t - 1, begin, "inferred from segment names"))
+    return out
+
+
 # -- the chain of one backup ----------------------------------------------------------------------
 
 
@@ -246,15 +266,18 @@ def wal_file(name: str, size: int) -> WalFile:
     return WalFile(name, kind, None if kind == "history" else parse_segment(name[:24], size))
 
 
-def needed_by(f: WalFile, backup: BaseBackup, histories: History) -> bool:
+def needed_by(f: WalFile, backup: BaseBackup, histories: History | None) -> bool:
     """Whether a restore from `backup` (to any time, on any timeline it can follow) may read `f`.
-    History files are always needed. A timeline whose history is not archived cannot be placed:
-    kept, to be safe."""
+    History files are always needed. Recovery never reads a segment before the backup's start;
+    beyond it, a timeline that cannot be placed (its history is not archived, or `histories` is
+    None: the history files could not be read) is kept, to be safe."""
     if f.segment is None:
         return True
     seg = f.segment
     if seg.number < segment_of(backup.start_lsn, backup.timeline, seg.size).number:
         return False
+    if histories is None:
+        return True
     if seg.timeline != backup.timeline and seg.timeline not in histories and seg.timeline > backup.timeline:
         return True  # unknown ancestry
     return follows(backup, seg.timeline, histories)
@@ -270,11 +293,12 @@ class WalDecision:
     reason: str
 
 
-def wal_retention(names: Iterable[str], kept: Sequence[BaseBackup], histories: History,
+def wal_retention(names: Iterable[str], kept: Sequence[BaseBackup], histories: History | None,
                   size: int) -> list[WalDecision]:  # fmt: skip
     """A decision for every archived file, by name order. Nothing is deleted while no physical
     backup is kept; history files and names that are not PostgreSQL's are never deleted; any other
-    file is deleted only when no kept backup may read it."""
+    file is deleted only when no kept backup may read it. `histories` None (they could not be
+    read): only what is older than every kept backup's start goes, on any timeline."""
     out = []
     for name in sorted(names):
         try:

@@ -240,6 +240,8 @@ def test_retention_never_deletes_what_a_kept_backup_can_read(arch):
     begins, parents, histories, present, kept = arch
     names = [seg(t, n).name for t, n in present] + [f"{t:08X}.history" for t in histories]
     gone = deleted(walchain.wal_retention(names, kept, histories, SIZE))
+    # not reading the history files (no identity) never deletes more
+    assert deleted(walchain.wal_retention(names, kept, None, SIZE)) <= gone
     if not kept:
         assert not gone
     assert not any(name.endswith(".history") for name in gone)
@@ -277,3 +279,24 @@ def test_chain_gaps_are_exactly_the_missing_segments_on_the_path(arch):
 
 def _run(g, spans):
     return [seg(walchain.owner(n, spans, SIZE), n) for n in range(g.first.number, g.last.number + 1)]
+
+
+def test_unreadable_histories_delete_only_what_is_older_than_every_kept_start():
+    # without the identity the history files cannot be read: timeline 1's segments 8 and 9 (which
+    # b2 cannot follow) stay, as do timeline 2's from b2's start on
+    gone = deleted(walchain.wal_retention(NAMES, [B2], None, SIZE))
+    assert gone == {s.name for s in segs(1, range(0, 8))} | {s.name for s in segs(2, range(5, 8))} | {
+        "000000010000000000000005.partial",
+        "000000010000000000000002.00000028.backup",
+    }
+
+
+def test_histories_inferred_from_names_follow_one_timeline_after_the_other():
+    archived = segs(1, range(0, 9)) + segs(2, range(5, 12)) + segs(3, range(10, 14))
+    guessed = walchain.infer_histories(archived, {2, 3})
+    assert walchain.path_to(3, guessed) == (
+        walchain.Span(1, 0, 5 * SIZE),
+        walchain.Span(2, 5 * SIZE, 10 * SIZE),
+        walchain.Span(3, 10 * SIZE, None),
+    )
+    assert walchain.chain(B1, archived, guessed).ok
