@@ -98,7 +98,7 @@ class Chain:
         if not self.consistent:
             return None
         if self.gaps:
-            return _segment_before(self.gaps[0].first, self.spans)
+            return segment_before(self.gaps[0].first, self.spans)
         return self.newest
 
 
@@ -196,7 +196,7 @@ def owner(number: int, spans: Sequence[Span], size: int) -> int:
     return spans[0].timeline
 
 
-def _segment_before(seg: Segment, spans: Sequence[Span]) -> Segment | None:
+def segment_before(seg: Segment, spans: Sequence[Span]) -> Segment | None:
     if seg.number == 0:
         return None
     return Segment(owner(seg.number - 1, spans, seg.size), seg.number - 1, seg.size)

@@ -11,7 +11,7 @@ from .. import catalog, clock, health, pgtools, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
-from . import checks
+from . import checks, walview
 from .base import AppBase, _password_from_env
 
 
@@ -35,6 +35,9 @@ class RestoreJobs(AppBase):
         out = []
         for b in listing.backups:
             row = b.summary()
+            row["kind"] = walview.kind(b)
+            if (doc := walview.physical_doc(b)) is not None:
+                row["physical"] = doc
             damage = b.damaged or (checks.reason(b.id) if checks else None)
             row["status"] = "damaged" if damage else "ok"
             if damage:
@@ -61,6 +64,15 @@ class RestoreJobs(AppBase):
             out.append({"id": t.backup_id, "policy": policy.name, "status": "untrusted", "error": t.reason,
                         "target": target or "primary"})  # fmt: skip
         return out
+
+    def restorable_window(self, policy: Policy, rows: list[dict[str, Any]],
+                          target: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """The restorable window of a policy (walview.window) from the rows list_backups gave:
+        None when it has neither physical backups nor archived WAL."""
+        backups = [(r["id"], r["physical"]) for r in rows
+                   if r.get("kind") == "physical" and r.get("status") == "ok" and r.get("physical")]  # fmt: skip
+        return walview.window(self.store(policy, target=target), policy.name, backups,
+                              self.optional_identities(policy), self.warn)  # fmt: skip
 
     def _newest(self, store, policy: Policy) -> list[catalog.Backup]:
         """The newest listed (and trusted) backup, damaged or not: verify is how damage is found,
@@ -269,11 +281,27 @@ class RestoreJobs(AppBase):
             "damaged": len(problems),
             "backups": results,
         }
+        wal, wal_problems = self._verify_wal(store, policy, backup_id, identities)
+        if wal is not None:
+            report["wal"] = wal
+            problems.extend(wal_problems)
         if problems:
             err = IntegrityError("\n".join(problems))
             err.result = report  # type: ignore[attr-defined]
             raise err
         return report
+
+    def _verify_wal(self, store, policy: Policy, backup_id: str | None,
+                    identities) -> tuple[list[dict[str, Any]] | None, list[str]]:  # fmt: skip
+        """The WAL chain from each listed physical backup (or the one named) to the newest archived
+        segment; (None, []) when the policy has no physical backup."""
+        listing = catalog.scan(store, policy.name, self.verifier(policy))
+        physical = [(b.id, doc) for b in listing.restorable if (doc := walview.physical_doc(b)) is not None
+                    and (backup_id is None or b.id == backup_id)]  # fmt: skip
+        if not physical:
+            return None, []
+        return walview.verify_chains(store, policy.name, physical, identities or self.optional_identities(policy),
+                                     self.warn)  # fmt: skip
 
     def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result

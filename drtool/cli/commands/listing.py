@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..context import Ctx, json_option, name_option, pass_ctx, policies, policy_option
@@ -17,16 +19,44 @@ from ..render import human_bytes, table
 @pass_ctx
 def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | None, as_json: bool) -> None:
     """Complete backups, newest first."""
-    rows = []
+    rows, windows = [], []
     for p in policies(ctx, policy_path, policy_name):
-        rows.extend(ctx.app.list_backups(p, target=target))
+        mine = ctx.app.list_backups(p, target=target)
+        rows.extend(mine)
+        if (w := ctx.app.restorable_window(p, mine, target=target)) is not None:
+            windows.append(w)
     if as_json:
-        emit_json({"backups": rows})
+        emit_json({"backups": rows, "windows": windows})
         return
     echo_invalid()
     if not rows:
         ctx.info("no complete backups")
-        return
+    if rows:
+        _backup_table(rows)
+    for w in windows:
+        for line in window_lines(w):
+            click.echo(line)
+
+
+def window_lines(w: dict[str, Any]) -> list[str]:
+    """The restorable window in words, and every gap in it."""
+    if w["earliest"] is None:
+        newest = w["newest_segment"] or "none"
+        return [f"{w['policy']}: no point-in-time restore possible yet (no physical backup whose WAL is complete; "
+                f"newest archived segment: {newest})"]  # fmt: skip
+    lines = [f"{w['policy']}: restorable from {w['earliest']} to {w['latest']} (timeline {w['timeline']})"]
+    for g in w["gaps"]:
+        more = f" (+{g['segments'] - 1} more through {g['through']})" if g["segments"] > 1 else ""
+        until = g["restorable_until"] or "unknown"
+        lines.append(f"  GAP: {g['missing']} missing{more}; restorable until {until} across it: {g['breaks']}")
+    for u in w.get("unrestorable", []):
+        lines.append(f"  backup {u['backup']}: {u['reason']}")
+    if w.get("timelines_inferred"):
+        lines.append("  (timelines inferred from names: the identity is needed to read history files)")
+    return lines
+
+
+def _backup_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         r["size"] = human_bytes(r.get("size_bytes"))
         last = r.get("last_drill")
@@ -35,6 +65,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
     columns = [
         ("policy", "POLICY"),
         ("id", "ID"),
+        ("kind", "KIND"),
         ("status", "STATUS"),
         ("recovery_point", "RECOVERY POINT"),
         ("completed_at", "COMPLETED"),
