@@ -1,3 +1,3 @@
-from .cli.main import main
+from .entry import main
 
 main()

@@ -333,14 +333,19 @@ def list_backups(store: Store, policy: str, verifier: Verifier | None = None) ->
 
 
 def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None,
-                verifier: Verifier | None = None) -> Backup:  # fmt: skip
+                verifier: Verifier | None = None, kind: str | None = None) -> Backup:  # fmt: skip
     """The named backup, or the newest one that is neither missing objects nor in `damaged`
     (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged.
-    With a verifier, only a trusted one (Untrusted for a named one that is not)."""
+    With a verifier, only a trusted one (Untrusted for a named one that is not). With `kind`
+    ("logical" or "physical"), only backups of that kind (UsageError for a named one of the other)."""
     if backup_id:
-        return read_manifest(store, policy, backup_id, verifier)
+        found = read_manifest(store, policy, backup_id, verifier)
+        if kind and found.record.kind != kind:
+            raise UsageError(f"backup {backup_id} is a {found.record.kind} backup, not a {kind} one"
+                             + (" (restore it with --pgdata DIR)" if found.record.is_physical else ""))  # fmt: skip
+        return found
     listing = scan(store, policy, verifier)
-    listed = listing.backups
+    listed = [b for b in listing.backups if not kind or b.record.kind == kind]
     damaged = {**(damaged or {}), **{b.id: b.damaged for b in listed if b.damaged}}
     backups = [b for b in listed if b.id not in damaged]
     untrusted = listing.untrusted
@@ -351,7 +356,8 @@ def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[
         raise IntegrityError(f"{store.url}: every backup of policy '{policy}' is known to be damaged; the newest, "
                              f"{listed[0].id}: {damaged[listed[0].id]}")  # fmt: skip
     if not backups:
-        raise DrtoolError(f"{store.url}: policy '{policy}' has no complete backup yet")
+        what = f"complete {kind} backup" if kind == "physical" else "complete backup"
+        raise DrtoolError(f"{store.url}: policy '{policy}' has no {what} yet")
     return backups[0]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatabaseError, DrtoolError, UsageError
+from .errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from .pipes import set_pipe_size
 from .postgres import Conninfo, SnapshotInfo
 from .secrets import redact
@@ -297,3 +297,63 @@ def restore_stream(
         raise
     proc.finish()
     return producing
+
+
+# -- physical: pg_basebackup and pg_verifybackup -------------------------------------------------
+
+
+def pg_basebackup_argv(tool: Tool, conninfo: Conninfo) -> list[str]:
+    """One tar of the data directory on stdout, with backup_label and backup_manifest in it. No
+    WAL (-X none): it is archived beside, and the backup's range is checked in the store."""
+    return [tool.path, "--format=tar", "--pgdata=-", "--wal-method=none", "--checkpoint=fast",
+            "--manifest-checksums=CRC32C", "--no-password", f"--dbname={conninfo.dsn}"]  # fmt: skip
+
+
+_NO_REPLICATION = re.compile(r"superuser or replication role|no pg_hba.conf entry for replication", re.I)
+
+
+def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) -> Iterator[bytes]:
+    """The tar pg_basebackup writes, piece by piece; DatabaseError (after the last piece) naming
+    the database when it exits non-zero, so the caller never commits a failed base backup."""
+    proc = subprocess.Popen(
+        pg_basebackup_argv(tool, conninfo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=conninfo.env(),
+    )
+    set_pipe_size(proc.stdout.fileno())
+    err = _StderrTail(proc.stderr)
+    ok = False
+    try:
+        read = proc.stdout.read
+        while piece := read(read_size):
+            yield piece
+        rc = proc.wait()
+        err.join()
+        if rc != 0:
+            hint = ""
+            if any(_NO_REPLICATION.search(line) for line in err.lines):
+                hint = ("; the backup role needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) and a "
+                        "'replication' line in pg_hba.conf")  # fmt: skip
+            raise DatabaseError(f"database {conninfo.label}: pg_basebackup failed (exit {rc}): {err.summary()}{hint}")
+        ok = True
+    finally:
+        if not ok and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def verify_backup(tool: Tool, pgdata: Path) -> None:
+    """pg_verifybackup -n: every file of the restored data directory against its backup_manifest
+    (WAL is checked by replay, not here). IntegrityError with its first complaint otherwise."""
+    try:
+        r = subprocess.run([tool.path, "--no-parse-wal", "--quiet", str(pgdata)], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=6 * 3600)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DrtoolError(f"{tool.path}: cannot run: {e}") from None
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+        first = lines[0] if lines else f"exit {r.returncode}"
+        raise IntegrityError(f"{pgdata}: pg_verifybackup found a problem: {first}")

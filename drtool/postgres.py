@@ -248,3 +248,30 @@ def dsn_password_keys(dsn: str) -> list[str]:
         except ValueError:
             pass  # a plain database name that happens to hold '='
     return found
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a base backup records about the cluster it copies."""
+
+    sysid: int
+    wal_segment_size: int
+    server_version: str
+    server_version_num: int
+    extra_tablespaces: tuple[str, ...]  # beyond pg_default and pg_global: base backups refuse them
+
+
+def cluster_info(conninfo: Conninfo) -> ClusterInfo:
+    with connect(conninfo) as conn:
+        try:
+            sysid, seg, version, num = conn.execute(
+                "SELECT system_identifier, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'"
+                " AND unit = 'B'), current_setting('server_version'), current_setting('server_version_num')::int "
+                "FROM pg_control_system()"
+            ).fetchone()
+            spaces = [r[0] for r in conn.execute(
+                "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
+            )]  # fmt: skip
+        except psycopg.Error as e:
+            raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+    return ClusterInfo(int(sysid), int(seg), version, num, tuple(spaces))

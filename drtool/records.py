@@ -19,6 +19,7 @@ from .errors import IntegrityError
 MANIFEST_FORMAT = "drtool-backup-manifest"
 MANIFEST_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 
 
 class ManifestInvalid(IntegrityError):
@@ -45,10 +46,40 @@ class Sizes:
     compressed_bytes: int | None = None
 
 
+KINDS = ("logical", "physical")
+PAYLOAD_ROLES = {"logical": "dump", "physical": "base"}  # the object a restore reads, per kind
+
+
+@dataclass(frozen=True)
+class PhysicalInfo:
+    """What a base backup needs to be restored to a point in time: the WAL from start_lsn on
+    timeline `timeline` up to end_lsn makes it consistent (from backup_label and backup_manifest).
+    LSNs in PostgreSQL's text form ('0/61000028'); sysid as a decimal string (JSON numbers lose
+    64-bit precision in some readers)."""
+
+    sysid: str
+    timeline: int
+    start_lsn: str
+    end_lsn: str
+    wal_segment_size: int
+    pg_version: str  # the server's major version, "15"
+    start_time: dt.datetime
+    end_time: dt.datetime  # no earlier than the end LSN was written: restores to T pick end_time <= T
+    tablespaces: str = "refused"  # base backups of clusters with extra tablespaces are refused
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sysid": self.sysid, "timeline": self.timeline, "start_lsn": self.start_lsn,
+                "end_lsn": self.end_lsn, "wal_segment_size": self.wal_segment_size, "pg_version": self.pg_version,
+                "start_time": iso(self.start_time), "end_time": iso(self.end_time),
+                "tablespaces": self.tablespaces}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The commit marker of one backup (version 1). Unknown fields are kept in `extra` so a
-    manifest read and written again (a copy) loses nothing."""
+    manifest read and written again (a copy) loses nothing. `kind` is "logical" (a pg_dump
+    archive, object role "dump") or "physical" (a pg_basebackup tar, role "base", with
+    `physical` set); a manifest without `kind` is logical."""
 
     id: str
     policy: str
@@ -71,12 +102,20 @@ class Manifest:
     row_count_method: str | None = None
     tool: dict[str, Any] | None = None
     copy: dict[str, Any] | None = None  # set on a copy target's manifest
+    kind: str = "logical"
+    physical: PhysicalInfo | None = None  # set when kind is "physical"
     version: int = MANIFEST_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dump(self) -> ManifestObject:
-        return next(o for o in self.objects if o.role == "dump")  # parse guarantees one
+        """The payload a restore reads: the dump of a logical backup, the base tar of a physical one."""
+        role = PAYLOAD_ROLES[self.kind]
+        return next(o for o in self.objects if o.role == role)  # parse guarantees one
+
+    @property
+    def is_physical(self) -> bool:
+        return self.kind == "physical"
 
     def with_copy(self, copy: dict[str, Any]) -> Manifest:
         return replace(self, copy=copy)
@@ -102,6 +141,10 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
         value = getattr(m, name)
         if value is not None:
             doc[name] = value
+    if m.kind != "logical":  # a logical manifest stays byte-identical to what older drtools wrote
+        doc["kind"] = m.kind
+    if m.physical is not None:
+        doc["physical"] = m.physical.as_dict()
     return doc
 
 
@@ -173,6 +216,9 @@ class _Reader:
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in tables.items()):  # fmt: skip
             raise self.fail("'tables' must map table names to row counts")
+        kind = self.get("kind", str, required=False) or "logical"
+        if kind not in KINDS:
+            raise self.fail(f"unknown kind {kind[:40]!r}")
         d = self.doc
         return Manifest(
             id=self.get("id", str),
@@ -188,15 +234,37 @@ class _Reader:
                 database_bytes=self.count("database_bytes", doc=sizes, required=False),
                 compressed_bytes=self.count("compressed_bytes", doc=sizes, required=False),
             ),
-            objects=self.objects(),
+            objects=self.objects(PAYLOAD_ROLES[kind]),
             tables=dict(tables),
             **{name: self.get(name, str, required=False) for name in _OPTIONAL_STR},
             **{name: self.get(name, dict, required=False) for name in _OPTIONAL_DICT},
+            kind=kind,
+            physical=self.physical() if kind == "physical" else None,
             version=version,
             extra={k: v for k, v in d.items() if k not in _KNOWN},
         )
 
-    def objects(self) -> tuple[ManifestObject, ...]:
+    def physical(self) -> PhysicalInfo:
+        doc = self.get("physical", dict)
+        sysid = self.get("sysid", str, doc=doc)
+        if not sysid.isdigit():
+            raise self.fail("'physical.sysid' is not a decimal number")
+        lsns = {name: self.get(name, str, doc=doc) for name in ("start_lsn", "end_lsn")}
+        for name, text in lsns.items():
+            if not _LSN.fullmatch(text):
+                raise self.fail(f"'physical.{name}' is not an LSN: {text[:40]!r}")
+        timeline = self.count("timeline", doc=doc)
+        size = self.count("wal_segment_size", doc=doc)
+        if not timeline or not size or size & (size - 1):
+            raise self.fail("'physical.timeline' must be 1 or more and 'physical.wal_segment_size' a power of two")
+        return PhysicalInfo(
+            sysid=sysid, timeline=timeline, start_lsn=lsns["start_lsn"], end_lsn=lsns["end_lsn"],
+            wal_segment_size=size, pg_version=self.get("pg_version", str, doc=doc),
+            start_time=self.time("start_time", doc=doc), end_time=self.time("end_time", doc=doc),
+            tablespaces=self.get("tablespaces", str, doc=doc, required=False) or "refused",
+        )  # fmt: skip
+
+    def objects(self, payload_role: str = "dump") -> tuple[ManifestObject, ...]:
         items = self.get("objects", list)
         out = []
         for item in items:
@@ -210,8 +278,8 @@ class _Reader:
                 raise self.fail(f"object {key}: 'sha256' is not 64 lowercase hex digits")
             size = self.count("size", doc=item)
             out.append(ManifestObject(self.get("role", str, doc=item), key, size, sha))  # type: ignore[arg-type]
-        if not any(o.role == "dump" for o in out):
-            raise self.fail("'objects' has no object with role 'dump'")
+        if not any(o.role == payload_role for o in out):
+            raise self.fail(f"'objects' has no object with role '{payload_role}'")
         return tuple(out)
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-JOBS = ("backup", "prune", "drill")  # the order `run` does them in: prune and drill see the new backup
+JOBS = ("backup", "base", "prune", "drill")  # the order `run` does them in: prune and drill see the new backup
 _MAX_COUNT = 10_000
 
 

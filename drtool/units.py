@@ -34,7 +34,7 @@ def run_interval_minutes(policies: list[Policy], only: tuple[str, ...] | None = 
     """How often `drtool run` must be called: often enough for the tightest schedule (of the jobs
     in `only`, when given), and at least every 15 minutes so a job starts at most that late. A
     divisor of 60."""
-    jobs = only or ("backup", "prune", "drill")
+    jobs = only or ("backup", "base", "prune", "drill")
     exprs = [e for p in policies for e in (getattr(p.schedule, j) for j in jobs) if e]
     tightest = tightest_interval(exprs) // 60 if exprs else 15
     return max(d for d in _DIVISORS_OF_60 if d <= max(1, min(15, tightest)))

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from faultproxy import FaultProxy
+from pitr_fixtures import make_pitr, pitr  # noqa: F401 - fixtures for the PITR tests
 from services import PgCluster, Seaweed, need, pg_bindir, tmpdir
 
 # Credentials for the throwaway SeaweedFS (it accepts any); set before boto3 reads the chain.

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from drtool.errors import NotFound, StorageError
+from drtool.errors import NotFound, PreconditionFailed, StorageError
 from drtool.policy import StorageTarget
 from drtool.storage import LocalStore, RetryingStore, get_bytes, open_store, put_bytes
 from drtool.storage import s3 as s3mod
@@ -245,3 +245,50 @@ def test_ranged_read_of_a_replaced_object_is_refused(store):
     put_bytes(store, "r/obj", b"second version")
     with pytest.raises(PreconditionFailed, match="r/obj"):
         store.get("r/obj", 6, if_match=etag)
+
+
+def test_metadata_is_stored_with_the_object_and_returned_by_stat(store):
+    meta = {"sha256": "ab" * 32, "size": "16777216", "end": "2024-05-01T10:00:00Z", "sysid": "7312345678901234567"}
+    info = store.put("wal/seg.zst.age", [b"cipher"], metadata=meta)
+    assert info.size == 6
+    assert store.stat("wal/seg.zst.age").metadata == meta
+    assert [o.key for o in store.list_objects("wal/")] == ["wal/seg.zst.age"]  # no sidecar or header object
+    assert get_bytes(store, "wal/seg.zst.age") == b"cipher"
+    put_bytes(store, "wal/seg.zst.age", b"rewritten")  # a rewrite without metadata has none
+    assert store.stat("wal/seg.zst.age").metadata == {}
+    store.delete("wal/seg.zst.age")
+    assert list(store.list_objects("wal/")) == []
+
+
+def test_create_only_write_of_a_segment_sized_object_keeps_the_first_version_and_its_metadata(store):
+    """WAL is written create-only whatever its size: a conditional write larger than a multipart
+    part still goes up (in one request) and the condition still holds."""
+    body = os.urandom(17 * 1024 * 1024)
+    store.put("wal/big", iter([body[: 1 << 20], body[1 << 20 :]]), if_absent=True, metadata={"sha256": "1"})
+    with pytest.raises(PreconditionFailed):
+        store.put("wal/big", [b"other"], if_absent=True, metadata={"sha256": "2"})
+    assert store.stat("wal/big").metadata == {"sha256": "1"}
+    assert get_bytes(store, "wal/big") == body
+
+
+def test_metadata_keys_s3_would_mangle_are_refused_before_writing(store):
+    for bad in ({"SHA256": "x"}, {"sha256": "ünï"}, {"a b": "x"}):
+        with pytest.raises(ValueError):
+            store.put("wal/bad", [b"1"], metadata=bad)
+    with pytest.raises(NotFound):
+        store.stat("wal/bad")
+
+
+def test_folder_store_ignores_metadata_of_another_version(tmp_path):
+    """A crash after the sidecar was written but before the object was renamed leaves a sidecar
+    for a version that never appeared: it must not be read as the current object's metadata."""
+    store = LocalStore(tmp_path / "s")
+    store.create_root()
+    store.put("p/obj", [b"v1"], metadata={"sha256": "one"})
+    side = tmp_path / "s" / "p" / ".meta-obj"
+    doc = side.read_text().replace('"one"', '"two"')
+    put_bytes(store, "p/obj", b"v2")
+    side.write_text(doc)  # the stale sidecar of v1's etag, now beside v2
+    assert store.stat("p/obj").metadata == {}
+    with pytest.raises(StorageError):
+        put_bytes(store, "p/.meta-obj", b"x")  # keys cannot name a sidecar

@@ -13,12 +13,13 @@ from .base import Progress, ProgressFactory
 from .drill import DrillJobs
 from .evidence import EvidenceJobs
 from .init import InitJobs
+from .physical import PhysicalJobs
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 
 
 @dataclass
-class App(BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
+class App(PhysicalJobs, BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
     """The application object the CLI holds (STYLE.md: one object passed as ctx.obj)."""
 
 

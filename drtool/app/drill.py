@@ -79,6 +79,7 @@ class DrillJobs(AppBase):
         source = self.store(policy, target=source_name) if source_name else store
         verifier = self.verifier(policy)
         backups = catalog.list_backups(source, policy.name, verifier)  # an untrusted one is no candidate
+        backups = [b for b in backups if not b.record.is_physical]  # physical drills are issue 13
         if source is store:  # findings are about the primary's objects: a damaged one is no candidate
             damaged = catalog.read_checks(store, policy.name, verifier, self.warn).damaged
             backups = [b for b in backups if b.id not in damaged]

@@ -85,14 +85,15 @@ class RestoreJobs(AppBase):
             raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete backup yet")
         return backups[:1]
 
-    def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None) -> catalog.Backup:
-        """The named backup, or the newest one not known to be damaged (findings are about the
-        primary's objects, so a copy target's newest is taken as listed)."""
+    def _find(self, store, policy: Policy, backup_id: str | None, from_copy: str | None,
+              kind: str = "logical") -> catalog.Backup:  # fmt: skip
+        """The named backup, or the newest one of `kind` not known to be damaged (findings are
+        about the primary's objects, so a copy target's newest is taken as listed)."""
         verifier = self.verifier(policy)
         if backup_id or from_copy:
-            return catalog.find_backup(store, policy.name, backup_id, verifier=verifier)
+            return catalog.find_backup(store, policy.name, backup_id, verifier=verifier, kind=kind)
         damaged = catalog.read_checks(store, policy.name, verifier, self.warn).reasons()
-        backup = catalog.find_backup(store, policy.name, None, damaged, verifier)
+        backup = catalog.find_backup(store, policy.name, None, damaged, verifier, kind)
         for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
             self.warn(f"skipping backup {bid}: {damaged[bid]}")
         return backup

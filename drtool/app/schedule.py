@@ -119,7 +119,7 @@ class ScheduleJobs(AppBase):
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
             self.notify_start(policy)
             try:
-                manual = self._backup_in_slot(policy, store, d.slot) if job == "backup" else None
+                manual = self._backup_in_slot(policy, store, d.slot, job) if job in ("backup", "base") else None
                 outcome.update(manual or self._run_job(policy, store, job))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
@@ -143,11 +143,15 @@ class ScheduleJobs(AppBase):
             result["jobs"]["copies"] = entry
 
     @staticmethod
-    def _backup_in_slot(policy: Policy, store: Store, slot) -> dict[str, Any] | None:
+    def _backup_in_slot(policy: Policy, store: Store, slot, job: str = "backup") -> dict[str, Any] | None:
         """A backup taken by hand counts for the slot it falls in: a committed backup, not known
         to be damaged, whose recovery point is at or after the slot's scheduled time is that
-        slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule")."""
+        slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule"). Job
+        "backup" counts logical backups, job "base" physical ones."""
+        physical = job == "base"
         for b in catalog.scan(store, policy.name).backups:  # newest first
+            if b.record.is_physical != physical:
+                continue
             if b.recovery_point < slot:
                 return None
             if not b.damaged:
@@ -159,6 +163,9 @@ class ScheduleJobs(AppBase):
         if job == "backup":
             m = self._backup(policy, store)
             return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
+        if job == "base":
+            m = self._base_backup(policy, store)  # type: ignore[attr-defined]  (PhysicalJobs, in App)
+            return {"outcome": "ok", "summary": f"base backup {m['id']}", "backup_id": m["id"]}
         if job == "prune":
             r = self._prune(policy, store, dry_run=False)
             failed = [name for name, x in r.get("copies", {}).items() if "error" in x]

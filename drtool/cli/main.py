@@ -33,7 +33,9 @@ from .commands import (  # noqa: E402
     serve,
     status,
     verify,
+    wal,
 )
+from .commands.wal_fetch import FETCH_FAILED, is_wal_fetch  # noqa: E402
 from .context import Ctx  # noqa: E402
 from .logs import log  # noqa: E402
 from .output import INVALID, worst  # noqa: E402
@@ -59,6 +61,7 @@ def cli(click_ctx: click.Context, quiet: bool, lock_wait: float, log_format: str
 for command in (
     keygen.keygen, init.init, check.check, backup.backup, listing.list_, restore.restore, verify.verify,
     prune.prune, drill.drill, run.run, schedule.schedule, status.status, report.report, serve.serve,
+    wal.wal,
 ):  # fmt: skip
     cli.add_command(command)
 
@@ -69,7 +72,26 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: maps DrtoolError to its exit code and one stderr line; bugs keep their traceback."""
+    """Entry point: maps DrtoolError to its exit code and one stderr line; bugs keep their traceback.
+    `wal fetch` exits 0, 1 or 200 only: any other code (bad usage, an invalid policy) would tell
+    PostgreSQL "not archived" and end recovery early."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not is_wal_fetch(args):
+        _main(args)
+        return
+    try:
+        _main(args)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        os._exit(code if code in (0, 1) else FETCH_FAILED)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(FETCH_FAILED)
+
+
+def _main(argv: list[str]) -> None:
     bound_malloc()
     signal.signal(signal.SIGTERM, _on_sigterm)
     logs.configure(json_lines=False, command=None, quiet=False, before_emit=lambda: None)  # until the group's
@@ -95,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         os._exit(1)
-    _exit(worst(rc if isinstance(rc, int) else 0))
+    code = worst(rc if isinstance(rc, int) else 0)
+    _exit(code if code in (0, 1) or not is_wal_fetch(argv) else FETCH_FAILED)
 
 
 def _exit(code: int) -> None:

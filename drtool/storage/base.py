@@ -9,8 +9,9 @@ a precondition that does not hold), so wrappers decide by that flag, never by th
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -20,6 +21,22 @@ class ObjectInfo:
     size: int
     etag: str | None = None  # changes whenever the object is rewritten (for if_match)
     modified: dt.datetime | None = None
+    # user metadata given to put(metadata=...); filled by stat() only (listings do not carry it)
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+# S3 sends metadata as x-amz-meta-<key> headers: lower-case ASCII names, printable ASCII values.
+_META_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_META_VALUE = re.compile(r"^[\x20-\x7e]{0,1024}$")
+
+
+def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    """The metadata as a plain dict; ValueError (a bug in the caller) for a key or value S3 would
+    mangle or refuse."""
+    for k, v in (metadata or {}).items():
+        if not _META_KEY.match(k) or not isinstance(v, str) or not _META_VALUE.match(v):
+            raise ValueError(f"object metadata {k!r}={v!r}: keys are lower-case ASCII, values printable ASCII")
+    return dict(metadata or {})
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class Store(Protocol):
         if_absent: bool = False,
         if_match: str | None = None,
         retain: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         """Store the concatenated chunks under key, atomically: readers see the whole object or none.
 
@@ -71,6 +89,9 @@ class Store(Protocol):
         `if_absent` / `if_match` make a small write conditional (create-only, or replace only the
         version with that etag); PreconditionFailed when the condition does not hold.
         `retain` asks for the store's immutability (S3 Object Lock) where it has one.
+        `metadata` (lower-case ASCII keys, printable ASCII values; check_metadata) is stored with
+        the object, atomically with it, and returned by stat(); a later put without it clears it.
+        Conditional writes go up in one request, so they suit objects up to 5 GiB (WAL segments).
         """
 
     def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> Reader:
@@ -80,7 +101,7 @@ class Store(Protocol):
         The caller closes the stream."""
 
     def stat(self, key: str) -> ObjectInfo:
-        """Size of the object; raises NotFound."""
+        """Size, etag and metadata of the object; raises NotFound."""
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with prefix, in key order, across all pages."""

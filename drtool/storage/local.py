@@ -1,9 +1,16 @@
-"""A folder as an object store (file://). Writes are atomic: temp file, fsync, rename."""
+"""A folder as an object store (file://). Writes are atomic: temp file, fsync, rename.
+
+Object metadata lives in a sidecar `.meta-<name>` beside the object (JSON: the etag of the object
+it belongs to, and the metadata). It is written before the object is renamed into place and read
+only when its etag is the object's, so a crash between the two never pairs an object with another
+version's metadata. Sidecars and temp files are not objects: listings skip them, keys cannot name them."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -11,9 +18,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import NotFound, PreconditionFailed, StorageError
-from .base import Leftover, ObjectInfo
+from .base import Leftover, ObjectInfo, check_metadata
 
 TMP_PREFIX = ".tmp-"
+META_PREFIX = ".meta-"
 
 
 class LocalStore:
@@ -23,7 +31,7 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if not key or any(p in ("", ".", "..") or p.startswith(TMP_PREFIX) for p in parts):
+        if not key or any(p in ("", ".", "..") or p.startswith((TMP_PREFIX, META_PREFIX)) for p in parts):
             raise StorageError(f"{self.url}: invalid object key '{key}'")
         return self.root.joinpath(*parts)
 
@@ -71,9 +79,11 @@ class LocalStore:
         if_absent: bool = False,
         if_match: str | None = None,
         retain: bool = False,  # a folder has no immutability; policy validation refuses object_lock_days here
+        metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
+        meta = check_metadata(metadata)
         if if_absent or if_match:
-            return self._put_conditional(key, b"".join(chunks), if_absent, if_match)
+            return self._put_conditional(key, b"".join(chunks), if_absent, if_match, meta)
         path = self._path(key)
         tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         size = 0
@@ -85,6 +95,8 @@ class LocalStore:
                     size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
+                etag = _info(key, os.fstat(f.fileno())).etag  # rename keeps inode, size and mtime
+            self._write_meta(path, etag, meta)
             os.replace(tmp, path)
             dfd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -99,7 +111,39 @@ class LocalStore:
             raise
         return self.stat(key)
 
-    def _put_conditional(self, key: str, data: bytes, if_absent: bool, if_match: str | None) -> ObjectInfo:
+    def _meta_path(self, path: Path) -> Path:
+        return path.parent / f"{META_PREFIX}{path.name}"
+
+    def _write_meta(self, path: Path, etag: str | None, meta: dict[str, str]) -> None:
+        """The sidecar of the version with `etag` (tmp, fsync, rename); none when meta is empty."""
+        side = self._meta_path(path)
+        if not meta:
+            _remove_quietly(side)
+            return
+        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"etag": etag, "metadata": meta}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, side)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+    def _read_meta(self, path: Path, etag: str | None) -> dict[str, str]:
+        """The metadata of the version with `etag`; {} when it has none (or the sidecar is another's)."""
+        try:
+            doc = json.loads(self._meta_path(path).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict) or doc.get("etag") != etag or not isinstance(doc.get("metadata"), dict):
+            return {}
+        return {str(k): str(v) for k, v in doc["metadata"].items()}
+
+    def _put_conditional(
+        self, key: str, data: bytes, if_absent: bool, if_match: str | None, meta: dict[str, str]
+    ) -> ObjectInfo:
         """Check and write under an exclusive flock on the store, so concurrent drtool processes
         on this host (or sharing this file system with working locks) see one winner."""
         import fcntl
@@ -119,7 +163,7 @@ class LocalStore:
                 raise PreconditionFailed(f"{self.url}/{key}: already exists")
             if if_match and (current is None or current.etag != if_match):
                 raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
-            return self.put(key, [data])
+            return self.put(key, [data], metadata=meta)
 
     def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> _FileReader:
         try:
@@ -144,10 +188,13 @@ class LocalStore:
         return _FileReader(f, etag, st.st_size, lambda e: self._fail("read", key, e))
 
     def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
         try:
-            return _info(key, self._path(key).stat())
+            info = _info(key, path.stat())
         except OSError as e:
             raise self._fail("stat", key, e) from None
+        meta = self._read_meta(path, info.etag)
+        return dataclasses.replace(info, metadata=meta) if meta else info
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
@@ -159,7 +206,7 @@ class LocalStore:
             dirnames[:] = _toward(prefix, base, dirnames)
             for name in filenames:
                 key = base + name
-                if name.startswith(TMP_PREFIX) or not key.startswith(prefix):
+                if name.startswith((TMP_PREFIX, META_PREFIX)) or not key.startswith(prefix):
                     continue
                 try:
                     found.append(_info(key, os.stat(os.path.join(dirpath, name))))
@@ -170,12 +217,14 @@ class LocalStore:
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         if if_match:
             return self._delete_conditional(key, if_match)
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             return
         except OSError as e:
             raise self._fail("delete", key, e) from None
+        _remove_quietly(self._meta_path(path))
 
     def _delete_conditional(self, key: str, if_match: str) -> None:
         """Check and unlink under the same flock as conditional writes."""

@@ -5,7 +5,7 @@
   caller sees one unbroken stream; the SHA-256 and age authentication downstream still cover
   every byte. An object replaced between two attempts fails the read: it is never stitched.
 - stat(), list() (resumed after the last key it yielded) and leftovers() are retried.
-- Writes and deletes pass through unchanged: botocore retries single requests, and what a lost
+- Writes (with their metadata) and deletes pass through unchanged: botocore retries single requests, and what a lost
   reply on a write means is for the caller to decide.
 
 A fault is retried only when the store marked it `retryable` (storage/base.py). At most

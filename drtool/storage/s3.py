@@ -13,13 +13,14 @@ import botocore.exceptions as bx
 from botocore.config import Config
 
 from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
-from .base import Leftover, ObjectInfo
+from .base import Leftover, ObjectInfo, check_metadata
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
 MiB = 1024 * 1024
 MIN_PART = 8 * MiB  # S3's floor is 5 MiB; 8 MiB matches the AWS CLI default
 DEFAULT_PART = 16 * MiB  # without a size hint: up to ~156 GiB in 10,000 parts
 MAX_PARTS = 10_000
+MAX_SINGLE_PUT = 5 * 1024 * MiB  # S3's limit for one PutObject (conditional writes go up in one)
 IN_FLIGHT = 2  # parts uploading concurrently; memory is (IN_FLIGHT + 1) * part size
 
 # Transient S3 answers: worth another attempt. 403 and 404 are permanent (classified in _fail).
@@ -191,21 +192,25 @@ class S3Store:
         if_absent: bool = False,
         if_match: str | None = None,
         retain: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         part_size = part_size_for(size_hint)
         lock = self._lock_args() if retain else {}
+        meta = {"Metadata": check_metadata(metadata)} if metadata else {}
+        conditional = bool(if_absent or if_match)
         buf = bytearray()
         it = iter(chunks)
-        # small objects (manifests, locks) go up in one request
+        # small objects (manifests, locks) go up in one request, and so do conditional writes: the
+        # condition is checked by PutObject (If-None-Match / If-Match), not by a multipart completion
         for chunk in it:
             buf += chunk
-            if len(buf) >= part_size:
-                if if_absent or if_match:
-                    raise ValueError("conditional writes are for small objects")
-                return self._multipart(key, buf, it, part_size, lock)
+            if conditional and len(buf) > MAX_SINGLE_PUT:
+                raise ValueError("conditional writes are for objects up to 5 GiB")
+            if not conditional and len(buf) >= part_size:
+                return self._multipart(key, buf, it, part_size, {**lock, **meta})
         cond = {"IfNoneMatch": "*"} if if_absent else ({"IfMatch": if_match} if if_match else {})
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond, **lock)
+            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond, **lock, **meta)
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code")
             if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
@@ -213,7 +218,7 @@ class S3Store:
             raise self._fail("write", key, e) from None
         except _BOTO as e:
             raise self._fail("write", key, e) from None
-        return ObjectInfo(key, len(buf), etag=r.get("ETag"))
+        return ObjectInfo(key, len(buf), etag=r.get("ETag"), metadata=meta.get("Metadata", {}))
 
     def _lock_args(self) -> dict:
         """Object Lock retention for a new object: mode, and now + lock_days."""
@@ -225,11 +230,12 @@ class S3Store:
         return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": until}
 
     def _multipart(
-        self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int, lock: dict | None = None
+        self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int, extra: dict | None = None
     ) -> ObjectInfo:
+        """`extra`: create_multipart_upload's Object Lock and Metadata arguments."""
         k = self._k(key)
         try:
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k, **(lock or {}))["UploadId"]
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k, **(extra or {}))["UploadId"]
         except _BOTO as e:
             raise self._fail("start upload of", key, e) from None
         slots = threading.BoundedSemaphore(IN_FLIGHT)
@@ -309,7 +315,8 @@ class S3Store:
             r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
         except _BOTO as e:
             raise self._fail("stat", key, e) from None
-        return ObjectInfo(key, r["ContentLength"], etag=r.get("ETag"), modified=r.get("LastModified"))
+        return ObjectInfo(key, r["ContentLength"], etag=r.get("ETag"), modified=r.get("LastModified"),
+                          metadata=dict(r.get("Metadata") or {}))  # fmt: skip
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")

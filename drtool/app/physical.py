@@ -1,0 +1,515 @@
+"""Use cases: physical base backups (pg_basebackup -> zstd -> age -> store, manifest last), the
+restore of one into an empty data directory with its recovery configuration, and `wal fetch`
+(restore_command) with read-ahead into a spool (docs/pitr.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, basetar, catalog, clock, pgtools, pipeline, postgres, walarchive, walnames
+from ..crypto import age
+from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
+from ..policy import Policy
+from ..records import Manifest, ManifestObject, PhysicalInfo, Sizes, manifest_to_dict
+from ..storage import Store
+from .backup import BackupJobs
+from .restore import RestoreJobs
+
+BASE_NAME = "base.tar.zst.age"
+BASE_PAYLOAD_FORMAT = "age-v1(zstd(pg_basebackup --format=tar --wal-method=none))"
+WAL_WAIT_SECONDS = 60  # how long a base backup waits for the archiver to store the WAL it needs
+AUTO_CONF_MARK = "# drtool restore"
+
+
+class PhysicalJobs(BackupJobs, RestoreJobs):
+    # -- backup --physical ---------------------------------------------------------------------------
+    def backup_physical(self, policy: Policy) -> dict[str, Any]:
+        """Take one base backup now; returns its manifest. Listed only once the tar is stored and
+        every WAL segment from its start to its end is in the archive."""
+        with self.reported(policy, "base") as outcome:
+            store = self.store(policy)
+            with self.locked(policy, store, "base"):
+                m = self._base_backup(policy, store)
+            outcome.update(summary=f"base backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
+                           details={"backup_id": m["id"]})  # fmt: skip
+            return m
+
+    def _base_backup(self, policy: Policy, store: Store) -> dict[str, Any]:
+        if not policy.pitr.enabled:
+            raise UsageError(f"{policy.source}: base backups need [pitr] enabled = true (and WAL archiving): "
+                             "without the WAL a base backup cannot be restored")  # fmt: skip
+        signer = self.signer(policy)
+        ci = self.source(policy)
+        cluster = postgres.cluster_info(ci)
+        if cluster.extra_tablespaces:
+            raise DatabaseError(f"database {ci.label}: base backups of clusters with tablespaces are not supported "
+                                f"(found: {', '.join(cluster.extra_tablespaces)}); use logical backups for this "
+                                "cluster")  # fmt: skip
+        tool = pgtools.find_tool("pg_basebackup", policy.backup.pg_bin_dir)
+        if tool.major < pgtools.server_major(cluster.server_version_num):
+            raise DatabaseError(f"pg_basebackup {tool.version} ({tool.path}) is older than the server "
+                                f"({cluster.server_version})")  # fmt: skip
+        started = clock.utcnow()
+        backup_id = catalog.new_backup_id(started)
+        key = catalog.backup_prefix(policy.name, backup_id) + BASE_NAME
+        scanner = basetar.TarScanner()
+        stats = pipeline.EncodeStats()
+        stream = pipeline.encode(
+            pgtools.basebackup_stream(tool, ci),
+            recipients=policy.recipients,
+            level=policy.backup.zstd_level,
+            threads=policy.backup.zstd_threads,
+            stats=stats,
+            observe=scanner.feed,
+            progress=self.progress(f"base backup {policy.name}", None),
+        )
+        try:
+            stored = store.put(key, stream, size_hint=None, retain=True)
+        except basetar.BaseTarInvalid as e:
+            raise DatabaseError(f"database {ci.label}: pg_basebackup's output is not a base backup tar: {e}; "
+                                "nothing was committed") from None  # fmt: skip
+        try:
+            info = self._physical_info(ci, scanner, cluster, started)
+            self._wait_for_wal(store, policy, info, backup_id)
+            completed = clock.utcnow()
+            info = PhysicalInfo(**{**vars(info), "end_time": completed})
+            manifest = Manifest(
+                id=backup_id, policy=policy.name, database=ci.dbname, source=ci.label, host=socket.gethostname(),
+                server_version=cluster.server_version, server_version_num=cluster.server_version_num,
+                pg_dump_version=tool.version, recovery_point=completed, started_at=started, completed_at=completed,
+                sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
+                            stored_bytes=stored.size),
+                objects=(ManifestObject("base", BASE_NAME, stored.size, stats.sha256),),
+                tables={}, payload_format=BASE_PAYLOAD_FORMAT,
+                compression={"algorithm": "zstd", "level": policy.backup.zstd_level},
+                encryption={"scheme": "age-v1-x25519", "recipients": [
+                    {"recipient": r, "fingerprint": age.recipient_fingerprint(r)} for r in policy.recipients]},
+                tool={"name": "drtool", "version": __version__}, kind="physical", physical=info,
+            )  # fmt: skip
+            self.ensure_lock_held(policy)  # a job that lost its lock commits nothing
+        except BaseException:
+            store.delete(key)
+            raise
+        self._commit(store, manifest, key, signer)
+        return manifest_to_dict(manifest)
+
+    @staticmethod
+    def _physical_info(ci: postgres.Conninfo, scanner: basetar.TarScanner, cluster: postgres.ClusterInfo,
+                       started: dt.datetime) -> PhysicalInfo:  # fmt: skip
+        try:
+            tar = scanner.finish()
+            rng = basetar.backup_range(tar)
+        except basetar.BaseTarInvalid as e:
+            raise DatabaseError(f"database {ci.label}: pg_basebackup's output is not a base backup: {e}; "
+                                "nothing was committed") from None  # fmt: skip
+        if tar.pg_control_head and walnames.sysid_of_pg_control(tar.pg_control_head) != cluster.sysid:
+            raise DatabaseError(f"database {ci.label}: the base backup's pg_control has system identifier "
+                                f"{walnames.sysid_of_pg_control(tar.pg_control_head)}, the server said "
+                                f"{cluster.sysid}; nothing was committed")  # fmt: skip
+        return PhysicalInfo(
+            sysid=str(cluster.sysid), timeline=rng.timeline, start_lsn=rng.start_lsn, end_lsn=rng.end_lsn,
+            wal_segment_size=cluster.wal_segment_size, pg_version=str(pgtools.server_major(cluster.server_version_num)),
+            start_time=rng.start_time or started, end_time=started,
+        )  # fmt: skip
+
+    def _wait_for_wal(self, store: Store, policy: Policy, info: PhysicalInfo, backup_id: str) -> None:
+        """Every segment from the backup's start to its end must be archived before it is listed.
+        pg_basebackup already waited for PostgreSQL's archiver; the wait here covers an archiver
+        that acknowledged late (bounded: WAL_WAIT_SECONDS)."""
+        deadline = time.monotonic() + WAL_WAIT_SECONDS
+        for seg in needed_segments(info):
+            key = walnames.key_for(policy.name, info.sysid, seg.name)
+            while True:
+                try:
+                    store.stat(key)
+                    break
+                except NotFound:
+                    if time.monotonic() > deadline:
+                        raise DrtoolError(
+                            f"base backup {backup_id}: WAL segment {seg.name} ({store.url}/{key}) is not in the "
+                            f"store {WAL_WAIT_SECONDS} s after the backup ended; is archive_command "
+                            "'drtool wal push' working (drtool wal status)? nothing was committed"
+                        ) from None
+                    time.sleep(0.5)
+
+    # -- restore --pgdata ------------------------------------------------------------------------------
+    def restore_physical(
+        self,
+        policy: Policy,
+        pgdata: str,
+        *,
+        to_time: dt.datetime | None = None,
+        backup_id: str | None = None,
+        owner: str | None = None,
+        from_copy: str | None = None,
+        drtool: str | None = None,
+    ) -> dict[str, Any]:
+        """Restore a base backup into the empty folder `pgdata` and configure recovery to `to_time`
+        (None: to the end of the archive). The operator starts the server (the command is returned).
+        `drtool`: the program restore_command runs (default: this drtool)."""
+        target_dir = Path(os.path.abspath(pgdata))
+        uid, gid, user = _owner(owner)
+        command = _drtool_for_server(drtool)
+        store = self.store(policy, target=from_copy)
+        backup = self._choose_base(store, policy, backup_id, to_time, from_copy)
+        info = backup.record.physical
+        assert info is not None  # a physical manifest always has it
+        if to_time is not None:
+            self._check_wal_reaches(store, policy, info, to_time)
+        identities = self.identities(policy)
+        if uid is not None:
+            for path, what in ((policy.source, "the policy file"), (policy.identity_file, "the identity file")):
+                if path and not _readable_by(Path(path), uid, gid):
+                    self.warn(f"{path} ({what}) is not readable by user {user}, who runs restore_command: "
+                              "recovery will stop at the first WAL fetch until it is")  # fmt: skip
+        verify_tool = pgtools.find_tool("pg_verifybackup", policy.backup.pg_bin_dir)
+        created = _prepare_empty_dir(target_dir)
+        started, t0 = clock.utcnow(), clock.monotonic()
+        key = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        where = f"backup {backup.id}, object {store.url}/{key}"
+        try:
+            extracted = self._extract(store, key, backup, identities, where, target_dir)
+            pgtools.verify_backup(verify_tool, target_dir)
+            spool = self._fetch_spool(policy, uid, gid)
+            _write_recovery_config(target_dir, restore_command(command, policy, spool), backup.id, to_time)
+            if uid is not None:
+                _chown_tree(target_dir, uid, gid)
+        except BaseException:
+            _empty(target_dir, remove=created)
+            raise
+        bin_dir, _ = pgtools.find_server_bin(int(info.pg_version), policy.drill.pg_bin_dir)
+        log_file = shlex.quote(str(target_dir / "restore.log"))
+        start = f"{bin_dir / 'pg_ctl'} -D {shlex.quote(str(target_dir))} -l {log_file} start"
+        if os.geteuid() == 0:
+            start = f"runuser -u {user} -- {start}"
+        return {
+            "backup": backup.id,
+            "pgdata": str(target_dir),
+            "target_time": clock.iso(to_time) if to_time else None,
+            "target": "time" if to_time else "latest",
+            "backup_end_time": clock.iso(info.end_time),
+            "timeline": info.timeline,
+            "owner": user,
+            "started_at": clock.iso(started),
+            "completed_at": clock.iso(clock.utcnow()),
+            "restore_seconds": round(clock.monotonic() - t0, 3),
+            "bytes_restored": extracted,
+            "verified": "pg_verifybackup",
+            "start_command": start,
+        }
+
+    def _choose_base(self, store: Store, policy: Policy, backup_id: str | None, to_time: dt.datetime | None,
+                     from_copy: str | None) -> catalog.Backup:  # fmt: skip
+        """The named base backup, or the newest one (not known to be damaged) that ended before
+        `to_time`; an error naming the earliest restorable time when every one ended after it."""
+        if backup_id or to_time is None:
+            b = self._find(store, policy, backup_id, from_copy, kind="physical")
+            if to_time is not None and b.record.physical and b.record.physical.end_time > to_time:
+                raise UsageError(f"base backup {b.id} ends at {clock.iso(b.record.physical.end_time)}, after "
+                                 f"--to-time {clock.iso(to_time)}; pick an earlier backup or a later time")  # fmt: skip
+            return b
+        verifier = self.verifier(policy)
+        damaged = {} if from_copy else catalog.read_checks(store, policy.name, verifier, self.warn).reasons()
+        bases = [b for b in catalog.scan(store, policy.name, verifier).backups
+                 if b.record.is_physical and not b.damaged and b.id not in damaged]  # fmt: skip
+        if not bases:
+            raise DrtoolError(f"{store.url}: policy '{policy.name}' has no complete base backup yet")
+        fits = [b for b in bases if b.record.physical.end_time <= to_time]  # type: ignore[union-attr]
+        if not fits:
+            oldest = min(bases, key=lambda b: b.record.physical.end_time)  # type: ignore[union-attr]
+            raise UsageError(f"--to-time {clock.iso(to_time)} is before the oldest base backup ({oldest.id}, "
+                             f"restorable from {clock.iso(oldest.record.physical.end_time)}); "  # type: ignore[union-attr]
+                             "choose a later time")  # fmt: skip
+        return max(fits, key=lambda b: b.record.physical.end_time)  # type: ignore[union-attr]
+
+    def _check_wal_reaches(self, store: Store, policy: Policy, info: PhysicalInfo, to_time: dt.datetime) -> None:
+        """A target later than the newest archived WAL cannot be reached: name the latest time that can."""
+        newest = newest_archived(store, policy, info.sysid, info.wal_segment_size)
+        if newest is None:
+            raise DrtoolError(f"{store.url}: no WAL is archived for policy '{policy.name}' (system identifier "
+                              f"{info.sysid}); a base backup alone cannot be restored to a time")  # fmt: skip
+        name, end = newest
+        if end is not None and to_time > end:
+            raise UsageError(f"--to-time {clock.iso(to_time)} is after the newest archived WAL ({name}, completed "
+                             f"{clock.iso(end)}); the latest restorable time is {clock.iso(end)}, or use "
+                             "--to-latest")  # fmt: skip
+
+    def _extract(self, store: Store, key: str, backup: catalog.Backup, identities, where: str, target: Path) -> int:
+        """Stream the base tar into `target`: decrypted and decompressed on the way, every member
+        checked by tarfile's 'data' filter (no absolute paths, no '..', no links out, no devices)."""
+        try:
+            store.stat(key)
+        except NotFound:
+            raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
+        reader = _PiecesReader(self._decoded(store, key, backup, identities, where))
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    tar.extract(member, target, filter="data")
+        except tarfile.FilterError as e:
+            raise IntegrityError(f"{where}: refused to extract: {e}") from None
+        except tarfile.TarError as e:
+            raise IntegrityError(f"{where}: not a readable tar: {e}") from None
+        return reader.size
+
+    def _fetch_spool(self, policy: Policy, uid: int | None, gid: int | None) -> Path | None:
+        """<spool_dir>/fetch, emptied: what an earlier restore fetched ahead must not be served
+        to this one."""
+        if not policy.pitr.spool_dir:
+            return None
+        spool = Path(policy.pitr.spool_dir)
+        fetch = spool / "fetch"
+        try:
+            spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.rmtree(fetch, ignore_errors=True)
+            fetch.mkdir(mode=0o700)
+            if uid is not None:
+                for p in (spool, fetch):
+                    os.chown(p, uid, gid)  # type: ignore[arg-type]
+        except OSError as e:
+            raise UsageError(f"pitr.spool_dir {spool}: cannot prepare {fetch}: {e.strerror}") from None
+        return spool
+
+    # -- wal fetch (restore_command) -----------------------------------------------------------------
+    def wal_fetch(self, policy: Policy, name: str, dest: str, spool: str | None = None) -> bool:
+        """Write the archived WAL file `name` to `dest`: True when written, False when it is not
+        archived. With a spool, a file fetched ahead is a rename, and the next `pitr.prefetch`
+        segments of the same timeline are fetched ahead (never history files; a miss is never cached)."""
+        kind = walnames.kind_of(name)
+        target = Path(dest)
+        if not target.is_absolute():
+            target = Path.cwd() / target  # PostgreSQL runs restore_command in the data directory
+        ahead = Path(spool) / "fetch" if spool else None
+        if ahead is not None and kind == "segment" and (ahead / name).is_file():
+            os.replace(ahead / name, target)
+            found = True
+        else:
+            found = None
+        store = identities = None
+        if found is None:
+            store, identities = self.store(policy), self.identities(policy)
+            found = walarchive.fetch_file(store, policy, identities, name, target)
+        if found and ahead is not None and kind == "segment" and policy.pitr.prefetch > 0:
+            self._prefetch(policy, name, ahead, store, identities)
+        return found
+
+    def _prefetch(self, policy: Policy, name: str, ahead: Path, store, identities) -> None:
+        """Top up the read-ahead: when fewer than half of the next `prefetch` segments are in the
+        spool, fetch the missing ones (several at once). Failures here are not the caller's: the
+        segment asked for was delivered, and the next request fetches its own."""
+        count = policy.pitr.prefetch
+        seg = walnames.parse_segment(name)  # the default segment size: only the next names are needed
+        wanted, s = [], seg
+        for _ in range(count):
+            s = s.next()
+            wanted.append(s.name)
+        have = {p.name for p in ahead.iterdir()} if ahead.is_dir() else set()
+        for stale in have - set(wanted):  # behind the replay position, or another timeline's
+            if walnames.SEGMENT.match(stale):
+                (ahead / stale).unlink(missing_ok=True)
+        missing = [n for n in wanted if n not in have]
+        if len(missing) * 2 < count and missing != wanted:
+            return
+        try:
+            if store is None:
+                store, identities = self.store(policy), self.identities(policy)
+            cluster = walarchive.read_cluster(store, policy)
+        except DrtoolError:
+            return
+        if cluster is None:
+            return
+
+        def one(n: str) -> bool:
+            try:
+                return walarchive.fetch_file(store, policy, identities, n, ahead / n, cluster.sysid)
+            except DrtoolError:
+                return False
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, policy.pitr.upload_workers))) as pool:
+            results = list(pool.map(one, missing))
+        # a segment after a gap cannot be replayed before the gap is filled: keep only the run
+        if False in results:
+            for n in missing[results.index(False) :]:
+                (ahead / n).unlink(missing_ok=True)
+
+
+def needed_segments(info: PhysicalInfo) -> list[walnames.Segment]:
+    """The WAL segments from a base backup's start LSN to its end LSN (the end's own segment
+    holds the byte before it), on the backup's timeline."""
+    start = walnames.segment_of(walnames.parse_lsn(info.start_lsn), info.timeline, info.wal_segment_size)
+    end_lsn = walnames.parse_lsn(info.end_lsn)
+    end = walnames.segment_of(max(end_lsn - 1, walnames.parse_lsn(info.start_lsn)), info.timeline,
+                              info.wal_segment_size)  # fmt: skip
+    return walnames.segments_between(start, end)
+
+
+def newest_archived(
+    store: Store, policy: Policy, sysid: str, segment_size: int
+) -> tuple[str, dt.datetime | None] | None:
+    """(name, completed time) of the newest archived WAL segment (highest position, then
+    timeline), from its object metadata `end`; None when nothing is archived."""
+    best: tuple[int, int, str, str] | None = None
+    for obj in walarchive.archived(store, policy, sysid):
+        name = walnames.name_of_key(obj.key)
+        base = name[:24]
+        if walnames.kind_of(name) not in ("segment", "partial"):
+            continue
+        seg = walnames.parse_segment(base, segment_size)
+        rank = (seg.number, seg.timeline, name, obj.key)
+        if best is None or rank > best:
+            best = rank
+    if best is None:
+        return None
+    end = store.stat(best[3]).metadata.get("end")
+    return best[2], clock.parse_iso(end) if end else None
+
+
+class _PiecesReader:
+    """A file-like view of an iterator of byte pieces, for tarfile's stream mode."""
+
+    def __init__(self, pieces):
+        self._it = iter(pieces)
+        self._buf = b""
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            piece = next(self._it, None)
+            if piece is None:
+                break
+            self._buf += piece
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        self.size += len(out)
+        return out
+
+
+def _owner(owner: str | None) -> tuple[int | None, int | None, str]:
+    """(uid, gid, name) the restored files belong to: as root, `owner` or postgres; otherwise the
+    current user (and --owner must be that user)."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() != 0:
+        if owner and owner != me:
+            raise UsageError(f"--owner {owner}: only root can restore files for another user")
+        return None, None, me
+    name = owner or "postgres"
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(f"--owner {name}: no such user (PostgreSQL refuses to run as root)") from None
+    if entry.pw_uid == 0:
+        raise UsageError("--owner root: PostgreSQL refuses to run as root; name the server's user")
+    return entry.pw_uid, entry.pw_gid, name
+
+
+def _prepare_empty_dir(path: Path) -> bool:
+    """Make sure `path` is an empty folder, mode 0700; True when this call created it."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UsageError(f"--pgdata {path} exists and is not a folder")
+        if any(path.iterdir()):
+            raise UsageError(f"--pgdata {path} is not empty; restore into an empty or new folder")
+        os.chmod(path, 0o700)
+        return False
+    try:
+        path.mkdir(mode=0o700)
+    except FileNotFoundError:
+        raise UsageError(f"--pgdata {path}: its parent folder does not exist") from None
+    except OSError as e:
+        raise UsageError(f"--pgdata {path}: cannot create it: {e.strerror}") from None
+    os.chmod(path, 0o700)  # whatever the umask
+    return True
+
+
+def _empty(path: Path, *, remove: bool) -> None:
+    """After a failed restore: the folder as it was (empty, or gone when this restore made it)."""
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _readable_by(path: Path, uid: int, gid: int | None) -> bool:
+    """Whether user uid (primary group gid) may read path, by its mode bits and its folders'."""
+    try:
+        for p in [path, *path.parents]:
+            st = p.stat()
+            need = 0o4 if p == path else 0o1
+            if st.st_uid == uid:
+                ok = st.st_mode & (need << 6)
+            elif st.st_gid == gid:
+                ok = st.st_mode & (need << 3)
+            else:
+                ok = st.st_mode & need
+            if not ok:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _chown_tree(root: Path, uid: int, gid: int | None) -> None:
+    os.chown(root, uid, gid if gid is not None else -1)
+    for folder, dirs, files in os.walk(root):
+        for n in dirs + files:
+            os.chown(os.path.join(folder, n), uid, gid if gid is not None else -1, follow_symlinks=False)
+
+
+def _drtool_for_server(path: str | None) -> str:
+    """The shell words that run drtool for PostgreSQL: `path` (--drtool), else the console script
+    beside this interpreter, else this interpreter with -m drtool. Always absolute."""
+    if path:
+        p = Path(os.path.abspath(path))
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise UsageError(f"--drtool {path}: not an executable file")
+        return shlex.quote(str(p))
+    script = Path(sys.executable).parent / "drtool"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(Path(os.path.abspath(script))))
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m drtool"
+
+
+def restore_command(drtool: str, policy: Policy, spool: Path | None) -> str:
+    parts = [drtool, "wal", "fetch", "--policy", shlex.quote(os.path.abspath(policy.source))]
+    if spool is not None:
+        parts += ["--spool", shlex.quote(str(spool))]
+    return " ".join([*parts, "%f", "%p"])
+
+
+def _conf_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _write_recovery_config(pgdata: Path, command: str, backup_id: str, to_time: dt.datetime | None) -> None:
+    """postgresql.auto.conf gets the recovery settings (later lines win over the backup's own),
+    and recovery.signal makes the server replay archived WAL, then promote."""
+    lines = [
+        f"{AUTO_CONF_MARK} of base backup {backup_id} at {clock.iso(clock.utcnow())}",
+        f"restore_command = {_conf_str(command)}",
+        "recovery_target_timeline = 'latest'",
+        "recovery_target_action = 'promote'",
+    ]
+    if to_time is not None:
+        t = to_time.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        lines.append(f"recovery_target_time = {_conf_str(t)}")
+    auto = pgdata / "postgresql.auto.conf"
+    with open(auto, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    (pgdata / "recovery.signal").touch(mode=0o600)
