@@ -66,6 +66,12 @@ def restore_root():
 
 
 def _restore(c, target: Path, *args: str, policy: Path | None = None):
+    """restore --pgdata on the restore host, where the server's user (postgres) reads the identity
+    for restore_command (as the README's runbook sets it up)."""
+    if os.geteuid() == 0:
+        import pwd
+
+        os.chown(c.key, pwd.getpwnam("postgres").pw_uid, -1)
     return c.cli("restore", "-p", str(policy or c.policy), "--pgdata", str(target), "--drtool", str(c.drtool),
                  "--json", *args)  # fmt: skip
 
