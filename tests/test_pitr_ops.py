@@ -4,7 +4,14 @@ restorable window and the chain's gaps, retention per kind, WAL pruned across tw
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
+from services import need, pg_bindir
 from test_pitr_restore import Restored, _restore
 from test_pitr_restore import restore_root as restore_root  # noqa: F401  (a fixture)
 
@@ -140,5 +147,89 @@ def test_prune_with_two_timelines_keeps_what_the_kept_base_backup_needs(make_pit
         restored.wait_promoted()
         ids = restored.pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM ops_rows")
         assert ids == "1,2,3,10,11,12"
+    finally:
+        restored.stop()
+
+
+def _runbook_restore_command(store: Path, sysid: str, policy: str, key: Path) -> str:
+    """The restore_command of docs/storage-format.md, as written there, with this test's paths."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "storage-format.md").read_text()
+    [line] = [x for x in doc.splitlines() if x.startswith("restore_command = '")]
+    command = line[len("restore_command = '") : -1]
+    command = command.replace("/var/backups/drtool/orders/wal/7312345678901234567/", f"{store}/{policy}/wal/{sysid}/")
+    return command.replace("/etc/drtool/orders.key", str(key))
+
+
+def _as_postgres_sh(script: str) -> subprocess.CompletedProcess:
+    argv = ["sh", "-c", script]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def _mirror(seaweed, c, into: Path) -> None:
+    """The policy's objects as a folder store holds them (same keys), readable by postgres."""
+    bucket, _, prefix = c.store_url[len("s3://") :].partition("/")
+    client = seaweed.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{c.policy_name}/"):
+        for o in page.get("Contents", []):
+            path = into / o["Key"][len(prefix) + 1 :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, o["Key"], str(path))
+    for p in [into, *into.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_point_in_time_restore_with_stock_tools_and_the_runbook_restore_command(
+    make_pitr, seaweed, restore_root, age_bin
+):
+    need(shutil.which("zstd") is not None, "the stock zstd tool")
+    c = make_pitr()
+    c.pg.psql("CREATE TABLE ops_rows (id int PRIMARY KEY)")
+    c.pg.psql("INSERT INTO ops_rows SELECT generate_series(1, 3)")
+    r = c.cli("backup", "--physical", "-p", str(c.policy), "--json")
+    assert r.code == 0, r.err
+    base = r.only
+    _archive(c, range(4, 7))
+    c.stop()
+    store = restore_root / "store"
+    _mirror(seaweed, c, store)
+    if os.geteuid() == 0:  # restore_command runs as the server's user
+        os.chown(c.key, pwd.getpwnam("postgres").pw_uid, -1)
+    command = _runbook_restore_command(store, base["physical"]["sysid"], c.policy_name, c.key)
+
+    # the command's answers, as PostgreSQL reads them: 1 for a file that is not archived, 200 for
+    # one that is there but does not decrypt
+    probe = restore_root / "probe"
+    probe.mkdir()
+    probe.chmod(0o777)  # the server's user writes there
+    r = _as_postgres_sh(command.replace("%f", "00000009.history").replace("%p", f"{probe}/x"))
+    assert r.returncode == 1, r.stderr
+    seg = next((store / c.policy_name / "wal" / base["physical"]["sysid"]).glob("0*/*.zst.age"))
+    r = _as_postgres_sh(command.replace("%f", seg.name[:24]).replace("%p", f"{probe}/ok"))
+    assert r.returncode == 0 and (probe / "ok").stat().st_size == 16 * 1024 * 1024, r.stderr
+    seg.write_bytes(seg.read_bytes()[:-20])  # truncated: age fails on it
+    r = _as_postgres_sh(command.replace("%f", seg.name[:24]).replace("%p", f"{probe}/y"))
+    assert r.returncode == 200, (r.returncode, r.stderr)
+    _mirror(seaweed, c, store)  # back to the archived bytes
+
+    # the runbook, step by step, with no drtool anywhere
+    data = restore_root / "stock"
+    data.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+    b = store / c.policy_name / "backups" / base["id"]
+    bindir = pg_bindir()
+    r = _as_postgres_sh(f"cd {data} && {age_bin} -d -i {c.key} {b}/base.tar.zst.age | zstd -d | tar -x && "
+                        f"{bindir}/pg_verifybackup -n . && touch recovery.signal")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with open(data / "postgresql.auto.conf", "a") as f:
+        f.write(f"restore_command = '{command}'\nrecovery_target_action = 'promote'\narchive_mode = off\n")
+    start = f"{bindir}/pg_ctl -D {data} -l {data}/restore.log start"
+    restored = Restored(c.pg, data, f"runuser -u postgres -- {start}" if os.geteuid() == 0 else start)
+    assert restored.start().returncode == 0, restored.log()
+    try:
+        restored.wait_promoted()
+        assert restored.pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM ops_rows") == "1,2,3,4,5,6"
     finally:
         restored.stop()
