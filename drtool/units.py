@@ -153,3 +153,38 @@ WantedBy=multi-user.target
 _ENVIRONMENT = f"""# Secrets (*_PGPASSWORD, AWS_*, webhook URLs) as KEY=value lines, root-owned, mode 0600.
 # Or systemd credentials: LoadCredential= (README, "Secrets for unattended runs").
 EnvironmentFile=-{ENV_FILE}"""
+
+
+def wal_daemon_units(policies: list[Policy], drtool: str) -> dict[str, str]:
+    """One long-running service per policy with [pitr] enabled: `drtool wal daemon` as the postgres
+    user (it reads pg_wal and writes the spool PostgreSQL's archive_command reads), restarted
+    whenever it stops. `wal push` uploads by itself while it is down, so archiving never waits on it."""
+    files = {}
+    for p in policies:
+        if not p.pitr.enabled:
+            continue
+        service = f"""[Unit]
+Description=drtool wal daemon: WAL archiving of {p.name} ({p.pitr.pgdata})
+After=network-online.target postgresql.service
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=postgres
+Group=postgres
+{_ENVIRONMENT}
+ExecStart={drtool} wal daemon --policy {p.source.resolve()}
+# SIGTERM: uploads in flight finish, nothing unfinished is acknowledged
+KillSignal=SIGTERM
+TimeoutStopSec=120s
+Restart=always
+RestartSec=5s
+{_HARDENING}
+ReadWritePaths=-{p.pitr.spool_dir}
+ReadOnlyPaths=-{p.pitr.pgdata} -{p.source.resolve().parent}
+
+[Install]
+WantedBy=multi-user.target
+"""
+        files[f"drtool-wal-{p.name}.service"] = service
+    return files

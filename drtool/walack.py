@@ -19,13 +19,14 @@ exception, KeyboardInterrupt and SIGTERM end in 1.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
 import time
 import tomllib
 from pathlib import Path
+
+from .walspool import answer, daemon_alive
 
 POLL = 0.02  # seconds between looks at the spool while the daemon works
 USAGE = "usage: drtool wal push --policy FILE PATH (PostgreSQL's archive_command: ... wal push --policy FILE %p)"
@@ -90,10 +91,10 @@ def run(argv: list[str]) -> tuple[int, str]:
     name = os.path.basename(wal_path)
     spool, ack_timeout = _spool_settings(policy_file)
     if spool is not None:
-        answer = _answer(spool, name)
-        if answer is not None:
-            return answer
-        if _daemon_alive(spool):
+        verdict = answer(spool, name)
+        if verdict is not None:
+            return verdict
+        if daemon_alive(spool):
             waited = _wait_for_daemon(spool, name, ack_timeout)
             if waited is not None:
                 return waited
@@ -121,38 +122,6 @@ def _seconds(value: object) -> float:
         return 60.0
 
 
-def _answer(spool: Path, name: str) -> tuple[int, str] | None:
-    """The daemon's verdict on name, if it gave one."""
-    ack = spool / "ack"
-    if os.path.exists(ack / f"{name}.ok"):
-        return 0, ""
-    try:
-        with open(ack / f"{name}.error", encoding="utf-8", errors="replace") as f:
-            text = " ".join(f.read().split())
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return None
-        return 1, f"{ack / (name + '.error')}: cannot read: {e.strerror}"
-    return 1, f"{text or name + ': refused'} (remove {ack / (name + '.error')} once resolved)"
-
-
-def _daemon_alive(spool: Path) -> bool:
-    """True while some process holds the daemon's lock (an exclusive flock on daemon.lock)."""
-    import fcntl
-
-    try:
-        fd = os.open(spool / "daemon.lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a shared lock taken here
-    return False
-
-
 def _wait_for_daemon(spool: Path, name: str, ack_timeout: float) -> tuple[int, str] | None:
     """The daemon's verdict within ack_timeout; None when the daemon went away meanwhile (then
     this process pushes the file itself)."""
@@ -160,12 +129,12 @@ def _wait_for_daemon(spool: Path, name: str, ack_timeout: float) -> tuple[int, s
     checks = 0
     while time.monotonic() < deadline:
         time.sleep(POLL)
-        answer = _answer(spool, name)
-        if answer is not None:
-            return answer
+        verdict = answer(spool, name)
+        if verdict is not None:
+            return verdict
         checks += 1
-        if checks % 10 == 0 and not _daemon_alive(spool):
-            return _answer(spool, name)
+        if checks % 10 == 0 and not daemon_alive(spool):
+            return answer(spool, name)
     return 1, (f"{name}: the WAL daemon did not acknowledge it within {ack_timeout:g}s "
                "(pitr.ack_timeout); PostgreSQL retries it")  # fmt: skip
 

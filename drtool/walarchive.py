@@ -191,7 +191,7 @@ def _pgdata_of(path: Path, policy: Policy) -> Path | None:
     return parent.parent if parent.name == "pg_wal" else None
 
 
-def _sysid_of_cluster(pgdata: Path | None) -> int | None:
+def sysid_of_cluster(pgdata: Path | None) -> int | None:
     if pgdata is None:
         return None
     try:
@@ -222,7 +222,7 @@ def push_file(
             raise ForeignWal(f"{path}: segment header says cluster {local.sysid}, the data directory {sysid}")
         sysid = local.sysid
     if sysid is None:
-        sysid = _sysid_of_cluster(pgdata)
+        sysid = sysid_of_cluster(pgdata)
     if sysid is None:
         known = read_cluster(store, policy)
         if known is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -198,3 +199,44 @@ def pitr(seaweed, bucket):
     yield cluster
     cluster.stop()
     shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def start_daemon(cluster: PitrCluster, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`drtool wal daemon` as the postgres user (as its systemd service runs), once it holds its lock."""
+    from drtool import walspool
+
+    argv = [str(cluster.drtool), "wal", "daemon", "--policy", str(cluster.policy)]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    log = open(cluster.base / "daemon.log", "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})}, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not walspool.daemon_alive(cluster.spool):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"wal daemon did not start: {(cluster.base / 'daemon.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def daemon_pid(cluster: PitrCluster) -> int:
+    """The daemon's own pid (under runuser), from its lock file."""
+    return int((cluster.spool / "daemon.lock").read_text().strip())
+
+
+def wait_for(what: str, check, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_daemon(cluster: PitrCluster, proc: subprocess.Popen) -> int:
+    """SIGTERM to the daemon itself (as systemd stops it); its exit code."""
+    try:
+        os.kill(daemon_pid(cluster), signal.SIGTERM)
+    except (ProcessLookupError, ValueError, OSError):
+        pass
+    return proc.wait(timeout=60)

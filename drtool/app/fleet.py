@@ -8,6 +8,10 @@ from typing import Any
 from .. import clock, health
 from ..policy import InvalidPolicy, Policy
 from .base import AppBase
+from .wal import wal_status
+
+# the few archive fields `status` shows per policy with [pitr] enabled (issue 13 extends them)
+WAL_FIELDS = ("daemon_alive", "backlog", "oldest_ready", "newest_archived", "newest_archived_age_seconds")
 
 
 def fleet_status(app: AppBase, policies: Sequence[Policy], invalid: Sequence[InvalidPolicy] = ()) -> dict[str, Any]:
@@ -15,6 +19,9 @@ def fleet_status(app: AppBase, policies: Sequence[Policy], invalid: Sequence[Inv
     worst of the policies' (an invalid policy file makes it unhealthy); each component shows the
     first policy's problem with it, or "ok"."""
     per = {p.name: app.status(p) for p in policies}  # type: ignore[attr-defined]
+    for p in policies:
+        if p.pitr.enabled:
+            _add_wal_archive(app, p, per[p.name])
     overall = health.worst(*(r["status"] for r in per.values()), *(["unhealthy"] if invalid else []))
     components: dict[str, str] = {}
     for r in per.values():
@@ -22,3 +29,14 @@ def fleet_status(app: AppBase, policies: Sequence[Policy], invalid: Sequence[Inv
             if components.get(k, "ok") == "ok":
                 components[k] = v
     return {"status": overall, "checked_at": clock.iso(clock.utcnow()), "policies": per, "components": components}
+
+
+def _add_wal_archive(app: AppBase, policy: Policy, row: dict[str, Any]) -> None:
+    """row["wal"] (WAL_FIELDS) and the wal_archive component; a refused file, a growing backlog or
+    an unreadable archive make the policy degraded."""
+    w = wal_status(app, policy)
+    row["wal"] = {k: w[k] for k in WAL_FIELDS}
+    row["components"]["wal_archive"] = "; ".join(w["problems"]) or "ok"
+    if w["problems"]:
+        row["status"] = health.worst(row["status"], "degraded")
+        row["reasons"] = [*row["reasons"], *(f"WAL archive: {p}" for p in w["problems"])]

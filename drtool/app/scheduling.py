@@ -1,4 +1,5 @@
-"""Use case: the systemd units or crontab lines that call `drtool run`, printed or installed."""
+"""Use case: the systemd units or crontab lines that call `drtool run` (and the services of
+`drtool wal daemon` for policies with [pitr] enabled), printed or installed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def schedule_files(policies: Sequence[Policy], policy_path: str, fmt: str, drtoo
             raise UsageError("--serve makes a systemd service; it takes neither --format cron nor --only")
         return units.serve_unit(path, drtool, serve_listen, "30s")
     make = units.systemd_units if fmt == "systemd" else units.crontab
-    return make(list(policies), path, drtool, only)
+    files = make(list(policies), path, drtool, only)
+    if fmt == "systemd" and not only:  # the WAL daemons of policies with [pitr] enabled
+        files.update(units.wal_daemon_units(list(policies), drtool))
+    return files
 
 
 def install(files: dict[str, str], install_dir: str) -> list[str]:

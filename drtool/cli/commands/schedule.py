@@ -34,7 +34,8 @@ def schedule(ctx: Ctx, policy_path: str, fmt: str, install_dir: str | None, drto
         ctx.info(f"wrote {path}")
     if fmt == "systemd":
         unit = next(n for n in files if n.endswith((".timer", "-serve.service")))
-        ctx.info(f"then: systemctl daemon-reload && systemctl enable --now {unit}")
+        wal = [n for n in files if n.startswith("drtool-wal-")]
+        ctx.info(f"then: systemctl daemon-reload && systemctl enable --now {' '.join([unit, *wal])}")
     else:
         ctx.info("then: copy the line into root's crontab (crontab -e), or /etc/cron.d with a user field")
 

@@ -6,10 +6,17 @@ code, for `drtool wal --help` and `python -m drtool.cli.main`."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import click
 
 from ... import walack
-from ..context import POLICY_HELP
+from ...app.wal import run_daemon, wal_status
+from ..context import POLICY_HELP, Ctx, json_option, name_option, one_policy, pass_ctx, policy_option
+from ..output import emit_json
+from ..render import human_duration
 from .wal_fetch import fetch
 
 
@@ -33,3 +40,42 @@ def push(policy_path: str, path: str) -> None:
 
 
 wal.add_command(fetch)  # restore_command (drtool/cli/commands/wal_fetch.py)
+
+
+@wal.command()
+@policy_option
+@name_option
+@pass_ctx
+def daemon(ctx: Ctx, policy_path: str, policy_name: str | None) -> None:
+    """Upload WAL ahead of archive_command: scan pg_wal/archive_status, upload pitr.upload_workers
+    files at once, acknowledge each once durable. Runs until SIGTERM (a systemd service as postgres)."""
+    policy = one_policy(ctx, policy_path, policy_name)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    ctx.info(f"wal daemon of {policy.name}: uploading from {policy.pitr.pgdata}/pg_wal (pid {os.getpid()})")
+    result = run_daemon(ctx.app, policy, stop)
+    ctx.info(f"wal daemon of {policy.name}: stopped after archiving {result['archived']} file(s)")
+
+
+@wal.command(name="status")
+@policy_option
+@name_option
+@json_option
+@pass_ctx
+def status_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) -> None:
+    """The archive's state: backlog of .ready files, daemon alive, newest archived file and its age."""
+    policy = one_policy(ctx, policy_path, policy_name)
+    doc = wal_status(ctx.app, policy, with_store=True)
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{policy.name}: daemon {'running' if doc['daemon_alive'] else 'not running'}; "
+               f"backlog {doc['backlog'] if doc['backlog'] is not None else 'unknown'} file(s) waiting")  # fmt: skip
+    newest = doc.get("newest_archived")
+    if newest:
+        click.echo(f"  newest archived: {newest} ({human_duration(doc['newest_archived_age_seconds'])} ago)")
+    else:
+        click.echo("  nothing archived yet")
+    for line in doc["problems"]:
+        click.echo(f"  - {line}")
