@@ -71,6 +71,8 @@ class RestoreJobs(AppBase):
         None when it has neither physical backups nor archived WAL."""
         backups = [(r["id"], r["physical"]) for r in rows
                    if r.get("kind") == "physical" and r.get("status") == "ok" and r.get("physical")]  # fmt: skip
+        if not backups and not policy.pitr.enabled:
+            return None  # no LIST of an archive that cannot exist (a fleet lists many policies)
         return walview.window(self.store(policy, target=target), policy.name, backups,
                               self.optional_identities(policy), self.warn)  # fmt: skip
 
@@ -296,6 +298,8 @@ class RestoreJobs(AppBase):
                     identities) -> tuple[list[dict[str, Any]] | None, list[str]]:  # fmt: skip
         """The WAL chain from each listed physical backup (or the one named) to the newest archived
         segment; (None, []) when the policy has no physical backup."""
+        if not policy.pitr.enabled:
+            return None, []  # no second scan of a policy without PITR
         listing = catalog.scan(store, policy.name, self.verifier(policy))
         physical = [(b.id, doc) for b in listing.restorable if (doc := walview.physical_doc(b)) is not None
                     and (backup_id is None or b.id == backup_id)]  # fmt: skip

@@ -296,6 +296,8 @@ class ScheduleJobs(AppBase):
         timeline histories are read and followed; without it only WAL older than every kept base
         backup's start goes."""
         physical = [(b.id, doc) for b in kept if (doc := walview.physical_doc(b)) is not None]
+        if not physical and not policy.pitr.enabled:
+            return []  # nothing to prune, and no LIST of an archive that cannot exist
         retained: list[str] = []
 
         def delete(key: str) -> None:
