@@ -61,6 +61,8 @@ def test_segment_deleted_from_the_middle_of_the_chain_is_named_by_verify_and_lis
 
     r = c.cli("verify", "-p", str(c.policy), "--json")
     assert r.code == 0, r.err
+    [checked] = r.json["policies"][0]["backups"]  # the base backup's object, decrypted to the end
+    assert checked["id"] == base["id"] and checked["ok"] and checked["authenticated"]
     [chain] = r.json["policies"][0]["wal"]
     assert chain["ok"] and chain["backup"] == base["id"] and chain["newest"] == names[-1]
     r = c.cli("list", "-p", str(c.policy), "--json")
@@ -129,6 +131,14 @@ def test_prune_with_two_timelines_keeps_what_the_kept_base_backup_needs(make_pit
                                                         walnames.parse_segment(n[:24]).number >= b2_start.number
                                                         for n in doomed)  # fmt: skip
     assert _stored_wal(seaweed, c, b1["physical"]["sysid"]) == before  # a dry run deletes nothing
+    # a host without the identity cannot read the history files: it deletes no more than this
+    blind = c.base / "blind.toml"
+    blind.write_text("\n".join(x for x in c.policy.read_text().splitlines() if not x.startswith("identity_file")))
+    r = c.cli("prune", "--dry-run", "-p", str(blind), "--json")
+    assert r.code == 0, r.err
+    [blind_wal] = r.json["policies"][0]["wal"]
+    assert not blind_wal["timelines_followed"] and wal["timelines_followed"]
+    assert set(blind_wal["delete"]) <= doomed and "00000002.history" not in blind_wal["delete"]
 
     r = c.cli("prune", "-p", str(c.policy), "--json")
     assert r.code == 0, r.err
