@@ -259,6 +259,7 @@ class ClusterInfo:
     server_version: str
     server_version_num: int
     extra_tablespaces: tuple[str, ...]  # beyond pg_default and pg_global: base backups refuse them
+    size: int = 0  # bytes of all its databases (what a base backup copies, roughly)
 
 
 def cluster_info(conninfo: Conninfo) -> ClusterInfo:
@@ -272,6 +273,8 @@ def cluster_info(conninfo: Conninfo) -> ClusterInfo:
             spaces = [r[0] for r in conn.execute(
                 "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
             )]  # fmt: skip
+            (size,) = conn.execute("SELECT coalesce(sum(pg_database_size(oid)), 0)::bigint FROM pg_database "
+                                   "WHERE datallowconn").fetchone()  # fmt: skip
         except psycopg.Error as e:
             raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
-    return ClusterInfo(int(sysid), int(seg), version, num, tuple(spaces))
+    return ClusterInfo(int(sysid), int(seg), version, num, tuple(spaces), int(size))

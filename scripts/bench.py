@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from services import PgCluster, Seaweed, pg_bindir, tmpdir  # noqa: E402
 
@@ -249,6 +250,10 @@ def main() -> None:
         from bench_pitr import pitr_main
 
         return pitr_main([a for a in sys.argv[1:] if a != "--pitr"])
+    if "--physical" in sys.argv[1:]:
+        from bench_physical import physical_main
+
+        return physical_main([a for a in sys.argv[1:] if a != "--physical"])
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=50)
     ap.add_argument("--filler", choices=["random", "blank", "both"], default="both")

@@ -1,17 +1,12 @@
-"""scripts/bench --pitr: the PITR targets of issue 12, side by side in one run, on a throwaway
-PostgreSQL 15 cluster archiving with `drtool wal push` (+ `drtool wal daemon`) into a throwaway
-SeaweedFS (the cluster of tests/pitr_fixtures.py):
+"""scripts/bench --pitr: the archiving targets of issue 12, in one run, on a throwaway PostgreSQL 15
+cluster archiving with `drtool wal push` (+ `drtool wal daemon`) into a throwaway SeaweedFS (the
+cluster of tests/pitr_fixtures.py):
 
 - archiving keeps up: the peak `.ready` backlog during a write burst (pgbench -i with random
   filler), with the daemon, with `wal push` alone (synchronous uploads) and with `cp`;
-- `wal push` of a file the daemon already acknowledged, as PostgreSQL runs it (ms, median);
-- base backup: `drtool backup --physical` against the stock pipe
-  `pg_basebackup -Ft -D - -X none | zstd -1 -T0 | age | aws s3 cp -` (and to /dev/null);
-- restore to latest over >= --wal-mb of WAL: `drtool restore --pgdata --to-latest`, then the
-  server replaying through `drtool wal fetch` until promoted; peak memory of drtool's processes.
+- `wal push` of a file the daemon already acknowledged, as PostgreSQL runs it (ms, median).
 
-pgBackRest rows need the `pgbackrest` binary (Debian package pgbackrest); without it they are
-left out and the output says so.
+Base backup and restore + replay rows are `scripts/bench --physical` (scripts/bench_physical.py).
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,27 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench import aws_cli, load_pgbench, shell, timed  # noqa: E402
+from bench import load_pgbench  # noqa: E402
 from pitr_fixtures import make_pitr_cluster, s3_storage_toml  # noqa: E402
-from services import PgCluster, Seaweed, pg_bindir, tmpdir  # noqa: E402
-
-
-def _proc_pss_mb(match) -> float:
-    """Total PSS (MB) of the processes whose command line satisfies `match`."""
-    total = 0
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-            if not match(argv):
-                continue
-            for line in (d / "smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return total / 1024
+from services import Seaweed, tmpdir  # noqa: E402
 
 
 class Sampler:
@@ -175,71 +151,22 @@ def _push_ack_ms(c, runs: int = 20) -> dict:
     return row
 
 
-def _grow_wal(c, db: str, mb: int) -> int:
-    """Update rows until at least `mb` MB of WAL were written; the WAL bytes written."""
-    start = c.pg.psql("SELECT pg_current_wal_lsn()")
-    written = 0
-    while written < mb * 1e6:
-        c.pg.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 4 = 0", db=db)
-        written = int(c.pg.psql(f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn"))
-    return written
-
-
-def _restore_to_latest(c, target: Path, env: dict) -> dict:
-    """drtool restore --pgdata --to-latest, then start the server and wait until promoted."""
-    drtool = [sys.executable, "-m", "drtool", "--quiet"]
-    m = timed([*drtool, "restore", "-p", str(c.policy), "--pgdata", str(target), "--to-latest",
-               "--drtool", str(c.drtool), "--json"], env, stdout=subprocess.DEVNULL)  # fmt: skip
-    start = f"{pg_bindir() / 'pg_ctl'} -D {shlex.quote(str(target))} -l {target}/restore.log start"
-    if os.geteuid() == 0:
-        start = f"runuser -u postgres -- {start}"
-    restored = PgCluster(pg_bindir(), target.parent)
-    restored.data, restored.port, restored.sock = target, c.pg.port, c.pg.sock
-    fetchers = Sampler(lambda: _proc_pss_mb(lambda a: b"wal" in a and b"fetch" in a))
-    t0 = time.monotonic()
-    if os.geteuid() == 0:  # restore_command runs as the server's user: it reads the identity
-        shutil.chown(c.key, "postgres")
-    with fetchers:
-        r = subprocess.run(shlex.split(start), capture_output=True, timeout=600)
-        if r.returncode != 0:
-            log = (target / "restore.log").read_text(errors="replace")[-2000:]
-            raise SystemExit(f"bench: restored server did not start: {log}")
-        while restored.psql("SELECT pg_is_in_recovery()", check=False) != "f":
-            if time.monotonic() - t0 > 3600:
-                raise SystemExit("bench: restored server did not promote in an hour")
-            time.sleep(0.2)
-    replay = time.monotonic() - t0
-    subprocess.run(shlex.split(start.replace(" start", " stop -m fast").replace(f"-l {target}/restore.log ", "")),
-                   capture_output=True, timeout=120)  # fmt: skip
-    row = {"restore_s": round(m["seconds"], 2), "restore_peak_mb": round(m["peak_mb"], 1),
-           "start_to_promoted_s": round(replay, 2), "total_s": round(m["seconds"] + replay, 2),
-           "wal_fetch_peak_mb": round(fetchers.peak, 1)}  # fmt: skip
-    print(f"bench:   restore to latest {row}", file=sys.stderr)
-    return row
-
-
 def pitr_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench --pitr")
-    ap.add_argument("--scale", type=int, default=50, help="pgbench scale of the base backup (random filler)")
     ap.add_argument("--burst-scale", type=int, default=20, help="pgbench scale of each write burst")
-    ap.add_argument("--wal-mb", type=int, default=1024, help="WAL written after the base backup, replayed")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--json", default=str(ROOT / ".bench" / "pitr.json"))
+    ap.add_argument("--json", default=str(ROOT / ".bench" / "pitr-archiving.json"))
     args = ap.parse_args(argv)
 
     work = tmpdir("drtool-bench-pitr-")
     os.chmod(work, 0o755)
     weed = Seaweed(work / "weed")
-    results: dict = {"scale": args.scale, "burst_scale": args.burst_scale, "wal_mb": args.wal_mb,
-                     "cpus": os.cpu_count(), "pgbackrest": shutil.which("pgbackrest")}  # fmt: skip
+    results: dict = {"burst_scale": args.burst_scale, "cpus": os.cpu_count()}
     c = daemon = None
     try:
         weed.start()
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
         bucket = weed.make_bucket("drtool-bench-pitr")
         c = make_pitr_cluster(s3_storage_toml(weed.endpoint, bucket, "pitr"), extra_pitr="upload_workers = 4")
-        env = {**os.environ, "TEST_PGPASSWORD": c.pg.PASSWORD, "PGPASSWORD": c.pg.PASSWORD}
-        launcher = str(c.drtool)
 
         print("bench: archiving under a write burst...", file=sys.stderr)
         daemon = _start_daemon(c)
@@ -253,35 +180,6 @@ def pitr_main(argv: list[str]) -> None:
             shutil.chown(cp_dir, "postgres")
         _set_archive_command(c, f"test ! -f {cp_dir}/%f && cp %p {cp_dir}/%f")
         results["burst_cp"] = _burst(c, "cp", args.burst_scale)
-        _set_archive_command(c, f"{launcher} wal push --policy {c.policy} %p")
-        daemon = _start_daemon(c)
-
-        print(f"bench: base backup of pgbench scale {args.scale} (random filler)...", file=sys.stderr)
-        db = "base"
-        size = load_pgbench(c.pg, db, args.scale, "random")
-        _drain(c)
-        results["db_bytes"] = size
-        conn = shlex.join([str(pg_bindir() / "pg_basebackup"), "-Ft", "-D", "-", "-X", "none", "-c", "fast",
-                           "-h", "127.0.0.1", "-p", str(c.pg.port), "-U", "postgres"])  # fmt: skip
-        pipe = f"{conn} | zstd -1 -T0 -q | age -r {c.recipient}"
-        results["stock_base_pipe_null"] = _round(timed(shell(f"{pipe} >/dev/null"), env))
-        aws = aws_cli()
-        if aws:
-            up = shlex.join([aws, "s3", "cp", "--only-show-errors", "--endpoint-url", weed.endpoint, "-"])
-            results["stock_base_pipe_s3"] = _round(timed(shell(f"{pipe} | {up} s3://{bucket}/stock/base"), env))
-        drtool = [sys.executable, "-m", "drtool", "--quiet"]
-        results["drtool_backup_physical"] = _round(timed([*drtool, "backup", "--physical", "-p", str(c.policy)], env))
-        for k in ("stock_base_pipe_null", "stock_base_pipe_s3", "drtool_backup_physical"):
-            if k in results:
-                print(f"bench:   {k:<24} {results[k]}", file=sys.stderr)
-
-        print(f"bench: {args.wal_mb} MB of WAL after the base backup...", file=sys.stderr)
-        results["wal_written_mb"] = round(_grow_wal(c, db, args.wal_mb) / 1e6)
-        _drain(c)
-        _stop(daemon)
-        daemon = None
-        c.stop()
-        results["restore_to_latest"] = _restore_to_latest(c, work / "restored", env)
     finally:
         if daemon is not None:
             _stop(daemon)
@@ -294,14 +192,9 @@ def pitr_main(argv: list[str]) -> None:
     print(render(results))
 
 
-def _round(m: dict) -> dict:
-    return {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
-
-
 def render(r: dict) -> str:
-    out = [f"PITR bench: base backup of pgbench scale {r['scale']} ({r['db_bytes'] / 1e6:.0f} MB, random filler), "
-           f"bursts of scale {r['burst_scale']}, {r['wal_written_mb']} MB of WAL replayed, {r['cpus']} CPUs",
-           "", "archiving under a write burst: peak .ready backlog (target <= 2 with the daemon)"]  # fmt: skip
+    out = [f"PITR archiving bench: bursts of pgbench -i scale {r['burst_scale']} (random filler), {r['cpus']} CPUs",
+           "peak .ready backlog during the burst (target <= 2 with the daemon)"]  # fmt: skip
     for k in ("burst_daemon", "burst_push_only", "burst_cp"):
         b = r[k]
         out.append(f"  {k[6:]:<10} peak {b['peak_ready']:>3}  load {b['load_s']:6.2f} s  "
@@ -309,19 +202,4 @@ def render(r: dict) -> str:
     p = r["wal_push_acknowledged"]
     out.append(f"wal push of an acknowledged file: median {p['median_ms']} ms, max {p['max_ms']} ms "
                f"(target <= 20 ms), {p['runs']} runs")  # fmt: skip
-    out.append("")
-    out.append(f"  {'base backup':<24} {'seconds':>8} {'peak PSS MB':>12} {'CPU s':>7}")
-    for k in ("stock_base_pipe_null", "stock_base_pipe_s3", "drtool_backup_physical"):
-        if k in r:
-            out.append(f"  {k:<24} {r[k]['seconds']:>8.2f} {r[k]['peak_mb']:>12.1f} {r[k]['cpu_s']:>7.2f}")
-    if "stock_base_pipe_s3" in r:
-        ratio = r["drtool_backup_physical"]["seconds"] / r["stock_base_pipe_s3"]["seconds"]
-        out.append(f"  drtool / stock pipe to S3: {ratio:.2f}x (target <= 1.1x)")
-    x = r["restore_to_latest"]
-    out.append("")
-    out.append(f"restore to latest: restore {x['restore_s']} s (peak {x['restore_peak_mb']} MB), start to promoted "
-               f"{x['start_to_promoted_s']} s, total {x['total_s']} s; wal fetch peak {x['wal_fetch_peak_mb']} MB "
-               f"(target: memory flat, < 150 MB)")  # fmt: skip
-    if not r.get("pgbackrest"):
-        out.append("pgBackRest rows left out: no pgbackrest binary (Debian package pgbackrest)")
     return "\n".join(out)

@@ -143,3 +143,28 @@ def test_physical_manifest_without_its_record_is_invalid():
     del doc["physical"]
     with pytest.raises(ManifestInvalid, match="'physical' is missing"):
         parse_manifest(json.dumps(doc).encode(), "x")
+
+
+def test_pieces_reader_returns_exactly_what_was_fed_for_any_read_size():
+    from drtool.app.physical import _PiecesReader
+
+    data = random.Random(5).randbytes(300_000)
+    pieces = [data[:1], data[1:70_000], b"", data[70_000:]]
+    for n in (1, 511, 10240, 1 << 20):
+        r, got = _PiecesReader(iter(pieces)), []
+        while chunk := r.read(n):
+            assert len(chunk) <= n
+            got.append(chunk)
+        assert b"".join(got) == data and r.size == len(data)
+    assert _PiecesReader(iter(pieces)).read() == data
+
+
+@pytest.mark.parametrize("args", [["wal", "fetch", "000000010000000000000001"],
+                                  ["wal", "fetch", "-p", "/nonexistent.toml", "000000010000000000000001", "/tmp/x"],
+                                  ["wal", "fetch", "--bogus"]])  # fmt: skip
+def test_wal_fetch_exits_200_for_bad_usage_so_recovery_never_reads_it_as_not_archived(args):
+    from helpers import run_cli
+
+    r = run_cli(*args)
+    assert r.code == 200, r.err
+    assert "Traceback" not in r.err

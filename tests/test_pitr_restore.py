@@ -211,3 +211,15 @@ def test_wal_fetch_answers_not_archived_with_1_and_serves_read_ahead_without_the
     r = c.cli("wal", "fetch", "-p", str(broken), "000000010000000000000FFF", str(tmp_path / "x"))
     assert r.code == 200, r.err
     assert "Traceback" not in r.err
+
+
+def test_run_takes_a_base_backup_on_schedule_base_once_per_slot(make_pitr):
+    c = make_pitr(extra_toml='[schedule]\nbase = "0 0 1 1 *"\ntimezone = "UTC"\n')
+    r = c.cli("run", "-p", str(c.policy), "--json")
+    assert r.code == 0, r.err
+    job = r.json["policies"][0]["jobs"]["base"]
+    assert job["outcome"] == "ok" and job["due"], job
+    listed = c.cli("list", "-p", str(c.policy), "--json").json["backups"]
+    assert [b["id"] for b in listed] == [job["backup_id"]]
+    again = c.cli("run", "-p", str(c.policy), "--json")
+    assert again.code == 0 and again.json["policies"][0]["jobs"]["base"] == {"due": False}

@@ -72,10 +72,10 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
             threads=policy.backup.zstd_threads,
             stats=stats,
             observe=scanner.feed,
-            progress=self.progress(f"base backup {policy.name}", None),
+            progress=self.progress(f"base backup {policy.name}", cluster.size or None),
         )
-        try:
-            stored = store.put(key, stream, size_hint=None, retain=True)
+        try:  # the tar is about the cluster's size; the hint sizes multipart parts for it
+            stored = store.put(key, stream, size_hint=cluster.size * 2 or None, retain=True)
         except basetar.BaseTarInvalid as e:
             raise DatabaseError(f"database {ci.label}: pg_basebackup's output is not a base backup tar: {e}; "
                                 "nothing was committed") from None  # fmt: skip
@@ -89,7 +89,7 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
                 server_version=cluster.server_version, server_version_num=cluster.server_version_num,
                 pg_dump_version=tool.version, recovery_point=completed, started_at=started, completed_at=completed,
                 sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
-                            stored_bytes=stored.size),
+                            stored_bytes=stored.size, database_bytes=cluster.size),
                 objects=(ManifestObject("base", BASE_NAME, stored.size, stats.sha256),),
                 tables={}, payload_format=BASE_PAYLOAD_FORMAT,
                 compression={"algorithm": "zstd", "level": policy.backup.zstd_level},
@@ -301,15 +301,16 @@ class PhysicalJobs(BackupJobs, RestoreJobs):
             store, identities = self.store(policy), self.identities(policy)
             found = walarchive.fetch_file(store, policy, identities, name, target)
         if found and ahead is not None and kind == "segment" and policy.pitr.prefetch > 0:
-            self._prefetch(policy, name, ahead, store, identities)
+            size = target.stat().st_size  # a segment's size is the cluster's wal_segment_size: it names the next
+            if size >= 1 << 20 and size & (size - 1) == 0:
+                self._prefetch(policy, walnames.parse_segment(name, size), ahead, store, identities)
         return found
 
-    def _prefetch(self, policy: Policy, name: str, ahead: Path, store, identities) -> None:
-        """Top up the read-ahead: when fewer than half of the next `prefetch` segments are in the
-        spool, fetch the missing ones (several at once). Failures here are not the caller's: the
-        segment asked for was delivered, and the next request fetches its own."""
+    def _prefetch(self, policy: Policy, seg: walnames.Segment, ahead: Path, store, identities) -> None:
+        """Top up the read-ahead after `seg`: when fewer than half of the next `prefetch` segments
+        are in the spool, fetch the missing ones (several at once). Failures here are not the
+        caller's: the segment asked for was delivered, and the next request fetches its own."""
         count = policy.pitr.prefetch
-        seg = walnames.parse_segment(name)  # the default segment size: only the next names are needed
         wanted, s = [], seg
         for _ in range(count):
             s = s.next()
@@ -376,25 +377,32 @@ def newest_archived(
 
 
 class _PiecesReader:
-    """A file-like view of an iterator of byte pieces, for tarfile's stream mode."""
+    """A file-like view of an iterator of byte pieces, for tarfile's stream mode. Holds one piece
+    at a time and never copies more than it returns (pieces can be megabytes, reads are 10 KiB)."""
 
     def __init__(self, pieces):
         self._it = iter(pieces)
-        self._buf = b""
+        self._cur: bytes = b""
+        self._pos = 0
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            piece = next(self._it, None)
-            if piece is None:
-                break
-            self._buf += piece
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        self.size += len(out)
-        return out
+        out = []
+        while n < 0 or n > 0:
+            if self._pos >= len(self._cur):
+                piece = next(self._it, None)
+                if piece is None:
+                    break
+                self._cur, self._pos = piece, 0
+                continue
+            end = len(self._cur) if n < 0 else min(len(self._cur), self._pos + n)
+            out.append(self._cur[self._pos : end])
+            if n > 0:
+                n -= end - self._pos
+            self._pos = end
+        data = b"".join(out)
+        self.size += len(data)
+        return data
 
 
 def _owner(owner: str | None) -> tuple[int | None, int | None, str]:
