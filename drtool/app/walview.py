@@ -24,13 +24,12 @@ Warn = Callable[[str], None]
 
 
 def kind(b: catalog.Backup) -> str:
-    return getattr(b.record, "kind", "logical")
+    return b.record.kind
 
 
 def physical_doc(b: catalog.Backup) -> dict[str, Any] | None:
     """The manifest's `physical` section (docs/storage-format.md), None for a logical backup."""
-    info = getattr(b.record, "physical", None)
-    return info.as_dict() if info is not None else None
+    return b.record.physical.as_dict() if b.record.physical is not None else None
 
 
 def base_backup(backup_id: str, doc: dict[str, Any]) -> walchain.BaseBackup:
