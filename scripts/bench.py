@@ -246,6 +246,10 @@ def main() -> None:
         from bench_fleet import fleet_main
 
         return fleet_main([a for a in sys.argv[1:] if a != "--fleet"])
+    if "--pitr" in sys.argv[1:]:
+        from bench_pitr import pitr_main
+
+        return pitr_main([a for a in sys.argv[1:] if a != "--pitr"])
     if "--physical" in sys.argv[1:]:
         from bench_physical import physical_main
 

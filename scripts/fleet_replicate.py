@@ -6,7 +6,7 @@ backups (made by drtool) are replicated under new backup ids: the stored objects
 byte for byte, and a manifest with the new id and earlier times (one an hour, going back from
 the oldest real backup) is written through drtool's own records and catalog code
 (catalog.write_manifest; on a folder store the same bytes, written without fsync). Then the
-catalog index is updated as a commit updates it (App.update_index with the manifests just
+catalog index is updated as a commit updates it (Context.update_index with the manifests just
 written, so no manifest is read back).
 
 The bench output says so: "replicated from N real backups".
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from drtool import catalog
-from drtool.app import App
+from drtool.app import Context
 from drtool.policy import Policy, load_policies
 from drtool.records import Manifest, serialise_manifest
 from drtool.storage import Store, get_bytes
@@ -31,14 +31,14 @@ THREADS = 8  # policies replicated at once (one shared S3 client; boto3 clients 
 def replicate_fleet(folder: Path, backups: int, threads: int = THREADS) -> dict[str, int]:
     """Bring every policy of the folder to `backups` backups; {"real": ..., "replicated": ...}
     summed over the fleet (real: the backups drtool made, replicated: those made here, in total)."""
-    app = App()
+    app = Context()
     policies = load_policies(folder)
     with ThreadPoolExecutor(threads) as pool:
         counts = list(pool.map(lambda p: _replicate(app, p, backups), policies))
     return {"real": sum(c[0] for c in counts), "replicated": sum(c[1] for c in counts)}
 
 
-def _replicate(app: App, policy: Policy, backups: int) -> tuple[int, int]:
+def _replicate(app: Context, policy: Policy, backups: int) -> tuple[int, int]:
     store = app.store(policy)
     listing = catalog.scan(store, policy.name)
     have = [b.record for b in listing.backups]

@@ -178,6 +178,18 @@ class Context:
         except ValueError as e:
             raise IdentityError(f"identity file {path}: {e}") from None
 
+    def optional_identities(self, policy: Policy) -> list[age.Identity] | None:
+        """The identities when the policy names a readable identity file, else None (with a
+        warning when it is named but cannot be read): for reads that do better with the key but
+        must work without it (timeline histories in list and prune)."""
+        if not policy.identity_file:
+            return None
+        try:
+            return self.identities(policy)
+        except IdentityError as e:
+            self.warn(f"{e}; timeline history files are not read")
+            return None
+
     # -- signing keys ------------------------------------------------------------------------------
     def signer(self, policy: Policy) -> trust.Signer | None:
         """The key this host signs what it writes with ([signing].key_file), or None when unset."""

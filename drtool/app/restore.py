@@ -12,7 +12,7 @@ from .. import catalog, catalog_index, clock, health, pgtools, pipeline, postgre
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
-from . import checks
+from . import checks, walview
 from .base import _password_from_env
 from .context import UseCase
 from .outcome import Outcome
@@ -45,6 +45,9 @@ class RestoreJobs(UseCase):
         out = []
         for b in listing.backups:
             row = b.summary()
+            row["kind"] = walview.kind(b)
+            if (doc := walview.physical_doc(b)) is not None:
+                row["physical"] = doc
             damage = b.damaged or (checks.reason(b.id) if checks else None)
             row["status"] = "damaged" if damage else "ok"
             if damage:
@@ -63,6 +66,17 @@ class RestoreJobs(UseCase):
             out.append({"id": t.backup_id, "policy": policy.name, "status": "untrusted", "error": t.reason,
                         "target": target or "primary"})  # fmt: skip
         return out
+
+    def restorable_window(self, policy: Policy, rows: list[dict[str, Any]],
+                          target: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """The restorable window of a policy (walview.window) from the rows list_backups gave:
+        None when it has neither physical backups nor archived WAL."""
+        backups = [(r["id"], r["physical"]) for r in rows
+                   if r.get("kind") == "physical" and r.get("status") == "ok" and r.get("physical")]  # fmt: skip
+        if not backups and not policy.pitr.enabled:
+            return None  # no LIST of an archive that cannot exist (a fleet lists many policies)
+        return walview.window(self.ctx.store(policy, target=target), policy.name, backups,
+                              self.ctx.optional_identities(policy), self.ctx.warn)  # fmt: skip
 
     def _newest(self, store, policy: Policy) -> list[catalog.Backup]:
         """The newest listed (and trusted) backup, damaged or not: verify is how damage is found,
@@ -282,6 +296,10 @@ class RestoreJobs(UseCase):
             "damaged": len(problems),
             "backups": results,
         }
+        wal, wal_problems = self._verify_wal(store, policy, backup_id, identities)
+        if wal is not None:
+            report["wal"] = wal
+            problems.extend(wal_problems)
         return Outcome(report, IntegrityError("\n".join(problems)) if problems else None)
 
     def _index_differences(self, policy: Policy, store, listing: catalog.Listing) -> list[str]:
@@ -295,6 +313,20 @@ class RestoreJobs(UseCase):
         where = f"{store.url}/{catalog_index.index_key(policy.name)}"
         return [f"{p} (`drtool catalog rebuild -p {policy.source}` makes it anew)"
                 for p in catalog_index.compare(index, listing, where)]  # fmt: skip
+
+    def _verify_wal(self, store, policy: Policy, backup_id: str | None,
+                    identities) -> tuple[list[dict[str, Any]] | None, list[str]]:  # fmt: skip
+        """The WAL chain from each listed physical backup (or the one named) to the newest archived
+        segment; (None, []) when the policy has no physical backup."""
+        if not policy.pitr.enabled:
+            return None, []  # no second scan of a policy without PITR
+        listing = catalog.scan(store, policy.name, self.ctx.verifier(policy))
+        physical = [(b.id, doc) for b in listing.restorable if (doc := walview.physical_doc(b)) is not None
+                    and (backup_id is None or b.id == backup_id)]  # fmt: skip
+        if not physical:
+            return None, []
+        return walview.verify_chains(store, policy.name, physical, identities or self.ctx.optional_identities(policy),
+                                     self.ctx.warn)  # fmt: skip
 
     def _verify_one(self, store, policy: Policy, b: catalog.Backup, identities) -> dict[str, Any]:
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result

@@ -12,6 +12,7 @@ from .. import catalog, catalog_index, clock, locks, retention, scheduler
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
+from . import walview
 from .backup import BackupJobs
 from .context import Context, UseCase
 from .drill import DrillJobs
@@ -267,14 +268,20 @@ class ScheduleJobs(UseCase):
         if checks is not None:
             damaged.update({bid: checks.reason(bid) or "" for bid in checks.damaged if bid not in damaged})
             passed = passed | checks.verified
-        decisions = retention.apply(
-            [retention.Candidate(b.id, b.recovery_point) for b in backups],
-            policy.retention,
-            now,
-            policy.schedule.timezone,
-            passed - set(damaged),
-            damaged,
-        )
+        # each kind on its own: a keep_last of 3 keeps 3 dumps and 3 base backups (they restore
+        # differently, and a base backup is no substitute for a dump, nor the reverse)
+        kinds = {b.id: walview.kind(b) for b in backups}
+        decisions = []
+        for kind in sorted(set(kinds.values())):
+            decisions += retention.apply(
+                [retention.Candidate(b.id, b.recovery_point) for b in backups if kinds[b.id] == kind],
+                policy.retention,
+                now,
+                policy.schedule.timezone,
+                passed - set(damaged),
+                damaged,
+            )
+        decisions.sort(key=lambda d: (d.recovery_point, d.backup_id), reverse=True)
         named = {u.claims: u.key for u in listing.unreadable if u.claims}
         for d in decisions:
             if d.backup_id in named and not d.keep:
@@ -283,7 +290,7 @@ class ScheduleJobs(UseCase):
         self.ctx.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
         rows: list[dict[str, Any]] = []
         for d in decisions:
-            rows.append({"id": d.backup_id, "recovery_point": clock.iso(d.recovery_point),
+            rows.append({"id": d.backup_id, "kind": kinds[d.backup_id], "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
             if not d.keep and not dry_run:
                 prefix = catalog.backup_prefix(policy.name, d.backup_id)
@@ -295,6 +302,8 @@ class ScheduleJobs(UseCase):
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
         incomplete = self._incomplete(policy, store, listing.protected_ids(), now, dry_run)
+        still = {r["id"] for r in rows if r["action"] != "delete"}
+        wal = self._prune_wal(policy, store, [b for b in backups if b.id in still], dry_run)
         if not dry_run:
             self.ctx.update_index(policy, store)  # drops what was deleted; makes a missing or stale index anew
         return {
@@ -308,7 +317,30 @@ class ScheduleJobs(UseCase):
             "kept": sum(r["action"] == "keep" for r in rows),
             "deleted": sum(r["action"] == "delete" for r in rows),
             "retained_by_lock": sum(r["action"] == "retained-by-lock" for r in rows),
+            "wal": wal,
         }
+
+    def _prune_wal(self, policy: Policy, store: Store, kept: list[catalog.Backup], dry_run: bool) -> list[dict]:
+        """Archived WAL no kept physical backup needs (walview.prune_wal): with the identity the
+        timeline histories are read and followed; without it only WAL older than every kept base
+        backup's start goes."""
+        physical = [(b.id, doc) for b in kept if (doc := walview.physical_doc(b)) is not None]
+        if not physical and not policy.pitr.enabled:
+            return []  # nothing to prune, and no LIST of an archive that cannot exist
+        retained: list[str] = []
+
+        def delete(key: str) -> None:
+            try:
+                store.delete(key)
+            except RetainedByLock as e:
+                retained.append(f"{key} until {e.until}")
+
+        out = walview.prune_wal(store, policy.name, physical, dry_run=dry_run, warn=self.ctx.warn, delete=delete,
+                                identities=self.ctx.optional_identities(policy) if physical else None)  # fmt: skip
+        if retained:
+            self.ctx.warn(f"{len(retained)} WAL files are retained by Object Lock (first: {retained[0]}); "
+                      "a later prune deletes them")  # fmt: skip
+        return out
 
     def _incomplete(self, policy: Policy, store: Store, complete: set[str], now, dry_run: bool) -> list[dict]:
         """Folders of backups that never committed (no manifest), and their unfinished uploads."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -33,9 +33,10 @@ def emit_json(doc: dict[str, Any]) -> None:
     click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, indent=2, default=str))
 
 
-def emit_json_rows(key: str, rows: Iterable[dict[str, Any]]) -> None:
+def emit_json_rows(key: str, rows: Iterable[dict[str, Any]], after: Callable[[], dict[str, Any]] | None = None) -> None:
     """emit_json({key: rows}), byte for byte, written row by row as the rows come: a fleet's
-    list never holds every row and a rendered copy of them at once."""
+    list never holds every row and a rendered copy of them at once. `after`: the keys that follow
+    `key` in that document, asked for once the rows are written (what they gathered on the way)."""
     out = sys.stdout  # click.get_text_stream is deprecated (Click 9 drops it)
     out.write("{\n" + f'  "schema_version": {JSON_SCHEMA_VERSION},\n  {json.dumps(key)}: [')
     first = True
@@ -44,6 +45,8 @@ def emit_json_rows(key: str, rows: Iterable[dict[str, Any]]) -> None:
         out.write(("\n    " if first else ",\n    ") + text)
         first = False
     out.write("]" if first else "\n  ]")
+    for k, v in (after() if after else {}).items():
+        out.write(f",\n  {json.dumps(k)}: " + json.dumps(v, indent=2, default=str).replace("\n", "\n  "))
     if INVALID:
         text = json.dumps(invalid_json(), indent=2, default=str).replace("\n", "\n  ")
         out.write(f',\n  "invalid_policies": {text}')

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import click
 
 from ..context import Ctx, json_option, name_option, pass_ctx, policies, policy_option
@@ -18,14 +21,48 @@ from ..render import human_bytes, table
 def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | None, as_json: bool) -> None:
     """Complete backups, newest first."""
     chosen = policies(ctx, policy_path, policy_name)
-    if as_json:  # streamed: one policy's rows in memory at a time
-        emit_json_rows("backups", (row for p in chosen for row in ctx.app.list_backups(p, target=target)))
+    windows: list[dict[str, Any]] = []
+
+    def rows_of_each_policy() -> Iterator[dict[str, Any]]:
+        for p in chosen:
+            mine = ctx.app.list_backups(p, target=target)
+            if (w := ctx.app.restorable_window(p, mine, target=target)) is not None:
+                windows.append(w)
+            yield from mine
+
+    if as_json:  # streamed: one policy's rows in memory at a time; the windows (one per policy) after them
+        emit_json_rows("backups", rows_of_each_policy(), after=lambda: {"windows": windows})
         return
-    rows = [row for p in chosen for row in ctx.app.list_backups(p, target=target)]
+    rows = list(rows_of_each_policy())
     echo_invalid()
     if not rows:
         ctx.info("no complete backups")
-        return
+    if rows:
+        _backup_table(rows)
+    for w in windows:
+        for line in window_lines(w):
+            click.echo(line)
+
+
+def window_lines(w: dict[str, Any]) -> list[str]:
+    """The restorable window in words, and every gap in it."""
+    if w["earliest"] is None:
+        newest = w["newest_segment"] or "none"
+        return [f"{w['policy']}: no point-in-time restore possible yet (no physical backup whose WAL is complete; "
+                f"newest archived segment: {newest})"]  # fmt: skip
+    lines = [f"{w['policy']}: restorable from {w['earliest']} to {w['latest']} (timeline {w['timeline']})"]
+    for g in w["gaps"]:
+        more = f" (+{g['segments'] - 1} more through {g['through']})" if g["segments"] > 1 else ""
+        until = g["restorable_until"] or "unknown"
+        lines.append(f"  GAP: {g['missing']} missing{more}; restorable until {until} across it: {g['breaks']}")
+    for u in w.get("unrestorable", []):
+        lines.append(f"  backup {u['backup']}: {u['reason']}")
+    if w.get("timelines_inferred"):
+        lines.append("  (timelines inferred from names: the identity is needed to read history files)")
+    return lines
+
+
+def _backup_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         r["size"] = human_bytes(r.get("size_bytes"))
         last = r.get("last_drill")
@@ -34,6 +71,7 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
     columns = [
         ("policy", "POLICY"),
         ("id", "ID"),
+        ("kind", "KIND"),
         ("status", "STATUS"),
         ("recovery_point", "RECOVERY POINT"),
         ("completed_at", "COMPLETED"),

@@ -35,7 +35,8 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
         click.echo(f"{r['policy']}: keep {r['kept']}, {verb} {r['deleted']} (rules: {rules_text(r['rules'])})")
         for b in r["backups"]:
             action = b["action"].upper() if b["action"] == "delete" else b["action"]
-            click.echo(f"  {action:<6} {b['id']}  {b['recovery_point']}  {'; '.join(b['reasons'])}")
+            kind = b.get("kind", "logical")
+            click.echo(f"  {action:<6} {b['id']}  {kind:<8} {b['recovery_point']}  {'; '.join(b['reasons'])}")
         for x in r["incomplete"]:
             action = x["action"].upper() if x["action"] == "delete" else x["action"]
             parts = f"{x['objects']} objects, {x['unfinished_uploads']} unfinished uploads"
@@ -44,3 +45,10 @@ def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as
             click.echo(f"  keep   {u['id']}  unreadable manifest, not pruned: {u['error']}")
         for t in r.get("untrusted", []):
             click.echo(f"  keep   {t['id']}  untrusted, not pruned (evidence of tampering): {t['error']}")
+        for w in r.get("wal", []):
+            click.echo(f"  WAL of cluster {w['sysid']}: keep {w['kept']}, {verb} {w['deleted']}")
+            for reason, count in sorted(w["reasons"].items()):
+                click.echo(f"    {count:>6}  {reason}")
+            if dry_run:
+                for name in w["delete"]:
+                    click.echo(f"    DELETE {name}")

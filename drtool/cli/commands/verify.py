@@ -51,5 +51,10 @@ def verify(
             for b in r.get("backups", []):
                 state = paint("ok", "ok") if b["ok"] else paint("UNTRUSTED" if b.get("untrusted") else "DAMAGED")
                 click.echo(f"{r['policy']:<16} {b['id']}  {state}  ({b.get('proved', 'nothing')})")
+            for c in r.get("wal") or []:
+                state = paint("ok", "ok") if c["ok"] else paint("GAP" if c["gaps"] else "BROKEN")
+                through = c["restorable_through"] or "nothing"
+                click.echo(f"{r['policy']:<16} {c['backup']}  WAL chain {state}  (timeline {c['timeline']}, "
+                           f"{c['start']} .. {c['newest'] or 'none'}, replayable through {through})")  # fmt: skip
     if failed:
         raise failed

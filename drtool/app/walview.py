@@ -1,0 +1,249 @@
+"""The WAL archive as list, prune and verify see it: one listing of `<policy>/wal/`, the base
+backups' positions from their manifests, and the chain rules of drtool/walchain.py. Nothing here
+trusts anything but manifests and the archive listing; history files are read (decrypted) only
+when the identity is at hand, and prune then deletes only what is older than every kept start."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import catalog, clock, walchain, walnames
+from ..compress import Decompressor, TruncatedFrame
+from ..crypto import age
+from ..errors import DrtoolError, IntegrityError, NotFound
+from ..storage import ObjectInfo, Store
+from ..walnames import Segment
+
+Warn = Callable[[str], None]
+
+
+# -- base backups, from their manifests -----------------------------------------------------------
+
+
+def kind(b: catalog.Backup) -> str:
+    return b.record.kind
+
+
+def physical_doc(b: catalog.Backup) -> dict[str, Any] | None:
+    """The manifest's `physical` section (docs/storage-format.md), None for a logical backup."""
+    return b.record.physical.as_dict() if b.record.physical is not None else None
+
+
+def base_backup(backup_id: str, doc: dict[str, Any]) -> walchain.BaseBackup:
+    return walchain.BaseBackup(backup_id, int(doc["timeline"]), walnames.parse_lsn(doc["start_lsn"]),
+                               walnames.parse_lsn(doc["end_lsn"]))  # fmt: skip
+
+
+# -- the archive --------------------------------------------------------------------------------
+
+
+@dataclass
+class Archive:
+    """The archived WAL of one cluster (system identifier) of a policy."""
+
+    policy: str
+    sysid: str
+    size: int  # wal_segment_size
+    files: dict[str, ObjectInfo]  # WAL file name -> its listing entry
+    histories: dict[int, tuple[walchain.Switch, ...]] | None = None  # None: not read (no identity)
+    inferred: bool = False  # `histories` were guessed from names (never used to delete)
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [walnames.parse_segment(n, self.size) for n in self.files if walnames.SEGMENT.match(n)]
+
+    @property
+    def history_timelines(self) -> list[int]:
+        return [int(n[:8], 16) for n in self.files if walnames.HISTORY.match(n)]
+
+    def key(self, name: str) -> str:
+        return walnames.key_for(self.policy, self.sysid, name)
+
+    def chain_histories(self) -> dict[int, tuple[walchain.Switch, ...]]:
+        """Histories to follow chains with: the real ones, or guessed from names."""
+        if self.histories is not None:
+            return self.histories
+        return walchain.infer_histories(self.segments, self.history_timelines)
+
+
+def list_archives(store: Store, policy: str) -> dict[str, dict[str, ObjectInfo]]:
+    """One listing of `<policy>/wal/`: system identifier -> WAL file name -> entry. Keys that are
+    not archived WAL files (the cluster record, anything foreign) are not in it."""
+    base = f"{policy}/wal/"
+    out: dict[str, dict[str, ObjectInfo]] = {}
+    for obj in store.list_objects(base):
+        sysid, _, rest = obj.key[len(base) :].partition("/")
+        if not rest or not sysid.isdigit():
+            continue
+        try:
+            name = walnames.name_of_key(obj.key)
+        except walnames.BadWalName:
+            continue
+        if walnames.key_for(policy, sysid, name) == obj.key:
+            out.setdefault(sysid, {})[name] = obj
+    return out
+
+
+def load(store: Store, policy: str, sysid: str, files: dict[str, ObjectInfo], size: int,
+         identities: list[age.Identity] | None, warn: Warn) -> Archive:  # fmt: skip
+    """The archive with its history files read when the identity is at hand. A history file that
+    cannot be read leaves every history unread (prune then deletes only by position)."""
+    archive = Archive(policy, sysid, size, files)
+    names = sorted(n for n in files if walnames.HISTORY.match(n))
+    if identities is None:
+        archive.inferred = bool(names)
+        return archive
+    histories = {}
+    for name in names:
+        key = archive.key(name)
+        try:
+            text = read_plain(store, key, identities).decode("utf-8", "replace")
+            tli = int(name[:8], 16)
+            histories[tli] = walchain.parse_history(text, tli, f"{store.url}/{key}")
+        except (DrtoolError, walchain.HistoryInvalid, age.AgeError, TruncatedFrame) as e:
+            warn(f"{store.url}/{key}: timeline history cannot be read ({e}); timelines are not followed")
+            archive.inferred = True
+            return archive
+    archive.histories = histories
+    return archive
+
+
+def read_plain(store: Store, key: str, identities: list[age.Identity]) -> bytes:
+    """A small archived file's plaintext (age, then zstd), checked against its recorded SHA-256."""
+    expected = getattr(store.stat(key), "metadata", {}).get("sha256")
+    with store.get(key) as raw:
+        d = Decompressor()
+        plain = b"".join(d.decompress(piece) for piece in age.decrypt_stream(raw, identities))
+        d.finish()
+    if expected and hashlib.sha256(plain).hexdigest() != expected:
+        raise IntegrityError(f"{store.url}/{key}: SHA-256 of the plaintext differs from the one recorded at archiving")
+    return plain
+
+
+def end_time(store: Store, archive: Archive, seg: Segment | None) -> str | None:
+    """When a segment was completed: its `end` metadata, else the object's time (ISO UTC)."""
+    if seg is None or seg.name not in archive.files:
+        return None
+    try:
+        info = store.stat(archive.key(seg.name))
+    except NotFound:
+        return None
+    end = getattr(info, "metadata", {}).get("end")
+    return end or (clock.iso(info.modified) if info.modified else None)
+
+
+# -- what list, verify and prune ask --------------------------------------------------------------
+
+
+def gap_row(store: Store, archive: Archive, c: walchain.Chain, g: walchain.Gap) -> dict[str, Any]:
+    before = walchain.segment_before(g.first, c.spans) if c.consistent else None
+    return {
+        "backup": c.backup.id,
+        "missing": g.first.name,
+        "through": g.last.name,
+        "segments": g.count,
+        "key": f"{store.url}/{archive.key(g.first.name)}",
+        "restorable_until": end_time(store, archive, before),
+        "breaks": g.breaks,
+    }
+
+
+def window(store: Store, policy: str, backups: Sequence[tuple[str, dict[str, Any]]], identities, warn: Warn,
+           archives: dict[str, dict[str, ObjectInfo]] | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """The restorable window of a policy from its complete, undamaged physical backups (id,
+    physical section), oldest first considered: earliest = the oldest one whose WAL makes it
+    consistent, at its end time; latest = the end of the last segment a restore from the newest
+    consistent one replays without crossing a gap; every gap on the way, with where it breaks.
+    None when the policy has neither physical backups nor archived WAL."""
+    archives = list_archives(store, policy) if archives is None else archives
+    if not backups and not archives:
+        return None
+    sysid = str(backups[0][1]["sysid"]) if backups else max(archives, key=lambda s: len(archives[s]))
+    files = archives.get(sysid, {})
+    size = int(backups[0][1]["wal_segment_size"]) if backups else walnames.DEFAULT_SEGMENT_SIZE
+    archive = load(store, policy, sysid, files, size, identities, warn)
+    mine = sorted(((bid, doc) for bid, doc in backups if str(doc["sysid"]) == sysid),
+                  key=lambda x: (x[1]["end_time"], x[0]))  # fmt: skip
+    segments, histories = archive.segments, archive.chain_histories()
+    chains = [(doc, walchain.chain(base_backup(bid, doc), segments, histories, size=size)) for bid, doc in mine]
+    consistent = [(doc, c) for doc, c in chains if c.consistent]
+    newest_seg = max(segments, key=lambda s: (s.number, s.timeline), default=None)
+    out: dict[str, Any] = {
+        "policy": policy,
+        "sysid": sysid,
+        "earliest": consistent[0][0]["end_time"] if consistent else None,
+        "latest": None,
+        "timeline": None,
+        "newest_segment": newest_seg.name if newest_seg else None,
+        "newest_segment_end": end_time(store, archive, newest_seg),
+        "gaps": [],
+        "timelines_inferred": archive.inferred,
+    }
+    if consistent:
+        first, last = consistent[0][1], consistent[-1][1]
+        out["timeline"] = last.timeline
+        out["latest"] = end_time(store, archive, last.restorable_through) or consistent[-1][0]["end_time"]
+        out["gaps"] = [gap_row(store, archive, first, g) for g in first.gaps]
+    for _, c in chains:
+        if not c.consistent:
+            reason = c.problems[0] if c.problems else c.gaps[0].breaks
+            out.setdefault("unrestorable", []).append({"backup": c.backup.id, "reason": reason})
+    return out
+
+
+def verify_chains(store: Store, policy: str, backups: Sequence[tuple[str, dict[str, Any]]], identities,
+                  warn: Warn) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """The WAL chain of each physical backup (id, physical section) to the newest archived segment:
+    (one entry per backup, one line per gap or broken chain naming the missing object)."""
+    archives = list_archives(store, policy)
+    entries, problems = [], []
+    loaded: dict[str, Archive] = {}
+    for bid, doc in backups:
+        sysid, size = str(doc["sysid"]), int(doc["wal_segment_size"])
+        if sysid not in loaded:
+            loaded[sysid] = load(store, policy, sysid, archives.get(sysid, {}), size, identities, warn)
+        archive = loaded[sysid]
+        c = walchain.chain(base_backup(bid, doc), archive.segments, archive.chain_histories(), size=size)
+        gaps = [gap_row(store, archive, c, g) for g in c.gaps]
+        entry = {
+            "backup": bid, "ok": c.ok, "sysid": sysid, "timeline": c.timeline, "start": c.start.name,
+            "newest": c.newest.name if c.newest else None,
+            "restorable_through": c.restorable_through.name if c.restorable_through else None,
+            "gaps": gaps, "problems": list(c.problems),
+            "timelines_inferred": archive.inferred,
+        }  # fmt: skip
+        entries.append(entry)
+        for g in gaps:
+            more = f" (and {g['segments'] - 1} more through {g['through']})" if g["segments"] > 1 else ""
+            problems.append(f"{g['key']}: missing from the WAL archive{more}: {g['breaks']}")
+        problems.extend(f"{store.url}/{walnames.archive_prefix(policy, sysid)}: {p}" for p in c.problems)
+    return entries, problems
+
+
+def prune_wal(store: Store, policy: str, kept: Sequence[tuple[str, dict[str, Any]]], *, dry_run: bool,
+              identities, warn: Warn, delete: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
+    """Retention of archived WAL, per cluster: a file goes only when no kept physical backup (id,
+    physical section) may read it (walchain.wal_retention); nothing goes for a cluster none of the
+    kept backups is of. `delete` removes one key (it raises to stop)."""
+    out = []
+    for sysid, files in sorted(list_archives(store, policy).items()):
+        mine = [(bid, doc) for bid, doc in kept if str(doc["sysid"]) == sysid]
+        size = int(mine[0][1]["wal_segment_size"]) if mine else walnames.DEFAULT_SEGMENT_SIZE
+        archive = load(store, policy, sysid, files, size, identities if mine else None, warn)
+        bases = [base_backup(bid, doc) for bid, doc in mine]
+        decisions = walchain.wal_retention(files, bases, archive.histories, size)
+        gone = [d.name for d in decisions if not d.keep]
+        if not dry_run:
+            for name in gone:
+                delete(archive.key(name))
+        reasons: dict[str, int] = {}
+        for d in decisions:
+            reasons[d.reason] = reasons.get(d.reason, 0) + 1
+        out.append({
+            "sysid": sysid, "kept": len(decisions) - len(gone), "deleted": len(gone), "delete": gone,
+            "reasons": reasons, "timelines_followed": archive.histories is not None,
+        })  # fmt: skip
+    return out
