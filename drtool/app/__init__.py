@@ -14,12 +14,13 @@ from .drill import DrillJobs
 from .evidence import EvidenceJobs
 from .init import InitJobs
 from .physical import PhysicalJobs
+from .pitr_drill import PitrDrillJobs
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 
 
 @dataclass
-class App(PhysicalJobs, BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
+class App(PitrDrillJobs, PhysicalJobs, BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
     """The application object the CLI holds (STYLE.md: one object passed as ctx.obj)."""
 
 
