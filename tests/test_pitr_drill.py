@@ -227,3 +227,30 @@ def test_physical_drill_killed_during_recovery_leaves_nothing_and_no_timeline_2_
     keys = _archive_keys(seaweed, bucket, c)
     assert [k for k in keys if "/wal/" in k and "/0000000100" in k]
     assert not [k for k in keys if "/00000002" in k], keys
+
+
+def test_drill_kind_is_validated_and_physical_kinds_need_pitr(tmp_path):
+    from test_pitr_policy import PITR
+    from test_policy import VALID, problems, write
+
+    from drtool.policy import load_policy
+
+    assert load_policy(write(tmp_path, VALID)).drill.kind == "logical"
+    both = VALID.replace("[drill]\n", '[drill]\nkind = "both"\n')
+    assert any(": drill.kind:" in p and "[pitr]" in p for p in problems(tmp_path, both))
+    assert load_policy(write(tmp_path, both + PITR)).drill.kind == "both"
+    wrong = VALID.replace("[drill]\n", '[drill]\nkind = "pitr"\n') + PITR
+    assert any(": drill.kind:" in p and "'logical', 'physical', 'both'" in p for p in problems(tmp_path, wrong))
+
+
+def test_run_drills_both_kinds_when_the_policy_says_both(make_pitr, scratch_root):
+    c = make_pitr(extra_toml='[schedule]\nbackup = "0 * * * *"\ndrill = "0 * * * *"\n\n[drill]\nkind = "both"\n')
+    _prepare(c, scratch_root)
+    assert c.cli("backup", "-p", str(c.policy)).code == 0
+    _archive_segments(c, 1)
+    r = c.cli("run", "--only", "drill", str(c.policy), "--json")
+    assert r.code == 0, r.out + r.err
+    job = r.json["policies"][0]["jobs"]["drill"]
+    assert job["outcome"] == "ok" and len(job["drill_ids"]) == 2 and "physical drill" in job["summary"]
+    logical, physical = job["summary"].split("; ")
+    assert logical.startswith("drill ") and physical.startswith("physical drill ")

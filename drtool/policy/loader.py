@@ -34,9 +34,12 @@ from .schema import (
     StorageTarget,
 )
 
+DRILL_KINDS = ("logical", "physical", "both")  # [drill] kind: what `drtool run` drills
 
 # The schema: section -> key -> type tag. A nested dict is a section; a list of one dict an array of
 # tables. Sections that have a dataclass take their keys and types from its fields (schema.py).
+
+
 def _keys(cls: type, *, without: tuple[str, ...] = ()) -> dict[str, str]:
     """TOML key -> type tag of a section's dataclass: str, int, bool, list[str] (a duration is a str)."""
     tags = {"str": "str", "int": "int", "bool": "bool", "tuple[str, ...]": "list[str]"}
@@ -288,6 +291,8 @@ class _Validator:
         pitr = self.pitr(raw.get("pitr", {}), rpo)
         if schedule.base and not pitr.enabled:
             self.bad("schedule.base", "base backups need [pitr] enabled = true")
+        if drill.kind != "logical" and not pitr.enabled:
+            self.bad("drill.kind", f"'{drill.kind}' drills replay archived WAL: they need [pitr] enabled = true")
         self.warn_about_schedule(rpo, gaps, raw.get("retention", {}), retention)
 
         if not self.age_secret_named:  # in a comment, or a value not checked: name its line
@@ -408,7 +413,11 @@ class _Validator:
         profile = drill.get("profile", _default(Drill, "profile"))
         if profile not in ("durable", "fast"):
             self.bad("drill.profile", f"'{profile}' must be 'durable' (settings of a production server) or 'fast'")
+        kind = drill.get("kind", _default(Drill, "kind"))
+        if kind not in DRILL_KINDS:
+            self.bad("drill.kind", f"'{kind}' must be one of {', '.join(repr(k) for k in DRILL_KINDS)}")
         return Drill(
+            kind=kind,
             checks=tuple(drill.get("checks", ())),
             target_dsn=target_dsn,
             pg_bin_dir=self.path_value(drill.get("pg_bin_dir")),
