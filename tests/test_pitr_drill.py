@@ -254,3 +254,28 @@ def test_run_drills_both_kinds_when_the_policy_says_both(make_pitr, scratch_root
     assert job["outcome"] == "ok" and len(job["drill_ids"]) == 2 and "physical drill" in job["summary"]
     logical, physical = job["summary"].split("; ")
     assert logical.startswith("drill ") and physical.startswith("physical drill ")
+
+
+def test_heartbeat_row_gives_an_idle_database_a_measurable_recovery_point(make_pitr, scratch_root):
+    c = make_pitr(extra_pitr='heartbeat_interval = "2s"')
+    _prepare(c, scratch_root)
+    db = c.pg.dsn().rsplit("/", 1)[1]
+    assert c.pg.psql("SELECT to_regclass('drtool.heartbeat') IS NULL", db=db) == "t"  # created only when beating
+    r = c.cli("wal", "heartbeat", "-p", str(c.policy), "--json")
+    assert r.code == 0, r.err
+    beat = c.pg.psql("SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM drtool.heartbeat",
+                     db=db)  # fmt: skip
+    c.wait_archived(c.switch_wal())
+    r = _drill(c)
+    assert r.code == 0, r.out + r.err
+    rec = r.only
+    assert rec["newest_heartbeat"] == beat
+    assert _parse(rec["recovery_point"]) >= _parse(beat)
+    assert rec["rpo_seconds"] == pytest.approx((_parse(rec["started_at"]) - _parse(rec["recovery_point"])).total_seconds(),
+                                               abs=0.01)  # fmt: skip
+
+
+def test_heartbeat_without_an_interval_is_refused(make_pitr):
+    c = make_pitr(start=False)
+    r = c.cli("wal", "heartbeat", "-p", str(c.policy))
+    assert r.code == 2 and "heartbeat_interval" in r.err and "Traceback" not in r.err

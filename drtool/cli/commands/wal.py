@@ -11,6 +11,7 @@ import click
 from ... import walack
 from ..context import POLICY_HELP
 from .wal_fetch import fetch
+from .wal_heartbeat import heartbeat
 
 
 @click.group()
@@ -33,3 +34,4 @@ def push(policy_path: str, path: str) -> None:
 
 
 wal.add_command(fetch)  # restore_command (drtool/cli/commands/wal_fetch.py)
+wal.add_command(heartbeat)  # one heartbeat row (drtool/cli/commands/wal_heartbeat.py)
