@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -271,11 +272,41 @@ def test_heartbeat_row_gives_an_idle_database_a_measurable_recovery_point(make_p
     rec = r.only
     assert rec["newest_heartbeat"] == beat
     assert _parse(rec["recovery_point"]) >= _parse(beat)
-    assert rec["rpo_seconds"] == pytest.approx((_parse(rec["started_at"]) - _parse(rec["recovery_point"])).total_seconds(),
-                                               abs=0.01)  # fmt: skip
+    rpo = (_parse(rec["started_at"]) - _parse(rec["recovery_point"])).total_seconds()
+    assert rec["rpo_seconds"] == pytest.approx(rpo, abs=0.01)
 
 
 def test_heartbeat_without_an_interval_is_refused(make_pitr):
     c = make_pitr(start=False)
     r = c.cli("wal", "heartbeat", "-p", str(c.policy))
     assert r.code == 2 and "heartbeat_interval" in r.err and "Traceback" not in r.err
+
+
+def test_archive_lagging_behind_the_rpo_degrades_status_sets_the_metrics_and_has_an_alert_rule(
+    make_pitr, scratch_root, seaweed, bucket, tmp_path
+):
+    c = make_pitr()
+    _prepare(c, scratch_root)
+    names = _archive_segments(c, 3)
+    r = c.cli("status", "-p", str(c.policy), "--json")
+    wal = r.json["policies"][c.policy_name]["wal_archive"]
+    assert wal["newest_segment"] == names[-1] and wal["gaps"] == 0 and wal["backlog"] == 0
+    assert wal["failed_count"] == 0 and r.json["policies"][c.policy_name]["components"]["wal_archive"] == "ok"
+    c.policy.write_text(c.policy.read_text().replace('rpo = "5m"', 'rpo = "2s"'))
+    time.sleep(3)  # nothing archived for longer than the RPO
+    key = next(k for k in _archive_keys(seaweed, bucket, c) if f"/{names[1]}." in k)
+    seaweed.client().delete_object(Bucket=bucket, Key=key)
+    metrics = tmp_path / "drtool.prom"
+    r = c.cli("status", "-p", str(c.policy), "--json", "--metrics-file", str(metrics))
+    assert r.code != 0
+    pol = r.json["policies"][c.policy_name]
+    state = pol["components"]["wal_archive"]
+    assert f"newest archived segment {names[-1]}" in state and "more than objectives.rpo (2s)" in state
+    assert f"first missing {names[1]}" in state and pol["status"] in ("degraded", "unhealthy")
+    text = metrics.read_text()
+    lag = [ln for ln in text.splitlines() if ln.startswith("drtool_wal_archive_lag_seconds{")]
+    assert lag and float(lag[0].split()[-1]) > 2
+    assert any(ln.startswith("drtool_wal_gap{") and ln.endswith(" 1.0") for ln in text.splitlines())
+    assert any(ln.startswith("drtool_wal_backlog_segments{") for ln in text.splitlines())
+    rules = (Path(__file__).resolve().parent.parent / "docs" / "alerts.yml").read_text()
+    assert "drtool_wal_archive_lag_seconds > drtool_rpo_objective_seconds" in rules and "drtool_wal_gap" in rules
