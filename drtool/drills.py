@@ -73,7 +73,7 @@ def backup_at_fault(error: DrtoolError) -> bool:
 
 
 @contextmanager
-def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+def timed(phases: dict[str, float], name: str) -> Iterator[None]:
     t = time.monotonic()
     try:
         yield
@@ -98,7 +98,7 @@ def run(
     with ExitStack() as cleanup:
         try:
             try:
-                with _timed(out.phases, "provision"):
+                with timed(out.phases, "provision"):
                     conninfo = _provision(target, manifest, drill_id, cleanup, out)
             except DrtoolError as e:
                 out.stop("provision", e)
@@ -106,7 +106,7 @@ def run(
             _restore(conninfo, pieces, pg_restore, out)
             if out.failure is None:
                 try:
-                    with _timed(out.phases, "verify"):
+                    with timed(out.phases, "verify"):
                         _verify(conninfo, manifest, checks, amcheck, out)
                 except DatabaseError as e:  # the server went away under the checks
                     out.stop("verify", e)

@@ -25,6 +25,10 @@ _GAUGES = {
     "rto_objective_seconds": "objectives.rto of the policy.",
     "copies_pending": "Backups not yet copied to a copy target.",
     "healthy": "1 if drtool status says healthy, else 0.",
+    "wal_archive_lag_seconds": "PITR: age of the newest archived WAL segment (when it was completed).",
+    "wal_backlog_segments": "PITR: WAL segments waiting in pg_wal to be archived (.ready), where drtool runs "
+    "beside the server.",
+    "wal_gap": "PITR: 1 if the WAL chain after the oldest restorable base backup has a gap, else 0.",
     "compliant": "1 if the policy is compliant over the last 90 days (drtool report's verdict; days before the "
     "first backup count against the RPO), else 0.",
 }

@@ -290,3 +290,105 @@ def cluster_info(conninfo: Conninfo) -> ClusterInfo:
         except psycopg.Error as e:
             raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
     return ClusterInfo(int(sysid), int(seg), version, num, tuple(spaces), int(size))
+
+
+# -- point-in-time recovery: drills on a restored cluster, heartbeats on the source ----------------
+
+HEARTBEAT_TABLE = "drtool.heartbeat"  # one row, updated every pitr.heartbeat_interval (docs/pitr.md)
+
+
+def user_of(conninfo: Conninfo) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(conninfo.dsn).get("user") or "")
+
+
+def in_recovery(conninfo: Conninfo) -> bool:
+    """pg_is_in_recovery(): True while the server replays WAL, False once promoted. DatabaseError
+    while it accepts no connection yet (not consistent)."""
+    try:
+        with connect(conninfo, timeout=5) as conn:
+            return bool(_row(conn.execute("SELECT pg_is_in_recovery()"))[0])
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+
+
+@dataclass(frozen=True)
+class ReplayPoint:
+    """What a restored cluster holds of its source's history: the last replayed commit
+    (pg_last_xact_replay_timestamp(), read after promotion and before any restart), the newest
+    heartbeat row, and the timeline it ended on."""
+
+    last_commit: dt.datetime | None
+    heartbeat: dt.datetime | None
+    timeline: int
+
+
+def replay_point(conninfo: Conninfo) -> ReplayPoint:
+    try:
+        with connect(conninfo) as conn:
+            last, tli, has_beat = _row(conn.execute(
+                "SELECT pg_last_xact_replay_timestamp(), (SELECT timeline_id FROM pg_control_checkpoint()), "
+                "to_regclass(%s) IS NOT NULL",
+                (HEARTBEAT_TABLE,),
+            ))  # fmt: skip
+            beat = _row(conn.execute(f"SELECT max(ts) FROM {HEARTBEAT_TABLE}"))[0] if has_beat else None
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+    return ReplayPoint(last, beat, int(tli))
+
+
+def superuser_of(conninfo: Conninfo) -> str:
+    """The bootstrap superuser's name (the role initdb made)."""
+    try:
+        with connect(conninfo) as conn:
+            return str(_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0])
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+
+
+def write_probe(conninfo: Conninfo) -> None:
+    """The drill's first write on a promoted copy: one committed row in drtool_drill.probe."""
+    try:
+        with connect(conninfo) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS drtool_drill")
+            conn.execute("CREATE TABLE IF NOT EXISTS drtool_drill.probe (at timestamptz NOT NULL)")
+            conn.execute("INSERT INTO drtool_drill.probe VALUES (clock_timestamp())")
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: the first write failed: {_first_line(e)}") from None
+
+
+def archiver_stats(conninfo: Conninfo) -> dict[str, object]:
+    """pg_stat_archiver of a server (times ISO UTC), and its count of .ready files when the
+    connection may read pg_wal (superuser or pg_monitor; else None)."""
+    try:
+        with connect(conninfo) as conn:
+            cur = conn.execute(
+                "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, "
+                "last_failed_time, stats_reset FROM pg_stat_archiver"
+            )
+            names = [d.name for d in cur.description or ()]
+            row = dict(zip(names, _row(cur), strict=True))
+            try:
+                row["ready"] = _row(conn.execute(
+                    "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+                ))[0]  # fmt: skip
+            except psycopg.Error:
+                row["ready"] = None
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+    return {k: v.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if isinstance(v, dt.datetime) else v
+            for k, v in row.items()}  # fmt: skip
+
+
+def write_heartbeat(conninfo: Conninfo) -> None:
+    """One heartbeat on the source (`drtool wal daemon` with pitr.heartbeat_interval): the single
+    row of drtool.heartbeat set to now, committed. It makes WAL on an idle server (so archive_timeout
+    switches segments) and gives drills a recent commit to measure the recovery point from."""
+    try:
+        with connect(conninfo) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS drtool")
+            conn.execute("CREATE TABLE IF NOT EXISTS drtool.heartbeat (id int PRIMARY KEY CHECK (id = 1), "
+                         "ts timestamptz NOT NULL)")  # fmt: skip
+            conn.execute("INSERT INTO drtool.heartbeat VALUES (1, clock_timestamp()) "
+                         "ON CONFLICT (id) DO UPDATE SET ts = excluded.ts")  # fmt: skip
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {conninfo.label}: heartbeat not written: {_first_line(e)}") from None

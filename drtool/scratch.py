@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,15 @@ class ScratchServer:
     port: int
     version: str
     proc: subprocess.Popen | None = None
+    ids: dict[str, Any] = field(default_factory=dict)  # user/group the server runs as (empty: ours)
 
     @property
     def socket_dir(self) -> Path:
         return self.base / "sock"
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
@@ -143,6 +148,26 @@ def scratch_server(
 ) -> Iterator[ScratchServer]:
     """A started throwaway server with the settings of `profile`; stopped and deleted when the
     block ends, however it ends."""
+    with scratch_folder(bindir, version, root) as server:
+        r = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(server.data), "-U", SUPERUSER, "--auth=trust", "--no-sync",
+             "-E", "UTF8", "--locale=C"],
+            capture_output=True, text=True, **_child(server),
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise DatabaseError(f"scratch server: initdb failed: {(r.stderr or r.stdout).strip()[-300:]}")
+        with open(server.data / "postgresql.conf", "a") as f:
+            f.write(settings(server, profile))
+        start(server)
+        _wait_ready(server)
+        yield server
+
+
+@contextmanager
+def scratch_folder(bindir: Path, version: str, root: Path | None = None) -> Iterator[ScratchServer]:
+    """A private folder for a throwaway server (its socket folder made, its data folder not yet):
+    the caller fills `server.data` and calls start(). Stopped and deleted when the block ends,
+    however it ends; reaped by the next drill when drtool is killed."""
     root = Path(root or tempfile.gettempdir())
     reap_stale(root)
     user = _run_as()
@@ -151,33 +176,45 @@ def scratch_server(
     try:
         (base / OWNER_FILE).write_text(str(os.getpid()))
         server.socket_dir.mkdir(mode=0o700)
-        ids: dict[str, Any] = {}  # user, group, extra_groups: run initdb and the server as that user
         if user:
             os.chown(base, user.pw_uid, user.pw_gid)
             os.chown(server.socket_dir, user.pw_uid, user.pw_gid)
             os.chmod(base, 0o700)
-            ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(base)}
-        r = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(base / "data"), "-U", SUPERUSER, "--auth=trust", "--no-sync",
-             "-E", "UTF8", "--locale=C"],
-            capture_output=True, text=True, env=env, cwd=base, **ids,
-        )  # fmt: skip
-        if r.returncode != 0:
-            raise DatabaseError(f"scratch server: initdb failed: {(r.stderr or r.stdout).strip()[-300:]}")
-        with open(base / "data" / "postgresql.conf", "a") as f:
-            f.write(_CONF.format(sock=server.socket_dir, port=server.port) + _PROFILE_CONF[profile])
-        log = open(base / "server.log", "wb")
-        server.proc = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(base / "data")],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=base,
-            start_new_session=True, preexec_fn=_die_with_parent, **ids,
-        )  # fmt: skip
-        log.close()
-        _wait_ready(server)
+            server.ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         yield server
     finally:
         stop(server)
+
+
+def settings(server: ScratchServer, profile: str = DURABLE) -> str:
+    """The isolation settings (no TCP listener, the private socket) and those of `profile`."""
+    return _CONF.format(sock=server.socket_dir, port=server.port) + _PROFILE_CONF[profile]
+
+
+def _child(server: ScratchServer) -> dict:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(server.base)}
+    return {"env": env, "cwd": server.base, **server.ids}
+
+
+def start(server: ScratchServer) -> None:
+    """Start the server on its data folder (as the unprivileged user when root), logging into
+    server.log; returns at once (_wait_ready, or the caller's own wait, follows)."""
+    log = open(server.base / "server.log", "wb")
+    try:
+        server.proc = subprocess.Popen(
+            [str(server.bindir / "postgres"), "-D", str(server.data)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent, **_child(server),
+        )  # fmt: skip
+    finally:
+        log.close()
+
+
+def log_tail(server: ScratchServer, chars: int = 500) -> str:
+    try:
+        return (server.base / "server.log").read_text(errors="replace")[-chars:].strip()
+    except OSError:
+        return ""
 
 
 def _wait_ready(server: ScratchServer, timeout: float = 60) -> None:
@@ -185,8 +222,7 @@ def _wait_ready(server: ScratchServer, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc and server.proc.poll() is not None:
-            log = (server.base / "server.log").read_text(errors="replace")[-500:]
-            raise DatabaseError(f"scratch server exited while starting: {log.strip()}")
+            raise DatabaseError(f"scratch server exited while starting: {log_tail(server)}")
         if sock.exists():
             r = subprocess.run(
                 [str(server.bindir / "pg_isready"), "-q", "-h", str(server.socket_dir), "-p", str(server.port)],

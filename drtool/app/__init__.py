@@ -18,6 +18,7 @@ from .index import IndexJobs
 from .init import InitJobs
 from .outcome import Outcome
 from .physical import PhysicalJobs
+from .pitr_drill import PitrDrillJobs
 from .restore import RestoreJobs
 from .schedule import ScheduleJobs
 from .wal import WalJobs
@@ -34,7 +35,9 @@ class App:
         self.restores = RestoreJobs(self.ctx)
         self.drills = DrillJobs(self.ctx)
         self.physical = PhysicalJobs(self.ctx, backups=self.backups, restores=self.restores)
-        self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills, physical=self.physical)
+        self.pitr_drills = PitrDrillJobs(self.ctx, physical=self.physical, drills=self.drills)
+        self.schedule = ScheduleJobs(self.ctx, backups=self.backups, drills=self.drills, physical=self.physical,
+                                     pitr_drills=self.pitr_drills)  # fmt: skip
         self.evidence = EvidenceJobs(self.ctx)
         self.setup = InitJobs(self.ctx)
         self.index = IndexJobs(self.ctx)
@@ -49,6 +52,7 @@ class App:
         self.wal_fetch = self.physical.wal_fetch
         self.verify = self.restores.verify
         self.drill = self.drills.drill
+        self.drill_physical = self.pitr_drills.drill_physical
         self.run = self.schedule.run
         self.run_fleet = self.schedule.run_fleet
         self.prune = self.schedule.prune
@@ -66,6 +70,7 @@ class App:
         self.rebuild_index = self.index.rebuild_index
         self.wal_daemon = self.wal.run_daemon
         self.wal_status = self.wal.status
+        self.wal_heartbeat = self.wal.heartbeat
 
     def store(self, policy: Policy, *, target: str | None = None) -> Store:
         return self.ctx.store(policy, target=target)

@@ -18,6 +18,7 @@ from ..storage import Store, put_bytes
 from .base import _check_region
 from .context import UseCase
 from .outcome import Outcome
+from .walhealth import wal_health
 
 
 @dataclass
@@ -108,7 +109,22 @@ class EvidenceJobs(UseCase):
             components=components,
         )
         result["backups"] = len(ev.backups)
+        if policy.pitr.enabled:
+            self._wal_status(policy, store, ev, result)
         return result, ev
+
+    def _wal_status(self, policy: Policy, store: Store, ev: Evidence, result: dict[str, Any]) -> None:
+        """The WAL archive's figures and state (degraded when it lags more than objectives.rpo)."""
+        physical = [(m["id"], m["physical"]) for m in ev.backups if m.get("kind") == "physical" and m.get("physical")]
+        try:
+            figures, state = wal_health(store, policy, physical, self.ctx.source(policy), self.ctx.warn)
+        except DrtoolError as e:
+            figures, state = {}, f"cannot be read: {e}"
+        result["wal_archive"] = figures
+        result["components"]["wal_archive"] = state
+        if state != "ok":
+            result["status"] = health.worst(result["status"], "degraded")
+            result["reasons"].append(f"wal_archive: {state}")
 
     def _restore_readiness(self, policy: Policy, newest: dict[str, Any] | None) -> str:
         """Returns "ok" when this host could restore the newest backup now: the identity file is there,
@@ -176,6 +192,10 @@ class EvidenceJobs(UseCase):
                 row["drill_last_timestamp_seconds"] = clock.parse_iso(r["started_at"]).timestamp()
                 success += [clock.parse_iso(x["completed_at"]).timestamp() for x in ran if x.get("passed")][:1]
             row["last_success_timestamp_seconds"] = max(success) if success else None
+            wal = st.get("wal_archive") or {}
+            row["wal_archive_lag_seconds"] = wal.get("lag_seconds")
+            row["wal_backlog_segments"] = wal.get("backlog")
+            row["wal_gap"] = None if not wal else (1 if wal.get("gaps") else 0)
             now = clock.utcnow()
             row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now)["compliant"])
             rows.append(row)

@@ -39,7 +39,9 @@ def _add_wal_archive(ctx: Context, policy: Policy, row: dict[str, Any]) -> None:
     an unreadable archive make the policy degraded."""
     w = wal_status(ctx, policy)
     row["wal"] = {k: w[k] for k in WAL_FIELDS}
-    row["components"]["wal_archive"] = "; ".join(w["problems"]) or "ok"
+    # status's own WAL health (app/walhealth.py: lag, gaps, archiver) may have set the component already
+    said = row["components"].get("wal_archive", "ok")
+    row["components"]["wal_archive"] = "; ".join([*([said] if said != "ok" else []), *w["problems"]]) or "ok"
     if w["problems"]:
         row["status"] = health.worst(row["status"], "degraded")
         row["reasons"] = [*row["reasons"], *(f"WAL archive: {p}" for p in w["problems"])]

@@ -170,7 +170,7 @@ class PhysicalJobs(UseCase):
         uid, gid, user = _owner(owner)
         command = _drtool_for_server(drtool)
         store = self.ctx.store(policy, target=from_copy)
-        backup = self._choose_base(store, policy, backup_id, to_time, from_copy)
+        backup = self.choose_base(store, policy, backup_id, to_time, from_copy)
         info = backup.record.physical
         assert info is not None  # a physical manifest always has it
         if to_time is not None:
@@ -187,7 +187,7 @@ class PhysicalJobs(UseCase):
         key = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{key}"
         try:
-            extracted = self._extract(store, key, backup, identities, where, target_dir)
+            extracted = self.extract(store, key, backup, identities, where, target_dir)
             pgtools.verify_backup(verify_tool, target_dir)
             spool = self._fetch_spool(policy, uid, gid)
             _write_recovery_config(target_dir, restore_command(command, policy, spool), backup.id, to_time)
@@ -217,7 +217,7 @@ class PhysicalJobs(UseCase):
             "start_command": start,
         }
 
-    def _choose_base(self, store: Store, policy: Policy, backup_id: str | None, to_time: dt.datetime | None,
+    def choose_base(self, store: Store, policy: Policy, backup_id: str | None, to_time: dt.datetime | None,
                      from_copy: str | None) -> catalog.Backup:  # fmt: skip
         """The named base backup, or the newest one (not known to be damaged) that ended before
         `to_time`; an error naming the earliest restorable time when every one ended after it."""
@@ -253,7 +253,7 @@ class PhysicalJobs(UseCase):
                              f"{clock.iso(end)}); the latest restorable time is {clock.iso(end)}, or use "
                              "--to-latest")  # fmt: skip
 
-    def _extract(self, store: Store, key: str, backup: catalog.Backup, identities, where: str, target: Path) -> int:
+    def extract(self, store: Store, key: str, backup: catalog.Backup, identities, where: str, target: Path) -> int:
         """Stream the base tar into `target`: decrypted and decompressed on the way, every member
         checked by tarfile's 'data' filter (no absolute paths, no '..', no links out, no devices)."""
         try:

@@ -17,14 +17,17 @@ from .backup import BackupJobs
 from .context import Context, UseCase
 from .drill import DrillJobs
 from .physical import PhysicalJobs
+from .pitr_drill import PitrDrillJobs
 
 
 class ScheduleJobs(UseCase):
-    """run and prune. run calls the backup (and copy), base backup and drill use cases: it is given them."""
+    """run and prune. run calls the backup (and copy), base backup and drill (logical and physical) use
+    cases: it is given them."""
 
-    def __init__(self, ctx: Context, *, backups: BackupJobs, drills: DrillJobs, physical: PhysicalJobs) -> None:
+    def __init__(self, ctx: Context, *, backups: BackupJobs, drills: DrillJobs, physical: PhysicalJobs,
+                 pitr_drills: PitrDrillJobs) -> None:  # fmt: skip
         super().__init__(ctx)
-        self.backups, self.drills, self.physical = backups, drills, physical
+        self.backups, self.drills, self.physical, self.pitr_drills = backups, drills, physical, pitr_drills
 
     # -- run: what cron/systemd calls -------------------------------------------------------------
     def run(
@@ -189,17 +192,36 @@ class ScheduleJobs(UseCase):
                 return {"outcome": "failed", "error": f"prune of copy targets failed: {', '.join(failed)}",
                         "exit_code": 1}  # fmt: skip
             return {"outcome": "ok", "summary": f"kept {r['kept']}, deleted {r['deleted']}"}
-        started, t0 = clock.utcnow(), clock.monotonic()
-        src = policy.drill.from_copy
-        rec = self.drills.drill_locked(policy, store, None, started, t0, source_name=src)
+        results = [self._drill_job(policy, store, kind) for kind in _drill_kinds(policy)]
+        failed = [r for r in results if r["outcome"] != "ok"]
+        if len(results) == 1 or not failed:
+            return results[0] if len(results) == 1 else {**results[0], "summary": "; ".join(
+                r["summary"] for r in results), "drill_ids": [r["drill_id"] for r in results]}  # fmt: skip
+        worst = max(failed, key=lambda r: r["exit_code"])
+        return {**worst, "error": "; ".join(r["error"] for r in failed),
+                "summary": "; ".join(r["summary"] for r in results),
+                "drill_ids": [r["drill_id"] for r in results]}  # fmt: skip
+
+    def _drill_job(self, policy: Policy, store: Store, kind: str) -> dict[str, Any]:
+        """One scheduled drill of `kind` (logical: a dump; physical: base backup + WAL)."""
+        if kind == "physical":
+            archiver = self.pitr_drills.source_archiver(policy)
+            started, t0 = clock.utcnow(), clock.monotonic()
+            rec = self.pitr_drills.drill_physical_locked(policy, store, None, None, started, t0, archiver)
+            label = f"physical drill {rec['drill_id']}"
+        else:
+            started, t0 = clock.utcnow(), clock.monotonic()
+            src = policy.drill.from_copy
+            rec = self.drills.drill_locked(policy, store, None, started, t0, source_name=src)
+            label = f"drill {rec['drill_id']}"
         if rec["passed"] and rec["rpo_met"] is not False:
-            return {"outcome": "ok", "summary": f"drill {rec['drill_id']}", "error": None, "exit_code": 0,
+            return {"outcome": "ok", "summary": label, "error": None, "exit_code": 0,
                     "drill_id": rec["drill_id"]}  # fmt: skip
         if rec["outcome"] == "could-not-run":  # says nothing about the backup: exit 1, not 3
             error, code = f"could not run: {rec['failure']}", 1
         else:
             error, code = rec["failure"] or "RPO objective missed", 3
-        return {"outcome": "failed", "summary": f"drill {rec['drill_id']}", "error": error, "exit_code": code,
+        return {"outcome": "failed", "summary": label, "error": error, "exit_code": code,
                 "drill_id": rec["drill_id"]}  # fmt: skip
 
     # -- prune ---------------------------------------------------------------------------------
@@ -401,3 +423,8 @@ def _interrupt(pool: ThreadPoolExecutor) -> None:
     for t in list(getattr(pool, "_threads", ())):
         if t.is_alive() and t.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt))
+
+
+def _drill_kinds(policy: Policy) -> tuple[str, ...]:
+    """What a scheduled drill restores ([drill] kind): a dump, a base backup + WAL, or both."""
+    return {"logical": ("logical",), "physical": ("physical",), "both": ("logical", "physical")}[policy.drill.kind]

@@ -19,6 +19,7 @@ from ..errors import DrtoolError, UsageError
 from ..policy import Policy, load_fleet
 from ..walspool import ACK, write_durably
 from .context import Context, UseCase
+from .heartbeat import Heartbeat, beat
 
 # -- the spool (drtool/walspool.py) -------------------------------------------------------------
 
@@ -169,8 +170,10 @@ def run_daemon(ctx: Context, policy: Policy, stop: threading.Event) -> dict[str,
         signer = ctx.signer(policy)
         state = _State()
         next_status = 0.0
+        heart = Heartbeat(ctx, policy)  # writes only with pitr.heartbeat_interval set (docs/pitr.md)
         with ThreadPoolExecutor(max_workers=pitr.upload_workers, thread_name_prefix="wal-push") as pool:
             while not stop.is_set():
+                heart.tick()
                 _collect(ctx, policy, state)
                 _submit(pool, store, policy, pg_wal, sysid, signer, state)
                 if time.monotonic() >= next_status:
@@ -319,3 +322,6 @@ class WalJobs(UseCase):
 
     def status(self, policy: Policy, *, with_store: bool = True) -> dict[str, Any]:
         return wal_status(self.ctx, policy, with_store=with_store)
+
+    def heartbeat(self, policy: Policy) -> dict[str, Any]:
+        return beat(self.ctx, policy)

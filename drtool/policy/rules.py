@@ -20,6 +20,7 @@ from ..postgres import dsn_password_keys
 from .schema import BackupOptions, Drill, Notify, Pitr, Policy, Retention, Schedule, Signing, StorageTarget
 from .shape import OPENSSH_PRIVATE, SCHEMA, SECRET_HINTS, ShapeChecker, default, secret_advice
 
+DRILL_KINDS = ("logical", "physical", "both")  # [drill] kind: what `drtool run` drills
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 
 
@@ -50,6 +51,8 @@ class Validator(ShapeChecker):
         pitr = self.pitr(raw.get("pitr", {}), rpo)
         if schedule.base and not pitr.enabled:
             self.bad("schedule.base", "base backups need [pitr] enabled = true")
+        if drill.kind != "logical" and not pitr.enabled:
+            self.bad("drill.kind", f"'{drill.kind}' drills replay archived WAL: they need [pitr] enabled = true")
         self.warn_about_schedule(rpo, gaps, raw.get("retention", {}), retention)
 
         if not self.age_secret_named:  # in a comment, or a value not checked: name its line
@@ -166,7 +169,11 @@ class Validator(ShapeChecker):
         profile = drill.get("profile", default(Drill, "profile"))
         if profile not in ("durable", "fast"):
             self.bad("drill.profile", f"'{profile}' must be 'durable' (settings of a production server) or 'fast'")
+        kind = drill.get("kind", default(Drill, "kind"))
+        if kind not in DRILL_KINDS:
+            self.bad("drill.kind", f"'{kind}' must be one of {', '.join(repr(k) for k in DRILL_KINDS)}")
         return Drill(
+            kind=kind,
             checks=tuple(drill.get("checks", ())),
             target_dsn=target_dsn,
             pg_bin_dir=self.path_value(drill.get("pg_bin_dir")),

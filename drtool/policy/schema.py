@@ -66,6 +66,7 @@ class Drill:
     target_password_env: str | None = None
     from_copy: str | None = None  # drill from this [[storage.copies]] target, proving the DR copy
     profile: str = "durable"  # scratch server settings: "durable" (as production) or "fast" (fsync off)
+    kind: str = "logical"  # what `drtool run` drills: "logical", "physical" (PITR) or "both"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import click
@@ -18,17 +19,24 @@ from ..render import human_duration
 @name_option
 @backup_id_option("Backup to drill (default: drill.pick, the newest).")
 @click.option("--from", "from_copy", metavar="COPY", help="Drill from a copy target instead of the primary.")
+@click.option("--physical", is_flag=True, help="PITR drill: a base backup plus archived WAL, replayed and promoted.")
+@click.option("--to-time", metavar="TIME", help="With --physical: recover to this time (ISO 8601; UTC unless it says).")
 @metrics_option
 @json_option
 @pass_ctx
 def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | None, from_copy: str | None,
-          metrics_file: str | None, as_json: bool) -> None:  # fmt: skip
+          physical: bool, to_time: str | None, metrics_file: str | None, as_json: bool) -> None:  # fmt: skip
     """Restore test: restore into a scratch database, verify, measure RPO and RTO, record it."""
     records, worst = [], 0
+    when = _target_time(to_time, physical, from_copy)
     found = policies(ctx, policy_path, policy_name)
     for p in found:
-        ctx.info(f"drill {p.name}: restoring into a scratch database...")
-        r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
+        if physical:
+            ctx.info(f"drill {p.name}: replaying a base backup and archived WAL in a scratch server...")
+            r = ctx.app.drill_physical(p, backup_id=backup_id, to_time=when)
+        else:
+            ctx.info(f"drill {p.name}: restoring into a scratch database...")
+            r = ctx.app.drill(p, backup_id=backup_id, from_copy=from_copy)
         records.append(r)
         if r["outcome"] == "could-not-run":  # nothing is known about the backup: the operation failed
             worst = max(worst, EXIT_FAILED)
@@ -45,6 +53,23 @@ def drill(ctx: Ctx, policy_path: str, policy_name: str | None, backup_id: str | 
         echo_invalid()
     if worst:
         raise click.exceptions.Exit(worst)
+
+
+def _target_time(to_time: str | None, physical: bool, from_copy: str | None) -> dt.datetime | None:
+    if not physical:
+        if to_time:
+            raise click.UsageError("--to-time goes with --physical (a logical drill restores a dump as it is)")
+        return None
+    if from_copy:
+        raise click.UsageError("--from is not supported with --physical yet: a PITR drill reads the primary")
+    if not to_time:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(to_time.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{to_time!r} is not an ISO 8601 time (e.g. 2026-11-30T14:03:27Z)",
+                                 param_hint="--to-time") from None  # fmt: skip
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def render_drill(r: dict[str, Any]) -> None:
@@ -66,8 +91,21 @@ def render_drill(r: dict[str, Any]) -> None:
         click.echo(
             f"  worst-case RPO over {r['worst_rpo']['backups_considered']} backups: {secs(r['worst_rpo']['seconds'])}"
         )
+    if r.get("kind") == "physical":
+        _render_physical(r, secs)
     click.echo("  phases: " + ", ".join(f"{k} {human_duration(v)}" for k, v in r["phases"].items()))
     for c in r["checks"]:
         mark = {True: "ok  ", False: "FAIL", None: "skip"}[c["ok"]]
         click.echo(f"  {paint(mark, 'ok' if c['ok'] else ('skip' if c['ok'] is None else 'fail'))} "
                    f"{c['name']}: {c['detail']}")  # fmt: skip
+
+
+def _render_physical(r: dict[str, Any], secs) -> None:
+    if r.get("recovery_point"):
+        click.echo(f"  recovery point {r['recovery_point']} ({r['recovery_point_source']}), timeline {r['timeline']}")
+    if r.get("recovery_accuracy_seconds") is not None:
+        click.echo(f"  target {r['target_time']}: stopped {secs(r['recovery_accuracy_seconds'])} before it")
+    if r.get("rto_first_write_seconds") is not None:
+        click.echo(f"  first write committed at {secs(r['rto_first_write_seconds'])}")
+    if r.get("milestones"):
+        click.echo("  milestones: " + ", ".join(f"{k} {human_duration(v)}" for k, v in r["milestones"].items()))

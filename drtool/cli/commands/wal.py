@@ -17,6 +17,7 @@ from ..context import POLICY_HELP, Ctx, json_option, name_option, one_policy, pa
 from ..output import emit_json
 from ..render import human_duration
 from .wal_fetch import fetch
+from .wal_heartbeat import heartbeat
 
 
 @click.group()
@@ -78,3 +79,4 @@ def status_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) 
 
 
 wal.add_command(fetch)  # restore_command (drtool/cli/commands/wal_fetch.py)
+wal.add_command(heartbeat)  # one heartbeat row (drtool/cli/commands/wal_heartbeat.py)
