@@ -90,8 +90,7 @@ def pitrdrill_main(argv: list[str]) -> None:
         print(f"bench: loading pgbench scale {args.scale} into the policy's database {db}...", file=sys.stderr)
         size = load_pgbench(c.pg, db, args.scale, "random")
         c.policy.write_text(c.policy.read_text().replace(f'dsn = "{c.pg.dsn()}"', f'dsn = "{c.pg.dsn(db)}"'))
-        c.pg.psql("CREATE TABLE bench_load (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-                  db=db)  # fmt: skip
+        c.pg.psql("CREATE TABLE bench_load (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())", db=db)
         db_bytes = size
         env = dict(os.environ, PGPASSWORD=c.pg.PASSWORD, TEST_PGPASSWORD=c.pg.PASSWORD, TMPDIR=str(work))
         drtool = [sys.executable, "-m", "drtool", "--quiet"]

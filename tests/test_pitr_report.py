@@ -50,7 +50,8 @@ def test_report_over_a_physical_drill_and_a_wal_gap_shows_the_window_the_gap_as_
     # the window: from the base backup's end to the end of the last segment before the gap
     gap = pitr["gaps"][0]
     assert gap["missing"] == names[1] and gap["restorable_until"] == pitr["window"]["latest"]
-    assert pitr["window"]["earliest"] is not None and _parse(pitr["window"]["earliest"]) < _parse(gap["restorable_until"])
+    earliest = pitr["window"]["earliest"]
+    assert earliest is not None and _parse(earliest) < _parse(gap["restorable_until"])
     # the worst-case RPO is the interval the gap leaves uncovered: from the last restorable moment
     # (the `end` of the segment before the gap) to the period's end, as no base backup followed it
     rpo = pitr["rpo"]
