@@ -8,6 +8,7 @@ where the runbook runs it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import boto3
 import pytest
 from pitr_fixtures import start_daemon, stop_daemon
 from services import PgCluster, pg_bindir, tmpdir
@@ -182,3 +184,37 @@ def test_push_from_another_data_folder_is_not_answered_by_the_daemons_ack(make_p
         assert fresh.returncode == 0, fresh.stderr
     finally:
         stop_daemon(c, daemon)
+
+
+def _plant(seaweed, c, name: str, plain: bytes, with_digest: bool = True) -> None:
+    """An object put straight into the archive with S3 rights (no drtool): encrypted to the policy's
+    recipient like a real one, its metadata consistent with its content (or without any)."""
+    enc = subprocess.run(f"zstd -1 -c | age -r {c.recipient}", shell=True, input=plain, capture_output=True,
+                         check=True).stdout  # fmt: skip
+    meta = {"sha256": hashlib.sha256(plain).hexdigest(), "size": str(len(plain)), "sysid": str(c.sysid()),
+            "end": "2026-01-01T00:00:00Z"} if with_digest else {}  # fmt: skip
+    bucket, prefix = c.store_url[len("s3://") :].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{walnames.key_for(c.policy_name, c.sysid(), name)}", Body=enc,
+                  Metadata=meta)  # fmt: skip
+
+
+@pytest.mark.parametrize("planted", ["another-clusters-segment", "segment-under-another-name", "no-digest"])
+def test_wal_fetch_refuses_a_planted_segment_instead_of_handing_it_to_recovery(make_pitr, seaweed, planted, tmp_path):
+    """PostgreSQL ends recovery at a segment it rejects and promotes there: wal fetch must refuse
+    (exit 200: recovery aborts) a segment that is not this cluster's WAL at the position its name says."""
+    c = make_pitr()
+    name = c.switch_wal()
+    c.wait_archived(name)
+    plain = bytearray((c.pg_wal / name).read_bytes())
+    target, expect = walnames.parse_segment(name).next().name, "its name says"
+    if planted == "another-clusters-segment":
+        plain[24:32] = (1234567890123456789).to_bytes(8, "little")
+        target, expect = name, f"segment header says cluster 1234567890123456789, the archive is of cluster {c.sysid()}"
+    elif planted == "no-digest":
+        expect = "no sha256 in its metadata"
+    _plant(seaweed, c, target, bytes(plain), with_digest=planted != "no-digest")
+    dest = tmp_path / "RECOVERYXLOG"
+    r = c.cli("wal", "fetch", "-p", str(c.policy), target, str(dest))
+    assert r.code == 200 and not dest.exists(), r.err
+    assert expect in r.err and f"{target}.zst.age" in r.err and len(r.err.strip().splitlines()) == 1, r.err
