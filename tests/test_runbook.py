@@ -186,12 +186,12 @@ def test_push_from_another_data_folder_is_not_answered_by_the_daemons_ack(make_p
         stop_daemon(c, daemon)
 
 
-def _plant(seaweed, c, name: str, plain: bytes, with_digest: bool = True) -> None:
+def _plant(seaweed, c, name: str, plain: bytes, with_digest: bool = True, digest: str | None = None) -> None:
     """An object put straight into the archive with S3 rights (no drtool): encrypted to the policy's
     recipient like a real one, its metadata consistent with its content (or without any)."""
     enc = subprocess.run(f"zstd -1 -c | age -r {c.recipient}", shell=True, input=plain, capture_output=True,
                          check=True).stdout  # fmt: skip
-    meta = {"sha256": hashlib.sha256(plain).hexdigest(), "size": str(len(plain)), "sysid": str(c.sysid()),
+    meta = {"sha256": digest or hashlib.sha256(plain).hexdigest(), "size": str(len(plain)), "sysid": str(c.sysid()),
             "end": "2026-01-01T00:00:00Z"} if with_digest else {}  # fmt: skip
     bucket, prefix = c.store_url[len("s3://") :].split("/", 1)
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1")
@@ -218,3 +218,23 @@ def test_wal_fetch_refuses_a_planted_segment_instead_of_handing_it_to_recovery(m
     r = c.cli("wal", "fetch", "-p", str(c.policy), target, str(dest))
     assert r.code == 200 and not dest.exists(), r.err
     assert expect in r.err and f"{target}.zst.age" in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_verify_names_objects_planted_in_the_wal_archive_and_exits_3(make_pitr, seaweed):
+    """A name outside PostgreSQL's patterns, and a timeline history whose content is not the one
+    archived: verify names each (exit 3) instead of reporting the chain ok."""
+    c = make_pitr()
+    assert c.cli("backup", "--physical", "-p", str(c.policy)).code == 0
+    c.wait_archived(c.switch_wal())
+    assert c.cli("verify", "-p", str(c.policy)).code == 0
+    bucket, prefix = c.store_url[len("s3://") :].split("/", 1)
+    stray = f"{prefix}/{walnames.archive_prefix(c.policy_name, c.sysid())}0000000100000000/evil.zst.age"
+    boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1").put_object(
+        Bucket=bucket, Key=stray, Body=b"x"
+    )
+    _plant(seaweed, c, "00000002.history", b"1\t0/5000000\tplanted\n", digest="0" * 64)
+    r = c.cli("verify", "-p", str(c.policy))
+    assert r.code == 3, r.err
+    assert f"{stray}: not a WAL file name drtool archives" in r.err
+    assert "00000002.history.zst.age: timeline history cannot be read with the identity" in r.err
+    assert "Traceback" not in r.err
