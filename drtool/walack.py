@@ -89,8 +89,8 @@ def run(argv: list[str]) -> tuple[int, str]:
     except ValueError as e:
         return 1, str(e)
     name = os.path.basename(wal_path)
-    spool, ack_timeout = _spool_settings(policy_file)
-    if spool is not None:
+    spool, ack_timeout, pgdata = _spool_settings(policy_file)
+    if spool is not None and _in_pg_wal(wal_path, pgdata):
         verdict = answer(spool, name)
         if verdict is not None:
             return verdict
@@ -101,16 +101,28 @@ def run(argv: list[str]) -> tuple[int, str]:
     return _sync_push(policy_file, wal_path)
 
 
-def _spool_settings(policy_file: str) -> tuple[Path | None, float]:
-    """[pitr] spool_dir and ack_timeout, read without validating the rest (the sync push does)."""
+def _spool_settings(policy_file: str) -> tuple[Path | None, float, str | None]:
+    """[pitr] spool_dir, ack_timeout and pgdata, read without validating the rest (the sync push does)."""
     try:
         with open(policy_file, "rb") as f:
             pitr = tomllib.load(f).get("pitr", {})
     except (OSError, ValueError):
-        return None, 0
+        return None, 0, None
     if not isinstance(pitr, dict) or not isinstance(pitr.get("spool_dir"), str):
-        return None, 0
-    return Path(pitr["spool_dir"]), _seconds(pitr.get("ack_timeout", "60s"))
+        return None, 0, None
+    pgdata = pitr.get("pgdata") if isinstance(pitr.get("pgdata"), str) else None
+    return Path(pitr["spool_dir"]), _seconds(pitr.get("ack_timeout", "60s")), pgdata
+
+
+def _in_pg_wal(wal_path: str, pgdata: str | None) -> bool:
+    """Whether the file is in the pg_wal the daemon reads (pitr.pgdata). A server started from
+    another folder (a restored copy, before pitr.pgdata points at it) archives files the daemon
+    never sees, and an ack in the spool for the same name is about another file: that server's
+    pushes upload by themselves (create-only, so different content is still refused)."""
+    if not pgdata:
+        return False
+    here = os.path.realpath(os.path.dirname(os.path.abspath(wal_path)))
+    return here == os.path.realpath(os.path.join(pgdata, "pg_wal"))
 
 
 def _seconds(value: object) -> float:

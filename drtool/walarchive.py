@@ -297,10 +297,11 @@ def fetch_file(store: Store, policy: Policy, identities: list[age.Identity], nam
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with store.get(key, if_match=info.etag) as raw, open(tmp, "wb") as out:
-            digest, size = _decode_into(raw, out, identities, where)
+            digest, size, head = _decode_into(raw, out, identities, where)
             out.flush()
             os.fsync(out.fileno())
         _check_digest(info, digest, size, where)
+        _check_segment_header(name, head, sysid, where)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except OSError as e:
@@ -311,27 +312,36 @@ def fetch_file(store: Store, policy: Policy, identities: list[age.Identity], nam
     return True
 
 
-def _decode_into(raw, out, identities: list[age.Identity], where: str) -> tuple[str, int]:
+def _decode_into(raw, out, identities: list[age.Identity], where: str) -> tuple[str, int, bytes]:
+    """(SHA-256, size, first bytes) of the plaintext written to out."""
     dec = Decompressor()
     h = hashlib.sha256()
     size = 0
+    head = b""
     try:
         for piece in age.decrypt_stream(raw, identities):
             if piece and (plain := dec.decompress(piece)):
                 h.update(plain)
                 size += len(plain)
                 out.write(plain)
+                if len(head) < _HEADER_BYTES:
+                    head += plain[: _HEADER_BYTES - len(head)]
         dec.finish()
     except age.NoMatch as e:
         raise IntegrityError(f"{where}: {e}; is encryption.identity_file the key of this archive?") from None
     except (age.AgeError, TruncatedFrame) as e:
         raise IntegrityError(f"{where}: {e}") from None
-    return h.hexdigest(), size
+    return h.hexdigest(), size, head
+
+
+_HEADER_BYTES = 40  # a segment's long page header: magic, info, timeline, page address, ..., system identifier
 
 
 def _check_digest(info: ObjectInfo, digest: str, size: int, where: str) -> None:
     want = info.metadata.get("sha256")
-    if want and (want != digest or info.metadata.get("size") != str(size)):
+    if not want:  # every push records it: an object without it was not written by drtool
+        raise IntegrityError(f"{where}: no sha256 in its metadata; not archived by drtool wal push, refusing it")
+    if want != digest or info.metadata.get("size") != str(size):
         raise IntegrityError(f"{where}: decrypted content has SHA-256 {digest} ({size} bytes), "
                              f"archived as {want} ({info.metadata.get('size')} bytes)")  # fmt: skip
 
@@ -359,3 +369,24 @@ def _is_wal_key(key: str) -> bool:
     except walnames.BadWalName:
         return False
     return True
+
+
+def _check_segment_header(name: str, head: bytes, sysid: int, where: str) -> None:
+    """A segment (or .partial) must be of this archive's cluster and hold the WAL its name says:
+    PostgreSQL would end recovery at a segment it rejects, and promote there (at the wrong point)."""
+    if walnames.kind_of(name) not in ("segment", "partial"):
+        return
+    try:
+        found, size = walnames.sysid_of_segment(head), walnames.segment_size_of(head)
+        if not (1 << 20 <= size <= 1 << 30) or size & (size - 1):
+            raise walnames.BadWalName(f"its header gives a segment size of {size} bytes")
+        seg = walnames.parse_segment(name[:24], size)
+    except walnames.BadWalName as e:
+        raise IntegrityError(f"{where}: not a WAL segment: {e}") from None
+    if found != sysid:
+        raise IntegrityError(f"{where}: segment header says cluster {found}, the archive is of cluster {sysid}; "
+                             "refusing it")  # fmt: skip
+    pageaddr = int.from_bytes(head[8:16], "little")
+    if pageaddr != seg.start_lsn:
+        raise IntegrityError(f"{where}: holds the WAL at {walnames.format_lsn(pageaddr)}, its name says "
+                             f"{walnames.format_lsn(seg.start_lsn)}; refusing it")  # fmt: skip

@@ -78,24 +78,30 @@ entry.main()
 
 
 def thin_policy(tmp_path, ack_timeout: str = "60s"):
+    """A policy whose pitr.pgdata is tmp_path/pgdata: the pushes below run there, as PostgreSQL runs them."""
     spool = tmp_path / "spool"
     (spool / "ack").mkdir(parents=True)
+    (tmp_path / "pgdata" / "pg_wal").mkdir(parents=True)
     policy = tmp_path / "p.toml"
-    policy.write_text(f'name = "x"\n[pitr]\nenabled = true\nspool_dir = "{spool}"\nack_timeout = "{ack_timeout}"\n')
+    policy.write_text(f'name = "x"\n[pitr]\nenabled = true\nspool_dir = "{spool}"\nack_timeout = "{ack_timeout}"\n'
+                      f'pgdata = "{tmp_path / "pgdata"}"\n')  # fmt: skip
     return policy, spool
 
 
 def test_wal_push_of_an_acknowledged_segment_imports_only_the_standard_library(tmp_path):
     policy, spool = thin_policy(tmp_path)
     (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True, check=True,
+                       cwd=tmp_path / "pgdata")  # fmt: skip
     assert r.stdout.split() == ["0", "-"], r.stderr
 
 
 def test_wal_push_of_a_refused_segment_exits_1_with_the_reason(tmp_path):
     policy, spool = thin_policy(tmp_path)
     (spool / "ack" / "000000010000000000000007.error").write_text("s3://b/k: already archived with different content\n")
-    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True, cwd=tmp_path / "pgdata"
+    )
     assert r.stdout.split() == ["1", "-"]
     assert "already archived with different content" in r.stderr and len(r.stderr.splitlines()) == 1
 
@@ -107,7 +113,8 @@ def test_wal_push_stopped_by_sigterm_while_waiting_for_the_daemon_exits_1(tmp_pa
     with open(spool / "daemon.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon that never acknowledges
         p = subprocess.Popen([sys.executable, "-m", "drtool", "wal", "push", "--policy", str(policy),
-                              "pg_wal/000000010000000000000007"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+                              "pg_wal/000000010000000000000007"], stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path / "pgdata")  # fmt: skip
         wait_for("wal push to wait", lambda: _python_sleeps(p.pid))
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=30)[1]

@@ -264,8 +264,8 @@ class PhysicalJobs(UseCase):
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    tar.extract(member, target, filter="data")
-        except tarfile.FilterError as e:
+                    _extract_member(tar, member, target)
+        except _UNSAFE_MEMBER as e:
             raise IntegrityError(f"{where}: refused to extract: {e}") from None
         except tarfile.TarError as e:
             raise IntegrityError(f"{where}: not a readable tar: {e}") from None
@@ -529,3 +529,47 @@ def _write_recovery_config(pgdata: Path, command: str, backup_id: str, to_time: 
     with open(auto, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     (pgdata / "recovery.signal").touch(mode=0o600)
+
+
+class UnsafeMember(Exception):
+    """A tar member the 'data' filter refuses, found by _refuse_unsafe."""
+
+
+# tarfile's extraction filters (PEP 706) came in Python 3.11.4; Debian 12's python3 is 3.11.2, and
+# a venv that the postgres user can run is made from it (README, PITR runbook).
+_HAS_FILTERS = hasattr(tarfile, "data_filter")
+_UNSAFE_MEMBER: tuple[type[Exception], ...] = (UnsafeMember, *((tarfile.FilterError,) if _HAS_FILTERS else ()))
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    if _HAS_FILTERS:
+        tar.extract(member, target, filter="data")
+        return
+    _refuse_unsafe(member, target)
+    # what the 'data' filter does besides refusing: no owner from the archive, no set-id/sticky or
+    # group/other write bits (the restore chowns the tree to the server's user afterwards)
+    member.uid, member.gid, member.uname, member.gname = os.geteuid(), os.getegid(), "", ""
+    if member.isreg() or member.isdir():
+        member.mode &= 0o755
+    tar.extract(member, target)
+
+
+def _refuse_unsafe(member: tarfile.TarInfo, target: Path) -> None:
+    """The 'data' filter's refusals, for interpreters without it: absolute names, names or links
+    that resolve outside `target` (through links extracted before), devices and FIFOs."""
+    root = os.path.realpath(target)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    name = member.name
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeMember(f"{name!r} is a device or FIFO")
+    if os.path.isabs(name) or not inside(os.path.join(root, name)):
+        raise UnsafeMember(f"{name!r} is outside the destination")
+    if member.issym():
+        link = os.path.join(root, os.path.dirname(name), member.linkname)
+        if os.path.isabs(member.linkname) or not inside(link):
+            raise UnsafeMember(f"{name!r} links outside the destination ({member.linkname!r})")
+    if member.islnk() and (os.path.isabs(member.linkname) or not inside(os.path.join(root, member.linkname))):
+        raise UnsafeMember(f"{name!r} links outside the destination ({member.linkname!r})")

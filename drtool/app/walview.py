@@ -50,6 +50,7 @@ class Archive:
     files: dict[str, ObjectInfo]  # WAL file name -> its listing entry
     histories: dict[int, tuple[walchain.Switch, ...]] | None = None  # None: not read (no identity)
     inferred: bool = False  # `histories` were guessed from names (never used to delete)
+    unreadable: str | None = None  # a history file the identity could not read (damaged, or planted)
 
     @property
     def segments(self) -> list[Segment]:
@@ -69,21 +70,25 @@ class Archive:
         return walchain.infer_histories(self.segments, self.history_timelines)
 
 
-def list_archives(store: Store, policy: str) -> dict[str, dict[str, ObjectInfo]]:
+def list_archives(store: Store, policy: str, foreign: list[str] | None = None) -> dict[str, dict[str, ObjectInfo]]:
     """One listing of `<policy>/wal/`: system identifier -> WAL file name -> entry. Keys that are
-    not archived WAL files (the cluster record, anything foreign) are not in it."""
+    not archived WAL files (the cluster record, anything foreign) are not in it; the foreign ones
+    (every key but the cluster record) are appended to `foreign` when given."""
     base = f"{policy}/wal/"
     out: dict[str, dict[str, ObjectInfo]] = {}
     for obj in store.list_objects(base):
         sysid, _, rest = obj.key[len(base) :].partition("/")
-        if not rest or not sysid.isdigit():
-            continue
         try:
-            name = walnames.name_of_key(obj.key)
+            name = walnames.name_of_key(obj.key) if rest and sysid.isdigit() else None
         except walnames.BadWalName:
-            continue
-        if walnames.key_for(policy, sysid, name) == obj.key:
+            name = None
+        if name is not None and walnames.key_for(policy, sysid, name) == obj.key:
             out.setdefault(sysid, {})[name] = obj
+        elif foreign is not None and obj.key not in (
+            walnames.cluster_key(policy),
+            walnames.cluster_key(policy) + ".sig",
+        ):
+            foreign.append(obj.key)
     return out
 
 
@@ -106,6 +111,7 @@ def load(store: Store, policy: str, sysid: str, files: dict[str, ObjectInfo], si
         except (DrtoolError, walchain.HistoryInvalid, age.AgeError, TruncatedFrame) as e:
             warn(f"{store.url}/{key}: timeline history cannot be read ({e}); timelines are not followed")
             archive.inferred = True
+            archive.unreadable = f"{store.url}/{key}: timeline history cannot be read with the identity: {e}"
             return archive
     archive.histories = histories
     return archive
@@ -198,8 +204,11 @@ def verify_chains(store: Store, policy: str, backups: Sequence[tuple[str, dict[s
                   warn: Warn) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
     """The WAL chain of each physical backup (id, physical section) to the newest archived segment:
     (one entry per backup, one line per gap or broken chain naming the missing object)."""
-    archives = list_archives(store, policy)
-    entries, problems = [], []
+    foreign: list[str] = []
+    archives = list_archives(store, policy, foreign)
+    entries: list[dict[str, Any]] = []
+    problems = [f"{store.url}/{key}: not a WAL file name drtool archives; not written by drtool wal push"
+                for key in foreign]  # fmt: skip
     loaded: dict[str, Archive] = {}
     for bid, doc in backups:
         sysid, size = str(doc["sysid"]), int(doc["wal_segment_size"])
@@ -216,6 +225,8 @@ def verify_chains(store: Store, policy: str, backups: Sequence[tuple[str, dict[s
             "timelines_inferred": archive.inferred,
         }  # fmt: skip
         entries.append(entry)
+        if archive.unreadable and archive.unreadable not in problems:
+            problems.append(archive.unreadable)
         for g in gaps:
             more = f" (and {g['segments'] - 1} more through {g['through']})" if g["segments"] > 1 else ""
             problems.append(f"{g['key']}: missing from the WAL archive{more}: {g['breaks']}")

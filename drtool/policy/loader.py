@@ -3,6 +3,9 @@ reported with its file and TOML key path."""
 
 from __future__ import annotations
 
+import os
+import pwd
+import stat
 import tomllib
 from pathlib import Path
 
@@ -21,9 +24,15 @@ def load_fleet(path: str | Path, name: str | None = None) -> Fleet:
     With `name`, only the folder's files that declare that name (and those too broken to say
     which name they declare) are validated: the rest of the fleet costs a TOML parse each."""
     p = Path(path)
-    if p.is_file():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise PolicyError([f"{p}: no such policy file or folder"]) from None
+    except OSError as e:  # a folder on the way the user cannot enter (e.g. postgres, /etc/drtool 0700)
+        raise PolicyError([f"{p}: cannot read: {e.strerror} (as user {_user()})"]) from None
+    if stat.S_ISREG(mode):
         return Fleet([load_policy(p)], [])
-    if not p.is_dir():
+    if not stat.S_ISDIR(mode):
         raise PolicyError([f"{p}: no such policy file or folder"])
     files = sorted(p.glob("*.toml"))
     if not files:
@@ -43,6 +52,14 @@ def load_fleet(path: str | Path, name: str | None = None) -> Fleet:
             seen[loaded.name] = f
             fleet.policies.append(loaded)
     return fleet
+
+
+def _user() -> str:
+    """Who is reading: the postgres user runs archive_command and the WAL daemon, not root."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def load_policies(path: str | Path) -> list[Policy]:
@@ -75,7 +92,7 @@ def _load(path: Path) -> Policy | InvalidPolicy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        return InvalidPolicy(path, (f"{path}: cannot read: {e.strerror}",))
+        return InvalidPolicy(path, (f"{path}: cannot read: {e.strerror} (as user {_user()})",))
     except UnicodeDecodeError:
         return InvalidPolicy(path, (f"{path}: not UTF-8 text",))
     # An age identity anywhere (a value, a key, a comment) is refused before parsing, so a file
