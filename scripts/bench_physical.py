@@ -123,10 +123,6 @@ def _stop_restored(target: Path) -> None:
 
 def _restore_and_replay(c, work: Path, env: dict[str, str], drtool: list[str]) -> dict:
     target = work / f"restored-{uuid.uuid4().hex[:6]}"
-    if os.geteuid() == 0:
-        import pwd
-
-        os.chown(c.key, pwd.getpwnam("postgres").pw_uid, -1)
     out = work / "restore.json"
     with open(out, "wb") as f:
         m = timed([*drtool, "restore", "-p", str(c.policy), "--pgdata", str(target), "--to-latest",
@@ -292,6 +288,7 @@ def physical_main(argv: list[str]) -> None:
         print(f"bench: writing about {args.wal_mb} MB of WAL with pgbench...", file=sys.stderr)
         row["wal_bytes"] = _wal_load(c, db, args.wal_mb)
         _wait_archived(c)
+        _chown_postgres(c.key)  # restore_command runs as postgres and decrypts with it
         last = c.switch_wal()
         c.wait_archived(last, 1800)
         row["wal_fetch_call"] = _fetch_call_costs(c, work, env, last)
