@@ -6,6 +6,8 @@ because the thin fetch runs once per WAL segment while recovery waits.
     <spool>/fetch/.<segment>.<hex>.tmp  a download in progress
     <spool>/fetch/want                  the segment recovery asked for last (the replay position)
     <spool>/fetch/reader.lock           an exclusive flock held while the read-ahead process lives
+    <spool>/fetch/reader.sock           the read-ahead process answers requests here (a warm process:
+                                        no interpreter start or imports for a miss or a history file)
     <spool>/read-ahead.log              the read-ahead process's stderr
 
 Only segments are ever read ahead, and only files that exist are served: "not archived" is never
@@ -23,7 +25,9 @@ from pathlib import Path
 FETCH = "fetch"
 WANT = "want"
 LOCK = "reader.lock"
+SOCK = "reader.sock"
 LOG = "read-ahead.log"
+ASK_TIMEOUT = 600.0  # seconds a request may take (a download); then the caller fetches it itself
 
 
 def ahead_dir(spool: Path) -> Path:
@@ -135,3 +139,35 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def request_line(policy: str, name: str, dest: Path) -> bytes:
+    return f"{os.path.abspath(policy)}\t{name}\t{os.path.abspath(dest)}\n".encode()
+
+
+def parse_request(line: bytes) -> tuple[str, str, Path]:
+    policy, name, dest = line.decode().rstrip("\n").split("\t")
+    return policy, name, Path(dest)
+
+
+def ask(ahead: Path, policy: str, name: str, dest: Path) -> tuple[int, str] | None:
+    """Ask the read-ahead process to fetch `name` into dest: (0, "") written, (1, "") not archived,
+    (200, reason) failed; None when no process answers (not started yet, gone, another policy's),
+    and then the caller fetches it itself."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(ASK_TIMEOUT)
+            s.connect(str(ahead / SOCK))
+            s.sendall(request_line(policy, name, dest))
+            reply = b""
+            while not reply.endswith(b"\n"):
+                piece = s.recv(4096)
+                if not piece:
+                    return None
+                reply += piece
+    except (OSError, ValueError):
+        return None
+    code, _, reason = reply.decode(errors="replace").strip().partition(" ")
+    return (int(code), reason) if code in ("0", "1", "200") else None

@@ -9,11 +9,12 @@ replay speed. This entry point, reached from drtool/entry.py before any heavy im
    read-ahead process holds <spool>/fetch/reader.lock, starts one (`drtool wal read-ahead`,
    drtool/app/walahead.py), detached; it keeps pitr.prefetch segments ahead, several at once;
 2. serves a segment that was read ahead: a rename (or a copy across file systems) and an fsync,
-   exit 0;
-3. waits for a segment that the read-ahead is downloading right now;
-4. hands everything else to the full `drtool wal fetch` (a miss, a history file, no --spool, any
-   unusual argument), which fetches from the store and answers 0 written, 1 not archived (never
-   cached), 200 anything else.
+   exit 0; waits for a segment that the read-ahead is downloading right now;
+3. asks the running read-ahead process (<spool>/fetch/reader.sock) for anything else: a miss, a
+   history file, the end of the archive. It is warm (no interpreter start, no imports) and looks
+   in the store afresh for each request: 0 written, 1 not archived (never cached), 200 failed;
+4. hands everything else to the full `drtool wal fetch` (no read-ahead process yet, no --spool,
+   any unusual argument), which fetches from the store and gives the same answers.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ POLL = 0.01  # seconds between looks while the read-ahead downloads the segment 
 WAIT_DOWNLOAD = 120.0  # at most this long; then this process fetches the segment itself
 
 
-def parse(argv: list[str]) -> tuple[str | None, Path, str, Path] | None:
-    """(policy file or None for $DRTOOL_POLICY, spool, segment name, dest) from
+def parse(argv: list[str]) -> tuple[str, Path, str, Path] | None:
+    """(policy file, spool, WAL file name, dest) from
     `wal fetch [--policy|-p FILE] --spool DIR NAME DEST`; None for anything else (the full command
     handles it, usage errors included)."""
     args, policy, spool, rest = list(argv[2:]), None, None, []
@@ -50,9 +51,10 @@ def parse(argv: list[str]) -> tuple[str | None, Path, str, Path] | None:
     if spool is None or len(rest) != 2 or (policy is None and not os.environ.get("DRTOOL_POLICY")):
         return None
     name, dest = rest
-    if len(name) != 24 or not SEGMENT_CHARS.issuperset(name):
-        return None  # history, .partial and .backup files are rare: the full command answers them
-    return policy, Path(spool), name, Path(dest)
+    stem, _, suffix = name.partition(".")
+    if not SEGMENT_CHARS.issuperset(stem) or suffix not in ("", "history", "partial") and "." not in suffix:
+        return None  # the read-ahead process and the full command check names strictly
+    return policy or os.environ["DRTOOL_POLICY"], Path(spool), name, Path(dest)
 
 
 def fetch(argv: list[str]) -> None:
@@ -62,14 +64,24 @@ def fetch(argv: list[str]) -> None:
         return
     policy, spool, name, dest = parsed
     ahead = fetchspool.ahead_dir(spool)
+    segment = len(name) == 24
     try:
-        fetchspool.write_want(ahead, name)
-        if not fetchspool.reader_alive(ahead):
-            start_reader(policy, spool)
-        if fetchspool.serve(ahead, name, dest) or _wait_download(ahead, name, dest):
+        if segment:
+            fetchspool.write_want(ahead, name)
+        alive = fetchspool.reader_alive(ahead)
+        if not alive:
+            start_reader(policy, spool)  # warms up while the full command answers this request
+        if segment and (fetchspool.serve(ahead, name, dest) or _wait_download(ahead, name, dest)):
             _leave(0)
     except OSError as e:  # the full command tries again and reports what it finds
         _say(f"drtool wal fetch {name}: read-ahead folder {ahead}: {e.strerror or e}; fetching from the store")
+        return
+    verdict = fetchspool.ask(ahead, policy, name, dest) if alive else None
+    if verdict is not None:
+        code, reason = verdict
+        if reason:
+            _say(f"drtool: error: wal fetch {name}: {reason}")
+        _leave(code)
 
 
 def _wait_download(ahead: Path, name: str, dest: Path) -> bool:
@@ -83,14 +95,13 @@ def _wait_download(ahead: Path, name: str, dest: Path) -> bool:
     return False
 
 
-def start_reader(policy: str | None, spool: Path) -> None:
+def start_reader(policy: str, spool: Path) -> None:
     """Start `drtool wal read-ahead` detached (its own session: it outlives this call), with this
     interpreter and import path, whatever launcher PostgreSQL ran."""
     import subprocess
 
-    argv = [sys.executable, "-m", "drtool", "wal", "read-ahead", "--spool", str(spool)]
-    if policy is not None:
-        argv += ["--policy", policy]
+    argv = [sys.executable, "-m", "drtool", "wal", "read-ahead", "--spool", str(spool), "--policy",
+            os.path.abspath(policy)]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     with open(spool / fetchspool.LOG, "ab") as log:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,

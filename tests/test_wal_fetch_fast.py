@@ -126,6 +126,7 @@ def test_read_ahead_never_keeps_not_archived_a_segment_archived_later_is_found(m
     r = _fetch(c, spool, nxt, tmp_path / "next")
     assert r.code == 1, r.err
     assert not (tmp_path / "next").exists()
+    assert _fetch(c, spool, "00000009.history", tmp_path / "h").code == 1  # a probe, as recovery makes
     assert c.switch_wal() == nxt
     c.wait_archived(nxt)
     r = _fetch(c, spool, nxt, tmp_path / "next")

@@ -3,13 +3,16 @@
 replay position (<spool>/fetch/want) downloaded, several at once, so that each restore_command call
 is a rename instead of a download while PostgreSQL replays (docs/pitr.md, "Replay speed").
 
-It never answers PostgreSQL: a segment it cannot get (not archived yet, store down) is simply not
-in the folder, and the request for it fetches it itself and gives the authoritative 0/1/200.
+What it reads ahead is never an answer: a segment it cannot get (not archived yet, store down) is
+simply not in the folder. Requests the folder cannot serve (a miss, a history file, the end of the
+archive) are answered on <spool>/fetch/reader.sock by this warm process, each looked up in the
+store afresh (0 written, 1 not archived, 200 failed), so they cost no interpreter start either.
 """
 
 from __future__ import annotations
 
 import os
+import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +40,9 @@ def read_ahead(app: AppBase, policy: Policy, ahead: Path, stop: threading.Event,
     folder = _inode(ahead)
     state = _Ahead(policy.pitr.prefetch)
     cluster = None
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    server = _serve_requests(ahead, policy, lambda name, dest: walarchive.fetch_file(store, policy, identities,
+                                                                                     name, dest))  # fmt: skip
+    with server, ThreadPoolExecutor(max_workers=workers) as pool:
         while not stop.is_set() and folder is not None and _inode(ahead) == folder:
             now = time.monotonic()
             if state.idle(fetchspool.read_want(ahead), now) > IDLE_EXIT:
@@ -52,7 +57,39 @@ def read_ahead(app: AppBase, policy: Policy, ahead: Path, stop: threading.Event,
             stop.wait(TICK if cluster is not None else RETRY)
         for f in state.in_flight.values():
             f.cancel()
+        server.shutdown()
+        (ahead / fetchspool.SOCK).unlink(missing_ok=True)
     return state.fetched
+
+
+def _serve_requests(ahead: Path, policy: Policy, fetch: Callable[[str, Path], bool]) -> socketserver.BaseServer:
+    """Answer `wal fetch` requests on <ahead>/reader.sock, one thread each: "0" written, "1" not
+    archived, "200 <reason>" failed, "-" not this process's policy (the caller fetches itself)."""
+    mine = os.path.realpath(policy.source)
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            try:
+                source, name, dest = fetchspool.parse_request(self.rfile.readline())
+            except ValueError:
+                return
+            if os.path.realpath(source) != mine or not dest.is_absolute():
+                self.wfile.write(b"-\n")
+                return
+            try:
+                reply = "0" if fetch(name, dest) else "1"
+            except DrtoolError as e:
+                reply = "200 " + " ".join(str(e).split())
+            except Exception as e:  # noqa: BLE001 - a bug must stop recovery, never read as "not archived"
+                reply = f"200 unexpected {type(e).__name__}: {' '.join(str(e).split())}"
+            self.wfile.write(reply.encode() + b"\n")
+
+    sock = ahead / fetchspool.SOCK
+    sock.unlink(missing_ok=True)  # left by a process that died; this one holds the lock
+    server = socketserver.ThreadingUnixStreamServer(str(sock), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True).start()
+    return server
 
 
 def _inode(folder: Path) -> int | None:
