@@ -7,7 +7,8 @@ replay speed. This entry point, reached from drtool/entry.py before any heavy im
 
 1. records the segment asked for as the replay position (<spool>/fetch/want) and, when no
    read-ahead process holds <spool>/fetch/reader.lock, starts one (`drtool wal read-ahead`,
-   drtool/app/walahead.py), detached; it keeps pitr.prefetch segments ahead, several at once;
+   drtool/app/walahead.py), detached, and waits until it listens; it keeps pitr.prefetch segments
+   ahead, several at once;
 2. serves a segment that was read ahead: a rename (or a copy across file systems) and an fsync,
    exit 0; waits for a segment that the read-ahead is downloading right now;
 3. asks the running read-ahead process (<spool>/fetch/reader.sock) for anything else: a miss, a
@@ -29,6 +30,7 @@ from . import fetchspool
 SEGMENT_CHARS = frozenset("0123456789ABCDEF")
 POLL = 0.01  # seconds between looks while the read-ahead downloads the segment asked for
 WAIT_DOWNLOAD = 120.0  # at most this long; then this process fetches the segment itself
+READER_START = 60.0  # at most this long for a new read-ahead process to listen
 
 
 def parse(argv: list[str]) -> tuple[str, Path, str, Path] | None:
@@ -68,9 +70,7 @@ def fetch(argv: list[str]) -> None:
     try:
         if segment:
             fetchspool.write_want(ahead, name)
-        alive = fetchspool.reader_alive(ahead)
-        if not alive:
-            start_reader(policy, spool)  # warms up while the full command answers this request
+        alive = fetchspool.reader_alive(ahead) or _started(start_reader(policy, spool), ahead)
         if segment and (fetchspool.serve(ahead, name, dest) or _wait_download(ahead, name, dest)):
             _leave(0)
     except OSError as e:  # the full command tries again and reports what it finds
@@ -95,7 +95,18 @@ def _wait_download(ahead: Path, name: str, dest: Path) -> bool:
     return False
 
 
-def start_reader(policy: str, spool: Path) -> None:
+def _started(reader, ahead: Path) -> bool:
+    """Wait for a read-ahead process just started to listen (one interpreter start instead of two
+    competing ones); False when it exits first (a bad policy: the full command says what is wrong)."""
+    deadline = time.monotonic() + READER_START
+    while time.monotonic() < deadline and reader.poll() is None:
+        if (ahead / fetchspool.SOCK).exists():
+            return True
+        time.sleep(POLL)
+    return False
+
+
+def start_reader(policy: str, spool: Path):
     """Start `drtool wal read-ahead` detached (its own session: it outlives this call), with this
     interpreter and import path, whatever launcher PostgreSQL ran."""
     import subprocess
@@ -104,7 +115,7 @@ def start_reader(policy: str, spool: Path) -> None:
             os.path.abspath(policy)]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     with open(spool / fetchspool.LOG, "ab") as log:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
                          start_new_session=True, close_fds=True)  # fmt: skip
 
 
