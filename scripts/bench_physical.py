@@ -129,7 +129,7 @@ def _restore_and_replay(c, work: Path, env: dict[str, str], drtool: list[str]) -
                    "--drtool", str(c.drtool), "--json"], env, stdout=f)  # fmt: skip
     r = json.loads(out.read_text())
     _no_archiving(target)
-    with ProcMemory("drtool", "wal") as mem:
+    with ProcMemory(str(c.base), "wal") as mem:  # this cluster's wal fetch and read-ahead, not other hosts' drtool
         replay = _replay(shlex.split(r["start_command"]), c)
     log = Path(c.spool) / "read-ahead.log"
     _stop_restored(target)
@@ -176,7 +176,7 @@ class PgBackRest:
         _no_archiving(target)
         start = _as_postgres([str(pg_bindir() / "pg_ctl"), "-D", str(target), "-l", str(target / "restore.log"),
                               "start"])  # fmt: skip
-        with ProcMemory("pgbackrest", "archive-get") as mem:
+        with ProcMemory(str(self.conf), "archive-get") as mem:
             replay = _replay(start, self.c)
         _stop_restored(target)
         return {"restore_seconds": round(m["seconds"], 2), "restore_peak_rss_mb": round(m["peak_rss_mb"], 1),
