@@ -113,7 +113,8 @@ def start_reader(policy: str, spool: Path):
 
     argv = [sys.executable, "-m", "drtool", "wal", "read-ahead", "--spool", str(spool), "--policy",
             os.path.abspath(policy)]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    # MALLOC_ARENA_MAX: glibc gives each download thread its own arena of freed buffers otherwise
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), MALLOC_ARENA_MAX="2")
     with open(spool / fetchspool.LOG, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
                          start_new_session=True, close_fds=True)  # fmt: skip
@@ -145,10 +146,12 @@ def _read_ahead(policy_file: str, ahead: Path) -> int:
     import threading
 
     from .app import App
+    from .app.runtime import bound_malloc
     from .app.walahead import read_ahead
     from .errors import DrtoolError
     from .policy import load_fleet
 
+    bound_malloc()  # as the CLI does: multi-MB download buffers go back to the system when freed
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
