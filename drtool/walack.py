@@ -90,11 +90,12 @@ def run(argv: list[str]) -> tuple[int, str]:
         return 1, str(e)
     name = os.path.basename(wal_path)
     spool, ack_timeout, pgdata = _spool_settings(policy_file)
-    if spool is not None and _in_pg_wal(wal_path, pgdata):
+    if spool is not None:
+        inside = _in_pg_wal(wal_path, pgdata)
         verdict = answer(spool, name)
-        if verdict is not None:
+        if verdict is not None and (inside or verdict[0] != 0):  # a refusal holds for any file of that name
             return verdict
-        if daemon_alive(spool):
+        if inside and daemon_alive(spool):
             waited = _wait_for_daemon(spool, name, ack_timeout)
             if waited is not None:
                 return waited
@@ -118,7 +119,8 @@ def _in_pg_wal(wal_path: str, pgdata: str | None) -> bool:
     """Whether the file is in the pg_wal the daemon reads (pitr.pgdata). A server started from
     another folder (a restored copy, before pitr.pgdata points at it) archives files the daemon
     never sees, and an ack in the spool for the same name is about another file: that server's
-    pushes upload by themselves (create-only, so different content is still refused)."""
+    pushes upload by themselves (create-only, so different content is still refused). A refusal
+    (<name>.error) holds for every file of the name until a person removes it."""
     if not pgdata:
         return False
     here = os.path.realpath(os.path.dirname(os.path.abspath(wal_path)))
