@@ -16,7 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, basetar, catalog, clock, fetchspool, pgtools, pipeline, postgres, walarchive, walnames
+from .. import (
+    __version__,
+    basetar,
+    catalog,
+    clock,
+    fetchspool,
+    ledger,
+    pgtools,
+    pipeline,
+    postgres,
+    walarchive,
+    walnames,
+)
 from ..crypto import age
 from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -227,7 +239,7 @@ class PhysicalJobs(UseCase):
                                  f"--to-time {clock.iso(to_time)}; pick an earlier backup or a later time")  # fmt: skip
             return b
         verifier = self.ctx.verifier(policy)
-        damaged = {} if from_copy else catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
+        damaged = {} if from_copy else ledger.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
         bases = [b for b in catalog.scan(store, policy.name, verifier).backups
                  if b.record.is_physical and not b.damaged and b.id not in damaged]  # fmt: skip
         if not bases:
