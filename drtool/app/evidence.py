@@ -369,10 +369,10 @@ class EvidenceJobs(UseCase):
         snap_holder: dict[str, Any] = {}
 
         def database() -> str:
-            ci = self.ctx.source(policy)
-            with postgres.exported_snapshot(ci) as (_, snap):
+            db = self.ctx.source(policy)
+            with postgres.exported_snapshot(db) as (_, snap):
                 snap_holder["snap"] = snap
-                return f"{ci.label}: PostgreSQL {snap.server_version}, {format_size(snap.database_size)} on disk"
+                return f"{db.label}: PostgreSQL {snap.server_version}, {format_size(snap.database_size)} on disk"
 
         def pg_dump() -> str:
             tool = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
