@@ -109,20 +109,20 @@ def _run(plan: Plan, t0: float, root: Path | None, out: PhysOutcome, cleanup: Ex
         step = "provision"
         _configure(server, plan, wal)
         step = "recovery"
-        conninfo = _recover(server, plan, t0, out)
+        scratch_db = _recover(server, plan, t0, out)
     except DrtoolError as e:
         out.stop(step, e, at_fault=True if step in ("pg_verifybackup", "recovery") else None)
         return
     try:
         t = time.monotonic()
-        postgres.write_probe(conninfo)
+        postgres.write_probe(scratch_db)
         out.phases["first_write"] = round(time.monotonic() - t, 3)
         _mark(out, "first_write", t0)
         out.rto_first_write_seconds = out.marks["first_write"]
         out.check("write", True, "a row was committed on the promoted copy (drtool_drill.probe)")
-        out.replay = postgres.replay_point(conninfo)
+        out.replay = postgres.replay_point(scratch_db)
         with timed(out.phases, "verify"):
-            _verify(conninfo, plan, out)
+            _verify(scratch_db, plan, out)
     except DatabaseError as e:
         out.stop("verify", e, at_fault=True)
 
@@ -184,9 +184,11 @@ def _recover(server: scratch.ScratchServer, plan: Plan, t0: float, out: PhysOutc
             raise RecoveryFailed(f"the restored server stopped before promotion: {_fatal(server)}")
         if time.monotonic() > deadline:
             raise RecoveryFailed(f"not promoted within {plan.timeout:.0f}s; last log lines: {_fatal(server)}")
-        ci = postgres.Conninfo(f"host={server.socket_dir} port={server.port} user={users[0]} dbname={plan.dbname}")
+        scratch_db = postgres.Conninfo(
+            f"host={server.socket_dir} port={server.port} user={users[0]} dbname={plan.dbname}"
+        )
         try:
-            recovering = postgres.in_recovery(ci)
+            recovering = postgres.in_recovery(scratch_db)
         except DatabaseError as e:
             if ROLE_MISSING in str(e) and len(users) > 1:
                 users.pop(0)
@@ -201,7 +203,7 @@ def _recover(server: scratch.ScratchServer, plan: Plan, t0: float, out: PhysOutc
             out.rto_seconds = out.marks["promoted"]
             break
         time.sleep(0.05)
-    su = postgres.superuser_of(ci)
+    su = postgres.superuser_of(scratch_db)
     return postgres.Conninfo(f"host={server.socket_dir} port={server.port} user={su} dbname={plan.dbname}")
 
 
@@ -214,16 +216,16 @@ def _fatal(server: scratch.ScratchServer) -> str:
     return " ".join(tail.splitlines()[-3:])[-300:]
 
 
-def _verify(conninfo: postgres.Conninfo, plan: Plan, out: PhysOutcome) -> None:
+def _verify(scratch_db: postgres.Conninfo, plan: Plan, out: PhysOutcome) -> None:
     ok = True
     for i, query in enumerate(plan.checks):
-        passed, detail = postgres.run_check(conninfo, query)
+        passed, detail = postgres.run_check(scratch_db, query)
         ok &= out.check(f"policy_check[{i}]", passed, detail, query=query)
     if plan.amcheck:
-        indexes_ok, indexes_detail = postgres.amcheck_indexes(conninfo)  # None: amcheck not installed
+        indexes_ok, indexes_detail = postgres.amcheck_indexes(scratch_db)  # None: amcheck not installed
         ok &= out.check("amcheck", indexes_ok, indexes_detail)
     try:
-        with postgres.connect(conninfo) as conn:
+        with postgres.connect(scratch_db) as conn:
             conn.execute("SELECT 1")
         out.check("fresh_connection", True, "the promoted copy accepts a new connection")
     except DrtoolError as e:

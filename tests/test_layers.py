@@ -97,4 +97,3 @@ def test_use_cases_share_only_the_context_and_name_what_they_call():
     assert app.schedule.physical is app.physical and app.schedule.pitr_drills is app.pitr_drills
     assert app.physical.backups is app.backups and app.physical.restores is app.restores
     assert app.pitr_drills.physical is app.physical and app.pitr_drills.drills is app.drills
-

@@ -6,7 +6,7 @@ import functools
 import socket
 from typing import Any
 
-from .. import __version__, catalog, clock, pgtools, pipeline, postgres, trust
+from .. import __version__, catalog, clock, ledger, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..durations import format_size
@@ -51,7 +51,7 @@ class BackupJobs(UseCase):
         """(Under the policy's lock.) Copy `new` and every earlier copy that failed to each copy
         target; a failure is kept in the store's state and retried on the next run. Returns
         {target: "ok" | error}."""
-        state = catalog.read_copy_state(primary, policy.name, self.ctx.verifier(policy), self.ctx.warn)
+        state = ledger.read_copy_state(primary, policy.name, self.ctx.verifier(policy), self.ctx.warn)
         outcome: dict[str, str] = {}
         for target in policy.copies:
             pending = state.pending.setdefault(target.name, {})
@@ -73,7 +73,7 @@ class BackupJobs(UseCase):
                     )
                 outcome[target.name] = f"failed: {e}"
                 self.ctx.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
-        catalog.write_copy_state(primary, policy.name, state, self.ctx.signer(policy))
+        ledger.write_copy_state(primary, policy.name, state, self.ctx.signer(policy))
         return outcome
 
     def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:
@@ -108,15 +108,15 @@ class BackupJobs(UseCase):
         """One attempt; returns the manifest's JSON document."""
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
-        ci = self.ctx.source(policy)
+        db = self.ctx.source(policy)
         pg_dump = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)
         key = catalog.dump_key(policy.name, backup_id)
-        with postgres.exported_snapshot(ci) as (conn, snap):
+        with postgres.exported_snapshot(db) as (conn, snap):
             pgtools.require_compatible(pg_dump, snap)
             scanner = BackgroundScanner()
             stats = pipeline.EncodeStats()
             stream = pipeline.encode(
-                pgtools.pg_dump_stream(pg_dump, ci, snap.snapshot_id),
+                pgtools.pg_dump_stream(pg_dump, db, snap.snapshot_id),
                 recipients=policy.recipients,
                 level=policy.backup.zstd_level,
                 threads=policy.backup.zstd_threads,
@@ -134,7 +134,7 @@ class BackupJobs(UseCase):
                     info = scanner.finish()
                     tables, method = info.row_counts(), "dump-stream"
                 except DamagedArchive as e:
-                    raise DatabaseError(f"database {ci.label}: pg_dump exited 0, but its archive is not whole: {e}; "
+                    raise DatabaseError(f"database {db.label}: pg_dump exited 0, but its archive is not whole: {e}; "
                                         "nothing was committed") from None  # fmt: skip
                 except UnsupportedArchive as e:
                     self.ctx.warn(f"counting rows with count(*) in the dump's snapshot: {e}")
@@ -145,7 +145,7 @@ class BackupJobs(UseCase):
                     policy=policy.name,
                     database=snap.database,
                     encoding=snap.encoding,
-                    source=ci.label,
+                    source=db.label,
                     host=socket.gethostname(),
                     server_version=snap.server_version,
                     server_version_num=snap.server_version_num,

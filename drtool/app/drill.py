@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, drills, health, objectives, pgtools, postgres, trust
+from .. import __version__, catalog, clock, drills, health, ledger, objectives, pgtools, postgres, trust
 from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
@@ -26,8 +26,8 @@ class DrillJobs(UseCase):
         there is nowhere to record anything)."""
         started = clock.utcnow()
         t0 = clock.monotonic()  # the RTO clock: finding the backup is part of a real recovery
-        dr = policy.drill
-        if dr.target_dsn and postgres.same_database(dr.target_dsn, policy.dsn):
+        opts = policy.drill
+        if opts.target_dsn and postgres.same_database(opts.target_dsn, policy.dsn):
             raise UsageError(f"{policy.source}: drill.target_dsn names the source database itself; a drill "
                              "must restore somewhere else")  # fmt: skip
         store = self.ctx.store(policy)
@@ -73,8 +73,8 @@ class DrillJobs(UseCase):
                  attempt: _Attempt) -> drills.Outcome:  # fmt: skip
         """Find the backup, the key and the target, then run the drill; `attempt` keeps what was
         found so far (and the step under way) for the record, should a step fail."""
-        dr = policy.drill
-        if dr.target_dsn and postgres.dsn_password_keys(dr.target_dsn):  # validated at load; never in argv
+        opts = policy.drill
+        if opts.target_dsn and postgres.dsn_password_keys(opts.target_dsn):  # validated at load; never in argv
             raise UsageError(f"{policy.source}: drill.target_dsn carries a password")
         attempt.step = "catalog"
         source = self.ctx.store(policy, target=source_name) if source_name else store
@@ -82,7 +82,7 @@ class DrillJobs(UseCase):
         backups = catalog.list_backups(source, policy.name, verifier)  # an untrusted one is no candidate
         backups = [b for b in backups if not b.record.is_physical]  # physical drills are issue 13
         if source is store:  # findings are about the primary's objects: a damaged one is no candidate
-            damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).damaged
+            damaged = ledger.read_checks(store, policy.name, verifier, self.ctx.warn).damaged
             backups = [b for b in backups if b.id not in damaged]
         attempt.backups = backups
         if attempt.requested:
@@ -90,21 +90,21 @@ class DrillJobs(UseCase):
         elif not attempt.backups:
             raise DrtoolError(f"{source.url}: policy '{policy.name}' has no complete backup to drill")
         else:
-            attempt.backup = random.choice(attempt.backups) if dr.pick == "random" else attempt.backups[0]
+            attempt.backup = random.choice(attempt.backups) if opts.pick == "random" else attempt.backups[0]
         backup = attempt.backup
         m = backup.manifest
         attempt.step = "identity"
         identities = self.ctx.identities(policy)
         attempt.step = "provision"
         major = pgtools.server_major(int(m["server_version_num"]))
-        if dr.target_dsn:
-            server = postgres.Conninfo(dr.target_dsn, _password_from_env(dr.target_password_env,
+        if opts.target_dsn:
+            server = postgres.Conninfo(opts.target_dsn, _password_from_env(opts.target_password_env,
                                                                          "drill.target_password_env"))  # fmt: skip
             attempt.target = drills.Target("server", server=server)
             pg_restore = pgtools.find_tool("pg_restore", policy.backup.pg_bin_dir)
         else:
-            bin_dir, version = pgtools.find_server_bin(major, dr.pg_bin_dir)
-            attempt.target = drills.Target("scratch", bin_dir=bin_dir, version=version, profile=dr.profile)
+            bin_dir, version = pgtools.find_server_bin(major, opts.pg_bin_dir)
+            attempt.target = drills.Target("scratch", bin_dir=bin_dir, version=version, profile=opts.profile)
             pg_restore = pgtools.find_tool("pg_restore", str(bin_dir))
         dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {source.url}/{dkey}"
@@ -113,8 +113,8 @@ class DrillJobs(UseCase):
             target=attempt.target,
             pieces=lambda: self.ctx.decoded(source, dkey, backup, identities, where),
             pg_restore=pg_restore,
-            checks=dr.checks,
-            amcheck=dr.amcheck,
+            checks=opts.checks,
+            amcheck=opts.amcheck,
             drill_id=drill_id,
             t0=t0,
         )
@@ -190,7 +190,7 @@ class DrillJobs(UseCase):
         A drill that could not run is recorded best-effort: the store may be what was down, so a failed write is only
         logged; the record of a drill that ran must be kept, or the command fails."""
         try:
-            catalog.write_drill_record(store, record, signer)
+            ledger.write_drill_record(store, record, signer)
         except DrtoolError as e:
             if record["outcome"] != health.COULD_NOT_RUN:
                 raise

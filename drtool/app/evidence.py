@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, pgtools, postgres, reports, trust
+from .. import __version__, catalog, clock, health, ledger, metrics, pgtools, postgres, reports, trust
 from ..crypto import age, signing, sshsig
 from ..durations import format_size
 from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
@@ -46,15 +46,15 @@ class EvidenceJobs(UseCase):
             records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
             untrusted += list(indexed.index.drills.get("untrusted") or [])
         else:
-            records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
+            records, problems = ledger.list_drill_records(store, policy.name, verifier, untrusted.append)
         listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
         return Evidence(
             backups=[b.manifest for b in listing.restorable],
             records=records,
             problems=problems,
-            pending=catalog.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
-            schedule=catalog.read_schedule_state(store, policy.name, verifier, untrusted.append),
+            pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
+            schedule=ledger.read_schedule_state(store, policy.name, verifier, untrusted.append),
             untrusted=untrusted,
         )
 
@@ -369,10 +369,10 @@ class EvidenceJobs(UseCase):
         snap_holder: dict[str, Any] = {}
 
         def database() -> str:
-            ci = self.ctx.source(policy)
-            with postgres.exported_snapshot(ci) as (_, snap):
+            db = self.ctx.source(policy)
+            with postgres.exported_snapshot(db) as (_, snap):
                 snap_holder["snap"] = snap
-                return f"{ci.label}: PostgreSQL {snap.server_version}, {format_size(snap.database_size)} on disk"
+                return f"{db.label}: PostgreSQL {snap.server_version}, {format_size(snap.database_size)} on disk"
 
         def pg_dump() -> str:
             tool = pgtools.find_tool("pg_dump", policy.backup.pg_bin_dir)

@@ -16,7 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, basetar, catalog, clock, fetchspool, pgtools, pipeline, postgres, walarchive, walnames
+from .. import (
+    __version__,
+    basetar,
+    catalog,
+    clock,
+    fetchspool,
+    ledger,
+    pgtools,
+    pipeline,
+    postgres,
+    walarchive,
+    walnames,
+)
 from ..crypto import age
 from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -57,10 +69,10 @@ class PhysicalJobs(UseCase):
             raise UsageError(f"{policy.source}: base backups need [pitr] enabled = true (and WAL archiving): "
                              "without the WAL a base backup cannot be restored")  # fmt: skip
         signer = self.ctx.signer(policy)
-        ci = self.ctx.source(policy)
-        cluster = postgres.cluster_info(ci)
+        db = self.ctx.source(policy)
+        cluster = postgres.cluster_info(db)
         if cluster.extra_tablespaces:
-            raise DatabaseError(f"database {ci.label}: base backups of clusters with tablespaces are not supported "
+            raise DatabaseError(f"database {db.label}: base backups of clusters with tablespaces are not supported "
                                 f"(found: {', '.join(cluster.extra_tablespaces)}); use logical backups for this "
                                 "cluster")  # fmt: skip
         tool = pgtools.find_tool("pg_basebackup", policy.backup.pg_bin_dir)
@@ -73,7 +85,7 @@ class PhysicalJobs(UseCase):
         scanner = basetar.TarScanner()
         stats = pipeline.EncodeStats()
         stream = pipeline.encode(
-            pgtools.basebackup_stream(tool, ci),
+            pgtools.basebackup_stream(tool, db),
             recipients=policy.recipients,
             level=policy.backup.zstd_level,
             threads=policy.backup.zstd_threads,
@@ -84,15 +96,15 @@ class PhysicalJobs(UseCase):
         try:  # the tar is about the cluster's size; the hint sizes multipart parts for it
             stored = store.put(key, stream, size_hint=cluster.size * 2 or None, retain=True)
         except basetar.BaseTarInvalid as e:
-            raise DatabaseError(f"database {ci.label}: pg_basebackup's output is not a base backup tar: {e}; "
+            raise DatabaseError(f"database {db.label}: pg_basebackup's output is not a base backup tar: {e}; "
                                 "nothing was committed") from None  # fmt: skip
         try:
-            info = self._physical_info(ci, scanner, cluster, started)
+            info = self._physical_info(db, scanner, cluster, started)
             self._wait_for_wal(store, policy, info, backup_id)
             completed = clock.utcnow()
             info = PhysicalInfo(**{**vars(info), "end_time": completed})
             manifest = Manifest(
-                id=backup_id, policy=policy.name, database=ci.dbname, source=ci.label, host=socket.gethostname(),
+                id=backup_id, policy=policy.name, database=db.dbname, source=db.label, host=socket.gethostname(),
                 server_version=cluster.server_version, server_version_num=cluster.server_version_num,
                 pg_dump_version=tool.version, recovery_point=completed, started_at=started, completed_at=completed,
                 sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
@@ -112,16 +124,16 @@ class PhysicalJobs(UseCase):
         return manifest_to_dict(manifest)
 
     @staticmethod
-    def _physical_info(ci: postgres.Conninfo, scanner: basetar.TarScanner, cluster: postgres.ClusterInfo,
+    def _physical_info(db: postgres.Conninfo, scanner: basetar.TarScanner, cluster: postgres.ClusterInfo,
                        started: dt.datetime) -> PhysicalInfo:  # fmt: skip
         try:
             tar = scanner.finish()
             rng = basetar.backup_range(tar)
         except basetar.BaseTarInvalid as e:
-            raise DatabaseError(f"database {ci.label}: pg_basebackup's output is not a base backup: {e}; "
+            raise DatabaseError(f"database {db.label}: pg_basebackup's output is not a base backup: {e}; "
                                 "nothing was committed") from None  # fmt: skip
         if tar.pg_control_head and walnames.sysid_of_pg_control(tar.pg_control_head) != cluster.sysid:
-            raise DatabaseError(f"database {ci.label}: the base backup's pg_control has system identifier "
+            raise DatabaseError(f"database {db.label}: the base backup's pg_control has system identifier "
                                 f"{walnames.sysid_of_pg_control(tar.pg_control_head)}, the server said "
                                 f"{cluster.sysid}; nothing was committed")  # fmt: skip
         return PhysicalInfo(
@@ -227,7 +239,7 @@ class PhysicalJobs(UseCase):
                                  f"--to-time {clock.iso(to_time)}; pick an earlier backup or a later time")  # fmt: skip
             return b
         verifier = self.ctx.verifier(policy)
-        damaged = {} if from_copy else catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
+        damaged = {} if from_copy else ledger.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
         bases = [b for b in catalog.scan(store, policy.name, verifier).backups
                  if b.record.is_physical and not b.damaged and b.id not in damaged]  # fmt: skip
         if not bases:

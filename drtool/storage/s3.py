@@ -143,7 +143,7 @@ class S3Store:
         self.versioned = bool(lock_days)  # Object Lock buckets are versioned: deletes must name versions
 
     # -- errors ----------------------------------------------------------------------------
-    def _k(self, key: str) -> str:
+    def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, what: str, key: str | None, e: BaseException) -> StorageError:
@@ -210,7 +210,7 @@ class S3Store:
                 return self._multipart(key, buf, it, part_size, {**lock, **meta})
         cond = {"IfNoneMatch": "*"} if if_absent else ({"IfMatch": if_match} if if_match else {})
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(buf), **cond, **lock, **meta)
+            r = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(buf), **cond, **lock, **meta)
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code")
             if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
@@ -233,7 +233,7 @@ class S3Store:
         self, key: str, buf: bytearray, it: Iterator[bytes], part_size: int, extra: dict | None = None
     ) -> ObjectInfo:
         """`extra`: create_multipart_upload's Object Lock and Metadata arguments."""
-        k = self._k(key)
+        k = self._key(key)
         try:
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=k, **(extra or {}))["UploadId"]
         except _BOTO as e:
@@ -301,7 +301,7 @@ class S3Store:
         if if_match is not None:
             args["IfMatch"] = if_match
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key), **args)
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **args)
         except _BOTO as e:
             raise self._fail("read", key, e) from None
         body = _Body(r["Body"], self, key, r.get("ETag"), _total_size(r))
@@ -312,14 +312,14 @@ class S3Store:
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except _BOTO as e:
             raise self._fail("stat", key, e) from None
         return ObjectInfo(key, r["ContentLength"], etag=r.get("ETag"), modified=r.get("LastModified"),
                           metadata=dict(r.get("Metadata") or {}))  # fmt: skip
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        full = self._k(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
@@ -338,7 +338,7 @@ class S3Store:
             return self._delete_versions(key)
         cond = {"IfMatch": if_match} if if_match else {}
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._k(key), **cond)
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **cond)
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code")
             if cond and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
@@ -360,7 +360,7 @@ class S3Store:
     def _delete_versions(self, key: str) -> None:
         """On a versioned (Object Lock) bucket a plain delete only hides the data behind a delete
         marker; remove every version instead, or say until when Object Lock keeps one."""
-        k = self._k(key)
+        k = self._key(key)
         try:
             pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=k)
             versions = [v for page in pages for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
@@ -421,7 +421,7 @@ class S3Store:
         out = []
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._k(prefix)
+                Bucket=self.bucket, Prefix=self._key(prefix)
             )
             for page in pages:
                 for u in page.get("Uploads", []):
@@ -432,7 +432,8 @@ class S3Store:
 
     def discard(self, leftover: Leftover) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(leftover.key), UploadId=leftover.handle)
+            key = self._key(leftover.key)
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=leftover.handle)
         except bx.ClientError as e:
             if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
                 raise self._fail("abort upload of", leftover.key, e) from None
@@ -449,9 +450,9 @@ class S3Store:
         part = part_size_for(size)
         cfg = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=IN_FLIGHT)
         try:
-            self.client.copy({"Bucket": src.bucket, "Key": src._k(key)}, self.bucket, self._k(key),
+            self.client.copy({"Bucket": src.bucket, "Key": src._key(key)}, self.bucket, self._key(key),
                              ExtraArgs=self._lock_args() if retain else None, Config=cfg)  # fmt: skip
-            copied = self.client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"]
+            copied = self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
         except _BOTO as e:
             raise self._fail("copy", key, e) from None
         if copied != size:
