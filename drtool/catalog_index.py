@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import catalog
+from . import catalog, ledger
 from .clock import iso, parse_iso, utcnow
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
 from .records import CheckRecord, Manifest, ManifestInvalid, manifest_to_dict, parse_manifest
@@ -166,7 +166,7 @@ class IndexRead:
     check of each backup, and the index itself (drill summaries)."""
 
     listing: catalog.Listing
-    checks: catalog.CheckStates
+    checks: ledger.CheckStates
     index: Index
 
     def drill_records(self) -> list[dict[str, Any]]:
@@ -301,14 +301,14 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
     return catalog.Listing(backups, unreadable, untrusted, claimed=protected)
 
 
-def _checks(index: Index) -> catalog.CheckStates:
+def _checks(index: Index) -> ledger.CheckStates:
     newest = {}
     for bid, e in index.backups.items():
         c = e.get("check")
         if c:
             newest[bid] = CheckRecord(index.policy, bid, c["kind"], c["result"], parse_iso(c["checked_at"]),
                                       c.get("reason"))  # fmt: skip
-    return catalog.CheckStates(newest, list(index.checks_problems))
+    return ledger.CheckStates(newest, list(index.checks_problems))
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -329,12 +329,12 @@ def rebuild(store: Store, policy: str, verifier: Verifier | None = None,
     index = Index(policy, verifier is not None)
     _merge_listing(index, catalog.scan(store, policy, verifier), objects)
     untrusted: list[str] = []
-    records, problems = catalog.list_drill_records(store, policy, verifier, untrusted.append)
+    records, problems = ledger.list_drill_records(store, policy, verifier, untrusted.append)
     for r in reversed(records):  # oldest first: the newest ends up on top
         index.add_drill(r)
     index.drills["problems"] = problems
     index.drills["untrusted"] = untrusted
-    checks = catalog.read_checks(store, policy, verifier, on_untrusted)
+    checks = ledger.read_checks(store, policy, verifier, on_untrusted)
     for c in checks.newest.values():
         index.add_check(c)
     index.checks_problems = checks.problems

@@ -250,6 +250,10 @@ def main() -> None:
         from bench_pitr import pitr_main
 
         return pitr_main([a for a in sys.argv[1:] if a != "--pitr"])
+    if "--pitr-drill" in sys.argv[1:]:
+        from bench_pitrdrill import pitrdrill_main
+
+        return pitrdrill_main([a for a in sys.argv[1:] if a != "--pitr-drill"])
     if "--physical" in sys.argv[1:]:
         from bench_physical import physical_main
 

@@ -208,5 +208,5 @@ def test_list_json_is_streamed_as_the_one_document_it_always_was(two):
     r = two.cli("list", "-p", str(two.policy), "--json")
     clean(r)
     doc = json.loads(r.out)
-    assert list(doc) == ["schema_version", "backups"] and len(doc["backups"]) == 2
+    assert list(doc) == ["schema_version", "backups", "windows"] and len(doc["backups"]) == 2  # windows: PITR
     assert r.out == json.dumps(doc, indent=2) + "\n"  # byte for byte what emit_json writes

@@ -75,15 +75,25 @@ def test_use_cases_share_only_the_context_and_name_what_they_call():
     from drtool.app.context import UseCase
     from drtool.app.drill import DrillJobs
     from drtool.app.evidence import EvidenceJobs
+    from drtool.app.index import IndexJobs
     from drtool.app.init import InitJobs
+    from drtool.app.physical import PhysicalJobs
+    from drtool.app.pitr_drill import PitrDrillJobs
     from drtool.app.restore import RestoreJobs
     from drtool.app.schedule import ScheduleJobs
+    from drtool.app.wal import WalJobs
 
-    for case in (BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs):
+    all_cases = (BackupJobs, RestoreJobs, DrillJobs, ScheduleJobs, EvidenceJobs, InitJobs, IndexJobs, WalJobs,
+                 PhysicalJobs, PitrDrillJobs)  # fmt: skip
+    for case in all_cases:
         assert case.__mro__ == (case, UseCase, object), case
     assert App.__mro__ == (App, object)
     app = App(Context(lock_wait=7))
-    cases = [app.backups, app.restores, app.drills, app.schedule, app.evidence, app.setup]
+    cases = [app.backups, app.restores, app.drills, app.schedule, app.evidence, app.setup, app.index, app.wal,
+             app.physical, app.pitr_drills]  # fmt: skip
+    assert {type(c) for c in cases} == set(all_cases)
     assert all(c.ctx is app.ctx for c in cases) and app.ctx.lock_wait == 7
     assert app.schedule.backups is app.backups and app.schedule.drills is app.drills
-
+    assert app.schedule.physical is app.physical and app.schedule.pitr_drills is app.pitr_drills
+    assert app.physical.backups is app.backups and app.physical.restores is app.restores
+    assert app.pitr_drills.physical is app.physical and app.pitr_drills.drills is app.drills

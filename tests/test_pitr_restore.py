@@ -197,7 +197,10 @@ def test_wal_fetch_answers_not_archived_with_1_and_serves_read_ahead_without_the
     r = c.cli("wal", "fetch", "-p", str(c.policy), "--spool", str(spool), first, str(tmp_path / "seg"))
     assert r.code == 0, r.err
     assert (tmp_path / "seg").stat().st_size == 16 * 1024 * 1024
-    ahead = sorted(p.name for p in (spool / "fetch").iterdir())
+    deadline = time.monotonic() + 120  # the read-ahead process downloads the next segments in the background
+    while len(ahead := sorted(p.name for p in (spool / "fetch").iterdir() if p.name[0] == "0")) < 2:
+        assert time.monotonic() < deadline, os.listdir(spool / "fetch")
+        time.sleep(0.1)
     nxt = ahead[0]
     assert len(ahead) >= 2 and nxt > first and not any(n.endswith(".history") for n in ahead)
     # the store is gone now: the segment fetched ahead is still served, by a rename

@@ -7,6 +7,7 @@ import copy
 import datetime as dt
 import hashlib
 import io
+import os
 import re
 import tracemalloc
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from drtool import reports
 from drtool.app import reporting
+from drtool.objectives import Point
 from drtool.records import ScheduleState
 from drtool.reports import stream
 
@@ -123,9 +125,9 @@ def _fleet_doc(policies: int, backups: int = 3) -> dict:
 
 
 @pytest.mark.parametrize("fmt", ["json", "md", "html"])
-@pytest.mark.parametrize("policies", [0, 1, 3])
+@pytest.mark.parametrize("policies", [0, 1, 3, "pitr"])
 def test_streamed_report_is_byte_identical_to_the_whole_document(fmt, policies, monkeypatch):
-    doc = _fleet_doc(policies)
+    doc = _pitr_doc() if policies == "pitr" else _fleet_doc(policies)
     monkeypatch.setattr(reporting.clock, "utcnow", lambda: T0)  # generated_at of the frame
     monkeypatch.setattr(reporting, "__version__", "test")
     monkeypatch.setattr(reporting, "SPOOL_BYTES", 1024)  # spills to a file: the copy back is exercised too
@@ -138,20 +140,107 @@ def test_streamed_report_is_byte_identical_to_the_whole_document(fmt, policies, 
     assert streamed.verdicts == [(p["policy"], p["compliant"]) for p in doc["policies"]]
 
 
-@pytest.mark.parametrize("name", ["two", "none"])
+@pytest.mark.parametrize("name", ["two", "none", "pitr"])
 @pytest.mark.parametrize("fmt", ["json", "md", "html"])
 def test_report_renderings_are_unchanged_byte_for_byte(name, fmt):
-    """tests/golden/report/: the renderings before the report was streamed (two policies, none)."""
+    """tests/golden/report/: the renderings before the report was streamed (two policies, none),
+    and of a PITR policy (window, WAL gap, drills of both kinds). DRTOOL_UPDATE_GOLDEN=1 rewrites them."""
     doc = copy.deepcopy(_doc())
     if name == "two":
         second = copy.deepcopy(_doc(rto=None)["policies"][0])
         second["policy"], second["compliant"] = "second", True
         doc["policies"].append(second)
+    elif name == "pitr":
+        doc = _pitr_doc()
     else:
         doc["policies"] = []
     doc["compliant"] = False
-    golden = (Path(__file__).parent / "golden" / "report" / f"{name}.{fmt}").read_text()
-    assert stream.render(fmt, doc) == golden
+    path = Path(__file__).parent / "golden" / "report" / f"{name}.{fmt}"
+    if os.environ.get("DRTOOL_UPDATE_GOLDEN") == "1":
+        path.write_text(stream.render(fmt, doc))
+    assert stream.render(fmt, doc) == path.read_text()
+
+
+# -- point-in-time recovery (issue 13 point 6) ---------------------------------------------------------
+
+
+def _seg(n: int) -> str:
+    return f"00000001000000000000{n:04X}"
+
+
+def _physical_drill(i: int, hours: float) -> dict:
+    return {"drill_id": f"p{i}", "kind": "physical", "started_at": _at(hours), "backup_id": "base1",
+            "outcome": "passed", "passed": True, "failure": None, "rto_seconds": 40.0, "rpo_seconds": 4.2,
+            "rto_first_write_seconds": 40.5, "storage_target": "primary", "bytes_restored": 60_000_000,
+            "scratch_profile": "durable",
+            "phases": {"fetch_decrypt_extract": 10.0, "fetch_wal": 2.0, "pg_verifybackup": 3.0, "consistent": 20.0},
+            "milestones": {"extracted": 12.0, "verified": 15.0, "server_started": 16.0, "consistent": 36.0,
+                           "promoted": 40.0, "first_write": 40.5},
+            "checks": [{"name": "wal_chain", "ok": True, "detail": "3 segments, no gap"}]}  # fmt: skip
+
+
+def _pitr_section(rpo: int = 600) -> dict:
+    """A PITR policy over 48 hours: a base backup at hour 1, a segment a minute until hour 30,
+    where segment 42 went missing; a second base backup at hour 40 covers what follows."""
+    t = lambda hours: T0 + dt.timedelta(hours=hours)  # noqa: E731
+    base1 = {"id": "base1", "kind": "physical", "recovery_point": _at(1), "completed_at": _at(1.01),
+             "sizes": {"stored_bytes": 20_000_000, "plain_bytes": 60_000_000}, "objects": [{"sha256": "1" * 64}],
+             "encryption": {"recipients": []},
+             "physical": {"end_time": _at(1), "sysid": "7", "timeline": 1, "wal_segment_size": 16 << 20}}  # fmt: skip
+    base2 = {**base1, "id": "base2", "recovery_point": _at(40), "completed_at": _at(40.01),
+             "physical": {**base1["physical"], "end_time": _at(40)}}  # fmt: skip
+    points = [Point("base backup base1", t(1), t(1.01)), Point("base backup base2", t(40), t(40.01))]
+    points += [Point(_seg(n), t(1 + n / 60), t(1 + n / 60)) for n in range(2, 42)]  # then 42 is missing
+    points += [Point(_seg(n), t(40 + n / 6000), t(40 + n / 6000)) for n in range(2400, 2410)]
+    gap = {"backup": "base1", "missing": _seg(42), "through": _seg(42), "segments": 1,
+           "key": "s3://b/orders/wal/7/x/" + _seg(42), "restorable_until": _at(1 + 41 / 60),
+           "breaks": f"restores from backup base1 stop before {_seg(42)}"}  # fmt: skip
+    window = {"sysid": "7", "earliest": _at(1), "latest": _at(40 + 2409 / 6000), "timeline": 1,
+              "newest_segment": _seg(2409), "newest_segment_end": _at(40 + 2409 / 6000), "gaps": [gap],
+              "timelines_inferred": False}  # fmt: skip
+    return reports.build_policy(
+        policy={"name": "orders", "drill_kind": "both", "rpo_seconds": rpo, "rto_seconds": 1800, "retention": {},
+                "copies": [], "storage": {"url": "s3://b/orders", "region": None, "object_lock": None, "copies": []},
+                "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
+        backups=[base2, base1, _backup(9, 20)], drills=[_drill(1, 2), _physical_drill(2, 41)], drill_problems=[],
+        schedule_state=ScheduleState(), copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=48),
+        pitr={"window": window, "points": points, "worst_exact": True, "bound": "upload times; the worst is exact"},
+    )  # fmt: skip
+
+
+def _pitr_doc() -> dict:
+    return reports.build([_pitr_section()], start=T0, end=T0 + dt.timedelta(hours=48), now=T0, version="test")
+
+
+def test_pitr_report_shows_the_window_the_gap_interval_as_worst_rpo_and_drills_of_both_kinds():
+    section = _pitr_section()
+    pitr = section["pitr"]
+    assert pitr["window"]["earliest"] == _at(1) and pitr["window"]["latest"] == _at(40 + 2409 / 6000)
+    # the gap: from the end of the last segment before it until the next base backup completed
+    assert (pitr["rpo"]["from"], pitr["rpo"]["to"]) == (_at(1 + 41 / 60), _at(40.01))
+    assert pitr["rpo"]["after"] == _seg(41) and pitr["rpo"]["seconds"] == pytest.approx((40.01 - 1 - 41 / 60) * 3600)
+    assert pitr["rpo"]["largest"][0]["from"] == pitr["rpo"]["from"]
+    # the period's first hour, before any base backup, is uncovered by PITR
+    assert pitr["rpo"]["uncovered"] == {"from": _at(0), "to": _at(1.01), "seconds": 3636.0}
+    assert [x["kind"] for x in section["drills"]["log"]] == ["logical", "physical"]
+    assert pitr["drills"]["run"] == 1 and pitr["drills"]["rto_last_seconds"] == 40.0
+    proves = {f["figure"]: f for f in pitr["proves"]}
+    assert proves["worst-case RPO from the WAL archive"]["met"] is False
+    assert proves["PITR drill RTO (last)"] == {**proves["PITR drill RTO (last)"], "objective": "rto", "met": True}
+    # the forecast: 60 MB base at 6 MB/s extract (10 s) plus 30 s of WAL, verify, start and promotion
+    assert pitr["forecast"]["expected_rto_seconds"] == 40.0
+    # the verdict is the archive's RPO, and the gap is named
+    assert not section["compliant"]
+    assert any(r.startswith("worst-case RPO from the WAL archive") for r in section["reasons"])
+    assert any(_seg(42) in r for r in section["reasons"])
+    assert not any(r.startswith("worst-case RPO 1") for r in section["reasons"])  # not the dumps' verdict
+    md, page = reports.render_md(_pitr_doc()), reports.render_html(_pitr_doc())
+    for out in (md, page):
+        assert "Restorable window: 2026-11-01 01:00:00 UTC to 2026-11-02 16:24:05 UTC" in out
+        assert "2026-11-01 01:41:00 UTC to 2026-11-02 16:00:36 UTC after " + _seg(41) in out
+        assert "p2 (PITR)" in out and "promoted at 40s" in out and "pg restore 2s" in out
+    # a policy without [pitr] has no PITR part: its renderings are as before
+    assert "Point-in-time recovery" not in reports.render_md(_doc()) and "pitr" not in _doc()["policies"][0]
 
 
 def _peak_bytes_of_a_report(policies: int, tmp_path: Path) -> int:

@@ -132,7 +132,7 @@ def test_one_policy_failing_does_not_stop_the_others(pg, tmp_path):
 
 def test_missed_slots_are_recorded_in_the_store(local):
     from drtool.app import App
-    from drtool.catalog import read_schedule_state
+    from drtool.ledger import read_schedule_state
     from drtool.policy import load_policy
 
     os.environ["TEST_PGPASSWORD"] = local.pg.PASSWORD

@@ -6,7 +6,7 @@ import functools
 import socket
 from typing import Any
 
-from .. import __version__, catalog, clock, pgtools, pipeline, postgres, trust
+from .. import __version__, catalog, clock, ledger, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
 from ..durations import format_size
@@ -51,7 +51,7 @@ class BackupJobs(UseCase):
         """(Under the policy's lock.) Copy `new` and every earlier copy that failed to each copy
         target; a failure is kept in the store's state and retried on the next run. Returns
         {target: "ok" | error}."""
-        state = catalog.read_copy_state(primary, policy.name, self.ctx.verifier(policy), self.ctx.warn)
+        state = ledger.read_copy_state(primary, policy.name, self.ctx.verifier(policy), self.ctx.warn)
         outcome: dict[str, str] = {}
         for target in policy.copies:
             pending = state.pending.setdefault(target.name, {})
@@ -73,7 +73,7 @@ class BackupJobs(UseCase):
                     )
                 outcome[target.name] = f"failed: {e}"
                 self.ctx.warn(f"copy to '{target.name}' failed, will retry on the next run: {e}")
-        catalog.write_copy_state(primary, policy.name, state, self.ctx.signer(policy))
+        ledger.write_copy_state(primary, policy.name, state, self.ctx.signer(policy))
         return outcome
 
     def _copy_one(self, policy: Policy, src: Store, dst: Store, target: StorageTarget, backup_id: str) -> None:

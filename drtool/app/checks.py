@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__, catalog, clock, trust
+from .. import __version__, clock, ledger, trust
 from ..errors import DrtoolError
 from ..records import CheckRecord
 from ..storage import Store
@@ -30,7 +30,7 @@ def record_check(
     rec = CheckRecord(policy, backup_id, kind, "damaged" if damage else "ok", clock.utcnow(), damage,
                       socket.gethostname(), __version__)  # fmt: skip
     try:
-        catalog.write_check(store, rec, signer)
+        ledger.write_check(store, rec, signer)
     except DrtoolError as e:
         warn(f"backup {backup_id}: could not record the {kind} result in the store: {e}")
         return None

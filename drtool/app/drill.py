@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, drills, health, objectives, pgtools, postgres, trust
+from .. import __version__, catalog, clock, drills, health, ledger, objectives, pgtools, postgres, trust
 from ..errors import DrtoolError, IntegrityError, UsageError
 from ..policy import Policy
 from ..storage import Store
@@ -82,7 +82,7 @@ class DrillJobs(UseCase):
         backups = catalog.list_backups(source, policy.name, verifier)  # an untrusted one is no candidate
         backups = [b for b in backups if not b.record.is_physical]  # physical drills are issue 13
         if source is store:  # findings are about the primary's objects: a damaged one is no candidate
-            damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).damaged
+            damaged = ledger.read_checks(store, policy.name, verifier, self.ctx.warn).damaged
             backups = [b for b in backups if b.id not in damaged]
         attempt.backups = backups
         if attempt.requested:
@@ -190,7 +190,7 @@ class DrillJobs(UseCase):
         A drill that could not run is recorded best-effort: the store may be what was down, so a failed write is only
         logged; the record of a drill that ran must be kept, or the command fails."""
         try:
-            catalog.write_drill_record(store, record, signer)
+            ledger.write_drill_record(store, record, signer)
         except DrtoolError as e:
             if record["outcome"] != health.COULD_NOT_RUN:
                 raise

@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__, catalog, clock, health, metrics, pgtools, postgres, reports, trust
+from .. import __version__, catalog, clock, health, ledger, metrics, pgtools, postgres, reports, trust
 from ..crypto import age, signing, sshsig
 from ..durations import format_size
 from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..records import ScheduleState
 from ..storage import Store, put_bytes
+from . import walview
 from .base import _check_region
 from .context import UseCase
 from .outcome import Outcome
@@ -45,15 +46,15 @@ class EvidenceJobs(UseCase):
             records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
             untrusted += list(indexed.index.drills.get("untrusted") or [])
         else:
-            records, problems = catalog.list_drill_records(store, policy.name, verifier, untrusted.append)
+            records, problems = ledger.list_drill_records(store, policy.name, verifier, untrusted.append)
         listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
         return Evidence(
             backups=[b.manifest for b in listing.restorable],
             records=records,
             problems=problems,
-            pending=catalog.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
-            schedule=catalog.read_schedule_state(store, policy.name, verifier, untrusted.append),
+            pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
+            schedule=ledger.read_schedule_state(store, policy.name, verifier, untrusted.append),
             untrusted=untrusted,
         )
 
@@ -197,7 +198,8 @@ class EvidenceJobs(UseCase):
             row["wal_backlog_segments"] = wal.get("backlog")
             row["wal_gap"] = None if not wal else (1 if wal.get("gaps") else 0)
             now = clock.utcnow()
-            row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now)["compliant"])
+            row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now,
+                                                        self.ctx.store(p))["compliant"])  # fmt: skip
             rows.append(row)
         return rows
 
@@ -220,10 +222,11 @@ class EvidenceJobs(UseCase):
         """The report's section of each policy, read from the store as it is asked for: a fleet's
         report holds one policy's evidence at a time."""
         for p in policies:
-            ev = self._evidence(p, self.ctx.store(p))
+            store = self.ctx.store(p)
+            ev = self._evidence(p, store)
             for problem in [*ev.problems, *ev.untrusted]:
                 self.ctx.warn(problem)
-            section = self._report_section(p, ev, start, end)
+            section = self._report_section(p, ev, start, end, store)
             section["ignored_untrusted"] = ev.untrusted  # what the figures leave out, and why
             if ev.untrusted:  # the figures hold without them, but someone wrote to the store who should not
                 section["reasons"].append(f"{len(ev.untrusted)} object(s) no trusted key signed were ignored as "
@@ -285,12 +288,12 @@ class EvidenceJobs(UseCase):
             fmt = "sshsig"
         return {"file": file, "signature": sig_path, "signed_by": signer, "format": fmt, "namespace": trust.NS_REPORT}
 
-    @staticmethod
-    def _report_section(p: Policy, ev: Evidence, start, end) -> dict[str, Any]:
+    def _report_section(self, p: Policy, ev: Evidence, start, end, store: Store) -> dict[str, Any]:
         lock = f"{p.storage.object_lock_mode} {p.storage.object_lock_days} days" if p.storage.object_lock_days else None
         copies = [{"name": c.name, "url": c.url, "region": c.region} for c in p.copies]
         info = {
             "name": p.name,
+            "drill_kind": p.drill.kind,
             "rpo_seconds": p.rpo,
             "rto_seconds": p.rto,
             "retention": {k: v for k, v in vars(p.retention).items() if v},
@@ -301,9 +304,13 @@ class EvidenceJobs(UseCase):
                 "recipients": [age.recipient_fingerprint(r) for r in p.recipients],
             },
         }
+        pitr = None
+        if p.pitr.enabled:  # the window and archive continuity, from one listing of <policy>/wal/
+            pitr = walview.coverage(store, p.name, ev.backups, since=start, until=end, warn=self.ctx.warn)
+            pitr = pitr or {"window": {}, "points": [], "worst_exact": False, "bound": walview.COVERAGE_BOUND}
         return reports.build_policy(
             policy=info, backups=ev.backups, drills=ev.records, drill_problems=ev.problems, schedule_state=ev.schedule,
-            copies_pending={k: sorted(v) for k, v in ev.pending.items()}, start=start, end=end,
+            copies_pending={k: sorted(v) for k, v in ev.pending.items()}, start=start, end=end, pitr=pitr,
         )  # fmt: skip
 
     # -- check -----------------------------------------------------------------------------------------

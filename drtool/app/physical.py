@@ -13,11 +13,22 @@ import socket
 import sys
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, basetar, catalog, clock, pgtools, pipeline, postgres, walarchive, walnames
+from .. import (
+    __version__,
+    basetar,
+    catalog,
+    clock,
+    fetchspool,
+    ledger,
+    pgtools,
+    pipeline,
+    postgres,
+    walarchive,
+    walnames,
+)
 from ..crypto import age
 from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -228,7 +239,7 @@ class PhysicalJobs(UseCase):
                                  f"--to-time {clock.iso(to_time)}; pick an earlier backup or a later time")  # fmt: skip
             return b
         verifier = self.ctx.verifier(policy)
-        damaged = {} if from_copy else catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
+        damaged = {} if from_copy else ledger.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
         bases = [b for b in catalog.scan(store, policy.name, verifier).backups
                  if b.record.is_physical and not b.damaged and b.id not in damaged]  # fmt: skip
         if not bases:
@@ -292,65 +303,19 @@ class PhysicalJobs(UseCase):
     # -- wal fetch (restore_command) -----------------------------------------------------------------
     def wal_fetch(self, policy: Policy, name: str, dest: str, spool: str | None = None) -> bool:
         """Write the archived WAL file `name` to `dest`: True when written, False when it is not
-        archived. With a spool, a file fetched ahead is a rename, and the next `pitr.prefetch`
-        segments of the same timeline are fetched ahead (never history files; a miss is never cached)."""
-        kind = walnames.kind_of(name)
+        archived. With a spool, a segment the read-ahead process already downloaded is a rename
+        (drtool/app/walahead.py keeps the next `pitr.prefetch` ones there; the thin `wal fetch`,
+        drtool/walget.py, starts it). A miss is never cached."""
         target = Path(dest)
         if not target.is_absolute():
             target = Path.cwd() / target  # PostgreSQL runs restore_command in the data directory
-        ahead = Path(spool) / "fetch" if spool else None
-        if ahead is not None and kind == "segment" and (ahead / name).is_file():
-            os.replace(ahead / name, target)
-            found = True
-        else:
-            found = None
-        store = identities = None
-        if found is None:
-            store, identities = self.ctx.store(policy), self.ctx.identities(policy)
-            found = walarchive.fetch_file(store, policy, identities, name, target)
-        if found and ahead is not None and kind == "segment" and policy.pitr.prefetch > 0:
-            size = target.stat().st_size  # a segment's size is the cluster's wal_segment_size: it names the next
-            if size >= 1 << 20 and size & (size - 1) == 0:
-                self._prefetch(policy, walnames.parse_segment(name, size), ahead, store, identities)
-        return found
-
-    def _prefetch(self, policy: Policy, seg: walnames.Segment, ahead: Path, store, identities) -> None:
-        """Top up the read-ahead after `seg`: when fewer than half of the next `prefetch` segments
-        are in the spool, fetch the missing ones (several at once). Failures here are not the
-        caller's: the segment asked for was delivered, and the next request fetches its own."""
-        count = policy.pitr.prefetch
-        wanted, s = [], seg
-        for _ in range(count):
-            s = s.next()
-            wanted.append(s.name)
-        have = {p.name for p in ahead.iterdir()} if ahead.is_dir() else set()
-        for stale in have - set(wanted):  # behind the replay position, or another timeline's
-            if walnames.SEGMENT.match(stale):
-                (ahead / stale).unlink(missing_ok=True)
-        missing = [n for n in wanted if n not in have]
-        if len(missing) * 2 < count and missing != wanted:
-            return
-        try:
-            if store is None:
-                store, identities = self.ctx.store(policy), self.ctx.identities(policy)
-            cluster = walarchive.read_cluster(store, policy)
-        except DrtoolError:
-            return
-        if cluster is None:
-            return
-
-        def one(n: str) -> bool:
+        if spool and walnames.kind_of(name) == "segment":
             try:
-                return walarchive.fetch_file(store, policy, identities, n, ahead / n, cluster.sysid)
-            except DrtoolError:
-                return False
-
-        with ThreadPoolExecutor(max_workers=min(8, max(1, policy.pitr.upload_workers))) as pool:
-            results = list(pool.map(one, missing))
-        # a segment after a gap cannot be replayed before the gap is filled: keep only the run
-        if False in results:
-            for n in missing[results.index(False) :]:
-                (ahead / n).unlink(missing_ok=True)
+                if fetchspool.serve(fetchspool.ahead_dir(Path(spool)), name, target):
+                    return True
+            except OSError:
+                pass  # the store has it too
+        return walarchive.fetch_file(self.ctx.store(policy), policy, self.ctx.identities(policy), name, target)
 
 
 def needed_segments(info: PhysicalInfo) -> list[walnames.Segment]:

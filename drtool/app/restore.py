@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from .. import catalog, catalog_index, clock, health, pgtools, pipeline, postgres
+from .. import catalog, catalog_index, clock, health, ledger, pgtools, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
@@ -32,16 +32,16 @@ class RestoreJobs(UseCase):
         indexed = self.ctx.read_index(policy, store, catalog_index.EVIDENCE if primary is store else ())
         listing = indexed.listing if indexed else catalog.scan(store, policy.name, verifier)
         if indexed is not None and primary is store:
-            checks: catalog.CheckStates | None = indexed.checks
+            checks: ledger.CheckStates | None = indexed.checks
             problems = list(indexed.index.drills.get("problems") or [])
             drills_of = indexed.backup_drills
         else:
-            records, problems = catalog.list_drill_records(primary, policy.name, verifier, self.ctx.warn)
-            checks = catalog.read_checks(primary, policy.name, verifier, self.ctx.warn) if primary is store else None
+            records, problems = ledger.list_drill_records(primary, policy.name, verifier, self.ctx.warn)
+            checks = ledger.read_checks(primary, policy.name, verifier, self.ctx.warn) if primary is store else None
             drills_of = _drills_from_records(records)
         for p in [*problems, *(checks.problems if checks else [])]:
             self.ctx.warn(p)
-        pending = catalog.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending
+        pending = ledger.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending
         out = []
         for b in listing.backups:
             row = b.summary()
@@ -96,7 +96,7 @@ class RestoreJobs(UseCase):
         verifier = self.ctx.verifier(policy)
         if backup_id or from_copy:
             return catalog.find_backup(store, policy.name, backup_id, verifier=verifier, kind=kind)
-        damaged = catalog.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
+        damaged = ledger.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
         backup = catalog.find_backup(store, policy.name, None, damaged, verifier, kind)
         for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
             self.ctx.warn(f"skipping backup {bid}: {damaged[bid]}")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import catalog, catalog_index, clock, locks, retention, scheduler
+from .. import catalog, catalog_index, clock, ledger, locks, retention, scheduler
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
@@ -53,7 +53,7 @@ class ScheduleJobs(UseCase):
         store = self.ctx.store(policy)
         tz = policy.schedule.timezone
         if dry_run:
-            state = catalog.read_schedule_state(store, policy.name, self.ctx.verifier(policy), self.ctx.warn)
+            state = ledger.read_schedule_state(store, policy.name, self.ctx.verifier(policy), self.ctx.warn)
             t = now()
             for job, expr in jobs.items():
                 d = scheduler.due(expr, tz, state.last_slot(job), t)
@@ -83,11 +83,11 @@ class ScheduleJobs(UseCase):
         """Whether a job is due or a copy is pending, judged from the state read without the lock
         (one GET): only then is the lock taken, and _run_due reads the state again under it."""
         verifier = self.ctx.verifier(policy)
-        state = catalog.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
+        state = ledger.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
         t = now()
         if any(scheduler.due(expr, policy.schedule.timezone, state.last_slot(job), t) for job, expr in jobs.items()):
             return True
-        return copies and bool(catalog.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending)
+        return copies and bool(ledger.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending)
 
     def run_fleet(
         self, policies: list[Policy], *, jobs: int = 1, dry_run: bool = False, only: frozenset[str] | None = None
@@ -122,7 +122,7 @@ class ScheduleJobs(UseCase):
         tz = policy.schedule.timezone
         verifier, signer = self.ctx.verifier(policy), self.ctx.signer(policy)
         # read under the lock; an untrusted state is ignored (and named): each job is then due once
-        state = catalog.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
+        state = ledger.read_schedule_state(store, policy.name, verifier, self.ctx.warn)
         for job, expr in jobs.items():
             t = now()
             d = scheduler.due(expr, tz, state.last_slot(job), t)
@@ -145,9 +145,9 @@ class ScheduleJobs(UseCase):
             entry.update(last_outcome=outcome["outcome"], last_message=outcome.get("error") or outcome.get("summary"))
             if outcome["outcome"] == "ok":
                 entry["last_success"] = clock.iso(t)
-            catalog.write_schedule_state(store, policy.name, state, signer)
+            ledger.write_schedule_state(store, policy.name, state, signer)
             result["jobs"][job] = outcome
-        if copies and policy.copies and catalog.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending:
+        if copies and policy.copies and ledger.read_copy_state(store, policy.name, verifier, self.ctx.warn).pending:
             made = self.backups.copy_pending(policy, store)
             failed = {k: v for k, v in made.items() if v != "ok"}
             copy_entry: dict[str, Any] = {"due": True, "slot": None, "missed": 0}
@@ -243,10 +243,10 @@ class ScheduleJobs(UseCase):
             passed = frozenset(b for b, e in indexed.index.backups.items() if e.get("last_passed_drill_at"))
             checks = indexed.checks
         else:
-            records, problems = catalog.list_drill_records(store, policy.name, verifier, self.ctx.warn)
+            records, problems = ledger.list_drill_records(store, policy.name, verifier, self.ctx.warn)
             passed = frozenset(r["backup_id"] for r in records if r.get("passed"))
             # findings live on the primary, like drill records
-            checks = catalog.read_checks(store, policy.name, verifier, self.ctx.warn)
+            checks = ledger.read_checks(store, policy.name, verifier, self.ctx.warn)
         for p in [*problems, *checks.problems]:
             self.ctx.warn(p)
         result = self._prune_target(policy, store, dry_run, passed, checks, indexed)
@@ -269,7 +269,7 @@ class ScheduleJobs(UseCase):
         store: Store,
         dry_run: bool,
         passed: frozenset[str],
-        checks: catalog.CheckStates | None = None,
+        checks: ledger.CheckStates | None = None,
         indexed: catalog_index.IndexRead | None = None,
     ) -> dict[str, Any]:
         """Retention on one store. A backup known to be damaged (objects missing, or the newest

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import catalog, clock, walchain, walnames
+from .. import catalog, clock, objectives, walchain, walnames
 from ..compress import Decompressor, TruncatedFrame
 from ..crypto import age
 from ..errors import DrtoolError, IntegrityError, NotFound
@@ -258,3 +258,84 @@ def prune_wal(store: Store, policy: str, kept: Sequence[tuple[str, dict[str, Any
             "reasons": reasons, "timelines_followed": archive.histories is not None,
         })  # fmt: skip
     return out
+
+
+# -- what the report asks: restorable points over time ---------------------------------------------
+
+REFINE_STATS = 8  # `end` metadata read for at most this many segments per report section
+
+COVERAGE_BOUND = (
+    "intervals between archive uploads (the listing's modified times), each ending when a segment "
+    "or base backup reached the store; the worst one starts at its segment's `end` metadata (exact) "
+    "when `worst_exact`, the others can only understate the loss by a segment's upload delay"
+)
+
+
+def coverage(store: Store, policy: str, manifests: Sequence[dict[str, Any]], *, since, until,
+             warn: Warn) -> dict[str, Any] | None:  # fmt: skip
+    """What the report says of a policy's PITR archive: its restorable window (window()) and the
+    points a restore could reach over time, from archive continuity: each complete base backup
+    (restorable to its end time once it completed) and each archived segment a consistent base
+    backup reaches without crossing a gap (restorable to its completion once both were stored).
+    Times come from the one listing (upload times, an upper bound of each segment's content time);
+    the segment starting the worst interval is read for its `end` metadata, a few times over.
+    None when the policy has neither physical backups nor archived WAL."""
+    physical = [m for m in manifests if m.get("kind") == "physical" and m.get("physical")]
+    archives = list_archives(store, policy)
+    win = window(store, policy, [(m["id"], m["physical"]) for m in physical], None, warn, archives)
+    if win is None:
+        return None
+    sysid = win["sysid"]
+    files = archives.get(sysid, {})
+    mine = sorted((m for m in physical if str(m["physical"]["sysid"]) == sysid), key=lambda m: m["completed_at"])
+    size = int(mine[0]["physical"]["wal_segment_size"]) if mine else walnames.DEFAULT_SEGMENT_SIZE
+    archive = load(store, policy, sysid, files, size, None, warn)
+    points = _points(archive, mine)
+    exact: set[str] = set()
+    for _ in range(REFINE_STATS):
+        worst = _worst(points, since, until)
+        name = worst.after_backup if worst is not None else None
+        if name is None or not walnames.SEGMENT.match(name) or name in exact:
+            break
+        exact.add(name)
+        end = end_time(store, archive, walnames.parse_segment(name, size))
+        if end is not None and clock.parse_iso(end) < points[name].recovery_point:
+            points[name] = objectives.Point(name, clock.parse_iso(end), points[name].completed_at)
+    worst = _worst(points, since, until)
+    return {
+        "window": win,
+        "points": list(points.values()),
+        "worst_exact": worst is not None and worst.after_backup in exact,
+        "bound": COVERAGE_BOUND,
+    }
+
+
+def _points(archive: Archive, mine: Sequence[dict[str, Any]]) -> dict[str, objectives.Point]:
+    """Segment name -> (restorable to its upload time, from when it and a base backup reaching it
+    were both stored); "base backup ID" -> (its end time, its completion) for each consistent one.
+    Base backups in completion order: a segment takes the first that reaches it."""
+    segments, histories, size = archive.segments, archive.chain_histories(), archive.size
+    out: dict[str, objectives.Point] = {}
+    covered = -1  # segment numbers up to here are reached by an earlier-completed base backup
+    for m in mine:
+        c = walchain.chain(base_backup(m["id"], m["physical"]), segments, histories, size=size)
+        through = c.restorable_through
+        if through is None:
+            continue
+        done = clock.parse_iso(m["completed_at"])
+        bid = f"base backup {m['id']}"
+        out[bid] = objectives.Point(bid, clock.parse_iso(m["physical"]["end_time"]), done)
+        for n in range(max(c.start.number, covered + 1), through.number + 1):
+            name = walnames.Segment(walchain.owner(n, c.spans, size), n, size).name
+            info = archive.files.get(name)
+            if info is None or info.modified is None:
+                continue
+            at = max(info.modified, done)
+            out[name] = objectives.Point(name, info.modified, at)
+        covered = max(covered, through.number)
+    return out
+
+
+def _worst(points: dict[str, objectives.Point], since, until) -> objectives.Gap | None:
+    gaps = [g for g in objectives.gaps(list(points.values()), until, since=since) if g.end > since]
+    return max(gaps, key=lambda g: g.seconds, default=None)

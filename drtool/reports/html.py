@@ -107,6 +107,7 @@ def _policy(p: dict[str, Any]) -> Html:
         charts=Html("".join(_charts(p))),
         forecast=tag("p", forecast) if forecast else "",
         drill_log=_drill_log(d["log"]),
+        pitr=_pitr(p["pitr"], o, d["log"]) if p.get("pitr") is not None else "",
         inventory=table(["id", "recovery point", "stored", "targets", "recipients", "SHA-256"],
                         [[b["id"], text.when(b["recovery_point"]), text.size(b["stored_bytes"]), ", ".join(b["targets"]),
                           ", ".join(b["recipients"]), (b["sha256"], "hash")] for b in p["inventory"]]),
@@ -124,7 +125,7 @@ def _drill_log(log: list[dict[str, Any]]) -> Html:
     rows = []
     for x in log:
         checks = Html("<br>".join(escape(f"{text.check(c)} – {c['detail']}") for c in x["checks"]))
-        rows.append([x["drill_id"], text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"],
+        rows.append([text.drill_name(x), text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"],
                      (text.drill_result(x), _RESULT_CLASS[x["outcome"]]), text.rto(x), checks])  # fmt: skip
     return table(["drill", "started", "backup", "from", "result", "RTO", "checks"], rows)
 
@@ -140,3 +141,25 @@ def _charts(p: dict[str, Any]) -> list[str]:
         line_chart("Backup size over time (stored)",
                    Series.of([(b["completed_at"], b["stored_bytes"]) for b in p["inventory"]]), None, BYTES, escape),
     ]  # fmt: skip
+
+
+_MET_CLASS = {True: "ok", False: "bad", None: None}
+
+
+def _pitr(t: dict[str, Any], o: dict[str, Any], log: list[dict[str, Any]]) -> Html:
+    """Point-in-time recovery, as markdown._pitr says it."""
+    figures = table(["PITR measure", "achieved", "target", "objective", "proves"], [
+        [f["figure"], (text.figure_met(f), _MET_CLASS[f["met"]]),
+         "-" if f["target"] is None else text.duration(f["target"]), f["objective"].upper(), f["proves"]]
+        for f in t["proves"]])  # fmt: skip
+    worst = text.interval(t["rpo"]) if t["rpo"]["seconds"] is not None else "none measured"
+    lines: list[tuple[str, str | None]] = [(text.gap_line(g), "bad") for g in t["gaps"]]
+    lines += [("largest interval not covered by archived WAL: " + text.interval(g), None) for g in t["rpo"]["largest"]]
+    lines += [(f"not restorable: {u['backup']}: {u['reason']}", "bad") for u in t["unrestorable"]]
+    forecast = text.pitr_forecast(t["forecast"], o["rto_seconds"])
+    phases = table(["drill", "kind", "result", "RTO", "phases (PITR: milestones from the start)"],
+                   [[x["drill_id"], x["kind"], (text.drill_result(x), _RESULT_CLASS[x["outcome"]]), text.rto(x),
+                     text.phases(x) or "-"] for x in log])  # fmt: skip
+    return Html(tag("h3", "Point-in-time recovery") + tag("p", text.window(t["window"])) + figures
+                + tag("p", f"Worst-case RPO from the archive: {worst}. Bound: {t['rpo']['bound']}.") + items(lines)
+                + (tag("p", forecast) if forecast else "") + tag("h4", "RTO phases") + phases)  # fmt: skip

@@ -88,8 +88,10 @@ def _policy(p: dict[str, Any]) -> list[str]:
     ]
     for x in d["log"]:
         checks = ", ".join(text.check(c) for c in x["checks"])
-        out.append(row(x["drill_id"], text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
+        out.append(row(text.drill_name(x), text.when(x["started_at"]), x["backup_id"] or "-", x["storage_target"], text.drill_result(x),
                        text.rto(x), checks))  # fmt: skip
+    if p.get("pitr") is not None:
+        out += ["", *_pitr(p["pitr"], o, d["log"])]
     out += [
         "",
         "### Backup inventory",
@@ -105,3 +107,26 @@ def _policy(p: dict[str, Any]) -> list[str]:
     out += [f"- {md(text.schedule_line(job, st))}" for job, st in p["schedule"].items()]
     out += [f"- {md(text.copies_line(target, ids))}" for target, ids in p["copies_pending"].items()]
     return out + [""]
+
+
+def _pitr(t: dict[str, Any], o: dict[str, Any], log: list[dict[str, Any]]) -> list[str]:
+    """Point-in-time recovery: the window, the figures and the objective each proves, the gaps and
+    largest uncovered intervals, the physical forecast, and the RTO phases of drills of both kinds."""
+    out = ["### Point-in-time recovery", "", md(text.window(t["window"])), "",
+           "| PITR measure | achieved | target | objective | proves |", "|---|---|---|---|---|"]  # fmt: skip
+    for f in t["proves"]:
+        target = "-" if f["objective"] == "rpo" and f["target"] is None else text.duration(f["target"])
+        out.append(row(f["figure"], text.figure_met(f), target, f["objective"].upper(),
+                       f["proves"]))  # fmt: skip
+    out += ["", md(f"Worst-case RPO from the archive: {text.interval(t['rpo'])}" if t["rpo"]["seconds"] is not None
+                   else "Worst-case RPO from the archive: none measured") + ". " + md(f"Bound: {t['rpo']['bound']}."), ""]  # fmt: skip
+    out += [f"- {md(text.gap_line(g))}" for g in t["gaps"]]
+    out += [f"- {md('largest interval not covered by archived WAL: ' + text.interval(g))}" for g in t["rpo"]["largest"]]
+    out += [f"- {md('not restorable: ' + u['backup'] + ': ' + u['reason'])}" for u in t["unrestorable"]]
+    if forecast := text.pitr_forecast(t["forecast"], o["rto_seconds"]):
+        out += ["", md(forecast)]
+    out += ["", "#### RTO phases", "", "| drill | kind | result | RTO | phases (PITR: milestones from the start) |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for x in log:
+        out.append(row(x["drill_id"], x["kind"], text.drill_result(x), text.rto(x), text.phases(x) or "-"))
+    return out

@@ -107,3 +107,63 @@ def schedule_line(job: str, st: dict[str, Any]) -> str:
 
 def copies_line(target: str, ids: list[str]) -> str:
     return f"copies to {target} pending: {', '.join(ids)}"
+
+
+# -- point-in-time recovery (policies with [pitr]) ----------------------------------------------------
+
+MILESTONES = ("extracted", "verified", "server_started", "consistent", "promoted", "first_write")
+MET = {True: "met", False: "MISSED", None: "-"}
+
+
+def drill_name(x: dict[str, Any]) -> str:
+    """The drill's id, marked when it is a PITR drill (the drill log lists both kinds)."""
+    return x["drill_id"] + (" (PITR)" if x.get("kind") == "physical" else "")
+
+
+def window(w: dict[str, Any]) -> str:
+    if not w.get("earliest"):
+        return "Restorable window: none (no base backup is restorable with the archived WAL)."
+    newest = f"; newest archived segment {w['newest_segment']} completed {when(w['newest_segment_end'])}" \
+        if w.get("newest_segment") else ""  # fmt: skip
+    return (f"Restorable window: {when(w['earliest'])} to {when(w['latest'])} (timeline {w.get('timeline')}"
+            f"{newest}).")  # fmt: skip
+
+
+def figure(f: dict[str, Any]) -> str:
+    v = f["value"]
+    if isinstance(v, dict):
+        return f"{when(v.get('earliest'))} to {when(v.get('latest'))}"
+    return duration(v)
+
+
+def figure_met(f: dict[str, Any]) -> str:
+    """The figure and whether it meets its objective's target (nothing said without a target)."""
+    return figure(f) + (f" ({MET[f['met']]})" if f["met"] is not None else "")
+
+
+def interval(g: dict[str, Any]) -> str:
+    after = f" after {g['after']}" if g.get("after") else ""
+    return f"{duration(g['seconds'])} from {when(g['from'])} to {when(g['to'])}{after}"
+
+
+def gap_line(g: dict[str, Any]) -> str:
+    until = f"; restorable until {when(g['restorable_until'])}" if g.get("restorable_until") else ""
+    return f"WAL gap: {g['missing']} through {g['through']} ({g['segments']} segment(s)) missing{until}: {g['breaks']}"
+
+
+def phases(x: dict[str, Any]) -> str:
+    """A drill's RTO phases: a PITR drill's milestones (seconds from its start), a logical drill's
+    phase durations."""
+    if x.get("kind") == "physical":
+        m = x.get("milestones") or {}
+        return ", ".join(f"{k.replace('_', ' ')} at {duration(m[k])}" for k in MILESTONES if m.get(k) is not None)
+    return ", ".join(f"{k.replace('_', ' ')} {duration(v)}" for k, v in (x.get("phases") or {}).items())
+
+
+def pitr_forecast(f: dict[str, Any], rto_target: float | None) -> str:
+    """The physical restore forecast in plain words (from the PITR drills), or ""."""
+    if not f.get("available"):
+        return ""
+    said = forecast(f, rto_target).replace("Forecast: a restore now", "Forecast: a physical restore of the newest base "
+                                           "backup now").replace("restore speed", "base extract speed")  # fmt: skip
+    return said.replace("The dump grows", "Base backups grow").replace("The dump is not", "Base backups are not")
