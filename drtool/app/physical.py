@@ -121,6 +121,7 @@ class PhysicalJobs(UseCase):
             store.delete(key)
             raise
         self.backups.commit(store, manifest, key, signer)
+        self.ctx.update_index(policy, store, written=[manifest])  # as a logical commit does: readers trust it
         return manifest_to_dict(manifest)
 
     @staticmethod
