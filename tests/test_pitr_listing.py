@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from drtool import clock
+
 pytestmark = pytest.mark.integration
 
 
@@ -36,3 +38,15 @@ def test_physical_drill_updates_the_catalog_index(make_pitr, scratch_root):
     _no_index_warning(c.cli("list", "-p", str(c.policy), "--json"))
     _no_index_warning(c.cli("status", "-p", str(c.policy)))
 
+
+def test_window_right_after_the_first_base_backup_does_not_end_before_it_starts(make_pitr):
+    c = make_pitr()
+    r = c.cli("backup", "--physical", "-p", str(c.policy), "--json")
+    assert r.code == 0, r.err
+    base = r.only
+    r = c.cli("list", "-p", str(c.policy), "--json")
+    assert r.code == 0, r.err
+    [window] = r.json["windows"]
+    assert window["earliest"] == base["physical"]["end_time"]
+    assert window["latest"] is not None
+    assert clock.parse_iso(window["earliest"]) <= clock.parse_iso(window["latest"]), window
