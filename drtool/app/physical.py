@@ -109,7 +109,7 @@ class PhysicalJobs(UseCase):
             manifest = Manifest(
                 id=backup_id, policy=policy.name, database=ci.dbname, source=ci.label, host=socket.gethostname(),
                 server_version=cluster.server_version, server_version_num=cluster.server_version_num,
-                pg_dump_version=tool.version, recovery_point=completed, started_at=started, completed_at=completed,
+                pg_dump_version=tool.version, recovery_point=info.end_time, started_at=started, completed_at=completed,
                 sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
                             stored_bytes=stored.size, database_bytes=cluster.size),
                 objects=(ManifestObject("base", BASE_NAME, stored.size, stats.sha256),),
