@@ -292,6 +292,29 @@ def cluster_info(conninfo: Conninfo) -> ClusterInfo:
     return ClusterInfo(int(sysid), int(seg), version, num, tuple(spaces), int(size))
 
 
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """What WAL archiving and base backups need of the server and of the policy's role."""
+
+    wal_level: str
+    archive_mode: str
+    archive_command: str | None  # None: this role may not read it
+    replication: bool  # the role may open a replication connection (REPLICATION or superuser)
+
+
+def archive_settings(conninfo: Conninfo) -> ArchiveSettings:
+    with connect(conninfo) as conn:
+        try:
+            level, mode, command, repl = _row(conn.execute(
+                "SELECT current_setting('wal_level'), current_setting('archive_mode'), "
+                "(SELECT setting FROM pg_settings WHERE name = 'archive_command'), "
+                "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+            ))  # fmt: skip
+        except psycopg.Error as e:
+            raise DatabaseError(f"database {conninfo.label}: {_first_line(e)}") from None
+    return ArchiveSettings(str(level), str(mode), command, bool(repl))
+
+
 # -- point-in-time recovery: drills on a restored cluster, heartbeats on the source ----------------
 
 HEARTBEAT_TABLE = "drtool.heartbeat"  # one row, updated every pitr.heartbeat_interval (docs/pitr.md)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_setup
+from services import free_port
 
 from drtool import catalog, pipeline
 from drtool.policy import load_policy
@@ -225,3 +226,20 @@ def test_restored_folder_is_private(phys, tmp_path):
     assert r.code == 3, r.err
     assert "pg_verifybackup" in _one_error_line(r.err)
     assert stat.S_IMODE(target.stat().st_mode) == 0o700 and list(target.iterdir()) == []
+
+
+# -- wal status -----------------------------------------------------------------------------------------
+
+
+def test_wal_status_with_an_unreachable_store_fails_naming_it(pg, tmp_path):
+    port = free_port()
+    storage = f'[storage]\nurl = "s3://some-bucket/pg"\nregion = "us-east-1"\nendpoint_url = "http://127.0.0.1:{port}"'
+    s = make_setup(pg, tmp_path, storage + "\nmax_attempts = 1", extra_toml=pitr_toml(tmp_path), init=False)
+    r = s.cli("wal", "status", "-p", str(s.policy))
+    assert r.code == 1, (r.code, r.out, r.err)
+    line = _one_error_line(r.err)
+    assert "s3://some-bucket/pg" in line and f"127.0.0.1:{port}" in line, line
+    assert "WAL archive" not in r.out  # said once, on the error line; the local backlog is still shown
+    r = s.cli("wal", "status", "-p", str(s.policy), "--json")
+    assert r.code == 1, (r.code, r.out, r.err)
+    assert "s3://some-bucket/pg" in _one_error_line(r.err) and "s3://some-bucket/pg" in r.json["store_error"]

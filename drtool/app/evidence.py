@@ -436,6 +436,11 @@ class EvidenceJobs(UseCase):
                 probe(f"copy:{c.name}", copy_target)
         probe("keys", keys)
         self._check_signing(policy, checks, probe)
+        if backs_up and policy.pitr.enabled:
+            try:
+                checks.extend(pitr_rows(policy, postgres.archive_settings(self.ctx.source(policy))))
+            except DrtoolError as e:
+                checks.append({"check": "pitr", "ok": False, "detail": str(e)})
         ok = all(c["ok"] for c in checks)
         result = {"policy": policy.name, "ok": ok, "checks": checks}
         error = None if ok else CheckFailed("; ".join(c["detail"] for c in checks if not c["ok"]))
@@ -468,3 +473,55 @@ def _public_keys_from_file(path: str) -> list[sshsig.PublicKey]:
     if not keys:
         raise UsageError(f"--public-key {path}: holds no ssh-ed25519 public key")
     return keys
+
+
+# -- [pitr] prerequisites ---------------------------------------------------------------------------
+
+
+def pitr_rows(policy: Policy, server: postgres.ArchiveSettings) -> list[dict[str, Any]]:
+    """One check row per archiving prerequisite this host can see: the server's settings, the role's
+    REPLICATION, and the spool folder (when the data directory is on this host)."""
+    rows: list[dict[str, Any]] = []
+
+    def row(ok: bool, detail: str, warn: bool = False) -> None:
+        rows.append({"check": "pitr", "ok": ok, "detail": ("warning: " if warn else "") + detail})
+
+    level_ok = server.wal_level in ("replica", "logical")
+    row(level_ok, f"wal_level = {server.wal_level}" + ("" if level_ok else "; WAL archiving needs replica or logical"))
+    mode_ok = server.archive_mode in ("on", "always")
+    row(mode_ok, f"archive_mode = {server.archive_mode}" + ("" if mode_ok else "; set it to on (needs a restart)"))
+    if server.archive_command is None:
+        row(True, "archive_command cannot be read by this role (pg_read_all_settings); not checked", warn=True)
+    elif "wal push" not in server.archive_command:
+        row(True, f"archive_command '{server.archive_command}' does not run 'drtool wal push --policy "
+                  f"{policy.source} %p'", warn=True)  # fmt: skip
+    else:
+        row(True, "archive_command runs drtool wal push")
+    row(server.replication, "the role may open replication connections (pg_basebackup)" if server.replication
+        else "the role lacks REPLICATION: base backups will fail (ALTER ROLE ... REPLICATION)")  # fmt: skip
+    rows.append(_spool_row(policy))
+    return rows
+
+
+def _spool_row(policy: Policy) -> dict[str, Any]:
+    spool, pgdata = policy.pitr.spool_dir or "", policy.pitr.pgdata or ""
+    try:
+        owner = os.stat(pgdata)
+    except OSError:
+        detail = f"warning: pitr.pgdata {pgdata} is not on this host: spool_dir {spool} not checked"
+        return {"check": "pitr", "ok": True, "detail": detail}
+    try:
+        st = os.stat(spool)
+    except OSError as e:
+        return {"check": "pitr", "ok": False, "detail": f"pitr.spool_dir {spool}: {e.strerror}; create it, owned by "
+                "the cluster's OS user"}  # fmt: skip
+    if st.st_uid == owner.st_uid:
+        writable = st.st_mode & 0o300 == 0o300
+    elif st.st_gid == owner.st_gid:
+        writable = st.st_mode & 0o030 == 0o030
+    else:
+        writable = st.st_mode & 0o003 == 0o003
+    if not os.path.isdir(spool) or not writable:
+        return {"check": "pitr", "ok": False, "detail": f"pitr.spool_dir {spool} is not a folder the cluster's OS "
+                f"user (uid {owner.st_uid}, owner of {pgdata}) can write"}  # fmt: skip
+    return {"check": "pitr", "ok": True, "detail": f"pitr.spool_dir {spool} is writable by the cluster's OS user"}

@@ -33,7 +33,7 @@ from ..crypto import age
 from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
 from ..records import Manifest, ManifestObject, PhysicalInfo, Sizes, manifest_to_dict
-from ..storage import Store
+from ..storage import ObjectInfo, Store
 from .backup import BackupJobs
 from .context import Context, UseCase
 from .restore import RestoreJobs
@@ -98,15 +98,18 @@ class PhysicalJobs(UseCase):
         except basetar.BaseTarInvalid as e:
             raise DatabaseError(f"database {db.label}: pg_basebackup's output is not a base backup tar: {e}; "
                                 "nothing was committed") from None  # fmt: skip
+        finished = clock.utcnow()  # pg_basebackup's stream ended with the upload
         try:
             info = self._physical_info(db, scanner, cluster, started)
-            self._wait_for_wal(store, policy, info, backup_id)
+            last = self._wait_for_wal(store, policy, info, backup_id)
             completed = clock.utcnow()
-            info = PhysicalInfo(**{**vars(info), "end_time": completed})
+            # the backup is consistent once its last segment is complete: that segment's end time (on the
+            # server's clock, as the window's latest end is) never falls after the window it opens ends
+            info = PhysicalInfo(**{**vars(info), "end_time": _completed_at(last) or finished})
             manifest = Manifest(
                 id=backup_id, policy=policy.name, database=db.dbname, source=db.label, host=socket.gethostname(),
                 server_version=cluster.server_version, server_version_num=cluster.server_version_num,
-                pg_dump_version=tool.version, recovery_point=completed, started_at=started, completed_at=completed,
+                pg_dump_version=tool.version, recovery_point=info.end_time, started_at=started, completed_at=completed,
                 sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
                             stored_bytes=stored.size, database_bytes=cluster.size),
                 objects=(ManifestObject("base", BASE_NAME, stored.size, stats.sha256),),
@@ -121,6 +124,7 @@ class PhysicalJobs(UseCase):
             store.delete(key)
             raise
         self.backups.commit(store, manifest, key, signer)
+        self.ctx.update_index(policy, store, written=[manifest])  # as a logical commit does: readers trust it
         return manifest_to_dict(manifest)
 
     @staticmethod
@@ -142,16 +146,17 @@ class PhysicalJobs(UseCase):
             start_time=rng.start_time or started, end_time=started,
         )  # fmt: skip
 
-    def _wait_for_wal(self, store: Store, policy: Policy, info: PhysicalInfo, backup_id: str) -> None:
+    def _wait_for_wal(self, store: Store, policy: Policy, info: PhysicalInfo, backup_id: str) -> ObjectInfo | None:
         """Every segment from the backup's start to its end must be archived before it is listed.
         pg_basebackup already waited for PostgreSQL's archiver; the wait here covers an archiver
-        that acknowledged late (bounded: WAL_WAIT_SECONDS)."""
+        that acknowledged late (bounded: WAL_WAIT_SECONDS). Returns the last segment's object."""
         deadline = time.monotonic() + WAL_WAIT_SECONDS
+        last = None
         for seg in needed_segments(info):
             key = walnames.key_for(policy.name, info.sysid, seg.name)
             while True:
                 try:
-                    store.stat(key)
+                    last = store.stat(key)
                     break
                 except NotFound:
                     if time.monotonic() > deadline:
@@ -161,6 +166,7 @@ class PhysicalJobs(UseCase):
                             "'drtool wal push' working (drtool wal status)? nothing was committed"
                         ) from None
                     time.sleep(0.5)
+        return last
 
     # -- restore --pgdata ------------------------------------------------------------------------------
     def restore_physical(
@@ -316,6 +322,18 @@ class PhysicalJobs(UseCase):
             except OSError:
                 pass  # the store has it too
         return walarchive.fetch_file(self.ctx.store(policy), policy, self.ctx.identities(policy), name, target)
+
+
+def _completed_at(segment: ObjectInfo | None) -> dt.datetime | None:
+    """When an archived segment was completed: its `end` metadata (the file's mtime on the server),
+    else when the store got it; as the restorable window reads it (walview.end_time)."""
+    if segment is None:
+        return None
+    end = segment.metadata.get("end")
+    try:
+        return clock.parse_iso(end) if end else segment.modified
+    except ValueError:
+        return segment.modified
 
 
 def needed_segments(info: PhysicalInfo) -> list[walnames.Segment]:

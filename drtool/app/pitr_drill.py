@@ -95,7 +95,7 @@ class PitrDrillJobs(UseCase):
             else:
                 out.stop(attempt.step, e, at_fault=at_fault)
         record = self._physical_record(policy, drill_id, started, out, attempt, archiver)
-        self.drills.keep_drill_record(store, record, self.ctx.signer(policy))
+        self.drills.keep_drill_record(store, record, self.ctx.signer(policy), policy)  # the index learns of it
         return record
 
     def _attempt_physical(self, policy: Policy, store: Store, attempt: _PhysAttempt,

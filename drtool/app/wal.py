@@ -281,7 +281,8 @@ def wal_status(ctx: Context, policy: Policy, *, with_store: bool = True) -> dict
         try:
             _newest_archived(ctx, policy, doc)
         except DrtoolError as e:
-            problems.append(f"cannot read the WAL archive: {e}")
+            doc["store_error"] = f"cannot read the WAL archive in {policy.storage.url}: {e}"
+            problems.append(doc["store_error"])
     doc["problems"] = problems
     return doc
 

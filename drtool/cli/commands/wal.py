@@ -13,6 +13,7 @@ import threading
 import click
 
 from ... import walack
+from ...errors import DrtoolError
 from ..context import POLICY_HELP, Ctx, json_option, name_option, one_policy, pass_ctx, policy_option
 from ..output import emit_json
 from ..render import human_duration
@@ -64,18 +65,26 @@ def status_(ctx: Ctx, policy_path: str, policy_name: str | None, as_json: bool) 
     """The archive's state: backlog of .ready files, daemon alive, newest archived file and its age."""
     policy = one_policy(ctx, policy_path, policy_name)
     doc = ctx.app.wal_status(policy, with_store=True)
+    unreachable = doc.get("store_error")
     if as_json:
         emit_json(doc)
-        return
-    click.echo(f"{policy.name}: daemon {'running' if doc['daemon_alive'] else 'not running'}; "
+    else:
+        _render_status(policy.name, doc, unreachable)
+    if unreachable:  # what this host knows was shown; the archive's state is unknown: the command failed
+        raise DrtoolError(unreachable)
+
+
+def _render_status(name: str, doc: dict, unreachable: str | None) -> None:
+    click.echo(f"{name}: daemon {'running' if doc['daemon_alive'] else 'not running'}; "
                f"backlog {doc['backlog'] if doc['backlog'] is not None else 'unknown'} file(s) waiting")  # fmt: skip
     newest = doc.get("newest_archived")
     if newest:
         click.echo(f"  newest archived: {newest} ({human_duration(doc['newest_archived_age_seconds'])} ago)")
-    else:
+    elif not unreachable:
         click.echo("  nothing archived yet")
     for line in doc["problems"]:
-        click.echo(f"  - {line}")
+        if line != unreachable:  # said once, as the error line
+            click.echo(f"  - {line}")
 
 
 wal.add_command(fetch)  # restore_command (drtool/cli/commands/wal_fetch.py)
