@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named in the fcntl module only from Python 3.10 on Linux
 PIPE_SIZE = 1 << 20  # 1 MiB: fewer context switches between the tools and us
@@ -26,7 +26,7 @@ _END = object()
 
 def read_ahead(
     source: Iterable[bytes], depth: int, *, on_close: Callable[[], object] | None = None, name: str = "read-ahead"
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The pieces of `source`, read by a thread of their own up to `depth` pieces ahead of the
     consumer, so the producer (a child writing a pipe) never waits while the consumer compresses,
     encrypts or uploads. Memory: `depth` pieces. An error of `source` is raised here, after the
