@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import DatabaseError, DrtoolError, IntegrityError, UsageError
-from .pipes import set_pipe_size
+from .pipes import read_ahead, set_pipe_size
 from .postgres import Conninfo, SnapshotInfo
 from .secrets import redact
 
@@ -321,6 +321,9 @@ def pg_basebackup_argv(tool: Tool, conninfo: Conninfo) -> list[str]:
 _NO_REPLICATION = re.compile(r"superuser or replication role|no pg_hba.conf entry for replication", re.I)
 
 
+BASEBACKUP_READ_AHEAD = 16  # pieces of read_size (4 MiB) read ahead of the pipeline
+
+
 def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) -> Iterator[bytes]:
     """The tar pg_basebackup writes, piece by piece; DatabaseError (after the last piece) naming
     the database when it exits non-zero, so the caller never commits a failed base backup."""
@@ -335,10 +338,12 @@ def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) 
     set_pipe_size(stdout.fileno())
     err = _StderrTail(proc.stderr)
     ok = False
+    # a thread of its own reads the pipe, so pg_basebackup (and the server's walsender behind it)
+    # keeps streaming while this thread compresses, encrypts and uploads the pieces before
+    pieces = read_ahead(iter(lambda: stdout.read(read_size), b""), BASEBACKUP_READ_AHEAD, on_close=proc.kill,
+                        name="pg_basebackup-reader")  # fmt: skip
     try:
-        read = stdout.read
-        while piece := read(read_size):
-            yield piece
+        yield from pieces
         rc = proc.wait()
         err.join()
         if rc != 0:
@@ -349,6 +354,7 @@ def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) 
             raise DatabaseError(f"database {conninfo.label}: pg_basebackup failed (exit {rc}): {err.summary()}{hint}")
         ok = True
     finally:
+        pieces.close()  # stopped early: kills pg_basebackup, then joins the reader
         if not ok and proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlparse
@@ -44,6 +45,24 @@ _UNREACHABLE = (bx.EndpointConnectionError, bx.ConnectTimeoutError)
 # The connection broke after the request went out (a reset, a body cut short): transient.
 _BROKEN = (bx.ConnectionClosedError, bx.ResponseStreamingError, bx.IncompleteReadError)
 DEFAULT_READ_TIMEOUT = 60  # seconds without a byte from the store (storage.read_timeout)
+
+
+def _take(pending: deque, size: int) -> bytes:
+    """The first `size` bytes of the pieces in `pending`, removed from it, joined in one copy (a
+    piece split at the part's end leaves its tail behind as a view, not a copy)."""
+    parts = []
+    need = size
+    while need:
+        piece = pending.popleft()
+        if len(piece) <= need:
+            parts.append(piece)
+            need -= len(piece)
+        else:
+            view = memoryview(piece)
+            parts.append(view[:need])
+            pending.appendleft(view[need:])
+            need = 0
+    return b"".join(parts)
 
 
 def part_size_for(size_hint: int | None) -> int:
@@ -250,10 +269,15 @@ class S3Store:
             finally:
                 slots.release()
 
+        # the pieces not sent yet, kept as they came: a part is joined from them in one copy
+        pending: deque = deque([bytes(buf)] if buf else [])
+        buf.clear()
+        waiting = sum(len(p) for p in pending)
+
         def submit(size: int) -> None:
-            """Send the first `size` bytes of buf as the next part. The slot is taken before the
-            part is copied out, so at most IN_FLIGHT parts exist besides buf itself."""
-            nonlocal number, total
+            """Send the first `size` bytes pending as the next part. The slot is taken before the
+            part is joined, so at most IN_FLIGHT parts exist besides the pending pieces."""
+            nonlocal number, total, waiting
             number += 1
             if number > MAX_PARTS:
                 raise StorageError(
@@ -265,20 +289,20 @@ class S3Store:
                 if f.done() and f.exception():
                     slots.release()
                     raise f.exception()  # type: ignore[misc]
-            with memoryview(buf) as view:
-                body = bytes(view[:size])
-            del buf[:size]
+            body = _take(pending, size)
+            waiting -= size
             total += len(body)
             futures.append(pool.submit(upload, number, body))
 
         pool = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="s3-part")
         try:
             for chunk in it:
-                buf += chunk
-                while len(buf) >= part_size:
+                pending.append(chunk)
+                waiting += len(chunk)
+                while waiting >= part_size:
                     submit(part_size)
-            if buf or number == 0:
-                submit(len(buf))
+            if waiting or number == 0:
+                submit(waiting)
             parts = [f.result() for f in futures]
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=k, UploadId=upload_id, MultipartUpload={"Parts": parts}
