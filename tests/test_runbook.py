@@ -24,7 +24,7 @@ from pitr_fixtures import start_daemon, stop_daemon
 from services import PgCluster, pg_bindir, tmpdir
 
 from drtool import walnames, walspool
-from drtool.app import physical
+from drtool.app import datadir
 
 
 def _launcher(c, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -95,7 +95,7 @@ def _extract_all(members: list[tuple], dest: Path) -> None:
     buf.seek(0)
     with tarfile.open(fileobj=buf, mode="r|") as tar:
         for m in tar:
-            physical._extract_member(tar, m, dest)
+            datadir.extract_member(tar, m, dest)
 
 
 @pytest.mark.parametrize(
@@ -117,16 +117,16 @@ def _extract_all(members: list[tuple], dest: Path) -> None:
     ids=["absolute", "dotdot", "symlink-absolute", "symlink-up", "symlink-chain", "hardlink-out", "device", "fifo"],
 )
 def test_without_tarfile_filters_members_outside_the_data_folder_are_refused(members, tmp_path, monkeypatch):
-    monkeypatch.setattr(physical, "_HAS_FILTERS", False)
+    monkeypatch.setattr(datadir, "HAS_FILTERS", False)
     dest = tmp_path / "pgdata"
     dest.mkdir()
-    with pytest.raises(physical.UnsafeMember):
+    with pytest.raises(datadir.UnsafeMember):
         _extract_all(members, dest)
     assert not (tmp_path / "evil").exists() and sorted(os.listdir(tmp_path)) == ["pgdata"]
 
 
 def test_without_tarfile_filters_a_base_backup_extracts_without_set_id_bits(tmp_path, monkeypatch):
-    monkeypatch.setattr(physical, "_HAS_FILTERS", False)
+    monkeypatch.setattr(datadir, "HAS_FILTERS", False)
     dest = tmp_path / "pgdata"
     dest.mkdir()
     _extract_all([_member("base", tarfile.DIRTYPE), _member("base/1", data=b"page"),

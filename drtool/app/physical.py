@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pwd
 import shlex
 import shutil
 import socket
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from ..errors import DatabaseError, DrtoolError, IntegrityError, NotFound, Usage
 from ..policy import Policy
 from ..records import Manifest, ManifestObject, PhysicalInfo, Sizes, manifest_to_dict
 from ..storage import ObjectInfo, Store
+from . import datadir
 from .backup import BackupJobs
 from .context import Context, UseCase
 from .restore import RestoreJobs
@@ -41,7 +40,6 @@ from .restore import RestoreJobs
 BASE_NAME = "base.tar.zst.age"
 BASE_PAYLOAD_FORMAT = "age-v1(zstd(pg_basebackup --format=tar --wal-method=none))"
 WAL_WAIT_SECONDS = 60  # how long a base backup waits for the archiver to store the WAL it needs
-AUTO_CONF_MARK = "# drtool restore"
 
 
 class PhysicalJobs(UseCase):
@@ -184,8 +182,8 @@ class PhysicalJobs(UseCase):
         (None: to the end of the archive). The operator starts the server (the command is returned).
         `drtool`: the program restore_command runs (default: this drtool)."""
         target_dir = Path(os.path.abspath(pgdata))
-        uid, gid, user = _owner(owner)
-        command = _drtool_for_server(drtool)
+        uid, gid, user = datadir.owner_ids(owner)
+        command = datadir.drtool_for_server(drtool)
         store = self.ctx.store(policy, target=from_copy)
         backup = self.choose_base(store, policy, backup_id, to_time, from_copy)
         info = backup.record.physical
@@ -195,11 +193,11 @@ class PhysicalJobs(UseCase):
         identities = self.ctx.identities(policy)
         if uid is not None:
             for path, what in ((policy.source, "the policy file"), (policy.identity_file, "the identity file")):
-                if path and not _readable_by(Path(path), uid, gid):
+                if path and not datadir.readable_by(Path(path), uid, gid):
                     self.ctx.warn(f"{path} ({what}) is not readable by user {user}, who runs restore_command: "
                               "recovery will stop at the first WAL fetch until it is")  # fmt: skip
         verify_tool = pgtools.find_tool("pg_verifybackup", policy.backup.pg_bin_dir)
-        created = _prepare_empty_dir(target_dir)
+        created = datadir.prepare_empty_dir(target_dir)
         started, t0 = clock.utcnow(), clock.monotonic()
         key = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{key}"
@@ -207,11 +205,12 @@ class PhysicalJobs(UseCase):
             extracted = self.extract(store, key, backup, identities, where, target_dir)
             pgtools.verify_backup(verify_tool, target_dir)
             spool = self._fetch_spool(policy, uid, gid)
-            _write_recovery_config(target_dir, restore_command(command, policy, spool), backup.id, to_time)
+            recovery = datadir.restore_command(command, policy, spool)
+            datadir.write_recovery_config(target_dir, recovery, backup.id, to_time)
             if uid is not None:
-                _chown_tree(target_dir, uid, gid)
+                datadir.chown_tree(target_dir, uid, gid)
         except BaseException:
-            _empty(target_dir, remove=created)
+            datadir.empty_dir(target_dir, remove=created)
             raise
         bin_dir, _ = pgtools.find_server_bin(int(info.pg_version), policy.drill.pg_bin_dir)
         log_file = shlex.quote(str(target_dir / "restore.log"))
@@ -277,12 +276,12 @@ class PhysicalJobs(UseCase):
             store.stat(key)
         except NotFound:
             raise IntegrityError(f"{where}: object is missing; this backup cannot be restored") from None
-        reader = _PiecesReader(self.ctx.decoded(store, key, backup, identities, where))
+        reader = datadir.PiecesReader(self.ctx.decoded(store, key, backup, identities, where))
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    _extract_member(tar, member, target)
-        except _UNSAFE_MEMBER as e:
+                    datadir.extract_member(tar, member, target)
+        except datadir.UNSAFE_MEMBER as e:
             raise IntegrityError(f"{where}: refused to extract: {e}") from None
         except tarfile.TarError as e:
             raise IntegrityError(f"{where}: not a readable tar: {e}") from None
@@ -365,194 +364,3 @@ def newest_archived(
         return None
     end = store.stat(best[3]).metadata.get("end")
     return best[2], clock.parse_iso(end) if end else None
-
-
-class _PiecesReader:
-    """A file-like view of an iterator of byte pieces, for tarfile's stream mode. Holds one piece
-    at a time and never copies more than it returns (pieces can be megabytes, reads are 10 KiB)."""
-
-    def __init__(self, pieces):
-        self._it = iter(pieces)
-        self._cur: bytes = b""
-        self._pos = 0
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        out = []
-        while n < 0 or n > 0:
-            if self._pos >= len(self._cur):
-                piece = next(self._it, None)
-                if piece is None:
-                    break
-                self._cur, self._pos = piece, 0
-                continue
-            end = len(self._cur) if n < 0 else min(len(self._cur), self._pos + n)
-            out.append(self._cur[self._pos : end])
-            if n > 0:
-                n -= end - self._pos
-            self._pos = end
-        data = b"".join(out)
-        self.size += len(data)
-        return data
-
-
-def _owner(owner: str | None) -> tuple[int | None, int | None, str]:
-    """(uid, gid, name) the restored files belong to: as root, `owner` or postgres; otherwise the
-    current user (and --owner must be that user)."""
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    if os.geteuid() != 0:
-        if owner and owner != me:
-            raise UsageError(f"--owner {owner}: only root can restore files for another user")
-        return None, None, me
-    name = owner or "postgres"
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise UsageError(f"--owner {name}: no such user (PostgreSQL refuses to run as root)") from None
-    if entry.pw_uid == 0:
-        raise UsageError("--owner root: PostgreSQL refuses to run as root; name the server's user")
-    return entry.pw_uid, entry.pw_gid, name
-
-
-def _prepare_empty_dir(path: Path) -> bool:
-    """Make sure `path` is an empty folder, mode 0700; True when this call created it."""
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise UsageError(f"--pgdata {path} exists and is not a folder")
-        if any(path.iterdir()):
-            raise UsageError(f"--pgdata {path} is not empty; restore into an empty or new folder")
-        os.chmod(path, 0o700)
-        return False
-    try:
-        path.mkdir(mode=0o700)
-    except FileNotFoundError:
-        raise UsageError(f"--pgdata {path}: its parent folder does not exist") from None
-    except OSError as e:
-        raise UsageError(f"--pgdata {path}: cannot create it: {e.strerror}") from None
-    os.chmod(path, 0o700)  # whatever the umask
-    return True
-
-
-def _empty(path: Path, *, remove: bool) -> None:
-    """After a failed restore: the folder as it was (empty, or gone when this restore made it)."""
-    if remove:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
-def _readable_by(path: Path, uid: int, gid: int | None) -> bool:
-    """Whether user uid (primary group gid) may read path, by its mode bits and its folders'."""
-    try:
-        for p in [path, *path.parents]:
-            st = p.stat()
-            need = 0o4 if p == path else 0o1
-            if st.st_uid == uid:
-                ok = st.st_mode & (need << 6)
-            elif st.st_gid == gid:
-                ok = st.st_mode & (need << 3)
-            else:
-                ok = st.st_mode & need
-            if not ok:
-                return False
-    except OSError:
-        return False
-    return True
-
-
-def _chown_tree(root: Path, uid: int, gid: int | None) -> None:
-    os.chown(root, uid, gid if gid is not None else -1)
-    for folder, dirs, files in os.walk(root):
-        for n in dirs + files:
-            os.chown(os.path.join(folder, n), uid, gid if gid is not None else -1, follow_symlinks=False)
-
-
-def _drtool_for_server(path: str | None) -> str:
-    """The shell words that run drtool for PostgreSQL: `path` (--drtool), else the console script
-    beside this interpreter, else this interpreter with -m drtool. Always absolute."""
-    if path:
-        p = Path(os.path.abspath(path))
-        if not (p.is_file() and os.access(p, os.X_OK)):
-            raise UsageError(f"--drtool {path}: not an executable file")
-        return shlex.quote(str(p))
-    script = Path(sys.executable).parent / "drtool"
-    if script.is_file() and os.access(script, os.X_OK):
-        return shlex.quote(str(Path(os.path.abspath(script))))
-    return f"{shlex.quote(os.path.abspath(sys.executable))} -m drtool"
-
-
-def restore_command(drtool: str, policy: Policy, spool: Path | None) -> str:
-    parts = [drtool, "wal", "fetch", "--policy", shlex.quote(os.path.abspath(policy.source))]
-    if spool is not None:
-        parts += ["--spool", shlex.quote(str(spool))]
-    return " ".join([*parts, "%f", "%p"])
-
-
-def _conf_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _write_recovery_config(pgdata: Path, command: str, backup_id: str, to_time: dt.datetime | None) -> None:
-    """postgresql.auto.conf gets the recovery settings (later lines win over the backup's own),
-    and recovery.signal makes the server replay archived WAL, then promote."""
-    lines = [
-        f"{AUTO_CONF_MARK} of base backup {backup_id} at {clock.iso(clock.utcnow())}",
-        f"restore_command = {_conf_str(command)}",
-        "recovery_target_timeline = 'latest'",
-        "recovery_target_action = 'promote'",
-    ]
-    if to_time is not None:
-        t = to_time.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        lines.append(f"recovery_target_time = {_conf_str(t)}")
-    auto = pgdata / "postgresql.auto.conf"
-    with open(auto, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    (pgdata / "recovery.signal").touch(mode=0o600)
-
-
-class UnsafeMember(Exception):
-    """A tar member the 'data' filter refuses, found by _refuse_unsafe."""
-
-
-# tarfile's extraction filters (PEP 706) came in Python 3.11.4; Debian 12's python3 is 3.11.2, and
-# a venv that the postgres user can run is made from it (README, PITR runbook).
-_HAS_FILTERS = hasattr(tarfile, "data_filter")
-_UNSAFE_MEMBER: tuple[type[Exception], ...] = (UnsafeMember, *((tarfile.FilterError,) if _HAS_FILTERS else ()))
-
-
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
-    if _HAS_FILTERS:
-        tar.extract(member, target, filter="data")
-        return
-    _refuse_unsafe(member, target)
-    # what the 'data' filter does besides refusing: no owner from the archive, no set-id/sticky or
-    # group/other write bits (the restore chowns the tree to the server's user afterwards)
-    member.uid, member.gid, member.uname, member.gname = os.geteuid(), os.getegid(), "", ""
-    if member.isreg() or member.isdir():
-        member.mode &= 0o755
-    tar.extract(member, target)
-
-
-def _refuse_unsafe(member: tarfile.TarInfo, target: Path) -> None:
-    """The 'data' filter's refusals, for interpreters without it: absolute names, names or links
-    that resolve outside `target` (through links extracted before), devices and FIFOs."""
-    root = os.path.realpath(target)
-
-    def inside(path: str) -> bool:
-        return os.path.commonpath([root, os.path.realpath(path)]) == root
-
-    name = member.name
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        raise UnsafeMember(f"{name!r} is a device or FIFO")
-    if os.path.isabs(name) or not inside(os.path.join(root, name)):
-        raise UnsafeMember(f"{name!r} is outside the destination")
-    if member.issym():
-        link = os.path.join(root, os.path.dirname(name), member.linkname)
-        if os.path.isabs(member.linkname) or not inside(link):
-            raise UnsafeMember(f"{name!r} links outside the destination ({member.linkname!r})")
-    if member.islnk() and (os.path.isabs(member.linkname) or not inside(os.path.join(root, member.linkname))):
-        raise UnsafeMember(f"{name!r} links outside the destination ({member.linkname!r})")
