@@ -22,6 +22,8 @@ import os
 import uuid
 from pathlib import Path
 
+from .walspool import fsync_dir, lock_held
+
 FETCH = "fetch"
 WANT = "want"
 LOCK = "reader.lock"
@@ -54,19 +56,7 @@ def read_want(ahead: Path) -> str | None:
 
 def reader_alive(ahead: Path) -> bool:
     """True while some process holds the read-ahead lock."""
-    import fcntl
-
-    try:
-        fd = os.open(ahead / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(ahead / LOCK)
 
 
 def take_reader_lock(ahead: Path) -> int | None:
@@ -107,7 +97,7 @@ def serve(ahead: Path, name: str, dest: Path) -> bool:
             raise
         if not _copy_across(src, dest):
             return False
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return True
 
 
@@ -131,14 +121,6 @@ def _copy_across(src: Path, dest: Path) -> bool:
     with contextlib.suppress(OSError):
         src.unlink()
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def request_line(policy: str, name: str, dest: Path) -> bytes:

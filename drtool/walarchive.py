@@ -30,6 +30,7 @@ from .crypto import age
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
 from .policy import Policy
 from .storage import ObjectInfo, Store, get_bytes
+from .walspool import fsync_dir
 
 ZSTD_LEVEL = 1  # WAL is written once and read rarely: speed first (a forced switch still shrinks ~8000x)
 PIECE = 1024 * 1024
@@ -303,7 +304,7 @@ def fetch_file(store: Store, policy: Policy, identities: list[age.Identity], nam
         _check_digest(info, digest, size, where)
         _check_segment_header(name, head, sysid, where)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except OSError as e:
         raise WalError(f"{dest}: cannot write: {e.strerror}") from None
     finally:
@@ -344,14 +345,6 @@ def _check_digest(info: ObjectInfo, digest: str, size: int, where: str) -> None:
     if want != digest or info.metadata.get("size") != str(size):
         raise IntegrityError(f"{where}: decrypted content has SHA-256 {digest} ({size} bytes), "
                              f"archived as {want} ({info.metadata.get('size')} bytes)")  # fmt: skip
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- listing ------------------------------------------------------------------------------------

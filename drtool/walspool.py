@@ -40,7 +40,12 @@ def write_durably(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` survive a crash."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -64,10 +69,15 @@ def answer(spool: Path, name: str) -> tuple[int, str] | None:
 
 def daemon_alive(spool: Path) -> bool:
     """True while some process holds the daemon's lock."""
+    return lock_held(spool / LOCK)
+
+
+def lock_held(path: Path) -> bool:
+    """True while some process holds a flock on `path` (a missing file is no lock)."""
     import fcntl
 
     try:
-        fd = os.open(spool / LOCK, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
     try:
