@@ -230,7 +230,7 @@ def test_interrupted_upload_is_a_leftover_until_discarded(store, monkeypatch):
         (inner.root / "b").mkdir(parents=True)
         (inner.root / "b" / ".tmp-deadbeef").write_bytes(b"partial")
     else:  # a process killed mid-upload leaves its multipart upload
-        k = inner._k("b/obj")
+        k = inner._key("b/obj")
         inner.client.create_multipart_upload(Bucket=inner.bucket, Key=k)
     found = store.leftovers("b/")
     assert [x.key.split("/")[0] for x in found] == ["b"]
