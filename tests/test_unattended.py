@@ -96,7 +96,7 @@ def test_check_only_backup_prune_passes_on_a_host_without_the_identity(split):
 def test_only_with_an_unknown_job_is_bad_usage(split):
     restore_host, db_host = split
     r = restore_host.cli("run", "--only", "backup,restore", str(db_host))
-    assert r.code == 2 and "backup, prune, drill" in r.err and "Traceback" not in r.err
+    assert r.code == 2 and "backup, base, prune, drill" in r.err and "Traceback" not in r.err
 
 
 def test_schedule_only_makes_distinct_units_per_host(split, tmp_path):
