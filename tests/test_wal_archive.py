@@ -191,9 +191,12 @@ def test_daemon_killed_mid_upload_never_acknowledged_then_pushed_again(make_pitr
     stall = fault_proxy.add("PUT", r"\.zst\.age$", "stall", seconds=60, times=1)  # stored, reply held back
     name = cluster.switch_wal()
     wait_for("the upload to hang", lambda: stall.applied >= 1)
+    # the object is stored but the store's reply is held back: nothing may be acknowledged yet
+    assert not walspool.ok_path(cluster.spool, name).exists()
     os.kill(daemon_pid(cluster), signal.SIGKILL)
     daemon.wait(timeout=30)
-    assert not walspool.ok_path(cluster.spool, name).exists()
+    # from here the waiting `wal push` may find the object stored and acknowledge it itself (correct:
+    # it is durable), so the check above, made while the reply was held, is the one that counts
     daemon = start_daemon(cluster)  # or the waiting `wal push` pushes it itself: either way "present"
     try:
         cluster.wait_archived(name)
