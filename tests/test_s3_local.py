@@ -20,8 +20,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "s3_local.py"
 
 def start(folder: Path) -> tuple[subprocess.Popen, list[str]]:
     """Start it and read what it prints, up to the last line of its instructions."""
+    # Ctrl-C must reach it as it does from a terminal, also when the suite itself runs in the background
+    # (a shell starts background jobs with SIGINT ignored, and a child would inherit that)
     p = subprocess.Popen([sys.executable, str(SCRIPT), str(folder), "--bucket", "try-drtool"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     lines = []
     for line in p.stdout:
         lines.append(line.rstrip("\n"))
