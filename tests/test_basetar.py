@@ -146,17 +146,17 @@ def test_physical_manifest_without_its_record_is_invalid():
 
 
 def test_pieces_reader_returns_exactly_what_was_fed_for_any_read_size():
-    from drtool.app.physical import _PiecesReader
+    from drtool.app.datadir import PiecesReader
 
     data = random.Random(5).randbytes(300_000)
     pieces = [data[:1], data[1:70_000], b"", data[70_000:]]
     for n in (1, 511, 10240, 1 << 20):
-        r, got = _PiecesReader(iter(pieces)), []
+        r, got = PiecesReader(iter(pieces)), []
         while chunk := r.read(n):
             assert len(chunk) <= n
             got.append(chunk)
         assert b"".join(got) == data and r.size == len(data)
-    assert _PiecesReader(iter(pieces)).read() == data
+    assert PiecesReader(iter(pieces)).read() == data
 
 
 @pytest.mark.parametrize("args", [["wal", "fetch", "000000010000000000000001"],
