@@ -183,6 +183,14 @@ def _verify(conninfo: postgres.Conninfo, manifest: dict, checks: tuple[str, ...]
         ok &= out.check("row_counts", False, f"differ from the manifest: {names}", mismatched=mismatched)
     else:
         out.check("row_counts", True, f"{len(expected)} tables match the manifest (counted in the dump's snapshot)")
+    verify_checks(conninfo, checks, amcheck, out, ok, fresh="the restored database accepts a new connection")
+
+
+def verify_checks(
+    conninfo: postgres.Conninfo, checks: tuple[str, ...], amcheck: bool, out: Outcome, ok: bool, *, fresh: str
+) -> None:
+    """The checks both drill kinds run on the restored copy: the policy's queries, amcheck (None when
+    amcheck is not installed) and a new connection; `ok` carries what the caller already found."""
     for i, query in enumerate(checks):
         passed, detail = postgres.run_check(conninfo, query)
         ok &= out.check(f"policy_check[{i}]", passed, detail, query=query)
@@ -192,7 +200,7 @@ def _verify(conninfo: postgres.Conninfo, manifest: dict, checks: tuple[str, ...]
     try:
         with postgres.connect(conninfo) as conn:
             conn.execute("SELECT 1")
-        out.check("fresh_connection", True, "the restored database accepts a new connection")
+        out.check("fresh_connection", True, fresh)
     except DrtoolError as e:
         ok &= out.check("fresh_connection", False, str(e))
     if not ok:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pgtools, postgres, scratch
-from .drills import Outcome, timed
+from .drills import Outcome, timed, verify_checks
 from .errors import DatabaseError, DrtoolError
 
 WAL_DIR = "wal"  # in the scratch folder: the WAL fetched for this drill
@@ -217,19 +217,4 @@ def _fatal(server: scratch.ScratchServer) -> str:
 
 
 def _verify(scratch_db: postgres.Conninfo, plan: Plan, out: PhysOutcome) -> None:
-    ok = True
-    for i, query in enumerate(plan.checks):
-        passed, detail = postgres.run_check(scratch_db, query)
-        ok &= out.check(f"policy_check[{i}]", passed, detail, query=query)
-    if plan.amcheck:
-        indexes_ok, indexes_detail = postgres.amcheck_indexes(scratch_db)  # None: amcheck not installed
-        ok &= out.check("amcheck", indexes_ok, indexes_detail)
-    try:
-        with postgres.connect(scratch_db) as conn:
-            conn.execute("SELECT 1")
-        out.check("fresh_connection", True, "the promoted copy accepts a new connection")
-    except DrtoolError as e:
-        ok &= out.check("fresh_connection", False, str(e))
-    if not ok:
-        failed = [c["name"] for c in out.checks if c["ok"] is False]
-        out.failure = "verify: failed checks: " + ", ".join(failed)
+    verify_checks(scratch_db, plan.checks, plan.amcheck, out, True, fresh="the promoted copy accepts a new connection")
