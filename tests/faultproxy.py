@@ -10,7 +10,8 @@ server will not produce on demand:
     reset        forward, send the reply's headers and the first `after` bytes of its body, then
                  reset the connection (RST)
     stall        forward, send the headers and `after` bytes, then send nothing for `seconds`
-                 and close
+                 and close; when that would be the whole reply (a PUT's has no body), send
+                 nothing at all
 
     proxy.add("PUT", r"/manifest\\.json$", "lose_reply")          # every matching request
     proxy.add("GET", r"/dump\\.zst\\.age$", "reset", after=65536, times=1)
@@ -185,6 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drop()
             else:
                 self._reply(fault.status, {}, _error_xml(fault.status))
+            return
+        if fault.action == "stall" and fault.after >= len(data):
+            # what would go first is the whole reply (a PUT's has no body): hold it all back
+            if fault.then:
+                fault.then()
+            time.sleep(fault.seconds)
+            self.close_connection = True
             return
         # reset / stall: the real headers, part of the body, then the fault
         self.send_response(status)

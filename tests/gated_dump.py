@@ -1,5 +1,6 @@
-"""A pg_dump that stops halfway until the test lets it finish: a backup held mid-upload for as long
-as a test needs, without racing the clock. Point the policy's `[backup] pg_bin_dir` at it."""
+"""A pg_dump (or pg_basebackup) that stops halfway until the test lets it finish: a backup held
+mid-upload for as long as a test needs, without racing the clock. Point the policy's
+`[backup] pg_bin_dir` at it."""
 
 from __future__ import annotations
 
@@ -35,13 +36,14 @@ sys.exit(proc.wait())
 
 
 class GatedDump:
-    """pg_dump passes its first `before` bytes, touches `reached`, then waits for `release()`."""
+    """`tool` (pg_dump, or pg_basebackup whose tar goes to stdout) passes its first `before` bytes,
+    touches `reached`, then waits for `release()`."""
 
-    def __init__(self, folder: Path, before: int):
+    def __init__(self, folder: Path, before: int, tool: str = "pg_dump"):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.reached, self.gate = folder, folder / "reached", folder / "gate"
-        real = pgtools.find_tool("pg_dump").path
-        script = folder / "pg_dump"
+        real = pgtools.find_tool(tool).path
+        script = folder / tool
         script.write_text(_SCRIPT.format(python=sys.executable, real=real, before=before,
                                          reached=str(self.reached), gate=str(self.gate)))  # fmt: skip
         script.chmod(0o755)

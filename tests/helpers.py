@@ -124,6 +124,17 @@ def drill_setup(pg: PgCluster, tmp_path: Path, scratch_root: Path, drill_toml: s
     return s
 
 
+def template_db(pg: PgCluster, *sql: str) -> str:
+    """A database loaded with `sql` (default: SAMPLE_SQL) once, for make_setup(template=...): a
+    module's tests each get their own copy of it (CREATE DATABASE ... TEMPLATE copies the files,
+    far cheaper than loading the data again). Drop it with pg.psql(f'DROP DATABASE "{name}"')."""
+    name = f"tmpl_{uuid.uuid4().hex[:8]}"
+    pg.create_db(name)
+    for statement in sql or (SAMPLE_SQL,):
+        pg.psql(statement, db=name)
+    return name
+
+
 def make_setup(
     pg: PgCluster,
     tmp_path: Path,
@@ -132,11 +143,17 @@ def make_setup(
     sample: str = SAMPLE_SQL,
     extra_toml: str = "",
     init: bool = True,
+    template: str | None = None,
 ) -> Setup:
     """Source database, keys and policy; then `drtool init` creates the store root, as a user
-    must before the first backup (init=False for a test of a missing or unreachable store)."""
-    db = pg.create_db(f"src_{uuid.uuid4().hex[:8]}")
-    pg.psql(sample, db=db)
+    must before the first backup (init=False for a test of a missing or unreachable store).
+    template: a database to copy instead of loading `sample` (see `template_db`)."""
+    db = f"src_{uuid.uuid4().hex[:8]}"
+    if template:
+        pg.psql(f'CREATE DATABASE "{db}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    else:
+        pg.create_db(db)
+        pg.psql(sample, db=db)
     ident = age.Identity.generate()
     key = tmp_path / "key.txt"
     key.write_text(f"# public key: {ident.recipient}\n{ident.encode()}\n")

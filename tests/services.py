@@ -119,12 +119,29 @@ class PgCluster:
         self._chown(pwfile)
         self.data.mkdir(mode=0o700)
         self._chown(self.data)
+        template = _TEMPLATES.get((self.bindir, self.user))
+        if template is None:
+            self._initdb(self.data, pwfile)
+            template = _TEMPLATES[(self.bindir, self.user)] = _keep_template(self.data)
+        else:  # a copy of this process's first initdb, with a system identifier of its own
+            subprocess.run(["cp", "-a", f"{template}/.", str(self.data)], check=True, capture_output=True)
+            new_system_identifier(self.data)
+        pwfile.unlink()
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.sock}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
+                "shared_buffers = 128MB\nmax_wal_size = 2GB\n"
+            )
+
+    def _initdb(self, data: Path, pwfile: Path) -> None:
         subprocess.run(
             self._as_user(
                 [
                     str(self.bindir / "initdb"),
                     "-D",
-                    str(self.data),
+                    str(data),
                     "-U",
                     self.SUPERUSER,
                     f"--pwfile={pwfile}",
@@ -139,14 +156,6 @@ class PgCluster:
             check=True,
             capture_output=True,
         )
-        pwfile.unlink()
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(
-                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.sock}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
-                "shared_buffers = 128MB\nmax_wal_size = 2GB\n"
-            )
 
     def start(self) -> None:
         log = open(self.base / "postgres.log", "ab")
@@ -320,3 +329,73 @@ class Seaweed:
 
 def tmpdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# -- initdb once per process ----------------------------------------------------------------------
+# initdb costs about 0.7 CPU-s and 10+ s of wall time on a loaded machine; a copy of a fresh data
+# folder (cp -a, owner kept) costs almost nothing. Every copy gets a system identifier of its own,
+# as initdb would give it: PITR keys and "another cluster's WAL" checks rely on it.
+_TEMPLATES: dict[tuple[Path, str | None], Path] = {}
+
+
+def _keep_template(data: Path) -> Path:
+    """A pristine copy of a data folder just made by initdb (before any configuration is added)."""
+    import atexit
+
+    folder = tmpdir("drtool-pg-template-")
+    os.chmod(folder, 0o755)
+    subprocess.run(["cp", "-a", str(data), str(folder / "data")], check=True, capture_output=True)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder / "data"
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def new_system_identifier(data: Path) -> int:
+    """Give a stopped cluster a new system identifier: in global/pg_control (the first 8 bytes,
+    covered by the CRC-32C that follows ControlFileData) and in the long header of the first page
+    of every WAL segment (bytes 24-32), where recovery checks it against pg_control."""
+    control = data / "global" / "pg_control"
+    raw = bytearray(control.read_bytes())
+    old = raw[:8]
+    end = _crc_end(raw)
+    sysid = (int(time.time()) << 32) | int.from_bytes(os.urandom(4), "little")  # as initdb makes it
+    raw[:8] = sysid.to_bytes(8, "little")
+    raw[end : end + 4] = _crc32c(bytes(raw[:end])).to_bytes(4, "little")
+    control.write_bytes(bytes(raw))
+    for seg in (data / "pg_wal").iterdir():
+        if seg.is_file() and len(seg.name) == 24:
+            with open(seg, "r+b") as f:
+                f.seek(24)
+                if f.read(8) == old:
+                    f.seek(24)
+                    f.write(sysid.to_bytes(8, "little"))
+    return sysid
+
+
+def _crc_end(raw: bytearray) -> int:
+    """Where ControlFileData's CRC sits: the first offset whose 4 bytes are the CRC-32C of all before."""
+    crc = 0xFFFFFFFF
+    for n in range(1024):
+        if n >= 8 and n % 4 == 0 and crc ^ 0xFFFFFFFF == int.from_bytes(raw[n : n + 4], "little"):
+            return n
+        crc = _CRC32C[(crc ^ raw[n]) & 0xFF] ^ (crc >> 8)
+    raise AssertionError("pg_control: no CRC found; not a PostgreSQL control file?")

@@ -55,3 +55,12 @@ def test_stall_stops_sending_mid_body(fault_proxy, bucket, s3_prefix):
     fault_proxy.add("GET", r"/slow$", "stall", after=100, seconds=4, times=1)
     with pytest.raises(Exception):  # noqa: B017 - a read timeout, as botocore reports it
         c.get_object(Bucket=bucket, Key=f"{s3_prefix}/slow")["Body"].read()
+
+
+def test_stall_of_a_reply_without_a_body_holds_the_whole_reply_back(fault_proxy, seaweed, bucket, s3_prefix):
+    # a PUT's reply has no body: its headers alone would be the whole reply, so none may be sent
+    fault_proxy.add("PUT", r"/held$", "stall", seconds=6, times=1)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        client(fault_proxy.endpoint).put_object(Bucket=bucket, Key=f"{s3_prefix}/held", Body=b"stored")
+    direct = seaweed.client().get_object(Bucket=bucket, Key=f"{s3_prefix}/held")
+    assert direct["Body"].read() == b"stored"  # the store acted; only its reply was held back

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from gated_dump import GatedDump
-from helpers import make_setup
+from helpers import SAMPLE_SQL, make_setup, template_db
 
 from drtool import clock, locks
 from drtool.errors import NotFound
@@ -31,11 +31,17 @@ def gate(tmp_path) -> GatedDump:
     return GatedDump(tmp_path / "gated-bin", HELD_AFTER)
 
 
+@pytest.fixture(scope="module")
+def bulk_db(pg):
+    """The sample data and BULK, loaded once per module: each test backs up its own copy of it."""
+    name = template_db(pg, SAMPLE_SQL, BULK)
+    yield name
+    pg.psql(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.fixture
-def setup(pg, tmp_path, store_toml, gate):
-    s = make_setup(pg, tmp_path, store_toml, extra_toml=SCHEDULE + gate.toml)
-    s.pg.psql(BULK, db=s.db)
-    return s
+def setup(pg, tmp_path, store_toml, gate, bulk_db):
+    return make_setup(pg, tmp_path, store_toml, extra_toml=SCHEDULE + gate.toml, template=bulk_db)
 
 
 def policy_of(setup):
