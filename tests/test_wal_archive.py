@@ -96,6 +96,41 @@ def test_wal_push_of_an_acknowledged_segment_imports_only_the_standard_library(t
     assert r.stdout.split() == ["0", "-"], r.stderr
 
 
+ACK_PATH = r"""
+import sys
+before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
+sys.argv = ["drtool", "wal", "push", "--policy", sys.argv[1], "pg_wal/000000010000000000000007"]
+from drtool import entry
+import os
+real_exit = os._exit
+def report(code):
+    slow = ("tomllib", "pathlib", "uuid", "re", "typing", "enum", "contextlib", "signal", "click", "boto3")
+    print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
+    real_exit(code)
+os._exit = report
+entry.main()
+"""
+
+
+def test_wal_push_of_an_acknowledged_segment_imports_no_tomllib_pathlib_uuid_or_re(tmp_path):
+    """Each import costs milliseconds on every WAL file PostgreSQL archives (issue 12: <= 20 ms)."""
+    policy, spool = thin_policy(tmp_path)
+    (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True, check=True,
+                       cwd=tmp_path / "pgdata")  # fmt: skip
+    assert r.stdout.split() == ["0", "-"], r.stderr
+
+
+def test_wal_push_takes_a_relative_spool_dir_from_the_policy_files_folder(tmp_path):
+    """As the policy loader does (and so the daemon): not from PostgreSQL's working directory."""
+    policy, spool = thin_policy(tmp_path)
+    policy.write_text(policy.read_text().replace(f'spool_dir = "{spool}"', 'spool_dir = "spool"'))
+    (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True,
+                       cwd=tmp_path / "pgdata")  # fmt: skip
+    assert r.stdout.split() == ["0", "-"], r.stderr
+
+
 def test_wal_push_of_a_refused_segment_exits_1_with_the_reason(tmp_path):
     policy, spool = thin_policy(tmp_path)
     (spool / "ack" / "000000010000000000000007.error").write_text("s3://b/k: already archived with different content\n")
