@@ -38,7 +38,7 @@ else:
 # pathlib, tomllib, typing, uuid, enum and re cost ~15 ms together idle, more than the answer itself
 # (tests/test_wal_archive.py checks it; docs/benchmarks.md, WAL archiving).
 
-POLL = 0.02  # seconds between looks at the spool while the daemon works
+POLL = 0.01  # seconds between looks at the spool while the daemon works (a stat each)
 USAGE = "usage: drtool wal push --policy FILE PATH (PostgreSQL's archive_command: ... wal push --policy FILE %p)"
 
 

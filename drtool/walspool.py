@@ -1,7 +1,7 @@
 """The WAL spool (pitr.spool_dir): how `wal push` and `wal daemon` talk. Standard library only,
 because the thin `wal push` (drtool/walack.py) reads it on every WAL file.
 
-    ack/<name>.ok      the file is durable in the store (written only after the PUT returned)
+    ack/<name>.ok      the file is durable in the store (created, empty, only after the PUT returned)
     ack/<name>.error   refused for good: `wal push` fails with its text until a person removes it
     daemon.lock        an exclusive flock held while `drtool wal daemon` lives (its pid inside)
     status.json        the daemon's state, rewritten every second (for `status`)
@@ -59,6 +59,11 @@ def write_durably(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
     fsync_dir(folder or ".")
+
+
+def create_empty(path: str | os.PathLike) -> None:
+    """An empty file at path (created, or left as it is when there)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -199,6 +199,30 @@ def _status_doc(cluster, ok):
     return doc if ok(doc) else None
 
 
+def test_daemon_acknowledges_an_upload_as_soon_as_it_is_stored_not_at_its_next_scan(make_pitr, monkeypatch):
+    """`wal push` waits for the ack: it must not wait for the daemon's next look at archive_status too.
+    With scans an hour apart, the ack of the segment found at the first scan still comes at once."""
+    import threading
+
+    from drtool.app import wal as walapp
+    from drtool.app.context import Context
+    from drtool.policy import load_policy
+
+    cluster = make_pitr(archive_command="false")  # PostgreSQL leaves the segment .ready for the daemon
+    name = cluster.switch_wal()
+    wait_for("the segment to be ready", lambda: name in cluster.ready())
+    monkeypatch.setattr(walapp, "SCAN_INTERVAL", 3600.0)
+    stop = threading.Event()
+    daemon = threading.Thread(target=walapp.run_daemon, args=(Context(), load_policy(cluster.policy), stop))
+    daemon.start()
+    try:
+        wait_for("the ack", lambda: walspool.ok_path(cluster.spool, name).exists(), timeout=90)
+    finally:
+        stop.set()
+        daemon.join(timeout=60)
+    assert not daemon.is_alive()
+
+
 def test_store_down_while_archiving_acknowledges_nothing_and_shows_the_backlog(make_pitr, proxied_s3_toml, fault_proxy):
     cluster = make_pitr(proxied_s3_toml, extra_pitr='ack_timeout = "2s"')
     first = cluster.switch_wal()
@@ -223,7 +247,7 @@ def test_daemon_killed_mid_upload_never_acknowledged_then_pushed_again(make_pitr
     cluster = make_pitr(proxied_s3_toml, extra_pitr='ack_timeout = "600s"')
     cluster.wait_archived(cluster.switch_wal())
     daemon = start_daemon(cluster)
-    stall = fault_proxy.add("PUT", r"\.zst\.age$", "stall", seconds=60, times=1)  # stored, reply held back
+    stall = fault_proxy.add("PUT", r"\.zst\.age$", "hold", seconds=20, times=1)  # stored, reply held back
     name = cluster.switch_wal()
     wait_for("the upload to hang", lambda: stall.applied >= 1)
     # the object is stored but the store's reply is held back: nothing may be acknowledged yet
