@@ -152,3 +152,27 @@ def test_concurrent_fetches_of_the_same_segment_all_get_the_whole_archived_file(
         assert _sha(dest) == _sha(reference), dest
     leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_read_ahead_looks_at_its_folder_only_when_replay_moved_a_download_ended_or_a_retry_came_due():
+    """Between those, a tick of the read-ahead loop is a stat: it shares the CPUs with PostgreSQL's redo."""
+    from concurrent.futures import Future
+
+    from drtool.app.walahead import RETRY, _Ahead
+
+    state = _Ahead(4)
+    state.idle("000000010000000000000007", 0.0)
+    assert state.needs_look(0.0)  # a new replay position
+    assert not state.needs_look(0.05)  # nothing changed since
+    state.idle("000000010000000000000007", 0.1)
+    assert not state.needs_look(0.1)  # the same position again
+    done: Future = Future()
+    done.set_result(False)  # not archived yet: asked again after RETRY
+    state.in_flight["000000010000000000000008"] = done
+    state.collect(0.2, lambda line: None)
+    assert state.needs_look(0.2)  # a download ended
+    assert not state.needs_look(0.2 + RETRY / 2)
+    assert state.needs_look(0.2 + RETRY)  # its retry came due
+    assert not state.needs_look(0.3 + RETRY)
+    state.idle("000000010000000000000008", 5.0)
+    assert state.needs_look(5.0)  # replay moved
