@@ -43,6 +43,7 @@ def read_ahead(app: Context, policy: Policy, ahead: Path, stop: threading.Event,
     server = _serve_requests(ahead, policy, lambda name, dest: walarchive.fetch_file(store, policy, identities,
                                                                                      name, dest))  # fmt: skip
     want_file, want_seen = ahead / fetchspool.WANT, None
+    ended = threading.Event()  # a download ended: start the next one now, not at the next tick
     with server, ThreadPoolExecutor(max_workers=workers) as pool:
         while not stop.is_set() and folder is not None and _inode(ahead) == folder:
             now = time.monotonic()
@@ -59,7 +60,9 @@ def read_ahead(app: Context, policy: Policy, ahead: Path, stop: threading.Event,
                 for name in state.to_start(ahead, cluster.wal_segment_size, workers, now):
                     state.in_flight[name] = pool.submit(walarchive.fetch_file, store, policy, identities, name,
                                                         ahead / name, cluster.sysid)  # fmt: skip
-            stop.wait(TICK if cluster is not None else RETRY)
+                    state.in_flight[name].add_done_callback(lambda f: ended.set())
+            ended.wait(TICK if cluster is not None else RETRY)  # `stop` is seen at the next tick
+            ended.clear()
         for f in state.in_flight.values():
             f.cancel()
         server.shutdown()
