@@ -16,13 +16,16 @@ kept here, so a file archived later is found by the next request.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import uuid
-from pathlib import Path
 
 from .walspool import fsync_dir, lock_held
+
+# The thin `wal fetch` runs once per segment while recovery waits: os and errno only here (pathlib,
+# uuid and contextlib pulled re, enum and urllib in, ~15 ms a call; docs/benchmarks.md).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FETCH = "fetch"
 WANT = "want"
@@ -32,38 +35,48 @@ LOG = "read-ahead.log"
 ASK_TIMEOUT = 600.0  # seconds a request may take (a download); then the caller fetches it itself
 
 
-def ahead_dir(spool: Path) -> Path:
-    return spool / FETCH
+def ahead_dir(spool: str | os.PathLike[str]) -> Path:
+    from pathlib import Path
+
+    return Path(spool, FETCH)
 
 
-def write_want(ahead: Path, name: str) -> None:
+def write_want(ahead: str | os.PathLike[str], name: str) -> None:
     """Record the replay position (no fsync: it only steers the read-ahead)."""
-    tmp = ahead / f".{WANT}.{uuid.uuid4().hex[:8]}"
+    tmp = os.path.join(ahead, f".{WANT}.{os.urandom(4).hex()}")
     try:
-        tmp.write_text(name + "\n")
-        os.replace(tmp, ahead / WANT)
+        with open(tmp, "w") as f:
+            f.write(name + "\n")
+        os.replace(tmp, os.path.join(ahead, WANT))
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _unlink_quietly(tmp)
 
 
-def read_want(ahead: Path) -> str | None:
+def _unlink_quietly(path: str | os.PathLike[str]) -> None:
     try:
-        return (ahead / WANT).read_text().strip() or None
+        os.unlink(path)
     except OSError:
+        pass
+
+
+def read_want(ahead: str | os.PathLike[str]) -> str | None:
+    try:
+        with open(os.path.join(ahead, WANT)) as f:
+            return f.read().strip() or None
+    except (OSError, ValueError):
         return None
 
 
-def reader_alive(ahead: Path) -> bool:
+def reader_alive(ahead: str | os.PathLike[str]) -> bool:
     """True while some process holds the read-ahead lock."""
-    return lock_held(ahead / LOCK)
+    return lock_held(os.path.join(ahead, LOCK))
 
 
-def take_reader_lock(ahead: Path) -> int | None:
+def take_reader_lock(ahead: str | os.PathLike[str]) -> int | None:
     """The lock's descriptor (keep it open while reading ahead), or None when another process holds it."""
     import fcntl
 
-    fd = os.open(ahead / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(os.path.join(ahead, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -74,7 +87,7 @@ def take_reader_lock(ahead: Path) -> int | None:
     return fd
 
 
-def downloading(ahead: Path, name: str) -> bool:
+def downloading(ahead: str | os.PathLike[str], name: str) -> bool:
     """Whether a download of `name` into the folder is in progress."""
     prefix = f".{name}."
     try:
@@ -83,11 +96,11 @@ def downloading(ahead: Path, name: str) -> bool:
         return False
 
 
-def serve(ahead: Path, name: str, dest: Path) -> bool:
+def serve(ahead: str | os.PathLike[str], name: str, dest: str | os.PathLike[str]) -> bool:
     """Move the segment read ahead to dest: True when done, False when it is not there (then the
     caller fetches it from the store). A rename on the same file system; across file systems a copy
     to a temporary file beside dest, fsync, rename. The folder of dest is fsynced either way."""
-    src = ahead / name
+    src = os.path.join(ahead, name)
     try:
         os.replace(src, dest)
     except FileNotFoundError:
@@ -97,14 +110,15 @@ def serve(ahead: Path, name: str, dest: Path) -> bool:
             raise
         if not _copy_across(src, dest):
             return False
-    fsync_dir(dest.parent)
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))
     return True
 
 
-def _copy_across(src: Path, dest: Path) -> bool:
+def _copy_across(src: str, dest: str | os.PathLike[str]) -> bool:
     import shutil
 
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
+    folder, base = os.path.split(os.path.abspath(dest))
+    tmp = os.path.join(folder, f".{base}.{os.urandom(4).hex()}.tmp")
     try:
         try:
             fin = open(src, "rb")
@@ -116,23 +130,23 @@ def _copy_across(src: Path, dest: Path) -> bool:
             os.fsync(fout.fileno())
         os.replace(tmp, dest)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):
-        src.unlink()
+        _unlink_quietly(tmp)
+    _unlink_quietly(src)
     return True
 
 
-def request_line(policy: str, name: str, dest: Path) -> bytes:
+def request_line(policy: str, name: str, dest: str | os.PathLike[str]) -> bytes:
     return f"{os.path.abspath(policy)}\t{name}\t{os.path.abspath(dest)}\n".encode()
 
 
 def parse_request(line: bytes) -> tuple[str, str, Path]:
+    from pathlib import Path
+
     policy, name, dest = line.decode().rstrip("\n").split("\t")
     return policy, name, Path(dest)
 
 
-def ask(ahead: Path, policy: str, name: str, dest: Path) -> tuple[int, str] | None:
+def ask(ahead: str | os.PathLike[str], policy: str, name: str, dest: str | os.PathLike[str]) -> tuple[int, str] | None:
     """Ask the read-ahead process to fetch `name` into dest: (0, "") written, (1, "") not archived,
     (200, reason) failed; None when no process answers (not started yet, gone, another policy's),
     and then the caller fetches it itself."""
@@ -141,7 +155,7 @@ def ask(ahead: Path, policy: str, name: str, dest: Path) -> tuple[int, str] | No
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(ASK_TIMEOUT)
-            s.connect(str(ahead / SOCK))
+            s.connect(os.path.join(ahead, SOCK))
             s.sendall(request_line(policy, name, dest))
             reply = b""
             while not reply.endswith(b"\n"):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import clock, trust, walnames
-from .compress import Compressor, Decompressor, TruncatedFrame
+from .compress import Compressor, Decompressor, TruncatedFrame, compress_whole
 from .crypto import age
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
 from .policy import Policy
@@ -34,6 +34,7 @@ from .walspool import fsync_dir
 
 ZSTD_LEVEL = 1  # WAL is written once and read rarely: speed first (a forced switch still shrinks ~8000x)
 PIECE = 1024 * 1024
+IN_MEMORY = 64 * 1024 * 1024  # files up to this size (16 MiB segments) are read and hashed once per push
 NS_CLUSTER = trust.NS_EVIDENCE  # the cluster record is a state object others rely on
 
 
@@ -147,22 +148,35 @@ class LocalWal:
 
 def inspect(path: Path, name: str) -> LocalWal:
     """Validate the name and read the file once: digest, size, header. WalError when unreadable."""
+    return _inspect(path, name, keep=False)[0]
+
+
+def _inspect(path: Path, name: str, *, keep: bool) -> tuple[LocalWal, bytes | None]:
+    """inspect(); with keep, also the content of a file up to IN_MEMORY bytes, read in one go (the
+    push then uploads exactly what was hashed, without reading and hashing the file a second time)."""
     try:
         kind = walnames.kind_of(name)
     except walnames.BadWalName as e:
         raise WalError(f"{path}: {e}; not archived") from None
     h = hashlib.sha256()
     size = 0
+    data = None
     try:
         with open(path, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            head = f.read(PIECE)
-            while head:
-                if size == 0:
-                    first = head
-                h.update(head)
-                size += len(head)
+            st = os.fstat(f.fileno())
+            mtime = st.st_mtime
+            if keep and st.st_size <= IN_MEMORY:
+                data = f.read()
+                h.update(data)
+                size, first = len(data), data[:PIECE]
+            else:
                 head = f.read(PIECE)
+                while head:
+                    if size == 0:
+                        first = head
+                    h.update(head)
+                    size += len(head)
+                    head = f.read(PIECE)
     except OSError as e:
         raise WalError(f"{path}: cannot read: {e.strerror}") from None
     sysid = seg_size = None
@@ -171,7 +185,7 @@ def inspect(path: Path, name: str) -> LocalWal:
             raise WalError(f"{path}: {size} bytes is too short for a WAL segment; not archived")
         sysid, seg_size = walnames.sysid_of_segment(first), walnames.segment_size_of(first)
     end = clock.iso(dt.datetime.fromtimestamp(mtime, dt.UTC))
-    return LocalWal(name, kind, h.hexdigest(), size, end, sysid, seg_size)
+    return LocalWal(name, kind, h.hexdigest(), size, end, sysid, seg_size), data
 
 
 def _pg_version(pgdata: Path | None) -> str:
@@ -216,7 +230,7 @@ def push_file(
     already. WalConflict when other content is archived under the name, ForeignWal for another
     cluster's file, WalError for a bad name or an unreadable file, StorageError when the store fails.
     Returns only once the object is durable in the store (the PUT returned)."""
-    local = inspect(path, name)
+    local, data = _inspect(path, name, keep=True)
     pgdata = _pgdata_of(path, policy)
     if local.sysid is not None:
         if sysid is not None and sysid != local.sysid:
@@ -237,8 +251,9 @@ def push_file(
     key = walnames.key_for(policy.name, sysid, name)
     meta = {"sha256": local.sha256, "size": str(local.size), "end": local.end, "sysid": str(sysid)}
     try:
-        store.put(key, _encoded(path, local, recipients or policy.recipients), size_hint=local.size,
-                  if_absent=True, metadata=meta)  # fmt: skip
+        to = recipients or policy.recipients
+        body = _encoded(path, local, to) if data is None else _encoded_bytes(data, to)
+        store.put(key, body, size_hint=local.size, if_absent=True, metadata=meta)
         return "stored"
     except PreconditionFailed:
         return _already_archived(store, key, local)
@@ -270,6 +285,15 @@ def _encoded(path: Path, local: LocalWal, recipients: tuple[str, ...]) -> Iterat
     if h.hexdigest() != local.sha256:
         raise WalError(f"{path}: changed while it was being archived; not archived")
     yield enc.update(comp.flush()) + enc.finalize()
+
+
+def _encoded_bytes(data: bytes, recipients: tuple[str, ...]) -> Iterator[bytes]:
+    """age(zstd(data)) of a file read whole by _inspect: the bytes hashed are the bytes sent,
+    compressed in one call (about a third less CPU than streaming)."""
+    enc = age.Encryptor(recipients)
+    yield enc.header()
+    yield enc.update(compress_whole(data, ZSTD_LEVEL))  # a few MiB: put() buffers a conditional write whole anyway
+    yield enc.finalize()
 
 
 # -- fetch --------------------------------------------------------------------------------------

@@ -23,9 +23,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 from . import fetchspool
+
+# No pathlib here (nor in fetchspool): it pulls re, enum, urllib and more, ~15 ms of every call
+# while recovery waits (docs/benchmarks.md); tests/test_wal_fetch_fast.py checks the imports.
 
 SEGMENT_CHARS = frozenset("0123456789ABCDEF")
 POLL = 0.01  # seconds between looks while the read-ahead downloads the segment asked for
@@ -33,7 +35,7 @@ WAIT_DOWNLOAD = 120.0  # at most this long; then this process fetches the segmen
 READER_START = 60.0  # at most this long for a new read-ahead process to listen
 
 
-def parse(argv: list[str]) -> tuple[str, Path, str, Path] | None:
+def parse(argv: list[str]) -> tuple[str, str, str, str] | None:
     """(policy file, spool, WAL file name, dest) from
     `wal fetch [--policy|-p FILE] --spool DIR NAME DEST`; None for anything else (the full command
     handles it, usage errors included)."""
@@ -56,7 +58,7 @@ def parse(argv: list[str]) -> tuple[str, Path, str, Path] | None:
     stem, _, suffix = name.partition(".")
     if not SEGMENT_CHARS.issuperset(stem) or suffix not in ("", "history", "partial") and "." not in suffix:
         return None  # the read-ahead process and the full command check names strictly
-    return policy or os.environ["DRTOOL_POLICY"], Path(spool), name, Path(dest)
+    return policy or os.environ["DRTOOL_POLICY"], spool, name, dest
 
 
 def fetch(argv: list[str]) -> None:
@@ -65,7 +67,7 @@ def fetch(argv: list[str]) -> None:
     if parsed is None:
         return
     policy, spool, name, dest = parsed
-    ahead = fetchspool.ahead_dir(spool)
+    ahead = os.path.join(spool, fetchspool.FETCH)
     segment = len(name) == 24
     try:
         if segment:
@@ -84,7 +86,7 @@ def fetch(argv: list[str]) -> None:
         _leave(code)
 
 
-def _wait_download(ahead: Path, name: str, dest: Path) -> bool:
+def _wait_download(ahead: str, name: str, dest: str) -> bool:
     deadline = time.monotonic() + WAIT_DOWNLOAD
     while time.monotonic() < deadline:
         if not fetchspool.downloading(ahead, name):
@@ -95,27 +97,27 @@ def _wait_download(ahead: Path, name: str, dest: Path) -> bool:
     return False
 
 
-def _started(reader, ahead: Path) -> bool:
+def _started(reader, ahead: str) -> bool:
     """Wait for a read-ahead process just started to listen (one interpreter start instead of two
     competing ones); False when it exits first (a bad policy: the full command says what is wrong)."""
     deadline = time.monotonic() + READER_START
     while time.monotonic() < deadline and reader.poll() is None:
-        if (ahead / fetchspool.SOCK).exists():
+        if os.path.exists(os.path.join(ahead, fetchspool.SOCK)):
             return True
         time.sleep(POLL)
     return False
 
 
-def start_reader(policy: str, spool: Path):
+def start_reader(policy: str, spool: str):
     """Start `drtool wal read-ahead` detached (its own session: it outlives this call), with this
     interpreter and import path, whatever launcher PostgreSQL ran."""
     import subprocess
 
-    argv = [sys.executable, "-m", "drtool", "wal", "read-ahead", "--spool", str(spool), "--policy",
+    argv = [sys.executable, "-m", "drtool", "wal", "read-ahead", "--spool", spool, "--policy",
             os.path.abspath(policy)]  # fmt: skip
     # MALLOC_ARENA_MAX: glibc gives each download thread its own arena of freed buffers otherwise
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), MALLOC_ARENA_MAX="2")
-    with open(spool / fetchspool.LOG, "ab") as log:
+    with open(os.path.join(spool, fetchspool.LOG), "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
                          start_new_session=True, close_fds=True)  # fmt: skip
 
@@ -125,12 +127,12 @@ def read_ahead_main(argv: list[str]) -> None:
     a second process started in the same instant leaves at once), then read ahead until idle."""
     args = argv[2:]
     try:
-        spool = Path(args[args.index("--spool") + 1])
+        spool = args[args.index("--spool") + 1]
         policy = args[args.index("--policy") + 1] if "--policy" in args else os.environ.get("DRTOOL_POLICY", "")
     except (ValueError, IndexError):
         _say("usage: drtool wal read-ahead --spool DIR [--policy FILE] (started by drtool wal fetch)")
         _leave(2)
-    ahead = fetchspool.ahead_dir(spool)
+    ahead = os.path.join(spool, fetchspool.FETCH)
     try:
         lock = fetchspool.take_reader_lock(ahead)
     except OSError as e:
@@ -141,9 +143,10 @@ def read_ahead_main(argv: list[str]) -> None:
     _leave(_read_ahead(policy, ahead))
 
 
-def _read_ahead(policy_file: str, ahead: Path) -> int:
+def _read_ahead(policy_file: str, ahead: str) -> int:
     import signal
     import threading
+    from pathlib import Path
 
     from .app.context import Context
     from .app.runtime import bound_malloc
@@ -160,7 +163,7 @@ def _read_ahead(policy_file: str, ahead: Path) -> int:
         if fleet.invalid or len(fleet.policies) != 1:
             _say(f"drtool wal read-ahead: {policy_file}: not one valid policy")
             return 1
-        n = read_ahead(Context(), fleet.policies[0], ahead, stop, warn=_say)
+        n = read_ahead(Context(), fleet.policies[0], Path(ahead), stop, warn=_say)
     except DrtoolError as e:
         _say(f"drtool wal read-ahead: {' '.join(str(e).split())}")
         return 1

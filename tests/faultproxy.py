@@ -12,6 +12,8 @@ server will not produce on demand:
     stall        forward, send the headers and `after` bytes, then send nothing for `seconds`
                  and close; when that would be the whole reply (a PUT's has no body), send
                  nothing at all
+    hold         forward (the store acts), then send nothing at all, not even the headers, for
+                 `seconds`, and reset: a reply held back (a PUT's empty reply cannot stall)
 
     proxy.add("PUT", r"/manifest\\.json$", "lose_reply")          # every matching request
     proxy.add("GET", r"/dump\\.zst\\.age$", "reset", after=65536, times=1)
@@ -74,7 +76,7 @@ class FaultProxy:
 
     # -- control ---------------------------------------------------------------------------------
     def add(self, method: str, path: str, action: str, **kw) -> Fault:
-        assert action in ("error", "lose_reply", "reset", "stall"), action
+        assert action in ("error", "lose_reply", "reset", "stall", "hold"), action
         if action == "lose_reply" and "status" not in kw:
             kw["status"] = 500
         fault = Fault(method.upper(), re.compile(path), action, **kw)
@@ -181,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(status, rheaders, data)
             return
         self.owner._record(method, path, f"{fault.action} (store said {status})")
+        if fault.action == "hold":
+            time.sleep(fault.seconds)
+            self._drop()
+            return
         if fault.action == "lose_reply":
             if fault.status is None:
                 self._drop()

@@ -96,6 +96,41 @@ def test_wal_push_of_an_acknowledged_segment_imports_only_the_standard_library(t
     assert r.stdout.split() == ["0", "-"], r.stderr
 
 
+ACK_PATH = r"""
+import sys
+before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
+sys.argv = ["drtool", "wal", "push", "--policy", sys.argv[1], "pg_wal/000000010000000000000007"]
+from drtool import entry
+import os
+real_exit = os._exit
+def report(code):
+    slow = ("tomllib", "pathlib", "uuid", "re", "typing", "enum", "contextlib", "signal", "click", "boto3")
+    print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
+    real_exit(code)
+os._exit = report
+entry.main()
+"""
+
+
+def test_wal_push_of_an_acknowledged_segment_imports_no_tomllib_pathlib_uuid_or_re(tmp_path):
+    """Each import costs milliseconds on every WAL file PostgreSQL archives (issue 12: <= 20 ms)."""
+    policy, spool = thin_policy(tmp_path)
+    (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True, check=True,
+                       cwd=tmp_path / "pgdata")  # fmt: skip
+    assert r.stdout.split() == ["0", "-"], r.stderr
+
+
+def test_wal_push_takes_a_relative_spool_dir_from_the_policy_files_folder(tmp_path):
+    """As the policy loader does (and so the daemon): not from PostgreSQL's working directory."""
+    policy, spool = thin_policy(tmp_path)
+    policy.write_text(policy.read_text().replace(f'spool_dir = "{spool}"', 'spool_dir = "spool"'))
+    (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True,
+                       cwd=tmp_path / "pgdata")  # fmt: skip
+    assert r.stdout.split() == ["0", "-"], r.stderr
+
+
 def test_wal_push_of_a_refused_segment_exits_1_with_the_reason(tmp_path):
     policy, spool = thin_policy(tmp_path)
     (spool / "ack" / "000000010000000000000007.error").write_text("s3://b/k: already archived with different content\n")
@@ -164,6 +199,30 @@ def _status_doc(cluster, ok):
     return doc if ok(doc) else None
 
 
+def test_daemon_acknowledges_an_upload_as_soon_as_it_is_stored_not_at_its_next_scan(make_pitr, monkeypatch):
+    """`wal push` waits for the ack: it must not wait for the daemon's next look at archive_status too.
+    With scans an hour apart, the ack of the segment found at the first scan still comes at once."""
+    import threading
+
+    from drtool.app import wal as walapp
+    from drtool.app.context import Context
+    from drtool.policy import load_policy
+
+    cluster = make_pitr(archive_command="false")  # PostgreSQL leaves the segment .ready for the daemon
+    name = cluster.switch_wal()
+    wait_for("the segment to be ready", lambda: name in cluster.ready())
+    monkeypatch.setattr(walapp, "SCAN_INTERVAL", 3600.0)
+    stop = threading.Event()
+    daemon = threading.Thread(target=walapp.run_daemon, args=(Context(), load_policy(cluster.policy), stop))
+    daemon.start()
+    try:
+        wait_for("the ack", lambda: walspool.ok_path(cluster.spool, name).exists(), timeout=90)
+    finally:
+        stop.set()
+        daemon.join(timeout=60)
+    assert not daemon.is_alive()
+
+
 def test_store_down_while_archiving_acknowledges_nothing_and_shows_the_backlog(make_pitr, proxied_s3_toml, fault_proxy):
     cluster = make_pitr(proxied_s3_toml, extra_pitr='ack_timeout = "2s"')
     first = cluster.switch_wal()
@@ -188,7 +247,7 @@ def test_daemon_killed_mid_upload_never_acknowledged_then_pushed_again(make_pitr
     cluster = make_pitr(proxied_s3_toml, extra_pitr='ack_timeout = "600s"')
     cluster.wait_archived(cluster.switch_wal())
     daemon = start_daemon(cluster)
-    stall = fault_proxy.add("PUT", r"\.zst\.age$", "stall", seconds=60, times=1)  # stored, reply held back
+    stall = fault_proxy.add("PUT", r"\.zst\.age$", "hold", seconds=20, times=1)  # stored, reply held back
     name = cluster.switch_wal()
     wait_for("the upload to hang", lambda: stall.applied >= 1)
     # the object is stored but the store's reply is held back: nothing may be acknowledged yet

@@ -91,6 +91,40 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+FETCH_PATH = r"""
+import sys
+before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
+sys.argv = ["drtool", "wal", "fetch", "--policy", sys.argv[1], "--spool", sys.argv[2], sys.argv[3], sys.argv[4]]
+from drtool import entry
+import os
+real_exit = os._exit
+def report(code):
+    slow = ("pathlib", "uuid", "re", "enum", "contextlib", "typing", "tomllib", "click", "boto3")
+    print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
+    real_exit(code)
+os._exit = report
+entry.main()
+"""
+
+
+def test_a_segment_read_ahead_is_served_without_importing_pathlib_uuid_or_re(tmp_path):
+    """restore_command runs once per segment while recovery waits: each import costs every segment."""
+    ahead = tmp_path / "spool" / "fetch"
+    ahead.mkdir(parents=True)
+    name = "000000010000000000000007"
+    (ahead / name).write_bytes(b"w" * 4096)
+    lock = _hold_reader_lock(ahead)
+    try:
+        dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
+        dest.parent.mkdir()
+        r = subprocess.run([sys.executable, "-c", FETCH_PATH, str(tmp_path / "p.toml"), str(ahead.parent), name,
+                            str(dest)], capture_output=True, text=True, check=True)  # fmt: skip
+    finally:
+        os.close(lock)
+    assert r.stdout.split() == ["0", "-"], r.stderr
+    assert dest.read_bytes() == b"w" * 4096
+
+
 def test_one_read_ahead_process_downloads_the_next_segments_and_they_are_served_with_the_store_down(
     make_pitr, tmp_path
 ):
@@ -152,3 +186,27 @@ def test_concurrent_fetches_of_the_same_segment_all_get_the_whole_archived_file(
         assert _sha(dest) == _sha(reference), dest
     leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_read_ahead_looks_at_its_folder_only_when_replay_moved_a_download_ended_or_a_retry_came_due():
+    """Between those, a tick of the read-ahead loop is a stat: it shares the CPUs with PostgreSQL's redo."""
+    from concurrent.futures import Future
+
+    from drtool.app.walahead import RETRY, _Ahead
+
+    state = _Ahead(4)
+    state.idle("000000010000000000000007", 0.0)
+    assert state.needs_look(0.0)  # a new replay position
+    assert not state.needs_look(0.05)  # nothing changed since
+    state.idle("000000010000000000000007", 0.1)
+    assert not state.needs_look(0.1)  # the same position again
+    done: Future = Future()
+    done.set_result(False)  # not archived yet: asked again after RETRY
+    state.in_flight["000000010000000000000008"] = done
+    state.collect(0.2, lambda line: None)
+    assert state.needs_look(0.2)  # a download ended
+    assert not state.needs_look(0.2 + RETRY / 2)
+    assert state.needs_look(0.2 + RETRY)  # its retry came due
+    assert not state.needs_look(0.3 + RETRY)
+    state.idle("000000010000000000000008", 5.0)
+    assert state.needs_look(5.0)  # replay moved

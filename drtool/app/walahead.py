@@ -24,7 +24,7 @@ from ..errors import DrtoolError
 from ..policy import Policy
 from .context import Context
 
-TICK = 0.02  # seconds between looks at the replay position
+TICK = 0.05  # seconds between looks at the replay position (a stat; the window is pitr.prefetch segments ahead)
 RETRY = 1.0  # seconds before a segment that was not there (or failed) is asked for again
 IDLE_EXIT = 60.0  # seconds without a new replay position: recovery ended or waits; the process leaves
 MAX_WORKERS = 8
@@ -42,19 +42,27 @@ def read_ahead(app: Context, policy: Policy, ahead: Path, stop: threading.Event,
     cluster = None
     server = _serve_requests(ahead, policy, lambda name, dest: walarchive.fetch_file(store, policy, identities,
                                                                                      name, dest))  # fmt: skip
+    want_file, want_seen = ahead / fetchspool.WANT, None
+    ended = threading.Event()  # a download ended: start the next one now, not at the next tick
     with server, ThreadPoolExecutor(max_workers=workers) as pool:
         while not stop.is_set() and folder is not None and _inode(ahead) == folder:
             now = time.monotonic()
-            if state.idle(fetchspool.read_want(ahead), now) > IDLE_EXIT:
+            stamp = _stamp(want_file)
+            if stamp != want_seen:  # one stat per tick; the file is read only when it was replaced
+                want_seen = stamp
+                state.idle(fetchspool.read_want(ahead), now)
+            if state.idle(state.want, now) > IDLE_EXIT:
                 break
             state.collect(now, warn)
             if cluster is None:
                 cluster = _cluster(store, policy, warn)
-            if cluster is not None and state.want is not None:
+            if cluster is not None and state.want is not None and state.needs_look(now):
                 for name in state.to_start(ahead, cluster.wal_segment_size, workers, now):
                     state.in_flight[name] = pool.submit(walarchive.fetch_file, store, policy, identities, name,
                                                         ahead / name, cluster.sysid)  # fmt: skip
-            stop.wait(TICK if cluster is not None else RETRY)
+                    state.in_flight[name].add_done_callback(lambda f: ended.set())
+            ended.wait(TICK if cluster is not None else RETRY)  # `stop` is seen at the next tick
+            ended.clear()
         for f in state.in_flight.values():
             f.cancel()
         server.shutdown()
@@ -92,6 +100,15 @@ def _serve_requests(ahead: Path, policy: Policy, fetch: Callable[[str, Path], bo
     return server
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Changes whenever `wal fetch` replaces the file (write_want renames a new one in)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def _inode(folder: Path) -> int | None:
     try:
         return folder.stat().st_ino
@@ -118,18 +135,30 @@ class _Ahead:
         self.retry_at: dict[str, float] = {}
         self.done: set[str] = set()  # downloaded here: never again, even once served and gone
         self.fetched = 0
+        self.dirty = True  # something changed since the folder was last looked at (see needs_look)
 
     def idle(self, want: str | None, now: float) -> float:
         """Seconds since the replay position last moved."""
         if want != self.want and (want is None or walnames.SEGMENT.match(want)):
-            self.want, self.changed = want, now
+            self.want, self.changed, self.dirty = want, now, True
         return now - self.changed
+
+    def needs_look(self, now: float) -> bool:
+        """Whether to look at the folder and start downloads: the replay position moved, a download
+        ended, or a segment's retry time came. Otherwise a tick costs a stat, not a listdir and a
+        dozen more (the process shares the CPUs with PostgreSQL's redo for the whole replay)."""
+        due = any(t <= now for t in self.retry_at.values())
+        look, self.dirty = self.dirty or due, False
+        if due:
+            self.retry_at = {n: t for n, t in self.retry_at.items() if t > now}
+        return look
 
     def collect(self, now: float, warn: Callable[[str], None]) -> None:
         for name, f in list(self.in_flight.items()):
             if not f.done():
                 continue
             del self.in_flight[name]
+            self.dirty = True
             try:
                 found = f.result()
             except DrtoolError as e:
