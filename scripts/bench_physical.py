@@ -249,6 +249,7 @@ def physical_main(argv: list[str]) -> None:
         action="store_true",
         help="run the stock pipe to S3 and drtool one after the other, --repeat times (fairer under load)",
     )
+    ap.add_argument("--compare-src", help="another checkout: its drtool is measured too, in turn with this one")
     args = ap.parse_args(argv)
     work = tmpdir("drtool-bench-phys-")
     os.chmod(work, 0o755)
@@ -293,7 +294,11 @@ def physical_main(argv: list[str]) -> None:
         base = [sys.executable, str(ROOT / "scripts" / "stage_cpu.py"), "--quiet", "backup", "--physical", "-p",
                 str(c.policy)]  # fmt: skip
         if args.alternate and stock_s3:
-            alternated(row, n, {"stock_basebackup_s3": stock_s3, "drtool_base_backup_s3": base}, env, stages)
+            turns = {"stock_basebackup_s3": stock_s3, "drtool_base_backup_s3": base}
+            if args.compare_src:  # the same command with the other checkout's package
+                turns["drtool_base_backup_s3_compare"] = ["env", f"DRTOOL_SRC={Path(args.compare_src).resolve()}",
+                                                          *base]  # fmt: skip
+            alternated(row, n, turns, env, stages)
         else:
             if stock_s3:
                 record(row, "stock_basebackup_s3", repeated(n, stock_s3, env))
@@ -359,9 +364,9 @@ class StageCpu:
     def env(self, env: dict[str, str]) -> dict[str, str]:
         return dict(env, DRTOOL_STAGE_CPU=str(self.path))
 
-    def collect(self) -> None:
+    def collect(self, name: str = "drtool_base_backup_s3") -> None:
         if self.path.exists():
-            self.runs.append(json.loads(self.path.read_text()))
+            self.runs.append({"row": name, "load1": round(os.getloadavg()[0], 1), **json.loads(self.path.read_text())})
             self.path.unlink()
 
 
@@ -371,7 +376,7 @@ def alternated(row: dict, n: int, commands: dict[str, list[str]], env: dict[str,
     for _ in range(n):
         for name, argv in commands.items():
             runs[name].append(timed(argv, stages.env(env)))
-            stages.collect()
+            stages.collect(name)
     for name, ms in runs.items():
         ms.sort(key=lambda m: m["seconds"])
         med = dict(ms[len(ms) // 2])

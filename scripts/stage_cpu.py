@@ -6,7 +6,8 @@ name, to the JSON file $DRTOOL_STAGE_CPU when it exits (scripts/bench --physical
 Python threads are timed with time.thread_time() at the end of their run() and summed by name
 (a number at the end of the name is dropped: s3-part_0 and s3-part_1 are one stage). "native"
 is the process's CPU that no Python thread accounts for: libzstd's worker threads. "children"
-is pg_basebackup (and any other child process).
+is pg_basebackup (and any other child process). $DRTOOL_SRC: run the drtool package of that
+folder instead (another checkout).
 """
 
 from __future__ import annotations
@@ -61,5 +62,7 @@ def _exit_after_writing(code: int) -> None:  # the CLI leaves by os._exit, past 
 threading.Thread.run = _timed_run  # type: ignore[method-assign]
 os._exit = _exit_after_writing  # type: ignore[assignment]
 atexit.register(_write)
+if os.environ.get("DRTOOL_SRC"):  # another checkout's package (bench --compare-src)
+    sys.path.insert(0, os.environ["DRTOOL_SRC"])
 sys.argv = ["drtool", *sys.argv[1:]]
 runpy.run_module("drtool", run_name="__main__")
