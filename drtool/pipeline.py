@@ -26,7 +26,9 @@ class EncodeStats:
     _h: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
 
-STAGE_DEPTH = 4  # pieces queued between two pipelined stages (a zstd output piece is up to a job, ~1 MiB)
+# pieces queued between two pipelined stages: zstd hands out ~128 KiB at a time (its stream output
+# buffer), so about 0.5 MiB per queue; pg_basebackup's reader keeps 4 MiB ahead of them
+STAGE_DEPTH = 4
 
 
 def encode(
@@ -46,9 +48,10 @@ def encode(
     child writing it), the stages run pipelined, each in a thread of its own: reading `source`,
     observing and compressing it in one; encrypting and hashing in another; the caller uploads.
     zstd, ChaCha20-Poly1305 and SHA-256 release the GIL, so the stages overlap on several cores.
-    Memory: STAGE_DEPTH pieces between stages. `observe` and `progress` then run in the
-    compressing thread; `stats` is complete once the stream has ended. Close the stream when it
-    is not read to the end: stop_source runs, then every stage thread is joined."""
+    Memory: STAGE_DEPTH pieces between stages (about 1 MiB in all) besides zstd's own buffers.
+    `observe` and `progress` then run in the compressing thread; `stats` is complete once the
+    stream has ended. Close the stream when it is not read to the end: stop_source runs, then
+    every stage thread is joined."""
     comp = Compressor(level, threads)
     enc = age.Encryptor(recipients)
     if stop_source is None:
