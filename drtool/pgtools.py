@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -324,9 +324,44 @@ _NO_REPLICATION = re.compile(r"superuser or replication role|no pg_hba.conf entr
 BASEBACKUP_READ_AHEAD = 16  # pieces of read_size (4 MiB) read ahead of the pipeline
 
 
+@dataclass
+class StartedBaseBackup:
+    """pg_basebackup already running: `pieces` as basebackup_stream gives them (close it when it is
+    not read to the end) and kill(), callable from any thread: a pipeline that stops early calls it
+    so that its threads blocked on the stream can finish."""
+
+    pieces: Generator[bytes, None, None]
+    kill: Callable[[], None]
+
+
+def start_basebackup(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) -> StartedBaseBackup:
+    """Start pg_basebackup now rather than at the first read: its checkpoint and first pieces
+    (up to the pipe and the read-ahead) overlap what the caller does before reading."""
+    procs: list[subprocess.Popen] = []
+    pieces = _basebackup(tool, conninfo, read_size, procs)
+    next(pieces)  # runs up to the start mark: the child is running
+    proc = procs[0]
+
+    def kill() -> None:
+        if proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass  # exited meanwhile
+
+    return StartedBaseBackup(pieces, kill)
+
+
 def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) -> Iterator[bytes]:
     """The tar pg_basebackup writes, piece by piece; DatabaseError (after the last piece) naming
     the database when it exits non-zero, so the caller never commits a failed base backup."""
+    return _basebackup(tool, conninfo, read_size, None)
+
+
+def _basebackup(tool: Tool, conninfo: Conninfo, read_size: int,
+                started: list[subprocess.Popen] | None) -> Generator[bytes, None, None]:  # fmt: skip
+    """basebackup_stream; with `started`, the child is appended to it and an empty start mark is
+    yielded first (start_basebackup consumes it)."""
     proc = subprocess.Popen(
         pg_basebackup_argv(tool, conninfo),
         stdout=subprocess.PIPE,
@@ -343,6 +378,9 @@ def basebackup_stream(tool: Tool, conninfo: Conninfo, read_size: int = 1 << 18) 
     pieces = read_ahead(iter(lambda: stdout.read(read_size), b""), BASEBACKUP_READ_AHEAD, on_close=proc.kill,
                         name="pg_basebackup-reader")  # fmt: skip
     try:
+        if started is not None:
+            started.append(proc)
+            yield b""
         yield from pieces
         rc = proc.wait()
         err.join()

@@ -6,12 +6,13 @@ Bounded memory: pieces flow through and are not kept. Hashes and sizes are taken
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .compress import Compressor, Decompressor, TruncatedFrame
 from .crypto import age
 from .errors import IdentityError, IntegrityError
+from .pipes import close_source, read_ahead
 
 Progress = Callable[[int], None]
 
@@ -25,6 +26,11 @@ class EncodeStats:
     _h: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
 
+# pieces queued between two pipelined stages: zstd hands out ~128 KiB at a time (its stream output
+# buffer), so about 0.5 MiB per queue; pg_basebackup's reader keeps 4 MiB ahead of them
+STAGE_DEPTH = 4
+
+
 def encode(
     source: Iterable[bytes],
     *,
@@ -34,10 +40,49 @@ def encode(
     stats: EncodeStats,
     observe: Callable[[bytes], None] | None = None,
     progress: Progress | None = None,
-) -> Iterator[bytes]:
-    """Stored bytes of age(zstd(source)). `observe` sees every plain piece (the row counter)."""
+    stop_source: Callable[[], object] | None = None,
+) -> Generator[bytes, None, None]:
+    """Stored bytes of age(zstd(source)). `observe` sees every plain piece (the row counter).
+
+    With `stop_source` (it must make a read of `source` that is blocked return, e.g. kill the
+    child writing it), the stages run pipelined, each in a thread of its own: reading `source`,
+    observing and compressing it in one; encrypting and hashing in another; the caller uploads.
+    zstd, ChaCha20-Poly1305 and SHA-256 release the GIL, so the stages overlap on several cores.
+    Memory: STAGE_DEPTH pieces between stages (about 1 MiB in all) besides zstd's own buffers.
+    `observe` and `progress` then run in the compressing thread; `stats` is complete once the
+    stream has ended. Close the stream when it is not read to the end: stop_source runs, then
+    every stage thread is joined."""
     comp = Compressor(level, threads)
     enc = age.Encryptor(recipients)
+    if stop_source is None:
+        return _encrypted(_compressed(source, comp, stats, observe, progress), enc, stats)
+    compressed = read_ahead(_compressed(source, comp, stats, observe, progress), STAGE_DEPTH, name="encode-zstd")
+    return read_ahead(_encrypted(compressed, enc, stats), STAGE_DEPTH, on_close=stop_source, name="encode-age")
+
+
+def _compressed(
+    source: Iterable[bytes], comp: Compressor, stats: EncodeStats, observe: Callable[[bytes], None] | None,
+    progress: Progress | None,
+) -> Generator[bytes, None, None]:  # fmt: skip
+    try:
+        for piece in source:
+            stats.plain_bytes += len(piece)
+            if observe:
+                observe(piece)
+            z = comp.compress(piece)
+            if z:
+                stats.compressed_bytes += len(z)
+                yield z
+            if progress:
+                progress(len(piece))
+        z = comp.flush()
+        stats.compressed_bytes += len(z)
+        yield z
+    finally:
+        close_source(source)  # stopped early: the source stops too (a child's stream kills the child)
+
+
+def _encrypted(compressed: Iterable[bytes], enc: age.Encryptor, stats: EncodeStats) -> Generator[bytes, None, None]:
     h = stats._h
 
     def out(data: bytes) -> bytes:
@@ -45,24 +90,16 @@ def encode(
         h.update(data)
         return data
 
-    yield out(enc.header())
-    for piece in source:
-        stats.plain_bytes += len(piece)
-        if observe:
-            observe(piece)
-        z = comp.compress(piece)
-        if z:
-            stats.compressed_bytes += len(z)
+    try:
+        yield out(enc.header())
+        for z in compressed:
             c = enc.update(z)
             if c:
                 yield out(c)
-        if progress:
-            progress(len(piece))
-    z = comp.flush()
-    stats.compressed_bytes += len(z)
-    tail = enc.update(z) + enc.finalize()
-    yield out(tail)
-    stats.sha256 = h.hexdigest()
+        yield out(enc.finalize())
+        stats.sha256 = h.hexdigest()
+    finally:
+        close_source(compressed)
 
 
 class HashingReader:

@@ -24,6 +24,13 @@ def set_pipe_size(fd: int, size: int = PIPE_SIZE) -> None:
 _END = object()
 
 
+def close_source(source: object) -> None:
+    """Close a generator (or anything with close()); a no-op for a plain iterator or an exhausted one."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
 def read_ahead(
     source: Iterable[bytes], depth: int, *, on_close: Callable[[], object] | None = None, name: str = "read-ahead"
 ) -> Generator[bytes, None, None]:
@@ -52,6 +59,8 @@ def read_ahead(
             offer((_END, None))
         except BaseException as e:  # handed to the consumer, raised there
             offer((_END, e))
+        finally:
+            close_source(source)  # stopped early: a generator stage closes its own input (in this thread)
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()

@@ -243,11 +243,19 @@ def physical_main(argv: list[str]) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--wal-mb", type=int, default=1000, help="WAL to replay after the base backup")
     ap.add_argument("--json", default=str(ROOT / ".bench" / "physical.json"))
+    ap.add_argument("--base-only", action="store_true", help="the base backup rows only: no WAL load, no restores")
+    ap.add_argument(
+        "--alternate",
+        action="store_true",
+        help="run the stock pipe to S3 and drtool one after the other, --repeat times (fairer under load)",
+    )
+    ap.add_argument("--compare-src", help="another checkout: its drtool is measured too, in turn with this one")
     args = ap.parse_args(argv)
     work = tmpdir("drtool-bench-phys-")
     os.chmod(work, 0o755)
     weed = Seaweed(work / "weed")
     c = None
+    results: dict = {}
     try:
         weed.start()
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
@@ -278,13 +286,33 @@ def physical_main(argv: list[str]) -> None:
         n = args.repeat
         record(row, "stock_basebackup_null", repeated(n, shell(f"{pipe} >/dev/null"), env))
         aws = aws_cli()
+        stock_s3 = None
         if aws:
             up = shlex.join([aws, "s3", "cp", "--only-show-errors", "--endpoint-url", weed.endpoint, "-"])
-            record(row, "stock_basebackup_s3", repeated(n, shell(f"{pipe} | {up} s3://{bucket}/stock/base"), env))
-        record(row, "drtool_base_backup_s3", repeated(n, [*drtool, "backup", "--physical", "-p", str(c.policy)], env))
+            stock_s3 = shell(f"{pipe} | {up} s3://{bucket}/stock/base")
+        stages = StageCpu(work)
+        base = [sys.executable, str(ROOT / "scripts" / "stage_cpu.py"), "--quiet", "backup", "--physical", "-p",
+                str(c.policy)]  # fmt: skip
+        if args.alternate and stock_s3:
+            turns = {"stock_basebackup_s3": stock_s3, "drtool_base_backup_s3": base}
+            if args.compare_src:  # the same command with the other checkout's package
+                turns["drtool_base_backup_s3_compare"] = ["env", f"DRTOOL_SRC={Path(args.compare_src).resolve()}",
+                                                          *base]  # fmt: skip
+            alternated(row, n, turns, env, stages)
+        else:
+            if stock_s3:
+                record(row, "stock_basebackup_s3", repeated(n, stock_s3, env))
+            record(row, "drtool_base_backup_s3", repeated(n, base, stages.env(env), after=stages.collect))
+        row["drtool_stage_cpu_s"] = stages.runs
+        print(f"bench:   drtool CPU s by thread, per run: {stages.runs}", file=sys.stderr)
         if pgbr:
             record(row, "pgbackrest_full_backup_local", repeated(n, pgbr.argv("--type=full", "backup"), env))
         load["after_backups"] = os.getloadavg()
+        if args.base_only:
+            row["load_average"] = {k: [round(x, 1) for x in v] for k, v in load.items()}
+            _ratio(row)
+            results = {"scale": args.scale, "repeat": n, "physical": row}
+            return
         print(f"bench: writing about {args.wal_mb} MB of WAL with pgbench...", file=sys.stderr)
         row["wal_bytes"] = _wal_load(c, db, args.wal_mb)
         _wait_archived(c)
@@ -302,16 +330,55 @@ def physical_main(argv: list[str]) -> None:
             print(f"bench:   pgbackrest restore+replay {row['pgbackrest_restore_latest']}", file=sys.stderr)
         load["at_end"] = os.getloadavg()
         row["load_average"] = {k: [round(x, 1) for x in v] for k, v in load.items()}
-        if "stock_basebackup_s3" in row:
-            row["ratio_base_vs_stock_pipe_s3"] = round(
-                row["drtool_base_backup_s3"]["seconds"] / row["stock_basebackup_s3"]["seconds"], 2
-            )
+        _ratio(row)
         results = {"scale": args.scale, "repeat": n, "physical": row}
     finally:
         if c is not None:
             c.stop()
         weed.stop()
         shutil.rmtree(work, ignore_errors=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+        if results:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2))
+            print(json.dumps(results, indent=2))
+
+
+def _ratio(row: dict) -> None:
+    if "stock_basebackup_s3" in row:
+        row["ratio_base_vs_stock_pipe_s3"] = round(
+            row["drtool_base_backup_s3"]["seconds"] / row["stock_basebackup_s3"]["seconds"], 2
+        )
+    if "pgbackrest_full_backup_local" in row:
+        row["ratio_base_vs_pgbackrest"] = round(
+            row["drtool_base_backup_s3"]["seconds"] / row["pgbackrest_full_backup_local"]["seconds"], 2
+        )
+
+
+class StageCpu:
+    """CPU seconds of drtool's threads per run, from scripts/stage_cpu.py (the drtool row runs under it)."""
+
+    def __init__(self, work: Path):
+        self.path = work / "stage-cpu.json"
+        self.runs: list[dict] = []
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return dict(env, DRTOOL_STAGE_CPU=str(self.path))
+
+    def collect(self, name: str = "drtool_base_backup_s3") -> None:
+        if self.path.exists():
+            self.runs.append({"row": name, "load1": round(os.getloadavg()[0], 1), **json.loads(self.path.read_text())})
+            self.path.unlink()
+
+
+def alternated(row: dict, n: int, commands: dict[str, list[str]], env: dict[str, str], stages: StageCpu) -> None:
+    """Each command once per round, n rounds, so a change of load hits both; the median per command."""
+    runs: dict[str, list[dict]] = {name: [] for name in commands}
+    for _ in range(n):
+        for name, argv in commands.items():
+            runs[name].append(timed(argv, stages.env(env)))
+            stages.collect(name)
+    for name, ms in runs.items():
+        ms.sort(key=lambda m: m["seconds"])
+        med = dict(ms[len(ms) // 2])
+        med["runs"] = [round(m["seconds"], 2) for m in ms]
+        record(row, name, med)

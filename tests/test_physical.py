@@ -92,6 +92,58 @@ def test_base_backup_killed_mid_stream_is_never_listed(phys, tmp_path):
     assert list(_store(phys).list_objects(f"{load_policy(phys.policy).name}/backups/")) == []
 
 
+def _silent_basebackup(tmp_path: Path) -> tuple[Path, Path]:
+    """A pg_bin_dir whose pg_basebackup writes its pid and then waits, silent (as in a checkpoint)."""
+    pid_file = tmp_path / "pg_basebackup.pid"
+    return _fake_basebackup(tmp_path, f"echo $$ > {pid_file}\nexec sleep 600"), pid_file
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    os.kill(pid, 9)  # the test's own child's child: not left behind when the assertion fails
+    return False
+
+
+def test_base_backup_starts_pg_basebackup_before_the_lock_and_kills_it_when_the_lock_is_held(phys, tmp_path):
+    """pg_basebackup's checkpoint overlaps opening the store and taking the lock; a base backup
+    refused by a lock held elsewhere leaves no pg_basebackup running and nothing listed."""
+    from drtool import clock, locks
+
+    fake, pid_file = _silent_basebackup(tmp_path)
+    phys.policy.write_text(phys.policy.read_text() + f'\n[backup]\npg_bin_dir = "{fake}"\n')
+    store, name = _store(phys), load_policy(phys.policy).name
+    held = locks.acquire(store, name, "backup", now=clock.utcnow)
+    try:
+        r = phys.cli("backup", "--physical", "-p", str(phys.policy))
+    finally:
+        locks.release(store, held)
+    assert r.code == 1, r.err
+    assert "is locked" in _one_error_line(r.err)
+    assert pid_file.exists(), "pg_basebackup was not started before the lock was taken"
+    assert _gone(int(pid_file.read_text())), "pg_basebackup was left running"
+    assert _listed(phys) == []
+
+
+def test_base_backup_with_lock_wait_takes_the_lock_before_starting_pg_basebackup(phys, tmp_path):
+    """Waiting for a lock must not hold a backup open on the server all that time."""
+    from drtool import clock, locks
+
+    fake, pid_file = _silent_basebackup(tmp_path)
+    phys.policy.write_text(phys.policy.read_text() + f'\n[backup]\npg_bin_dir = "{fake}"\n')
+    store, name = _store(phys), load_policy(phys.policy).name
+    held = locks.acquire(store, name, "backup", now=clock.utcnow)
+    try:
+        r = phys.cli("--lock-wait", "0.5", "backup", "--physical", "-p", str(phys.policy))
+    finally:
+        locks.release(store, held)
+    assert r.code == 1, r.err
+    assert "is locked" in _one_error_line(r.err)
+    assert not pid_file.exists()
+
+
 def test_base_backup_refuses_a_cluster_with_tablespaces(phys, pg, tmp_path):
     from services import tmpdir
 

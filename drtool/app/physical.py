@@ -11,6 +11,7 @@ import shutil
 import socket
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ BASE_PAYLOAD_FORMAT = "age-v1(zstd(pg_basebackup --format=tar --wal-method=none)
 WAL_WAIT_SECONDS = 60  # how long a base backup waits for the archiver to store the WAL it needs
 
 
+@dataclass(frozen=True)
+class StartedBase:
+    """A base backup under way: pg_basebackup runs, nothing is read or stored yet."""
+
+    db: postgres.Conninfo
+    tool: pgtools.Tool
+    stream: pgtools.StartedBaseBackup
+    at: dt.datetime
+
+
 class PhysicalJobs(UseCase):
     """Base backups, their restore and wal fetch. A base backup commits its manifest as a logical
     one does and a restore finds its backup as a logical one does: it is given those use cases."""
@@ -55,50 +66,73 @@ class PhysicalJobs(UseCase):
         """Take one base backup now; returns its manifest. Listed only once the tar is stored and
         every WAL segment from its start to its end is in the archive."""
         with self.ctx.reported(policy, "base") as outcome:
-            store = self.ctx.store(policy)
-            with self.ctx.locked(policy, store, "base"):
-                m = self.base_backup_locked(policy, store)
+            # pg_basebackup starts first: its checkpoint and first pieces overlap opening the store
+            # (boto3, HeadBucket) and taking the lock; a lock held elsewhere kills it unread. With
+            # --lock-wait the lock comes first, so a wait never holds a backup open on the server.
+            started = None if self.ctx.lock_wait else self.start_base(policy)
+            try:
+                store = self.ctx.store(policy)
+                with self.ctx.locked(policy, store, "base"):
+                    m = self.base_backup_locked(policy, store, started)
+            finally:
+                if started is not None:
+                    started.stream.pieces.close()  # not read (refused): kills pg_basebackup; else a no-op
             outcome.update(summary=f"base backup {m['id']} ({m['sizes']['stored_bytes']} bytes stored)",
                            details={"backup_id": m["id"]})  # fmt: skip
             return m
 
-    def base_backup_locked(self, policy: Policy, store: Store) -> dict[str, Any]:
+    def start_base(self, policy: Policy) -> StartedBase:
+        """pg_basebackup running for the policy's database (after the checks that need no server)."""
         if not policy.pitr.enabled:
             raise UsageError(f"{policy.source}: base backups need [pitr] enabled = true (and WAL archiving): "
                              "without the WAL a base backup cannot be restored")  # fmt: skip
-        signer = self.ctx.signer(policy)
         db = self.ctx.source(policy)
+        tool = pgtools.find_tool("pg_basebackup", policy.backup.pg_bin_dir)
+        return StartedBase(db, tool, pgtools.start_basebackup(tool, db), clock.utcnow())
+
+    def base_backup_locked(self, policy: Policy, store: Store, started: StartedBase | None = None) -> dict[str, Any]:
+        started = started or self.start_base(policy)
+        try:
+            return self._base_backup(policy, store, started)
+        finally:
+            started.stream.pieces.close()  # stopped early: kills pg_basebackup; read to the end: a no-op
+
+    def _base_backup(self, policy: Policy, store: Store, started: StartedBase) -> dict[str, Any]:
+        db, tool = started.db, started.tool
+        signer = self.ctx.signer(policy)
         cluster = postgres.cluster_info(db)
         if cluster.extra_tablespaces:
             raise DatabaseError(f"database {db.label}: base backups of clusters with tablespaces are not supported "
                                 f"(found: {', '.join(cluster.extra_tablespaces)}); use logical backups for this "
                                 "cluster")  # fmt: skip
-        tool = pgtools.find_tool("pg_basebackup", policy.backup.pg_bin_dir)
         if tool.major < pgtools.server_major(cluster.server_version_num):
             raise DatabaseError(f"pg_basebackup {tool.version} ({tool.path}) is older than the server "
                                 f"({cluster.server_version})")  # fmt: skip
-        started = clock.utcnow()
-        backup_id = catalog.new_backup_id(started)
+        started_at = started.at
+        backup_id = catalog.new_backup_id(started_at)
         key = catalog.backup_prefix(policy.name, backup_id) + BASE_NAME
         scanner = basetar.TarScanner()
         stats = pipeline.EncodeStats()
         stream = pipeline.encode(
-            pgtools.basebackup_stream(tool, db),
+            started.stream.pieces,
             recipients=policy.recipients,
             level=policy.backup.zstd_level,
             threads=policy.backup.zstd_threads,
             stats=stats,
             observe=scanner.feed,
             progress=self.ctx.progress(f"base backup {policy.name}", cluster.size or None),
+            stop_source=started.stream.kill,  # pipelined: zstd and age+SHA-256 in threads of their own
         )
         try:  # the tar is about the cluster's size; the hint sizes multipart parts for it
             stored = store.put(key, stream, size_hint=cluster.size * 2 or None, retain=True)
         except basetar.BaseTarInvalid as e:
             raise DatabaseError(f"database {db.label}: pg_basebackup's output is not a base backup tar: {e}; "
                                 "nothing was committed") from None  # fmt: skip
+        finally:
+            stream.close()  # stopped early: stops pg_basebackup, then joins the stage threads
         finished = clock.utcnow()  # pg_basebackup's stream ended with the upload
         try:
-            info = self._physical_info(db, scanner, cluster, started)
+            info = self._physical_info(db, scanner, cluster, started_at)
             last = self._wait_for_wal(store, policy, info, backup_id)
             completed = clock.utcnow()
             # the backup is consistent once its last segment is complete: that segment's end time (on the
@@ -107,7 +141,8 @@ class PhysicalJobs(UseCase):
             manifest = Manifest(
                 id=backup_id, policy=policy.name, database=db.dbname, source=db.label, host=socket.gethostname(),
                 server_version=cluster.server_version, server_version_num=cluster.server_version_num,
-                pg_dump_version=tool.version, recovery_point=info.end_time, started_at=started, completed_at=completed,
+                pg_dump_version=tool.version, recovery_point=info.end_time, started_at=started_at,
+                completed_at=completed,
                 sizes=Sizes(plain_bytes=stats.plain_bytes, compressed_bytes=stats.compressed_bytes,
                             stored_bytes=stored.size, database_bytes=cluster.size),
                 objects=(ManifestObject("base", BASE_NAME, stored.size, stats.sha256),),
