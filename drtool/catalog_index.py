@@ -15,6 +15,7 @@ Manifests stay the source of truth. The index is a cache:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +42,12 @@ class IndexInvalid(IntegrityError):
 
 
 class IndexUnusable(DrtoolError):
-    """Why a reader cannot use the index now (missing, stale, corrupt, untrusted): read the manifests."""
+    """Why a reader cannot use the index now (missing, stale, corrupt, untrusted): read the manifests.
+    `missing`: the store answered that no index object exists (no HEAD needed to tell)."""
+
+    def __init__(self, message: str, *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
 
 
 def index_key(policy: str) -> str:
@@ -149,12 +155,13 @@ EVIDENCE = ("drills", "checks")  # folders of evidence whose records the index s
 def evidence_digest(store: Store, policy: str, folder: str) -> str:
     """A digest of the LIST of <policy>/<folder>/ (keys and etags, signatures included): a record
     added, edited or replaced behind the index's back changes it."""
-    import hashlib
-
     h = hashlib.sha256()
     for o in store.list_objects(f"{policy}/{folder}/"):
         h.update(f"{o.key}\0{o.etag}\0{o.size}\n".encode())
     return h.hexdigest()
+
+
+EMPTY_DIGEST = hashlib.sha256().hexdigest()  # evidence_digest of an empty folder
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -199,7 +206,7 @@ def _usable(store: Store, policy: str, verifier: Verifier | None) -> tuple[Index
     try:
         raw, etag = _read(store, policy, verifier)
     except NotFound:
-        raise IndexUnusable(f"{where}: catalog index is missing") from None
+        raise IndexUnusable(f"{where}: catalog index is missing", missing=True) from None
     except Untrusted as e:
         raise IndexUnusable(str(e)) from None
     except StorageError as e:
@@ -244,8 +251,8 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
     manifests = _manifest_objects(policy, objects)
     try:
         index, _ = _usable(store, policy, verifier)
-    except IndexUnusable:
-        if manifests or store_has_index(store, policy):
+    except IndexUnusable as e:
+        if manifests or not e.missing:
             raise
         index = Index(policy, verifier is not None)  # a policy with no backup yet needs no index
     for bid, obj in manifests.items():
@@ -322,22 +329,43 @@ def _problem(u: catalog.Unreadable | catalog.UntrustedBackup, objects: dict[str,
             "sig_etag": sig.etag if sig else None}  # fmt: skip
 
 
-def rebuild(store: Store, policy: str, verifier: Verifier | None = None,
-            on_untrusted: catalog.OnUntrusted | None = None) -> Index:  # fmt: skip
-    """The index made afresh from every manifest, check record and drill record of the policy."""
-    objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
+def rebuild(
+    store: Store,
+    policy: str,
+    verifier: Verifier | None = None,
+    on_untrusted: catalog.OnUntrusted | None = None,
+    *,
+    objects: dict[str, ObjectInfo] | None = None,
+    known: Iterable[str] = (),
+) -> Index:
+    """The index made afresh from every manifest, check record and drill record of the policy, and
+    stamped with the digests of its evidence folders. `objects`: a LIST of the backups the caller
+    just made (not made again); `known`: backups whose manifests the caller holds and merges itself
+    (a commit's own manifest is not read back). The digests are taken before the records are read,
+    so a record added meanwhile makes the index stale, never silently missing from it; an empty
+    folder is not listed a second time."""
+    if objects is None:
+        objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     index = Index(policy, verifier is not None)
-    _merge_listing(index, catalog.scan(store, policy, verifier), objects)
+    skip = set(known)
+    ids = [bid for bid in catalog.manifest_ids(policy, objects) if bid not in skip]
+    _merge_listing(index, catalog.scan_ids(store, policy, ids, objects, verifier), objects)
+    _stamp(store, index)
     untrusted: list[str] = []
-    records, problems = ledger.list_drill_records(store, policy, verifier, untrusted.append)
+    records, problems = (
+        ([], [])
+        if index.evidence["drills"] == EMPTY_DIGEST
+        else ledger.list_drill_records(store, policy, verifier, untrusted.append)
+    )
     for r in reversed(records):  # oldest first: the newest ends up on top
         index.add_drill(r)
     index.drills["problems"] = problems
     index.drills["untrusted"] = untrusted
-    checks = ledger.read_checks(store, policy, verifier, on_untrusted)
-    for c in checks.newest.values():
-        index.add_check(c)
-    index.checks_problems = checks.problems
+    if index.evidence["checks"] != EMPTY_DIGEST:
+        checks = ledger.read_checks(store, policy, verifier, on_untrusted)
+        for c in checks.newest.values():
+            index.add_check(c)
+        index.checks_problems = checks.problems
     return index
 
 
@@ -401,15 +429,22 @@ def update(
         try:
             index, etag = _usable(store, policy, verifier)
             _refresh(store, index, objects, verifier, by_id)
-        except IndexUnusable:
-            etag = _current_etag(store, policy)  # missing, corrupt or untrusted: replaced by a rebuild
-            index = rebuild(store, policy, verifier, on_untrusted)
+            # the evidence digests stand while no record is merged: a record written behind the
+            # index's back still shows as a changed folder to readers (stale), as before this write
+            restamp = bool(drills or checks) or set(index.evidence) != set(EVIDENCE)
+        except IndexUnusable as e:
+            # missing (the GET said so: no HEAD), corrupt or untrusted: replaced by a rebuild, stamped
+            # as it reads the records (the caller's drill or check record is among them)
+            etag = None if e.missing else _current_etag(store, policy)
+            index = rebuild(store, policy, verifier, on_untrusted, objects=objects, known=by_id)
             _refresh(store, index, objects, verifier, by_id)
+            restamp = False
         for d in drills:  # idempotent: a rebuild that already read them changes nothing
             index.add_drill(d)
         for c in checks:
             index.add_check(c)
-        _stamp(store, index)
+        if restamp:
+            _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index
@@ -443,7 +478,6 @@ def rebuild_and_write(store: Store, policy: str, verifier: Verifier | None, sign
     for _ in range(WRITE_ATTEMPTS):
         etag = _current_etag(store, policy)
         index = rebuild(store, policy, verifier, on_untrusted)
-        _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index
