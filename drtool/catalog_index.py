@@ -383,9 +383,10 @@ def _merge_listing(index: Index, listing: catalog.Listing, objects: dict[str, Ob
 
 
 def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifier: Verifier | None,
-             written: dict[str, Manifest]) -> None:  # fmt: skip
+             written: dict[str, Manifest], signed_by: str | None = None) -> None:  # fmt: skip
     """Bring the index in line with the LIST: drop what is gone, add what this process just wrote
-    (`written`, no read needed), and read the manifests of any other backup it does not know."""
+    (`written`, no read needed: the caller passes only manifests it knows to be as trusted as
+    `signed_by` says), and read the manifests of any other backup it does not know."""
     manifests = _manifest_objects(index.policy, objects)
     for table in (index.backups, index.problems):
         for bid in [b for b in table if b not in manifests]:
@@ -395,7 +396,7 @@ def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifie
         sig = _sig(objects, obj.key)
         if bid in written:
             old = index.backups.get(bid) or {}
-            entry = _backup_entry(written[bid], obj, sig, old.get("signed_by"))
+            entry = _backup_entry(written[bid], obj, sig, signed_by)
             entry.update({k: old[k] for k in ("last_drill", "last_passed_drill_at", "check") if old.get(k)})
             index.backups[bid] = entry
             index.problems.pop(bid, None)
@@ -422,13 +423,17 @@ def update(
 ) -> Index:
     """Re-read, merge and write back the index with a conditional write, retried when another
     writer won; StorageError when it could not be written (the caller warns: the index is a cache)."""
-    by_id = {m.id: m for m in written}
+    # what this process wrote is merged without a read when no origin is checked, or when it signed
+    # it with a key the verifier trusts (the entry then names that key); else it is read back
+    own = signer.fingerprint if signer is not None and verifier is not None else None
+    trusted = verifier is None or (own is not None and own in verifier.fingerprints)
+    by_id = {m.id: m for m in written} if trusted else {}
     drills, checks = list(drills), list(checks)
     for _ in range(WRITE_ATTEMPTS):
         objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
         try:
             index, etag = _usable(store, policy, verifier)
-            _refresh(store, index, objects, verifier, by_id)
+            _refresh(store, index, objects, verifier, by_id, own)
             # the evidence digests stand while no record is merged: a record written behind the
             # index's back still shows as a changed folder to readers (stale), as before this write
             restamp = bool(drills or checks) or set(index.evidence) != set(EVIDENCE)
@@ -437,7 +442,7 @@ def update(
             # as it reads the records (the caller's drill or check record is among them)
             etag = None if e.missing else _current_etag(store, policy)
             index = rebuild(store, policy, verifier, on_untrusted, objects=objects, known=by_id)
-            _refresh(store, index, objects, verifier, by_id)
+            _refresh(store, index, objects, verifier, by_id, own)
             restamp = False
         for d in drills:  # idempotent: a rebuild that already read them changes nothing
             index.add_drill(d)

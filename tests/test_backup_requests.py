@@ -11,7 +11,7 @@ import stat
 from urllib.parse import unquote
 
 import pytest
-from helpers import make_setup
+from helpers import make_setup, run_cli
 
 from drtool import pgtools
 
@@ -93,3 +93,18 @@ def test_pg_dump_is_found_once_per_process_and_again_when_its_file_is_replaced(t
     install("16.1")  # a package upgrade replaces the file
     assert pgtools.find_tool("pg_dump", str(tmp_path)).version == "16.1"
     assert calls.read_text().count("x") == 2
+
+
+def test_a_signed_fleet_keeps_a_usable_index_across_backups(pg, tmp_path):
+    """With [signing] the index names who signed each backup: a commit knows it signed its own
+    manifest (with a key this host trusts), so the index stays usable without reading it back."""
+    r = run_cli("keygen", "--signing", "--output", str(tmp_path / "signing.key"))
+    assert r.code == 0, r.err
+    line = r.out.strip().splitlines()[-1]
+    signing = f'\n[signing]\nkey_file = "{tmp_path / "signing.key"}"\ntrusted_keys = ["{line}"]\n'
+    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=signing)
+    for n in (1, 2):
+        assert setup.cli("backup", "-p", str(setup.policy)).code == 0
+        listed = setup.cli("list", "-p", str(setup.policy), "--json")
+        assert listed.code == 0 and "catalog index" not in listed.err, listed.err
+        assert [b["status"] for b in listed.json["backups"]] == ["ok"] * n
