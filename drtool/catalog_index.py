@@ -15,6 +15,7 @@ Manifests stay the source of truth. The index is a cache:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +42,12 @@ class IndexInvalid(IntegrityError):
 
 
 class IndexUnusable(DrtoolError):
-    """Why a reader cannot use the index now (missing, stale, corrupt, untrusted): read the manifests."""
+    """Why a reader cannot use the index now (missing, stale, corrupt, untrusted): read the manifests.
+    `missing`: the store answered that no index object exists (no HEAD needed to tell)."""
+
+    def __init__(self, message: str, *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
 
 
 def index_key(policy: str) -> str:
@@ -149,12 +155,13 @@ EVIDENCE = ("drills", "checks")  # folders of evidence whose records the index s
 def evidence_digest(store: Store, policy: str, folder: str) -> str:
     """A digest of the LIST of <policy>/<folder>/ (keys and etags, signatures included): a record
     added, edited or replaced behind the index's back changes it."""
-    import hashlib
-
     h = hashlib.sha256()
     for o in store.list_objects(f"{policy}/{folder}/"):
         h.update(f"{o.key}\0{o.etag}\0{o.size}\n".encode())
     return h.hexdigest()
+
+
+EMPTY_DIGEST = hashlib.sha256().hexdigest()  # evidence_digest of an empty folder
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -199,7 +206,7 @@ def _usable(store: Store, policy: str, verifier: Verifier | None) -> tuple[Index
     try:
         raw, etag = _read(store, policy, verifier)
     except NotFound:
-        raise IndexUnusable(f"{where}: catalog index is missing") from None
+        raise IndexUnusable(f"{where}: catalog index is missing", missing=True) from None
     except Untrusted as e:
         raise IndexUnusable(str(e)) from None
     except StorageError as e:
@@ -244,8 +251,8 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
     manifests = _manifest_objects(policy, objects)
     try:
         index, _ = _usable(store, policy, verifier)
-    except IndexUnusable:
-        if manifests or store_has_index(store, policy):
+    except IndexUnusable as e:
+        if manifests or not e.missing:
             raise
         index = Index(policy, verifier is not None)  # a policy with no backup yet needs no index
     for bid, obj in manifests.items():
@@ -322,22 +329,43 @@ def _problem(u: catalog.Unreadable | catalog.UntrustedBackup, objects: dict[str,
             "sig_etag": sig.etag if sig else None}  # fmt: skip
 
 
-def rebuild(store: Store, policy: str, verifier: Verifier | None = None,
-            on_untrusted: catalog.OnUntrusted | None = None) -> Index:  # fmt: skip
-    """The index made afresh from every manifest, check record and drill record of the policy."""
-    objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
+def rebuild(
+    store: Store,
+    policy: str,
+    verifier: Verifier | None = None,
+    on_untrusted: catalog.OnUntrusted | None = None,
+    *,
+    objects: dict[str, ObjectInfo] | None = None,
+    known: Iterable[str] = (),
+) -> Index:
+    """The index made afresh from every manifest, check record and drill record of the policy, and
+    stamped with the digests of its evidence folders. `objects`: a LIST of the backups the caller
+    just made (not made again); `known`: backups whose manifests the caller holds and merges itself
+    (a commit's own manifest is not read back). The digests are taken before the records are read,
+    so a record added meanwhile makes the index stale, never silently missing from it; an empty
+    folder is not listed a second time."""
+    if objects is None:
+        objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     index = Index(policy, verifier is not None)
-    _merge_listing(index, catalog.scan(store, policy, verifier), objects)
+    skip = set(known)
+    ids = [bid for bid in catalog.manifest_ids(policy, objects) if bid not in skip]
+    _merge_listing(index, catalog.scan_ids(store, policy, ids, objects, verifier), objects)
+    _stamp(store, index)
     untrusted: list[str] = []
-    records, problems = ledger.list_drill_records(store, policy, verifier, untrusted.append)
+    records, problems = (
+        ([], [])
+        if index.evidence["drills"] == EMPTY_DIGEST
+        else ledger.list_drill_records(store, policy, verifier, untrusted.append)
+    )
     for r in reversed(records):  # oldest first: the newest ends up on top
         index.add_drill(r)
     index.drills["problems"] = problems
     index.drills["untrusted"] = untrusted
-    checks = ledger.read_checks(store, policy, verifier, on_untrusted)
-    for c in checks.newest.values():
-        index.add_check(c)
-    index.checks_problems = checks.problems
+    if index.evidence["checks"] != EMPTY_DIGEST:
+        checks = ledger.read_checks(store, policy, verifier, on_untrusted)
+        for c in checks.newest.values():
+            index.add_check(c)
+        index.checks_problems = checks.problems
     return index
 
 
@@ -355,9 +383,10 @@ def _merge_listing(index: Index, listing: catalog.Listing, objects: dict[str, Ob
 
 
 def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifier: Verifier | None,
-             written: dict[str, Manifest]) -> None:  # fmt: skip
+             written: dict[str, Manifest], signed_by: str | None = None) -> None:  # fmt: skip
     """Bring the index in line with the LIST: drop what is gone, add what this process just wrote
-    (`written`, no read needed), and read the manifests of any other backup it does not know."""
+    (`written`, no read needed: the caller passes only manifests it knows to be as trusted as
+    `signed_by` says), and read the manifests of any other backup it does not know."""
     manifests = _manifest_objects(index.policy, objects)
     for table in (index.backups, index.problems):
         for bid in [b for b in table if b not in manifests]:
@@ -367,7 +396,7 @@ def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifie
         sig = _sig(objects, obj.key)
         if bid in written:
             old = index.backups.get(bid) or {}
-            entry = _backup_entry(written[bid], obj, sig, old.get("signed_by"))
+            entry = _backup_entry(written[bid], obj, sig, signed_by)
             entry.update({k: old[k] for k in ("last_drill", "last_passed_drill_at", "check") if old.get(k)})
             index.backups[bid] = entry
             index.problems.pop(bid, None)
@@ -394,22 +423,33 @@ def update(
 ) -> Index:
     """Re-read, merge and write back the index with a conditional write, retried when another
     writer won; StorageError when it could not be written (the caller warns: the index is a cache)."""
-    by_id = {m.id: m for m in written}
+    # what this process wrote is merged without a read when no origin is checked, or when it signed
+    # it with a key the verifier trusts (the entry then names that key); else it is read back
+    own = signer.fingerprint if signer is not None and verifier is not None else None
+    trusted = verifier is None or (own is not None and own in verifier.fingerprints)
+    by_id = {m.id: m for m in written} if trusted else {}
     drills, checks = list(drills), list(checks)
     for _ in range(WRITE_ATTEMPTS):
         objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
         try:
             index, etag = _usable(store, policy, verifier)
-            _refresh(store, index, objects, verifier, by_id)
-        except IndexUnusable:
-            etag = _current_etag(store, policy)  # missing, corrupt or untrusted: replaced by a rebuild
-            index = rebuild(store, policy, verifier, on_untrusted)
-            _refresh(store, index, objects, verifier, by_id)
+            _refresh(store, index, objects, verifier, by_id, own)
+            # the evidence digests stand while no record is merged: a record written behind the
+            # index's back still shows as a changed folder to readers (stale), as before this write
+            restamp = bool(drills or checks) or set(index.evidence) != set(EVIDENCE)
+        except IndexUnusable as e:
+            # missing (the GET said so: no HEAD), corrupt or untrusted: replaced by a rebuild, stamped
+            # as it reads the records (the caller's drill or check record is among them)
+            etag = None if e.missing else _current_etag(store, policy)
+            index = rebuild(store, policy, verifier, on_untrusted, objects=objects, known=by_id)
+            _refresh(store, index, objects, verifier, by_id, own)
+            restamp = False
         for d in drills:  # idempotent: a rebuild that already read them changes nothing
             index.add_drill(d)
         for c in checks:
             index.add_check(c)
-        _stamp(store, index)
+        if restamp:
+            _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index
@@ -443,7 +483,6 @@ def rebuild_and_write(store: Store, policy: str, verifier: Verifier | None, sign
     for _ in range(WRITE_ATTEMPTS):
         etag = _current_etag(store, policy)
         index = rebuild(store, policy, verifier, on_untrusted)
-        _stamp(store, index)
         try:
             _write(store, policy, index, etag, signer)
             return index

@@ -182,7 +182,10 @@ class BackupJobs(UseCase):
 
     def _backup_progress(self, policy: Policy, store: Store, database_size: int) -> pipeline.Progress:
         """Progress counts plain dump bytes: the previous backup's plain size predicts them; the
-        first backup has only the database's on-disk size (indexes and bloat included), an estimate."""
+        first backup has only the database's on-disk size (indexes and bloat included), an estimate.
+        Nothing is read when no progress is shown (run, --quiet, no terminal): a LIST and a GET saved."""
+        if not self.ctx.progress_shown():
+            return self.ctx.progress(f"backup {policy.name}", None)
         previous = catalog.newest_manifest(store, policy.name, self.ctx.verifier(policy))
         if previous is not None and previous.sizes.plain_bytes:
             return self.ctx.progress(f"backup {policy.name}", previous.sizes.plain_bytes)

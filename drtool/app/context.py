@@ -127,6 +127,10 @@ class Context:
         lock = self._held.get(policy.name)
         return lock.token if lock is not None else None
 
+    def progress_shown(self) -> bool:
+        """Whether progress is shown at all: only then is an estimate of its total worth a request."""
+        return self.progress is not _no_progress and getattr(self.progress, "enabled", True) is not False
+
     # -- building blocks -----------------------------------------------------------------------
     def target(self, policy: Policy, name: str | None) -> StorageTarget:
         """The primary storage target, or the copy target with that name."""

@@ -1,0 +1,110 @@
+"""What one backup costs in store requests (issue 15: `run` with a whole fleet due). Every rule of
+the commit holds (lock, manifest last, the index's conditional write); what goes is what this
+process already knows: its own manifest, an index the GET just said is missing, the LIST it just
+made, evidence folders no record was added to, and a progress estimate nobody sees.
+Requests are counted by tests/faultproxy.py in pass-through mode."""
+
+from __future__ import annotations
+
+import json
+import stat
+from urllib.parse import unquote
+
+import pytest
+from helpers import make_setup, run_cli
+
+from drtool import pgtools
+
+DAILY = '[schedule]\nbackup = "0 0 * * *"\n[retention]\nkeep_last = 5\n'
+
+
+def _requests(proxy, method: str, pattern: str) -> list[str]:
+    """Paths (LIST prefixes decoded) of the counted requests of `method` whose path holds `pattern`."""
+    return [unquote(p) for m, p, _ in proxy.requests if m == method and pattern in unquote(p)]
+
+
+def _lists(proxy, folder: str) -> list[str]:
+    return [p for p in _requests(proxy, "GET", f"/{folder}/") if "list-type=" in p]
+
+
+@pytest.mark.integration
+def test_a_first_scheduled_backup_writes_the_index_without_reading_back_what_it_just_wrote(
+    pg, tmp_path, proxied_s3_toml, fault_proxy
+):
+    setup = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml=DAILY)
+    fault_proxy.requests.clear()
+    r = setup.cli("run", str(setup.policy), "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["policies"][0]["jobs"]["backup"]["outcome"] == "ok"
+    assert _requests(fault_proxy, "GET", "/manifest.json") == []  # its own manifest is not read back
+    assert _requests(fault_proxy, "HEAD", "/index.json") == []  # the GET's 404 already said it is missing
+    assert len(_lists(fault_proxy, "backups")) == 2  # one for the slot's check, one for the index write
+    assert len(_lists(fault_proxy, "drills")) == 1 and len(_lists(fault_proxy, "checks")) == 1
+    listed = setup.cli("list", "-p", str(setup.policy), "--json")
+    assert listed.code == 0 and "catalog index" not in listed.err  # the index written is usable
+    assert [b["status"] for b in listed.json["backups"]] == ["ok"]
+
+
+@pytest.mark.integration
+def test_a_backup_into_an_indexed_store_lists_no_evidence_folder_and_reads_no_manifest(
+    pg, tmp_path, proxied_s3_toml, fault_proxy
+):
+    setup = make_setup(pg, tmp_path, proxied_s3_toml)
+    assert setup.cli("backup", "-p", str(setup.policy)).code == 0
+    fault_proxy.requests.clear()
+    r = setup.cli("backup", "-p", str(setup.policy))
+    assert r.code == 0, r.err
+    assert _lists(fault_proxy, "drills") == [] and _lists(fault_proxy, "checks") == []
+    assert _requests(fault_proxy, "GET", "/manifest.json") == []  # no progress estimate without a terminal
+    assert len(_lists(fault_proxy, "backups")) == 1
+    listed = setup.cli("list", "-p", str(setup.policy), "--json")
+    assert listed.code == 0 and "catalog index" not in listed.err
+    assert [b["status"] for b in listed.json["backups"]] == ["ok", "ok"]
+
+
+@pytest.mark.integration
+def test_a_drill_record_added_behind_the_index_keeps_it_stale_across_a_later_commit(
+    pg, tmp_path, proxied_s3_toml, fault_proxy, seaweed, bucket, s3_prefix
+):
+    setup = make_setup(pg, tmp_path, proxied_s3_toml)
+    assert setup.cli("backup", "-p", str(setup.policy)).code == 0
+    name = setup.db.replace("_", "-")
+    seaweed.client().put_object(Bucket=bucket, Key=f"{s3_prefix}/{name}/drills/behind-its-back.json", Body=b"{}")
+    assert setup.cli("backup", "-p", str(setup.policy)).code == 0
+    r = setup.cli("prune", "-p", str(setup.policy), "--dry-run")
+    assert r.code == 0, r.err
+    # the commit did not stamp the changed folder as summarised: readers still see it changed
+    assert "catalog index is stale" in r.err and f"{name}/drills/" in r.err
+
+
+def test_pg_dump_is_found_once_per_process_and_again_when_its_file_is_replaced(tmp_path):
+    calls = tmp_path / "calls"
+    tool = tmp_path / "pg_dump"
+
+    def install(version: str) -> None:
+        tool.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'pg_dump (PostgreSQL) {version}'\n")
+        tool.chmod(stat.S_IRWXU)
+
+    install("15.4")
+    first = pgtools.find_tool("pg_dump", str(tmp_path))
+    assert pgtools.find_tool("pg_dump", str(tmp_path)) == first
+    assert calls.read_text().count("x") == 1  # asked once
+    tool.unlink()
+    install("16.1")  # a package upgrade replaces the file
+    assert pgtools.find_tool("pg_dump", str(tmp_path)).version == "16.1"
+    assert calls.read_text().count("x") == 2
+
+
+def test_a_signed_fleet_keeps_a_usable_index_across_backups(pg, tmp_path):
+    """With [signing] the index names who signed each backup: a commit knows it signed its own
+    manifest (with a key this host trusts), so the index stays usable without reading it back."""
+    r = run_cli("keygen", "--signing", "--output", str(tmp_path / "signing.key"))
+    assert r.code == 0, r.err
+    line = r.out.strip().splitlines()[-1]
+    signing = f'\n[signing]\nkey_file = "{tmp_path / "signing.key"}"\ntrusted_keys = ["{line}"]\n'
+    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=signing)
+    for n in (1, 2):
+        assert setup.cli("backup", "-p", str(setup.policy)).code == 0
+        listed = setup.cli("list", "-p", str(setup.policy), "--json")
+        assert listed.code == 0 and "catalog index" not in listed.err, listed.err
+        assert [b["status"] for b in listed.json["backups"]] == ["ok"] * n
