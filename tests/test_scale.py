@@ -235,3 +235,73 @@ def test_name_still_refuses_a_later_file_claiming_the_same_name(tmp_path):
     assert [p.source.name for p in picked.policies] == ["a.toml"]
     [dup] = picked.invalid
     assert dup.source.name == "b.toml" and "is also used by" in dup.problems[0]
+
+
+# -- the idle tick reads the states of the fleet at once --------------------------------------------
+
+
+def idle_fleet(tmp_path: Path, n: int) -> list:
+    """n policies on a folder store whose schedule states say the backup of today's slot is done."""
+    from drtool import clock, ledger, scheduler
+    from drtool.records import ScheduleState
+
+    store, folder = tmp_path / "store", tmp_path / "fleet"
+    store.mkdir(mode=0o700)
+    folder.mkdir()
+    recipient = age.Identity.generate().recipient
+    for i in range(n):
+        (folder / f"p{i}.toml").write_text(f'name = "p{i}"\n[database]\ndsn = "postgresql://u@127.0.0.1:1/db"\n'
+                                           f'[storage]\nurl = "file://{store}"\n[encryption]\n'
+                                           f'recipients = ["{recipient}"]\n{DAILY_AT_MIDNIGHT}')  # fmt: skip
+    policies = load_fleet(folder).policies
+    slot = scheduler.latest_slot("0 0 * * *", "UTC", clock.utcnow())
+    done = ScheduleState({"backup": {"last_slot": clock.iso(slot)}})
+    for p in policies:
+        ledger.write_schedule_state(LocalStore(store), p.name, done)
+    return policies
+
+
+def test_an_idle_tick_reads_the_schedule_states_of_the_fleet_at_once(tmp_path):
+    """An idle tick of 1,000 policies is 1,000 state GETs: one after another they were most of its
+    wall time on S3 (issue 15). Each read here waits (at most 10 s) until another one is under way."""
+    from drtool.app import App, Context
+
+    policies = idle_fleet(tmp_path, 4)
+    active, most, lock, together = [0], [0], threading.Lock(), threading.Event()
+
+    class Watched(LocalStore):
+        def get(self, key, *a, **kw):
+            if key.endswith("/state/schedule.json"):
+                with lock:
+                    active[0] += 1
+                    most[0] = max(most[0], active[0])
+                    if active[0] >= 2:
+                        together.set()
+                together.wait(10)
+                with lock:
+                    active[0] -= 1
+            return super().get(key, *a, **kw)
+
+    app = App(Context(open_store=lambda t: Watched(Path(t.url.removeprefix("file://")))))
+    results = list(app.run_fleet(policies))
+    assert [(p.name, r) for p, r in results] == [(p.name, {"policy": p.name, "jobs": {"backup": {"due": False}}})
+                                                 for p in policies]  # fmt: skip
+    assert most[0] >= 2
+
+
+def test_a_fleet_tick_runs_the_due_policy_and_names_the_broken_state_in_order(tmp_path):
+    """Reading the states at once changes no outcome: an idle policy stays idle, one whose state is
+    malformed fails alone with the object named, and one never run is due (its backup runs and fails
+    here: no database), in the fleet's order."""
+    from drtool.app import App, Context
+    from drtool.errors import DrtoolError
+
+    policies = idle_fleet(tmp_path, 3)
+    (tmp_path / "store" / "p1" / "state" / "schedule.json").write_text("{not json")
+    (tmp_path / "store" / "p2" / "state" / "schedule.json").unlink()
+    results = list(App(Context()).run_fleet(policies))
+    assert [p.name for p, _ in results] == ["p0", "p1", "p2"]
+    assert results[0][1] == {"policy": "p0", "jobs": {"backup": {"due": False}}}
+    assert isinstance(results[1][1], DrtoolError) and "p1/state/schedule.json" in str(results[1][1])
+    assert results[2][1]["jobs"]["backup"]["due"] is True
+    assert results[2][1]["jobs"]["backup"]["outcome"] == "failed"
