@@ -305,3 +305,37 @@ def test_a_fleet_tick_runs_the_due_policy_and_names_the_broken_state_in_order(tm
     assert isinstance(results[1][1], DrtoolError) and "p1/state/schedule.json" in str(results[1][1])
     assert results[2][1]["jobs"]["backup"]["due"] is True
     assert results[2][1]["jobs"]["backup"]["outcome"] == "failed"
+
+
+# -- status: the PostgreSQL binaries are asked their version once per command ------------------------
+
+
+def fake_tool(folder: Path, name: str, version: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n")
+    (folder / name).chmod(0o755)
+
+
+def test_status_of_a_fleet_asks_pg_restore_its_version_once(tmp_path, monkeypatch):
+    """`status` checks per policy that pg_restore can read the newest backup: 1,000 policies ran
+    `pg_restore --version` (and pg_config twice) 1,000 times, ~30 ms of wall a process (issue 15)."""
+    from drtool import pgtools
+
+    fake_tool(tmp_path / "bin", "pg_restore", "15.3")
+    runs = []
+    real = subprocess.run
+    monkeypatch.setattr(pgtools.subprocess, "run", lambda argv, **kw: runs.append(argv) or real(argv, **kw))
+    tools = [pgtools.find_tool("pg_restore", str(tmp_path / "bin")) for _ in range(20)]
+    assert {(t.path, t.version) for t in tools} == {(str(tmp_path / "bin" / "pg_restore"), "15.3")}
+    assert len(runs) == 1, runs
+
+
+def test_a_pg_restore_replaced_meanwhile_is_asked_again(tmp_path):
+    """`drtool serve` lives across package upgrades: a binary whose file changed is asked anew."""
+    from drtool import pgtools
+
+    fake_tool(tmp_path / "bin", "pg_restore", "15.3")
+    assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "15.3"
+    (tmp_path / "bin" / "pg_restore").unlink()
+    fake_tool(tmp_path / "bin", "pg_restore", "16.10")
+    assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "16.10"
