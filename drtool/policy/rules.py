@@ -100,12 +100,12 @@ class Validator(ShapeChecker):
             if expr is None:
                 continue
             checked = _cron_gaps(expr)
-            if checked == "invalid":
-                self.bad(f"schedule.{job}", f"'{expr}' is not a valid cron expression")
-            elif checked == "never":
-                self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
-            else:
+            if isinstance(checked, tuple):
                 gaps[job] = checked
+            elif checked == "invalid":
+                self.bad(f"schedule.{job}", f"'{expr}' is not a valid cron expression")
+            else:
+                self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
         schedule = Schedule(
             backup=sched.get("backup"),
             base=sched.get("base"),
