@@ -339,3 +339,27 @@ def test_a_pg_restore_replaced_meanwhile_is_asked_again(tmp_path):
     (tmp_path / "bin" / "pg_restore").unlink()
     fake_tool(tmp_path / "bin", "pg_restore", "16.10")
     assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "16.10"
+
+
+@pytest.mark.integration
+def test_threads_opening_one_bucket_at_once_ask_for_it_once(fault_proxy, bucket, monkeypatch):
+    """run reads the fleet's states 8 at a time: each reader opening the bucket made its own
+    HeadBucket (8 for one bucket)."""
+    monkeypatch.setattr(s3mod, "_BUCKETS_SEEN", set())
+    start, failed = threading.Barrier(8), []
+
+    def open_one(i: int) -> None:
+        start.wait()
+        try:
+            spec = StorageTarget(url=f"s3://{bucket}/p{i}", region="us-east-1", endpoint_url=fault_proxy.endpoint)
+            open_store(spec).check_bucket()
+        except Exception as e:  # noqa: BLE001 - shown by the assertion below
+            failed.append(e)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert fault_proxy.count("HEAD", rf"^/{bucket}/?$") == 1, fault_proxy.requests
