@@ -24,7 +24,7 @@ from typing import Any
 from . import catalog, ledger
 from .clock import iso, parse_iso, utcnow
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
-from .records import CheckRecord, Manifest, ManifestInvalid, manifest_to_dict, parse_manifest
+from .records import CheckRecord, Manifest, ManifestInvalid, manifest_from_doc, manifest_to_dict
 from .storage import ObjectInfo, Store
 from .trust import NS_EVIDENCE, SIG_SUFFIX, Signer, Untrusted, Verifier, get_verified, put_signed
 
@@ -282,17 +282,18 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
     """The listing catalog.scan would make, from the index; a backup whose manifest the LIST does
     not show (deleted behind the index's back) is left out."""
     backups = []
+    sizes = {k: o.size for k, o in objects.items()}
     for bid, e in index.backups.items():
         key = catalog.manifest_key(policy, bid)
         if key not in objects:
             continue
         where = f"{store.url}/{key}"
-        try:
-            m = parse_manifest(json.dumps({**e["manifest"], "tables": {}}).encode(), where)
+        try:  # the entry as decoded with the index: no JSON round trip per entry
+            m = manifest_from_doc({**e["manifest"], "tables": {}}, where)
         except ManifestInvalid as err:
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {bid}: {err}") from None
         prefix = catalog.backup_prefix(policy, bid)
-        missing = catalog.missing_objects(store, prefix, m, {k: o.size for k, o in objects.items()})
+        missing = catalog.missing_objects(store, prefix, m, sizes)
         backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"]))
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     unreadable, untrusted, protected = [], [], set()

@@ -159,6 +159,12 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ManifestInvalid(f"{where}: manifest is not valid JSON") from None
+    return manifest_from_doc(doc, where)
+
+
+def manifest_from_doc(doc: Any, where: str) -> Manifest:
+    """parse_manifest of a document already decoded (the catalog index holds them decoded); the
+    Manifest may share its nested dicts (encryption, tool, extra values) with `doc`."""
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise ManifestInvalid(f"{where}: not a drtool manifest")
     return _Reader(doc, where).manifest()

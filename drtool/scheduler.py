@@ -23,11 +23,24 @@ class Due:
     missed: int  # earlier slots since the last one done that no run covered
 
 
+_SLOTS: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]] = {}  # (expr, tz) -> (latest slot, the next)
+_SECOND = dt.timedelta(seconds=1)
+
+
 def latest_slot(expr: str, tz: str, now: dt.datetime) -> dt.datetime:
-    """The most recent scheduled time at or before `now`, in UTC."""
-    local = now.astimezone(ZoneInfo(tz)) + dt.timedelta(seconds=1)  # croniter's prev is strictly before
-    slot: dt.datetime = croniter(expr, local).get_prev(dt.datetime)  # croniter is untyped
-    return slot.astimezone(dt.UTC)
+    """The most recent scheduled time at or before `now`, in UTC: the latest firing before
+    now + 1 s. Remembered per expression until the next firing, so a fleet tick sharing
+    expressions asks croniter once each (~1 ms a call)."""
+    cached = _SLOTS.get((expr, tz))
+    if cached is not None and cached[0] < now + _SECOND <= cached[1]:
+        return cached[0]
+    local = now.astimezone(ZoneInfo(tz)) + _SECOND  # croniter's prev is strictly before
+    found: dt.datetime = croniter(expr, local).get_prev(dt.datetime)  # croniter is untyped
+    slot = found.astimezone(dt.UTC)
+    following = croniter(expr, found).get_next(dt.datetime).astimezone(dt.UTC)
+    if slot < now + _SECOND <= following:  # croniter agrees with itself (not a DST oddity): keep it
+        _SLOTS[(expr, tz)] = (slot, following)
+    return slot
 
 
 def next_times(expr: str, tz: str, after: dt.datetime, n: int = 3) -> list[dt.datetime]:

@@ -235,3 +235,131 @@ def test_name_still_refuses_a_later_file_claiming_the_same_name(tmp_path):
     assert [p.source.name for p in picked.policies] == ["a.toml"]
     [dup] = picked.invalid
     assert dup.source.name == "b.toml" and "is also used by" in dup.problems[0]
+
+
+# -- the idle tick reads the states of the fleet at once --------------------------------------------
+
+
+def idle_fleet(tmp_path: Path, n: int) -> list:
+    """n policies on a folder store whose schedule states say the backup of today's slot is done."""
+    from drtool import clock, ledger, scheduler
+    from drtool.records import ScheduleState
+
+    store, folder = tmp_path / "store", tmp_path / "fleet"
+    store.mkdir(mode=0o700)
+    folder.mkdir()
+    recipient = age.Identity.generate().recipient
+    for i in range(n):
+        (folder / f"p{i}.toml").write_text(f'name = "p{i}"\n[database]\ndsn = "postgresql://u@127.0.0.1:1/db"\n'
+                                           f'[storage]\nurl = "file://{store}"\n[encryption]\n'
+                                           f'recipients = ["{recipient}"]\n{DAILY_AT_MIDNIGHT}')  # fmt: skip
+    policies = load_fleet(folder).policies
+    slot = scheduler.latest_slot("0 0 * * *", "UTC", clock.utcnow())
+    done = ScheduleState({"backup": {"last_slot": clock.iso(slot)}})
+    for p in policies:
+        ledger.write_schedule_state(LocalStore(store), p.name, done)
+    return policies
+
+
+def test_an_idle_tick_reads_the_schedule_states_of_the_fleet_at_once(tmp_path):
+    """An idle tick of 1,000 policies is 1,000 state GETs: one after another they were most of its
+    wall time on S3 (issue 15). Each read here waits (at most 10 s) until another one is under way."""
+    from drtool.app import App, Context
+
+    policies = idle_fleet(tmp_path, 4)
+    active, most, lock, together = [0], [0], threading.Lock(), threading.Event()
+
+    class Watched(LocalStore):
+        def get(self, key, *a, **kw):
+            if key.endswith("/state/schedule.json"):
+                with lock:
+                    active[0] += 1
+                    most[0] = max(most[0], active[0])
+                    if active[0] >= 2:
+                        together.set()
+                together.wait(10)
+                with lock:
+                    active[0] -= 1
+            return super().get(key, *a, **kw)
+
+    app = App(Context(open_store=lambda t: Watched(Path(t.url.removeprefix("file://")))))
+    results = list(app.run_fleet(policies))
+    assert [(p.name, r) for p, r in results] == [(p.name, {"policy": p.name, "jobs": {"backup": {"due": False}}})
+                                                 for p in policies]  # fmt: skip
+    assert most[0] >= 2
+
+
+def test_a_fleet_tick_runs_the_due_policy_and_names_the_broken_state_in_order(tmp_path):
+    """Reading the states at once changes no outcome: an idle policy stays idle, one whose state is
+    malformed fails alone with the object named, and one never run is due (its backup runs and fails
+    here: no database), in the fleet's order."""
+    from drtool.app import App, Context
+    from drtool.errors import DrtoolError
+
+    policies = idle_fleet(tmp_path, 3)
+    (tmp_path / "store" / "p1" / "state" / "schedule.json").write_text("{not json")
+    (tmp_path / "store" / "p2" / "state" / "schedule.json").unlink()
+    results = list(App(Context()).run_fleet(policies))
+    assert [p.name for p, _ in results] == ["p0", "p1", "p2"]
+    assert results[0][1] == {"policy": "p0", "jobs": {"backup": {"due": False}}}
+    assert isinstance(results[1][1], DrtoolError) and "p1/state/schedule.json" in str(results[1][1])
+    assert results[2][1]["jobs"]["backup"]["due"] is True
+    assert results[2][1]["jobs"]["backup"]["outcome"] == "failed"
+
+
+# -- status: the PostgreSQL binaries are asked their version once per command ------------------------
+
+
+def fake_tool(folder: Path, name: str, version: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n")
+    (folder / name).chmod(0o755)
+
+
+def test_status_of_a_fleet_asks_pg_restore_its_version_once(tmp_path, monkeypatch):
+    """`status` checks per policy that pg_restore can read the newest backup: 1,000 policies ran
+    `pg_restore --version` (and pg_config twice) 1,000 times, ~30 ms of wall a process (issue 15)."""
+    from drtool import pgtools
+
+    fake_tool(tmp_path / "bin", "pg_restore", "15.3")
+    runs = []
+    real = subprocess.run
+    monkeypatch.setattr(pgtools.subprocess, "run", lambda argv, **kw: runs.append(argv) or real(argv, **kw))
+    tools = [pgtools.find_tool("pg_restore", str(tmp_path / "bin")) for _ in range(20)]
+    assert {(t.path, t.version) for t in tools} == {(str(tmp_path / "bin" / "pg_restore"), "15.3")}
+    assert len(runs) == 1, runs
+
+
+def test_a_pg_restore_replaced_meanwhile_is_asked_again(tmp_path):
+    """`drtool serve` lives across package upgrades: a binary whose file changed is asked anew."""
+    from drtool import pgtools
+
+    fake_tool(tmp_path / "bin", "pg_restore", "15.3")
+    assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "15.3"
+    (tmp_path / "bin" / "pg_restore").unlink()
+    fake_tool(tmp_path / "bin", "pg_restore", "16.10")
+    assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "16.10"
+
+
+@pytest.mark.integration
+def test_threads_opening_one_bucket_at_once_ask_for_it_once(fault_proxy, bucket, monkeypatch):
+    """run reads the fleet's states 8 at a time: each reader opening the bucket made its own
+    HeadBucket (8 for one bucket)."""
+    monkeypatch.setattr(s3mod, "_BUCKETS_SEEN", set())
+    start, failed = threading.Barrier(8), []
+
+    def open_one(i: int) -> None:
+        start.wait()
+        try:
+            spec = StorageTarget(url=f"s3://{bucket}/p{i}", region="us-east-1", endpoint_url=fault_proxy.endpoint)
+            open_store(spec).check_bucket()
+        except Exception as e:  # noqa: BLE001 - shown by the assertion below
+            failed.append(e)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert fault_proxy.count("HEAD", rf"^/{bucket}/?$") == 1, fault_proxy.requests

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .. import __version__, catalog, clock, health, ledger, metrics, pgtools, postgres, reports, trust
@@ -26,12 +27,21 @@ from .walhealth import wal_health
 class Evidence:
     """What the store says about a policy, read once for status, report and metrics."""
 
-    backups: list[dict[str, Any]]  # manifests, newest first
+    restorable: list[catalog.Backup]  # newest first
     records: list[dict[str, Any]]  # drill records, newest first
     problems: list[str]  # unreadable drill records
     pending: dict[str, dict]  # copies not yet made: target -> {backup_id: ...}
     schedule: ScheduleState
     untrusted: list[str] = field(default_factory=list)  # objects no trusted key signed, ignored as evidence
+
+    @cached_property
+    def backups(self) -> list[dict[str, Any]]:
+        """The manifests, newest first (report, metrics); status needs only `newest`."""
+        return [b.manifest for b in self.restorable]
+
+    @property
+    def newest(self) -> dict[str, Any] | None:
+        return self.restorable[0].manifest if self.restorable else None
 
 
 class EvidenceJobs(UseCase):
@@ -50,7 +60,7 @@ class EvidenceJobs(UseCase):
         listing = indexed.listing if indexed is not None else catalog.scan(store, policy.name, verifier)
         untrusted += [f"{t.reason}; ignored as evidence" for t in listing.untrusted]
         return Evidence(
-            backups=[b.manifest for b in listing.restorable],
+            restorable=listing.restorable,
             records=records,
             problems=problems,
             pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
@@ -97,19 +107,19 @@ class EvidenceJobs(UseCase):
         if ev.untrusted:  # someone who is not a trusted signer wrote to the store: unhealthy until resolved
             components["origin"] = f"{len(ev.untrusted)} untrusted object(s): " + "; ".join(ev.untrusted)
         if policy.identity_file:  # this host is meant to restore and drill: can it?
-            components["restore"] = self._restore_readiness(policy, ev.backups[0] if ev.backups else None)
+            components["restore"] = self._restore_readiness(policy, ev.newest)
         ran = health.drills_that_ran(ev.records)
         result = health.evaluate(
             now=clock.utcnow(),
             rpo=policy.rpo,
-            newest_recovery_point=clock.parse_iso(ev.backups[0]["recovery_point"]) if ev.backups else None,
+            newest_recovery_point=ev.restorable[0].recovery_point if ev.restorable else None,
             last_drill=ran[0] if ran else None,
             last_attempt=ev.records[0] if ev.records else None,
             copies_pending={c.name: len(ev.pending.get(c.name, {})) for c in policy.copies},
             schedule_state=ev.schedule,
             components=components,
         )
-        result["backups"] = len(ev.backups)
+        result["backups"] = len(ev.restorable)
         if policy.pitr.enabled:
             self._wal_status(policy, store, ev, result)
         return result, ev

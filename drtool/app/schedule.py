@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import catalog, catalog_index, clock, ledger, locks, retention, scheduler
@@ -37,16 +37,15 @@ class ScheduleJobs(UseCase):
         dry_run: bool = False,
         now: Callable[[], Any] = clock.utcnow,
         only: frozenset[str] | None = None,
+        found_due: bool = False,
     ) -> dict[str, Any]:
         """Do whatever `[schedule]` says is due for this policy, each job at most once per slot.
         The schedule state lives in the store, read and written under the policy lock, so any
         host can run this and two concurrent runs do each slot once. `only` limits the jobs
-        (backup, prune, drill) so they can be split across hosts; pending copies go with backup."""
-        jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
-        if only is not None:
-            jobs = {j: e for j, e in jobs.items() if j in only}
+        (backup, prune, drill) so they can be split across hosts; pending copies go with backup.
+        `found_due`: the caller has just read the state without the lock and found something due."""
+        jobs, copies = _jobs_of(policy, only)
         result: dict[str, Any] = {"policy": policy.name, "jobs": {}}
-        copies = bool(policy.copies) and (only is None or "backup" in only)
         if not jobs and not copies:
             result["note"] = "no [schedule] entries: nothing to run"
             return result
@@ -69,9 +68,8 @@ class ScheduleJobs(UseCase):
                 if manual:
                     result["jobs"][job]["counted_backup"] = manual["backup_id"]
             return result
-        if not self._anything_due(policy, store, jobs, now, copies):  # an idle tick takes no lock and writes nothing
-            result["jobs"] = {job: {"due": False} for job in jobs}
-            return result
+        if not found_due and not self._anything_due(policy, store, jobs, now, copies):
+            return _idle(policy, jobs)  # an idle tick takes no lock and writes nothing
         try:
             with self.ctx.locked(policy, store, "run"):
                 self._run_due(policy, store, jobs, now, result, copies)
@@ -94,16 +92,19 @@ class ScheduleJobs(UseCase):
     ) -> Iterator[tuple[Policy, dict[str, Any] | DrtoolError]]:
         """run() for each policy, up to `jobs` at once, yielding (policy, result or the DrtoolError
         it failed with) in the policies' order. Each policy is still done under its own lock, so
-        several processes or hosts running the same folder share the work."""
+        several processes or hosts running the same folder share the work. What is due is first
+        read for all policies at once (_decide_all); only the due ones run."""
+        decided = self._decide_all(policies, only, jobs) if not dry_run else [None] * len(policies)
         if jobs <= 1 or len(policies) <= 1:
-            for p in policies:
-                yield p, self._run_or_error(p, dry_run, only)
+            for p, d in zip(policies, decided, strict=True):
+                yield p, self._run_or_error(p, dry_run, only, d) if d is None or d is _DUE else d
             return
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="run")
-        futures = [pool.submit(self._run_or_error, p, dry_run, only) for p in policies]
+        futures = [pool.submit(self._run_or_error, p, dry_run, only, d) if d is None or d is _DUE else d
+                   for p, d in zip(policies, decided, strict=True)]  # fmt: skip
         try:
             for p, f in zip(policies, futures, strict=True):
-                yield p, f.result()
+                yield p, f.result() if isinstance(f, Future) else f
         except BaseException:  # Ctrl-C, SIGTERM: start nothing new, and unwind the running jobs too
             pool.shutdown(wait=False, cancel_futures=True)
             _interrupt(pool)
@@ -111,11 +112,32 @@ class ScheduleJobs(UseCase):
         finally:
             pool.shutdown(wait=True)
 
-    def _run_or_error(self, policy: Policy, dry_run: bool, only: frozenset[str] | None) -> dict[str, Any] | DrtoolError:
+    def _run_or_error(self, policy: Policy, dry_run: bool, only: frozenset[str] | None,
+                      decided: object = None) -> dict[str, Any] | DrtoolError:  # fmt: skip
         try:
-            return self.run(policy, dry_run=dry_run, only=only)
+            return self.run(policy, dry_run=dry_run, only=only, found_due=decided is _DUE)
         except DrtoolError as e:
             return e
+
+    def _decide_all(self, policies: list[Policy], only: frozenset[str] | None, jobs: int) -> list[Any]:
+        """For each policy: its result when nothing is due, _DUE, or the DrtoolError reading its
+        state failed with; the states read without the lock, up to _STATE_READERS (or `jobs`) at a
+        time: an idle tick of 1,000 policies is 1,000 GETs, and one after another that is most of its
+        wall time. Locking and running what is due stays with run()."""
+        if len(policies) <= 1:
+            return [None] * len(policies)
+        with ThreadPoolExecutor(max_workers=max(jobs, _STATE_READERS), thread_name_prefix="state") as pool:
+            return list(pool.map(lambda p: self._decide(p, only), policies))
+
+    def _decide(self, policy: Policy, only: frozenset[str] | None) -> Any:
+        jobs, copies = _jobs_of(policy, only)
+        if not jobs and not copies:
+            return None  # run() says so, without a request
+        try:
+            due = self._anything_due(policy, self.ctx.store(policy), jobs, clock.utcnow, copies)
+        except DrtoolError as e:
+            return e
+        return _DUE if due else _idle(policy, jobs)
 
     def _run_due(self, policy: Policy, store: Store, jobs: dict[str, str], now, result: dict,
                  copies: bool = True) -> None:  # fmt: skip
@@ -409,6 +431,22 @@ class ScheduleJobs(UseCase):
             return clock.parse_iso(holder["since"]).replace(microsecond=0)
         except (KeyError, TypeError, ValueError):
             return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
+
+
+_STATE_READERS = 8  # schedule states read at once by an idle tick
+_DUE = object()  # _decide_all: something is due, run() takes the lock
+
+
+def _jobs_of(policy: Policy, only: frozenset[str] | None) -> tuple[dict[str, str], bool]:
+    """The scheduled jobs ({job: cron}) `only` leaves, and whether pending copies go with them."""
+    jobs = {j: getattr(policy.schedule, j) for j in scheduler.JOBS if getattr(policy.schedule, j)}
+    if only is not None:
+        jobs = {j: e for j, e in jobs.items() if j in only}
+    return jobs, bool(policy.copies) and (only is None or "backup" in only)
+
+
+def _idle(policy: Policy, jobs: dict[str, str]) -> dict[str, Any]:
+    return {"policy": policy.name, "jobs": {job: {"due": False} for job in jobs}}
 
 
 def _evidence_row(t: catalog.UntrustedBackup) -> dict[str, Any]:

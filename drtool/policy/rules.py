@@ -3,14 +3,18 @@ or warned about (docs/policy.md). Shape and types are checked first (shape.py)."
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import itertools
 import re
 import zoneinfo
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from croniter import croniter
-from croniter.croniter import CroniterBadDateError
+from croniter.croniter import CroniterBadDateError, CroniterError
 
 from .. import bech32
 from ..crypto import sshsig
@@ -95,12 +99,12 @@ class Validator(ShapeChecker):
             expr = sched.get(job)
             if expr is None:
                 continue
-            if not croniter.is_valid(expr):
+            checked = _cron_gaps(expr)
+            if isinstance(checked, tuple):
+                gaps[job] = checked
+            elif checked == "invalid":
                 self.bad(f"schedule.{job}", f"'{expr}' is not a valid cron expression")
-                continue
-            try:
-                gaps[job] = _gaps(expr)
-            except CroniterBadDateError:
+            else:
                 self.bad(f"schedule.{job}", f"'{expr}' never fires (no such date)")
         schedule = Schedule(
             backup=sched.get("backup"),
@@ -350,12 +354,41 @@ def _valid_recipient(text: str) -> bool:
     return hrp == "age" and len(data) == 32 and text == text.lower()
 
 
-def _gaps(expr: str) -> tuple[int, int]:
-    """(smallest, largest) interval in seconds between consecutive firings over ~60 firings.
-    CroniterBadDateError when the expression never fires (e.g. 30 February)."""
-    import datetime as dt
+@functools.lru_cache(maxsize=4096)
+def _cron_gaps(expr: str) -> tuple[int, int] | str:
+    """_gaps(expr), or "invalid" (not a cron expression) or "never" (no such date). Cached: a
+    fleet's policies repeat a few expressions, and every command validates every policy it loads."""
+    try:
+        fields, nth = croniter.expand(expr)
+    except CroniterError:
+        return "invalid"
+    try:
+        return _gaps(expr, fields, nth)
+    except CroniterBadDateError:
+        return "never"
 
-    it = croniter(expr, dt.datetime(2026, 1, 1))
-    times = [it.get_next(dt.datetime) for _ in range(60)]
-    spans = [int((b - a).total_seconds()) for a, b in zip(times, times[1:], strict=False)]
+
+def _gaps(expr: str, fields: list, nth: dict) -> tuple[int, int]:
+    """(smallest, largest) interval in seconds between consecutive firings over ~60 firings.
+    CroniterBadDateError when the expression never fires (e.g. 30 February). An expression firing
+    every day alike (minutes and hours only) is counted from its expanded fields: the same 60
+    firings as croniter's, at a fraction of the cost (croniter steps ~5 datetimes per firing)."""
+    if len(fields) == 5 and not nth and all(f == ["*"] for f in fields[2:]):
+        times = list(itertools.islice(_daily_firings(fields[0], fields[1]), 60))
+    else:
+        it = croniter(expr, dt.datetime(2026, 1, 1))
+        firings = [it.get_next(dt.datetime) for _ in range(60)]
+        times = [int((t - firings[0]).total_seconds()) for t in firings]  # naive: no DST, no local time
+    spans = [b - a for a, b in zip(times, times[1:], strict=False)]
     return min(spans), max(spans)
+
+
+def _daily_firings(minutes: list, hours: list) -> Iterator[int]:
+    """Seconds after a midnight of the firings strictly after it, day after day."""
+    ms = range(60) if minutes == ["*"] else sorted({int(m) for m in minutes})
+    hs = range(24) if hours == ["*"] else sorted({int(h) for h in hours})
+    day = [h * 3600 + m * 60 for h in hs for m in ms]
+    for d in itertools.count():
+        for t in day:
+            if d or t:
+                yield d * 86400 + t

@@ -85,6 +85,7 @@ _CLIENTS_LOCK = threading.Lock()
 POOL_CONNECTIONS = 4 * (IN_FLIGHT + 4)
 # Buckets this process has already opened (endpoint, bucket): one HeadBucket per bucket, not per policy.
 _BUCKETS_SEEN: set[tuple[str | None, str]] = set()
+_BUCKETS_LOCK = threading.Lock()
 _LOCK_STATUS: dict[tuple[str | None, str], tuple[bool, str]] = {}
 
 
@@ -526,16 +527,19 @@ class S3Store:
         """NotFound unless the bucket exists; once it was found, not asked again in this process."""
         if (self.endpoint, self.bucket) in _BUCKETS_SEEN:
             return
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except bx.ClientError as e:
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404:
-                raise NotFound(f"{self.url}: bucket '{self.bucket}' does not exist") from None
-            raise self._fail("open bucket", None, e) from None
-        except _BOTO as e:
-            raise self._fail("open bucket", None, e) from None
-        _BUCKETS_SEEN.add((self.endpoint, self.bucket))
+        with _BUCKETS_LOCK:  # threads opening the bucket at once (run's state readers) ask once
+            if (self.endpoint, self.bucket) in _BUCKETS_SEEN:
+                return
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except bx.ClientError as e:
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 404:
+                    raise NotFound(f"{self.url}: bucket '{self.bucket}' does not exist") from None
+                raise self._fail("open bucket", None, e) from None
+            except _BOTO as e:
+                raise self._fail("open bucket", None, e) from None
+            _BUCKETS_SEEN.add((self.endpoint, self.bucket))
 
 
 def _total_size(r: dict) -> int | None:
