@@ -81,33 +81,14 @@ def _output(program: Path, arg: str) -> str | None:
     return out
 
 
-# (name, bin_dir, PATH) -> the tool found and the identity of its file: `run` backs up a fleet in
-# one process, and two spawns (pg_config, pg_dump --version) per backup were a measurable share
-_FOUND: dict[tuple[str, str | None, str | None], tuple[Tool, tuple[int, int, int]]] = {}
-
-
-def _file_id(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def find_tool(name: str, bin_dir: str | None = None) -> Tool:
-    """pg_dump/pg_restore from bin_dir, else `pg_config --bindir`, else PATH. Found once per
-    process; asked again when the file found was replaced (a package upgrade)."""
-    key = (name, bin_dir, os.environ.get("PATH"))
-    known = _FOUND.get(key)
-    if known is not None and _file_id(known[0].path) == known[1]:
-        return known[0]
+    """pg_dump/pg_restore from bin_dir, else `pg_config --bindir`, else PATH. The processes asked
+    (`pg_config --bindir`, `<tool> --version`) run once per process while their files are unchanged
+    (_output): `run` backs up a fleet in one process, and `serve` sees a package upgrade."""
     for folder in _bin_dirs(name, bin_dir):
         m = _version(folder / name)
         if m:
-            tool = Tool(str(folder / name), f"{m.group(1)}.{m.group(2) or 0}")
-            if (fid := _file_id(tool.path)) is not None:
-                _FOUND[key] = (tool, fid)
-            return tool
+            return Tool(str(folder / name), f"{m.group(1)}.{m.group(2) or 0}")
     where = bin_dir or "pg_config --bindir or PATH"
     raise UsageError(f"{name} not found in {where} (install the PostgreSQL client, or set backup.pg_bin_dir)")
 

@@ -7,13 +7,10 @@ Requests are counted by tests/faultproxy.py in pass-through mode."""
 from __future__ import annotations
 
 import json
-import stat
 from urllib.parse import unquote
 
 import pytest
 from helpers import make_setup, run_cli
-
-from drtool import pgtools
 
 DAILY = '[schedule]\nbackup = "0 0 * * *"\n[retention]\nkeep_last = 5\n'
 
@@ -75,24 +72,6 @@ def test_a_drill_record_added_behind_the_index_keeps_it_stale_across_a_later_com
     assert r.code == 0, r.err
     # the commit did not stamp the changed folder as summarised: readers still see it changed
     assert "catalog index is stale" in r.err and f"{name}/drills/" in r.err
-
-
-def test_pg_dump_is_found_once_per_process_and_again_when_its_file_is_replaced(tmp_path):
-    calls = tmp_path / "calls"
-    tool = tmp_path / "pg_dump"
-
-    def install(version: str) -> None:
-        tool.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'pg_dump (PostgreSQL) {version}'\n")
-        tool.chmod(stat.S_IRWXU)
-
-    install("15.4")
-    first = pgtools.find_tool("pg_dump", str(tmp_path))
-    assert pgtools.find_tool("pg_dump", str(tmp_path)) == first
-    assert calls.read_text().count("x") == 1  # asked once
-    tool.unlink()
-    install("16.1")  # a package upgrade replaces the file
-    assert pgtools.find_tool("pg_dump", str(tmp_path)).version == "16.1"
-    assert calls.read_text().count("x") == 2
 
 
 def test_a_signed_fleet_keeps_a_usable_index_across_backups(pg, tmp_path):
