@@ -58,6 +58,19 @@ def _lock_body(store, name: str) -> dict:
     return json.loads(get_bytes(store, locks.lock_key(name)))
 
 
+def _taken_lock(store, name: str, proc: subprocess.Popen) -> dict:
+    """The job's lock once it holds it: pg_basebackup starts before the lock is taken (its checkpoint
+    overlaps opening the store), so the gate can be reached first."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return _lock_body(store, name)
+        except NotFound:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the base backup never took its lock"
+            time.sleep(0.1)
+
+
 def _listed(c) -> list[str]:
     r = c.cli("list", "-p", str(c.policy), "--json")
     assert r.code == 0, r.err
@@ -84,7 +97,7 @@ def test_a_base_backup_renews_its_lock_past_its_first_lease_and_a_second_job_is_
     proc = _start_base_backup(c, policy)
     try:
         gate.wait_reached(proc)
-        first = _lock_body(store, c.policy_name)
+        first = _taken_lock(store, c.policy_name, proc)
         assert first["job"] == "base"
         _past(first["expires"])  # the first lease ran out while pg_basebackup was held
         now = _lock_body(store, c.policy_name)
@@ -112,7 +125,7 @@ def test_a_base_backup_whose_lease_ran_out_and_was_taken_by_another_host_commits
     proc = _start_base_backup(c, policy)
     try:
         gate.wait_reached(proc)
-        first = _lock_body(store, c.policy_name)
+        first = _taken_lock(store, c.policy_name, proc)
         fault_proxy.add("PUT", r"locks/policy\.lock", "error", status=503)  # its renewals fail from now on
         _past(first["expires"])
         assert _lock_body(store, c.policy_name)["expires"] == first["expires"]  # not renewed: the lease is over
