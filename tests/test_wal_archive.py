@@ -62,20 +62,6 @@ def test_a_name_postgres_would_never_archive_is_refused_with_exit_1(pitr, bad, t
 
 # -- the thin entry point ---------------------------------------------------------------------------
 
-THIN = r"""
-import sys, time
-sys.argv = ["drtool", "wal", "push", "--policy", sys.argv[1], "pg_wal/000000010000000000000007"]
-from drtool import entry
-import os
-real_exit = os._exit
-def report(code):
-    heavy = [m for m in ("click", "boto3", "botocore", "cryptography", "zstandard", "psycopg") if m in sys.modules]
-    print(code, ",".join(heavy) or "-", flush=True)
-    real_exit(code)
-os._exit = report
-entry.main()
-"""
-
 
 def thin_policy(tmp_path, ack_timeout: str = "60s"):
     """A policy whose pitr.pgdata is tmp_path/pgdata: the pushes below run there, as PostgreSQL runs them."""
@@ -88,15 +74,7 @@ def thin_policy(tmp_path, ack_timeout: str = "60s"):
     return policy, spool
 
 
-def test_wal_push_of_an_acknowledged_segment_imports_only_the_standard_library(tmp_path):
-    policy, spool = thin_policy(tmp_path)
-    (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True, check=True,
-                       cwd=tmp_path / "pgdata")  # fmt: skip
-    assert r.stdout.split() == ["0", "-"], r.stderr
-
-
-ACK_PATH = r"""
+THIN = r"""
 import sys
 before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
 sys.argv = ["drtool", "wal", "push", "--policy", sys.argv[1], "pg_wal/000000010000000000000007"]
@@ -104,7 +82,8 @@ from drtool import entry
 import os
 real_exit = os._exit
 def report(code):
-    slow = ("tomllib", "pathlib", "uuid", "re", "typing", "enum", "contextlib", "signal", "click", "boto3")
+    slow = ("tomllib", "pathlib", "uuid", "re", "typing", "enum", "contextlib", "signal", "click", "boto3",
+            "botocore", "cryptography", "zstandard", "psycopg")
     print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
     real_exit(code)
 os._exit = report
@@ -116,7 +95,7 @@ def test_wal_push_of_an_acknowledged_segment_imports_no_tomllib_pathlib_uuid_or_
     """Each import costs milliseconds on every WAL file PostgreSQL archives (issue 12: <= 20 ms)."""
     policy, spool = thin_policy(tmp_path)
     (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True, check=True,
+    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True, check=True,
                        cwd=tmp_path / "pgdata")  # fmt: skip
     assert r.stdout.split() == ["0", "-"], r.stderr
 
@@ -126,7 +105,7 @@ def test_wal_push_takes_a_relative_spool_dir_from_the_policy_files_folder(tmp_pa
     policy, spool = thin_policy(tmp_path)
     policy.write_text(policy.read_text().replace(f'spool_dir = "{spool}"', 'spool_dir = "spool"'))
     (spool / "ack" / "000000010000000000000007.ok").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-c", ACK_PATH, str(policy)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", THIN, str(policy)], capture_output=True, text=True,
                        cwd=tmp_path / "pgdata")  # fmt: skip
     assert r.stdout.split() == ["0", "-"], r.stderr
 

@@ -20,13 +20,15 @@ SEG = 16 * 1024 * 1024
 
 THIN = r"""
 import sys
+before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
 sys.argv = ["drtool", "wal", "fetch", "--policy", sys.argv[1], "--spool", sys.argv[2], sys.argv[3], sys.argv[4]]
 from drtool import entry
 import os
 real_exit = os._exit
 def report(code):
-    heavy = [m for m in ("click", "boto3", "botocore", "cryptography", "zstandard", "psycopg") if m in sys.modules]
-    print(code, ",".join(heavy) or "-", flush=True)
+    slow = ("pathlib", "uuid", "re", "enum", "contextlib", "typing", "tomllib", "click", "boto3", "botocore",
+            "cryptography", "zstandard", "psycopg")
+    print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
     real_exit(code)
 os._exit = report
 entry.main()
@@ -40,7 +42,8 @@ def _hold_reader_lock(ahead: Path) -> int:
     return fd
 
 
-def test_a_segment_read_ahead_is_served_by_a_rename_importing_only_the_standard_library(tmp_path):
+def test_a_segment_read_ahead_is_served_by_a_rename_without_importing_pathlib_uuid_or_re(tmp_path):
+    """restore_command runs once per segment while recovery waits: each import costs every segment."""
     spool = tmp_path / "spool"
     ahead = spool / "fetch"
     ahead.mkdir(parents=True)
@@ -89,40 +92,6 @@ def _spool(tmp_path: Path) -> Path:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-FETCH_PATH = r"""
-import sys
-before = set(sys.modules)  # what the interpreter's start (site, an editable install's finder) loaded
-sys.argv = ["drtool", "wal", "fetch", "--policy", sys.argv[1], "--spool", sys.argv[2], sys.argv[3], sys.argv[4]]
-from drtool import entry
-import os
-real_exit = os._exit
-def report(code):
-    slow = ("pathlib", "uuid", "re", "enum", "contextlib", "typing", "tomllib", "click", "boto3")
-    print(code, ",".join(m for m in slow if m in sys.modules and m not in before) or "-", flush=True)
-    real_exit(code)
-os._exit = report
-entry.main()
-"""
-
-
-def test_a_segment_read_ahead_is_served_without_importing_pathlib_uuid_or_re(tmp_path):
-    """restore_command runs once per segment while recovery waits: each import costs every segment."""
-    ahead = tmp_path / "spool" / "fetch"
-    ahead.mkdir(parents=True)
-    name = "000000010000000000000007"
-    (ahead / name).write_bytes(b"w" * 4096)
-    lock = _hold_reader_lock(ahead)
-    try:
-        dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
-        dest.parent.mkdir()
-        r = subprocess.run([sys.executable, "-c", FETCH_PATH, str(tmp_path / "p.toml"), str(ahead.parent), name,
-                            str(dest)], capture_output=True, text=True, check=True)  # fmt: skip
-    finally:
-        os.close(lock)
-    assert r.stdout.split() == ["0", "-"], r.stderr
-    assert dest.read_bytes() == b"w" * 4096
 
 
 def test_one_read_ahead_process_downloads_the_next_segments_and_they_are_served_with_the_store_down(
