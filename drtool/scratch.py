@@ -111,12 +111,12 @@ def reap_stale(root: Path) -> list[str]:
             pid = int(owner.read_text().strip())
         except (OSError, ValueError):
             continue  # not ours, or still being created
-        if _alive(pid):
+        if pid_alive(pid):
             continue
         pm = d / "data" / "postmaster.pid"
         try:
             pm_pid = int(pm.read_text().splitlines()[0])
-            if _alive(pm_pid):
+            if pid_alive(pm_pid):
                 os.kill(pm_pid, signal.SIGQUIT)
                 _wait_gone(pm_pid, 10)
         except (OSError, ValueError, IndexError):
@@ -126,7 +126,8 @@ def reap_stale(root: Path) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +139,7 @@ def _alive(pid: int) -> bool:
 
 def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
 
 

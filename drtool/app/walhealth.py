@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import clock, postgres
+from .. import clock, postgres, scratch
 from ..errors import DrtoolError
 from ..policy import Policy
 from ..storage import Store
@@ -74,10 +74,4 @@ def _daemon_alive(policy: Policy) -> bool | None:
         pid = int(json.loads((Path(policy.pitr.spool_dir) / "status.json").read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return scratch.pid_alive(pid)
