@@ -75,3 +75,17 @@ def test_report_over_a_physical_drill_and_a_wal_gap_shows_the_window_the_gap_as_
     assert c.cli("report", "-p", str(c.policy), *period, "--format", "md", "-o", str(md)).code == 0
     text = md.read_text()
     assert "### Point-in-time recovery" in text and f"WAL gap: {names[1]}" in text and "(PITR)" in text
+
+
+def test_the_worst_interval_starts_at_a_segments_end_even_when_the_listing_rounds_its_upload_down():
+    # S3 listings give whole seconds: a segment whose content ended at 13:09:19.067 shows as
+    # uploaded at 13:09:19. Its `end` is the exact start of the loss (the window's `restorable_until`
+    # says the same); an `end` a second or more past the upload is a skewed clock and is not used.
+    from drtool.app.walview import refined
+    from drtool.objectives import Point
+
+    listed = Point("000000010000000000000003", _parse("2026-11-30T13:09:19Z"), _parse("2026-11-30T13:09:20Z"))
+    assert refined(listed, "2026-11-30T13:09:19.067197Z").recovery_point == _parse("2026-11-30T13:09:19.067197Z")
+    assert refined(listed, "2026-11-30T13:09:12.5Z").recovery_point == _parse("2026-11-30T13:09:12.5Z")
+    assert refined(listed, "2026-11-30T13:09:20Z") == listed
+    assert refined(listed, None) == listed

@@ -5,6 +5,7 @@ when the identity is at hand, and prune then deletes only what is older than eve
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -262,6 +263,7 @@ def prune_wal(store: Store, policy: str, kept: Sequence[tuple[str, dict[str, Any
 
 # -- what the report asks: restorable points over time ---------------------------------------------
 
+LISTING_PRECISION = dt.timedelta(seconds=1)  # object listings' modified times are whole seconds
 REFINE_STATS = 8  # `end` metadata read for at most this many segments per report section
 
 COVERAGE_BOUND = (
@@ -298,9 +300,7 @@ def coverage(store: Store, policy: str, manifests: Sequence[dict[str, Any]], *, 
         if name is None or not walnames.SEGMENT.match(name) or name in exact:
             break
         exact.add(name)
-        end = end_time(store, archive, walnames.parse_segment(name, size))
-        if end is not None and clock.parse_iso(end) < points[name].recovery_point:
-            points[name] = objectives.Point(name, clock.parse_iso(end), points[name].completed_at)
+        points[name] = refined(points[name], end_time(store, archive, walnames.parse_segment(name, size)))
     worst = _worst(points, since, until)
     return {
         "window": win,
@@ -308,6 +308,16 @@ def coverage(store: Store, policy: str, manifests: Sequence[dict[str, Any]], *, 
         "worst_exact": worst is not None and worst.after_backup in exact,
         "bound": COVERAGE_BOUND,
     }
+
+
+def refined(point: objectives.Point, end: str | None) -> objectives.Point:
+    """A segment's point moved back to its `end` metadata (when its content was complete), unless
+    that is later than the listing's upload time allows. Listings give whole seconds (S3's
+    LastModified), so a segment completed at .067 s may show as uploaded up to a second before
+    its `end`: that `end` is still the exact one. A later `end` (a skewed clock) is not trusted."""
+    if end is None or clock.parse_iso(end) >= point.recovery_point + LISTING_PRECISION:
+        return point
+    return objectives.Point(point.backup_id, clock.parse_iso(end), point.completed_at)
 
 
 def _points(archive: Archive, mine: Sequence[dict[str, Any]]) -> dict[str, objectives.Point]:
