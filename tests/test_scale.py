@@ -363,3 +363,112 @@ def test_threads_opening_one_bucket_at_once_ask_for_it_once(fault_proxy, bucket,
         t.join()
     assert failed == []
     assert fault_proxy.count("HEAD", rf"^/{bucket}/?$") == 1, fault_proxy.requests
+
+
+# -- list, status and report read several policies at once -----------------------------------------
+
+
+def _overlapping_store(watched_suffix: str):
+    """A folder store whose reads of `watched_suffix` each wait (at most 10 s) until a second one is
+    under way: the most reads under way at once is recorded."""
+    active, most, lock, together = [0], [0], threading.Lock(), threading.Event()
+
+    class Watched(LocalStore):
+        def _watch(self, key: str) -> None:
+            if key.endswith(watched_suffix):
+                with lock:
+                    active[0] += 1
+                    most[0] = max(most[0], active[0])
+                    if active[0] >= 2:
+                        together.set()
+                together.wait(10)
+                with lock:
+                    active[0] -= 1
+
+        def get(self, key, *a, **kw):
+            self._watch(key)
+            return super().get(key, *a, **kw)
+
+        def list_objects(self, prefix, *a, **kw):
+            self._watch(prefix)
+            return super().list_objects(prefix, *a, **kw)
+
+    return Watched, most
+
+
+@pytest.mark.parametrize("command", ["status", "list", "report", "metrics"])
+def test_fleet_reads_work_on_several_policies_at_once_and_answer_in_the_fleets_order(tmp_path, command):
+    """status, list, report and the metrics file made 4-5 requests per policy one policy after
+    another: at 1,000 policies on S3, 21-37 s mostly waiting on the store (issue 15)."""
+    import datetime as dt
+
+    from drtool.app import App, Context
+    from drtool.app.fleet import fleet_status
+
+    policies = idle_fleet(tmp_path, 5)
+    watched, most = _overlapping_store("/state/schedule.json" if command != "list" else "/backups/")
+    app = App(Context(open_store=lambda t: watched(Path(t.url.removeprefix("file://")))))
+    end = dt.datetime.now(dt.UTC)
+    if command == "status":
+        names = list(fleet_status(app.evidence, policies)["policies"])
+    elif command == "list":
+        names = [p.name for p, (rows, window) in zip(policies, app.list_fleet(policies), strict=True)
+                 if rows == [] and window is None]  # fmt: skip
+    elif command == "report":
+        names = [s["policy"] for s in app.report_sections(policies, start=end - dt.timedelta(days=1), end=end)]
+    else:
+        names = [r["policy"] for r in app.metrics_rows(policies)]
+    assert names == [p.name for p in policies]
+    assert most[0] >= 2
+
+
+def test_policies_sharing_a_database_connect_to_it_once_per_status(tmp_path):
+    """status probes each policy's database: a fleet of 1,000 policies on one server made 1,000
+    connections (a SCRAM exchange each) to give 1,000 times the same answer."""
+    from drtool.app.evidence import DatabaseProbe
+
+    policies = idle_fleet(tmp_path, 6)
+    other = type(policies[0])(**{**vars(policies[0]), "dsn": "postgresql://u@127.0.0.1:2/db"})
+    asked, lock, gate = [], threading.Lock(), threading.Event()
+
+    def connect(policy) -> str:
+        with lock:
+            asked.append(policy.dsn)
+        gate.wait(10)  # the other threads ask meanwhile: they wait for this answer, not connect again
+        return f"unreachable: {policy.dsn}"
+
+    probe = DatabaseProbe(connect)
+    threads = [threading.Thread(target=probe, args=(p,)) for p in [*policies, other]]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert sorted(asked) == sorted({policies[0].dsn, other.dsn})
+    assert probe(policies[3]) == f"unreachable: {policies[0].dsn}" and probe(other) == f"unreachable: {other.dsn}"
+
+
+@pytest.mark.integration
+def test_status_of_a_fleet_on_one_database_connects_once(pg, tmp_path, store_toml):
+    s = make_setup(pg, tmp_path, store_toml, extra_toml=DAILY_AT_MIDNIGHT)
+    folder = tmp_path / "fleet"
+    fleet_of(s, folder, 4)
+    sessions = f"SELECT sessions FROM pg_stat_database WHERE datname = '{s.db}'"
+    before = int(pg.psql(sessions, db="postgres").strip())
+    r = s.cli("status", "-p", str(folder), "--json")
+    assert "Traceback" not in r.err and len(r.json["policies"]) == 4
+    assert {p["components"]["database"] for p in r.json["policies"].values()} == {"ok"}
+    after = int(pg.psql(sessions, db="postgres").strip())
+    assert after - before == 1
+
+
+@pytest.mark.integration
+def test_status_and_list_of_a_policy_without_copy_targets_read_no_copy_state(pg, tmp_path, proxied_s3_toml,
+                                                                             fault_proxy):  # fmt: skip
+    s = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml=DAILY_AT_MIDNIGHT)
+    assert s.cli("backup", "-p", str(s.policy)).code == 0
+    fault_proxy.requests.clear()
+    assert [p["backups"] for p in s.cli("status", "-p", str(s.policy), "--json").json["policies"].values()] == [1]
+    assert len(s.cli("list", "-p", str(s.policy), "--json").json["backups"]) == 1
+    assert fault_proxy.count("*", r"/state/copies\.json") == 0, fault_proxy.requests
+    assert fault_proxy.count("GET", r"/state/schedule\.json") == 1  # the status read its other state

@@ -47,6 +47,7 @@ class App:
         self.backup_physical = self.physical.backup_physical
         self.list_backups = self.restores.list_backups
         self.restorable_window = self.restores.restorable_window
+        self.list_fleet = self.restores.list_fleet
         self.restore = self.restores.restore
         self.restore_physical = self.physical.restore_physical
         self.wal_fetch = self.physical.wal_fetch

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,7 +18,7 @@ from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, Pr
 from ..policy import InvalidPolicy, Policy, StorageTarget
 from ..records import ScheduleState
 from ..storage import Store, put_bytes
-from . import walview
+from . import fanout, walview
 from .base import _check_region
 from .context import UseCase
 from .outcome import Outcome
@@ -44,6 +46,32 @@ class Evidence:
         return self.restorable[0].manifest if self.restorable else None
 
 
+class DatabaseProbe:
+    """A memo of database reachability for one fleet-wide command: policies with the same DSN
+    and password variable share one connection attempt (the first thread to ask makes it)."""
+
+    def __init__(self, probe: Callable[[Policy], str]) -> None:
+        self._probe = probe
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, str | None], Future[str]] = {}
+
+    def __call__(self, policy: Policy) -> str:
+        key = (policy.dsn, policy.password_env)
+        with self._lock:
+            answer = self._answers.get(key)
+            mine = answer is None
+            if mine:
+                answer = self._answers[key] = Future()
+        assert answer is not None
+        if mine:
+            try:
+                answer.set_result(self._probe(policy))
+            except BaseException as e:  # the threads waiting on it get it too, rather than waiting forever
+                answer.set_exception(e)
+                raise
+        return answer.result()
+
+
 class EvidenceJobs(UseCase):
     # -- status and reports ------------------------------------------------------------------------
     def _evidence(self, policy: Policy, store: Store, *, all_drills: bool = True) -> Evidence:
@@ -63,23 +91,35 @@ class EvidenceJobs(UseCase):
             restorable=listing.restorable,
             records=records,
             problems=problems,
-            pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending,
+            # status shows the pending copies of the policy's targets only: none, nothing to read
+            pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending
+            if all_drills or policy.copies
+            else {},
             schedule=ledger.read_schedule_state(store, policy.name, verifier, untrusted.append),
             untrusted=untrusted,
         )
 
-    def status(self, policy: Policy) -> dict[str, Any]:
-        """Health of one policy from the store's evidence plus live probes of its components."""
-        return self._status(policy, all_drills=False)[0]
+    def status(self, policy: Policy, probe: DatabaseProbe | None = None) -> dict[str, Any]:
+        """Health of one policy from the store's evidence plus live probes of its components
+        (`probe`: a fleet's database_probe(), so policies sharing a database connect once)."""
+        return self._status(policy, all_drills=False, probe=probe)[0]
 
-    def _status(self, policy: Policy, *, all_drills: bool = True) -> tuple[dict[str, Any], Evidence | None]:
-        components: dict[str, str] = {}
+    def database_probe(self) -> DatabaseProbe:
+        """policy -> "ok" or "unreachable: why", connecting once per distinct DSN and password
+        variable however many policies share them (and however many threads ask at once)."""
+        return DatabaseProbe(self._probe_database)
+
+    def _probe_database(self, policy: Policy) -> str:
         try:
             with postgres.connect(self.ctx.source(policy), timeout=5) as conn:
                 conn.execute("SELECT 1")
-            components["database"] = "ok"
+            return "ok"
         except DrtoolError as e:
-            components["database"] = f"unreachable: {e}"
+            return f"unreachable: {e}"
+
+    def _status(self, policy: Policy, *, all_drills: bool = True,
+                probe: DatabaseProbe | None = None) -> tuple[dict[str, Any], Evidence | None]:  # fmt: skip
+        components: dict[str, str] = {"database": (probe or self.database_probe())(policy)}
         try:
             store = self.ctx.store(policy)
             components["storage"] = "ok"
@@ -174,16 +214,16 @@ class EvidenceJobs(UseCase):
 
     def metrics_rows(self, policies: list[Policy]) -> list[dict[str, Any]]:
         """Per-policy figures for the Prometheus textfile, from one read of the store's evidence."""
-        rows = []
-        for p in policies:
+        probe = self.database_probe()
+
+        def one(p: Policy) -> dict[str, Any]:
             row: dict[str, Any] = {"policy": p.name, "rpo_objective_seconds": p.rpo, "rto_objective_seconds": p.rto}
             try:
-                st, ev = self._status(p)
+                st, ev = self._status(p, probe=probe)
             except DrtoolError:
                 ev = None
             if ev is None:
-                rows.append({**row, "healthy": 0})
-                continue
+                return {**row, "healthy": 0}
             row["healthy"] = 1 if st["status"] == "healthy" else 0
             row["rpo_achieved_seconds"] = st["last_backup_age_seconds"]
             row["copies_pending"] = sum(st["copies_pending"].values())
@@ -210,8 +250,9 @@ class EvidenceJobs(UseCase):
             now = clock.utcnow()
             row["compliant"] = int(self._report_section(p, ev, now - dt.timedelta(days=90), now,
                                                         self.ctx.store(p))["compliant"])  # fmt: skip
-            rows.append(row)
-        return rows
+            return row
+
+        return list(fanout.in_order(one, policies, name="metrics"))
 
     def write_metrics(self, path: str, policies: list[Policy], invalid: Sequence[InvalidPolicy] = ()) -> None:
         """Write the textfile; a failure is reported and never fails the job that ran. Every policy
@@ -229,9 +270,10 @@ class EvidenceJobs(UseCase):
         return reports.build(sections, start=start, end=end, now=clock.utcnow(), version=__version__)
 
     def report_sections(self, policies: list[Policy], *, start, end) -> Iterator[dict[str, Any]]:
-        """The report's section of each policy, read from the store as it is asked for: a fleet's
-        report holds one policy's evidence at a time."""
-        for p in policies:
+        """The report's section of each policy, read from the store as it is asked for, a few
+        policies at once: a fleet's report holds a few policies' evidence at a time."""
+
+        def one(p: Policy) -> dict[str, Any]:
             store = self.ctx.store(p)
             ev = self._evidence(p, store)
             for problem in [*ev.problems, *ev.untrusted]:
@@ -242,7 +284,9 @@ class EvidenceJobs(UseCase):
                 section["reasons"].append(f"{len(ev.untrusted)} object(s) no trusted key signed were ignored as "
                                           f"evidence: {'; '.join(ev.untrusted)}")  # fmt: skip
                 section["compliant"] = False
-            yield section
+            return section
+
+        return fanout.in_order(one, policies, name="report")
 
     # -- report signatures -------------------------------------------------------------------------------
     def report_signer(self, path: str) -> trust.Signer:

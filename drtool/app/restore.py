@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import catalog, catalog_index, clock, health, ledger, pgtools, pipeline, postgres
 from ..dumpscan import DumpScanner
 from ..errors import CheckFailed, DatabaseError, DrtoolError, IdentityError, IntegrityError, NotFound, UsageError
 from ..policy import Policy
-from . import checks, walview
+from . import checks, fanout, walview
 from .base import _password_from_env
 from .context import UseCase
 from .outcome import Outcome
@@ -41,7 +41,8 @@ class RestoreJobs(UseCase):
             drills_of = _drills_from_records(records)
         for p in [*problems, *(checks.problems if checks else [])]:
             self.ctx.warn(p)
-        pending = ledger.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending
+        # copies pending to the policy's copy targets: without one, there is nothing to read
+        pending = ledger.read_copy_state(primary, policy.name, verifier, self.ctx.warn).pending if policy.copies else {}
         out = []
         for b in listing.backups:
             row = b.summary()
@@ -66,6 +67,16 @@ class RestoreJobs(UseCase):
             out.append({"id": t.backup_id, "policy": policy.name, "status": "untrusted", "error": t.reason,
                         "target": target or "primary"})  # fmt: skip
         return out
+
+    def list_fleet(self, policies: Sequence[Policy], target: str | None = None
+                   ) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any] | None]]:  # fmt: skip
+        """(list_backups, restorable_window) of each policy, in order, several policies read at once."""
+
+        def one(policy: Policy) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+            rows = self.list_backups(policy, target=target)
+            return rows, self.restorable_window(policy, rows, target=target)
+
+        return fanout.in_order(one, policies, name="list")
 
     def restorable_window(self, policy: Policy, rows: list[dict[str, Any]],
                           target: str | None = None) -> dict[str, Any] | None:  # fmt: skip

@@ -12,7 +12,7 @@ from .. import catalog, catalog_index, clock, ledger, locks, retention, schedule
 from ..errors import DrtoolError, RetainedByLock
 from ..policy import Policy
 from ..storage import Store
-from . import walview
+from . import fanout, walview
 from .backup import BackupJobs
 from .context import Context, UseCase
 from .drill import DrillJobs
@@ -121,13 +121,12 @@ class ScheduleJobs(UseCase):
 
     def _decide_all(self, policies: list[Policy], only: frozenset[str] | None, jobs: int) -> list[Any]:
         """For each policy: its result when nothing is due, _DUE, or the DrtoolError reading its
-        state failed with; the states read without the lock, up to _STATE_READERS (or `jobs`) at a
+        state failed with; the states read without the lock, up to fanout.READERS (or `jobs`) at a
         time: an idle tick of 1,000 policies is 1,000 GETs, and one after another that is most of its
         wall time. Locking and running what is due stays with run()."""
         if len(policies) <= 1:
             return [None] * len(policies)
-        with ThreadPoolExecutor(max_workers=max(jobs, _STATE_READERS), thread_name_prefix="state") as pool:
-            return list(pool.map(lambda p: self._decide(p, only), policies))
+        return list(fanout.in_order(lambda p: self._decide(p, only), policies, max(jobs, fanout.READERS), "state"))
 
     def _decide(self, policy: Policy, only: frozenset[str] | None) -> Any:
         jobs, copies = _jobs_of(policy, only)
@@ -433,7 +432,6 @@ class ScheduleJobs(UseCase):
             return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
 
 
-_STATE_READERS = 8  # schedule states read at once by an idle tick
 _DUE = object()  # _decide_all: something is due, run() takes the lock
 
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .. import __version__, clock, health, metrics
+from .. import __version__, clock, metrics
 from ..errors import DrtoolError, UsageError
 from ..policy import Fleet, load_fleet
+from .fleet import fleet_status as status_of
 
 DEFAULT_LISTEN = "127.0.0.1:9187"
 
@@ -45,15 +46,7 @@ def _is_loopback(host: str) -> bool:
 def fleet_status(app: Any, fleet: Fleet) -> dict[str, Any]:
     """The `drtool status --json` document of a fleet: each policy's health and the worst of them
     (an invalid policy file makes the fleet unhealthy)."""
-    per = {p.name: app.status(p) for p in fleet.policies}
-    overall = health.worst(*(r["status"] for r in per.values()), *(["unhealthy"] if fleet.invalid else []))
-    components: dict[str, str] = {}
-    for r in per.values():
-        for k, v in r["components"].items():
-            if components.get(k, "ok") == "ok":
-                components[k] = v
-    doc: dict[str, Any] = {"schema_version": 1, "status": overall, "checked_at": clock.iso(clock.utcnow()),
-                           "policies": per, "components": components}  # fmt: skip
+    doc: dict[str, Any] = {"schema_version": 1, **status_of(app.evidence, fleet.policies, fleet.invalid)}
     if fleet.invalid:
         doc["invalid_policies"] = [{"file": str(b.source), "name": b.name, "problems": list(b.problems)}
                                    for b in fleet.invalid]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 from collections import deque
@@ -11,7 +12,9 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.exceptions as bx
+import botocore.session
 from botocore.config import Config
+from botocore.utils import parse_timestamp
 
 from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
 from .base import Leftover, ObjectInfo, Store, check_metadata
@@ -89,6 +92,17 @@ _BUCKETS_LOCK = threading.Lock()
 _LOCK_STATUS: dict[tuple[str | None, str], tuple[bool, str]] = {}
 
 
+def _timestamp(value: str) -> dt.datetime:
+    """A response's timestamp: S3's ISO 8601 ones (every LastModified of a listing) by the standard
+    library, about 20 times cheaper than botocore's default (dateutil), which a fleet's listings
+    spent ~1 ms a policy on; anything else (RFC 822 headers, epochs) by botocore's own parser."""
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
+    return t if t.tzinfo is not None else parse_timestamp(value)
+
+
 def shared_client(
     *,
     endpoint_url: str | None,
@@ -107,7 +121,9 @@ def shared_client(
         if client is None:
             global _SESSION
             if _SESSION is None:
-                _SESSION = boto3.session.Session()
+                core = botocore.session.get_session()
+                core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+                _SESSION = boto3.session.Session(botocore_session=core)
             cfg = Config(
                 region_name=region,
                 retries={"mode": retry_mode, "max_attempts": max_attempts},

@@ -24,9 +24,8 @@ def list_(ctx: Ctx, policy_path: str, policy_name: str | None, target: str | Non
     windows: list[dict[str, Any]] = []
 
     def rows_of_each_policy() -> Iterator[dict[str, Any]]:
-        for p in chosen:
-            mine = ctx.app.list_backups(p, target=target)
-            if (w := ctx.app.restorable_window(p, mine, target=target)) is not None:
+        for mine, w in ctx.app.list_fleet(chosen, target=target):
+            if w is not None:
                 windows.append(w)
             yield from mine
 
