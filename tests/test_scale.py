@@ -396,17 +396,19 @@ def _overlapping_store(watched_suffix: str):
     return Watched, most
 
 
-@pytest.mark.parametrize("command", ["status", "list", "report", "metrics"])
+@pytest.mark.parametrize("command", ["status", "list", "report", "metrics", "prune --dry-run"])
 def test_fleet_reads_work_on_several_policies_at_once_and_answer_in_the_fleets_order(tmp_path, command):
-    """status, list, report and the metrics file made 4-5 requests per policy one policy after
-    another: at 1,000 policies on S3, 21-37 s mostly waiting on the store (issue 15)."""
+    """status, list, report, the metrics file and prune --dry-run made 4-9 requests per policy one
+    policy after another: at 1,000 policies on S3, 21-43 s mostly waiting on the store (issue 15)."""
     import datetime as dt
 
     from drtool.app import App, Context
     from drtool.app.fleet import fleet_status
 
     policies = idle_fleet(tmp_path, 5)
-    watched, most = _overlapping_store("/state/schedule.json" if command != "list" else "/backups/")
+    watched, most = _overlapping_store(
+        "/backups/" if command in ("list", "prune --dry-run") else "/state/schedule.json"
+    )
     app = App(Context(open_store=lambda t: watched(Path(t.url.removeprefix("file://")))))
     end = dt.datetime.now(dt.UTC)
     if command == "status":
@@ -416,8 +418,10 @@ def test_fleet_reads_work_on_several_policies_at_once_and_answer_in_the_fleets_o
                  if rows == [] and window is None]  # fmt: skip
     elif command == "report":
         names = [s["policy"] for s in app.report_sections(policies, start=end - dt.timedelta(days=1), end=end)]
-    else:
+    elif command == "metrics":
         names = [r["policy"] for r in app.metrics_rows(policies)]
+    else:
+        names = [r["policy"] for r in app.prune_fleet(policies, dry_run=True)]
     assert names == [p.name for p in policies]
     assert most[0] >= 2
 

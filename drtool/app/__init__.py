@@ -57,6 +57,7 @@ class App:
         self.run = self.schedule.run
         self.run_fleet = self.schedule.run_fleet
         self.prune = self.schedule.prune
+        self.prune_fleet = self.schedule.prune_fleet
         self.status = self.evidence.status
         self.check = self.evidence.check
         self.report = self.evidence.report

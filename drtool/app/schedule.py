@@ -253,6 +253,13 @@ class ScheduleJobs(UseCase):
         with self.ctx.locked(policy, store, "prune"):
             return self._prune(policy, store, dry_run)
 
+    def prune_fleet(self, policies: list[Policy], *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """prune() of each policy, in order. A dry run reads several policies at once; a prune that
+        deletes goes one policy after another, so that an error stops it before another policy
+        loses anything."""
+        return list(fanout.in_order(lambda p: self.prune(p, dry_run=dry_run), policies,
+                                    fanout.READERS if dry_run else 1, "prune"))  # fmt: skip
+
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
         verifier = self.ctx.verifier(policy)

@@ -25,7 +25,7 @@ def rules_text(rules: dict[str, Any]) -> str:
 @pass_ctx
 def prune(ctx: Ctx, policy_path: str, policy_name: str | None, dry_run: bool, as_json: bool) -> None:
     """Apply retention: keep what the rules say (with reasons), delete the rest and failed backups."""
-    results = [ctx.app.prune(p, dry_run=dry_run) for p in policies(ctx, policy_path, policy_name)]
+    results = ctx.app.prune_fleet(policies(ctx, policy_path, policy_name), dry_run=dry_run)
     if as_json:
         emit_json({"policies": results})
         return
