@@ -97,10 +97,10 @@ class ScheduleJobs(UseCase):
         decided = self._decide_all(policies, only, jobs) if not dry_run else [None] * len(policies)
         if jobs <= 1 or len(policies) <= 1:
             for p, d in zip(policies, decided, strict=True):
-                yield p, self._run_or_error(p, dry_run, only, d) if d is None or d is _DUE else d
+                yield p, d if _settled(d) else self._run_or_error(p, dry_run, only, d)
             return
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="run")
-        futures = [pool.submit(self._run_or_error, p, dry_run, only, d) if d is None or d is _DUE else d
+        futures = [d if _settled(d) else pool.submit(self._run_or_error, p, dry_run, only, d)
                    for p, d in zip(policies, decided, strict=True)]  # fmt: skip
         try:
             for p, f in zip(policies, futures, strict=True):
@@ -440,6 +440,12 @@ class ScheduleJobs(UseCase):
 
 
 _DUE = object()  # _decide_all: something is due, run() takes the lock
+
+
+def _settled(decided: Any) -> bool:
+    """_decide_all's answer is the policy's result (nothing due) or the error reading its state
+    failed with, rather than None (not decided) or _DUE: nothing to run."""
+    return decided is not None and decided is not _DUE
 
 
 def _jobs_of(policy: Policy, only: frozenset[str] | None) -> tuple[dict[str, str], bool]:
