@@ -141,24 +141,36 @@ def test_validating_a_policy_with_a_quoted_dsn_asks_libpq(tmp_path):
     assert _loads_psycopg(tmp_path, "host='db1' dbname=orders")
 
 
-LIST = """
+SHORT = """
 import os, sys
-sys.argv = ["drtool", "list", "-p", sys.argv[1], "--json"]
+policy, sys.argv = sys.argv[1], ["drtool", *sys.argv[2:]]
 from drtool import entry
 real_exit = os._exit
 def report(code):  # the CLI leaves through os._exit (no teardown): say what was imported first
-    print("psycopg loaded" if "psycopg" in sys.modules else "no psycopg", file=sys.stderr, flush=True)
+    heavy = ("psycopg", "boto3", "botocore", "cryptography")
+    print("imported:", ",".join(m for m in heavy if m in sys.modules) or "-", file=sys.stderr, flush=True)
     real_exit(code)
 os._exit = report
 entry.main()
 """
 
+SHORT_COMMANDS = [
+    ("--help",),
+    ("list", "-p", "{policy}", "--json"),
+    ("report", "-p", "{policy}", "--format", "json", "-o", "-"),
+    ("prune", "-p", "{policy}", "--dry-run"),
+    ("verify", "-p", "{policy}", "--shallow"),
+]
 
-def test_list_on_a_folder_store_does_not_import_psycopg(pg, tmp_path):
+
+def test_short_commands_on_a_folder_store_do_not_import_psycopg(pg, tmp_path):
+    """Nor boto3 (no S3 store) nor cryptography (nothing signed or decrypted)."""
     from helpers import make_setup
 
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
     assert s.cli("backup", "-p", str(s.policy)).code == 0
-    r = subprocess.run([sys.executable, "-c", LIST, str(s.policy)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert '"backups"' in r.stdout and r.stderr.strip().endswith("no psycopg"), r.stderr
+    for command in SHORT_COMMANDS:
+        args = [a.format(policy=s.policy) for a in command]
+        r = subprocess.run([sys.executable, "-c", SHORT, str(s.policy), *args], capture_output=True, text=True)
+        assert r.returncode == 0, (command, r.stderr)
+        assert r.stderr.strip().splitlines()[-1] == "imported: -", (command, r.stderr)
