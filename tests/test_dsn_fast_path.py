@@ -147,7 +147,7 @@ policy, sys.argv = sys.argv[1], ["drtool", *sys.argv[2:]]
 from drtool import entry
 real_exit = os._exit
 def report(code):  # the CLI leaves through os._exit (no teardown): say what was imported first
-    heavy = ("psycopg", "boto3", "botocore", "cryptography")
+    heavy = ("psycopg", "boto3", "botocore", "cryptography", "prometheus_client", "urllib.request")
     print("imported:", ",".join(m for m in heavy if m in sys.modules) or "-", file=sys.stderr, flush=True)
     real_exit(code)
 os._exit = report
