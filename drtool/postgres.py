@@ -15,8 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # at run time each function imports psycopg: importing it loads libpq (~150 ms), and
-    import psycopg  # commands that never connect (list, report, prune, --help) import this module
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg is imported by the functions that use it: importing it loads libpq (~150 ms), and the
+# commands that never connect (list, report, prune, --help) import this module all the same.
 
 from .errors import DatabaseError
 from .secrets import Secret, redact
