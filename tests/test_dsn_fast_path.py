@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import make_setup
 
 from drtool import postgres
 from drtool.crypto import age
@@ -143,7 +144,7 @@ def test_validating_a_policy_with_a_quoted_dsn_asks_libpq(tmp_path):
 
 SHORT = """
 import os, sys
-policy, sys.argv = sys.argv[1], ["drtool", *sys.argv[2:]]
+sys.argv = ["drtool", *sys.argv[1:]]
 from drtool import entry
 real_exit = os._exit
 def report(code):  # the CLI leaves through os._exit (no teardown): say what was imported first
@@ -163,14 +164,13 @@ SHORT_COMMANDS = [
 ]
 
 
-def test_short_commands_on_a_folder_store_do_not_import_psycopg(pg, tmp_path):
-    """Nor boto3 (no S3 store) nor cryptography (nothing signed or decrypted)."""
-    from helpers import make_setup
-
+def test_short_commands_on_a_folder_store_import_no_heavy_library(pg, tmp_path):
+    """psycopg (nothing connects), boto3 (no S3 store), cryptography (nothing signed or decrypted),
+    prometheus_client and urllib.request (no metrics written, no notification sent)."""
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
     assert s.cli("backup", "-p", str(s.policy)).code == 0
     for command in SHORT_COMMANDS:
         args = [a.format(policy=s.policy) for a in command]
-        r = subprocess.run([sys.executable, "-c", SHORT, str(s.policy), *args], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", SHORT, *args], capture_output=True, text=True)
         assert r.returncode == 0, (command, r.stderr)
         assert r.stderr.strip().splitlines()[-1] == "imported: -", (command, r.stderr)
