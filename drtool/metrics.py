@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import write_to_textfile as _write_to_textfile
+if TYPE_CHECKING:  # imported where used: every command imports this module, few write metrics (~30 ms)
+    from prometheus_client import CollectorRegistry
 
 # generate_latest writes the classic text format; say so, for every Prometheus version to parse it
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -38,11 +38,15 @@ def write(path: str, rows: list[dict[str, Any]], policy_files: dict[str, bool] |
     """Write one gauge per metric, labelled by policy; rows map metric names to values (None = absent).
     policy_files maps each policy file to whether it is valid (drtool_policy_valid, labelled by file:
     an invalid file has no policy name to label by). Raises OSError when the file cannot be written."""
+    from prometheus_client import write_to_textfile as _write_to_textfile
+
     _write_to_textfile(path, _registry(rows, policy_files))
 
 
 def exposition(rows: list[dict[str, Any]], policy_files: dict[str, bool] | None = None) -> bytes:
     """The same gauges as write(), as the text a /metrics endpoint answers with."""
+    from prometheus_client import generate_latest
+
     return generate_latest(_registry(rows, policy_files))
 
 
@@ -52,6 +56,8 @@ class ServerMetrics:
     _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self._registry = CollectorRegistry()
         self._lock = threading.Lock()
         self._requests = Counter("drtool_serve_requests", "HTTP requests answered by drtool serve.",
@@ -65,11 +71,15 @@ class ServerMetrics:
             self._latency.labels(path=path).observe(seconds)
 
     def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
         with self._lock:
             return generate_latest(self._registry)
 
 
 def _registry(rows: list[dict[str, Any]], policy_files: dict[str, bool] | None) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
     gauges = {name: Gauge(f"drtool_{name}", doc, ["policy"], registry=registry) for name, doc in _GAUGES.items()}
     for row in rows:

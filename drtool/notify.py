@@ -5,10 +5,7 @@ never fails the job: every error, whatever raised it, is returned as one line.""
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 from .secrets import Secret
@@ -31,6 +28,9 @@ def where(url: str) -> str:
 def _why(e: BaseException) -> str:
     """Why sending failed, in words that cannot carry the URL: urllib and http.client quote the
     whole URL (its token included) in their ValueError and InvalidURL messages."""
+    import http.client
+    import urllib.error
+
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code}"
     if isinstance(e, urllib.error.URLError):
@@ -47,6 +47,8 @@ def _why(e: BaseException) -> str:
 
 
 def _send(url: str, data: bytes | None, timeout: float) -> None:
+    import urllib.request  # here: every command imports this module, few send (http.client and email, ~20 ms)
+
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise ValueError("not http(s)")  # urllib would also open file:// and ftp://
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",

@@ -13,10 +13,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg is imported by the functions that use it: importing it loads libpq (~150 ms), and the
+# commands that never connect (list, report, prune, --help) import this module all the same.
 
 from .errors import DatabaseError
 from .secrets import Secret, redact
@@ -32,15 +35,17 @@ class Conninfo:
     @property
     def label(self) -> str:
         """host:port/dbname for messages (no credentials)."""
-        p = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        p = _parse(self.dsn)
         host = p.get("host") or "localhost"
         return f"{host}:{p.get('port') or 5432}/{p.get('dbname') or p.get('user') or ''}"
 
     @property
     def dbname(self) -> str:
-        return str(psycopg.conninfo.conninfo_to_dict(self.dsn).get("dbname") or "")
+        return str(_parse(self.dsn).get("dbname") or "")
 
     def with_dbname(self, name: str) -> Conninfo:
+        import psycopg
+
         return Conninfo(psycopg.conninfo.make_conninfo(self.dsn, dbname=name), self.password)
 
     def env(self) -> dict[str, str]:
@@ -51,7 +56,16 @@ class Conninfo:
         return env
 
 
+def _parse(dsn: str) -> dict[str, Any]:
+    """libpq's reading of a DSN, without defaults from the environment."""
+    import psycopg
+
+    return psycopg.conninfo.conninfo_to_dict(dsn)
+
+
 def connect(conninfo: Conninfo, *, autocommit: bool = True, timeout: int = 10) -> psycopg.Connection:
+    import psycopg
+
     password = conninfo.password.reveal() if conninfo.password else None
     try:
         if password is None:  # libpq then takes it from the DSN, PGPASSWORD or ~/.pgpass
@@ -95,6 +109,8 @@ def exported_snapshot(conninfo: Conninfo) -> Iterator[tuple[psycopg.Connection, 
     The recovery point is now() in this transaction: the instant the snapshot reflects.
     The transaction stays open (the snapshot stays importable) until the block ends.
     """
+    import psycopg
+
     conn = connect(conninfo, autocommit=False)
     try:
         with conn.cursor() as cur:
@@ -119,6 +135,8 @@ def exported_snapshot(conninfo: Conninfo) -> Iterator[tuple[psycopg.Connection, 
 
 def count_rows(conn: psycopg.Connection, tables: list[str] | None = None) -> dict[str, int]:
     """Exact row counts ('schema.table' -> n) of ordinary and partitioned-leaf user tables."""
+    from psycopg import sql
+
     with conn.cursor() as cur:
         cur.execute(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -156,6 +174,8 @@ def _row(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
 
 
 def create_database(conninfo: Conninfo, name: str, encoding: str | None) -> None:
+    from psycopg import sql
+
     enc = sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Literal(encoding)) if encoding else sql.SQL("")
     with connect(conninfo) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + enc)
@@ -172,6 +192,9 @@ def create_target_database(ci: Conninfo, owner: str | None, encoding: str | None
                            maintenance_db: str = "postgres") -> None:  # fmt: skip
     """CREATE DATABASE for a restore: ci's database, from template0 (the dump brings everything),
     in the dump's encoding and the server's default locale, owned by `owner` when given."""
+    import psycopg
+    from psycopg import sql
+
     stmt = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(ci.dbname))
     if owner:
         stmt += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
@@ -185,12 +208,16 @@ def create_target_database(ci: Conninfo, owner: str | None, encoding: str | None
 
 
 def drop_database(conninfo: Conninfo, name: str) -> None:
+    from psycopg import sql
+
     with connect(conninfo) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def run_check(conninfo: Conninfo, query: str) -> tuple[bool, str]:
     """(passed, detail) of a drill check: one row whose first column is true."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             row = conn.execute(query).fetchone()
@@ -205,6 +232,8 @@ def run_check(conninfo: Conninfo, query: str) -> tuple[bool, str]:
 
 def amcheck_indexes(conninfo: Conninfo) -> tuple[bool | None, str]:
     """bt_index_check on every B-tree index; (None, why) when amcheck is not available."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             try:
@@ -232,7 +261,7 @@ def same_database(a: str, b: str) -> bool:
     """Whether two DSNs name the same database on the same server (host, port, dbname)."""
 
     def norm(dsn: str) -> tuple[str, str, str]:
-        p = psycopg.conninfo.conninfo_to_dict(dsn)
+        p = _parse(dsn)
         host = str(p.get("host") or "localhost").lower()
         host = "127.0.0.1" if host in ("localhost", "::1") else host
         return host, str(p.get("port") or 5432), str(p.get("dbname") or p.get("user") or "")
@@ -247,7 +276,17 @@ def dsn_password_keys(dsn: str) -> list[str]:
     """The keywords of a libpq DSN (URL or key=value) that carry a secret, as libpq itself parses
     it: percent-encoded keywords (`?%70assword=`) and quoted values included, and a `dbname` that
     is itself a connection string. Raises ValueError, without echoing the DSN, when libpq cannot
-    parse it: libpq's own message may quote a fragment of it."""
+    parse it: libpq's own message may quote a fragment of it. A plain DSN (plain_dsn) is answered
+    without libpq: every command validates its policies, and importing psycopg costs ~150 ms."""
+    if plain_dsn(dsn):
+        return []
+    return libpq_password_keys(dsn)
+
+
+def libpq_password_keys(dsn: str) -> list[str]:
+    """dsn_password_keys as libpq reads the DSN, whatever its form."""
+    import psycopg
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.Error:
@@ -260,6 +299,31 @@ def dsn_password_keys(dsn: str) -> list[str]:
         except ValueError:
             pass  # a plain database name that happens to hold '='
     return found
+
+
+# The DSNs libpq certainly parses, and without a secret: anything else goes to libpq itself. A URI
+# with an optional user (no ':' so no password), host, port and dbname of plain characters; no
+# query, no percent-encoding, no brackets. Or key=value words of plain values (no quote, backslash,
+# '=' or ':', so no nested connection string) with keywords every supported libpq knows, none of
+# them a secret or a pointer to one (password, sslpassword, service, passfile).
+_PLAIN_URI = re.compile(r"postgres(?:ql)?://(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9.-]*(?::[0-9]+)?(?:/[A-Za-z0-9_.-]*)?",
+                        re.ASCII)  # fmt: skip
+_PLAIN_WORD = re.compile(r"([a-z_]+)=[A-Za-z0-9_./,-]+", re.ASCII)
+_PLAIN_KEYWORDS = frozenset({
+    "host", "hostaddr", "port", "dbname", "user", "connect_timeout", "client_encoding", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "target_session_attrs",
+})  # fmt: skip
+_LIBPQ_SPACE = re.compile(r"[ \t\n\r\f\v]+")  # C isspace(), what separates libpq's key=value words
+
+
+def plain_dsn(dsn: str) -> bool:
+    """Whether libpq would certainly parse dsn and find no secret in it (tests/test_dsn_fast_path.py
+    holds this against libpq on a table of DSNs). False means: ask libpq."""
+    if _PLAIN_URI.fullmatch(dsn):
+        return True
+    words = [w for w in _LIBPQ_SPACE.split(dsn) if w]
+    return bool(words) and all((m := _PLAIN_WORD.fullmatch(w)) and m[1] in _PLAIN_KEYWORDS for w in words)
 
 
 @dataclass(frozen=True)
@@ -275,6 +339,8 @@ class ClusterInfo:
 
 
 def cluster_info(conninfo: Conninfo) -> ClusterInfo:
+    import psycopg
+
     with connect(conninfo) as conn:
         try:
             sysid, seg, version, num = _row(conn.execute(
@@ -303,6 +369,8 @@ class ArchiveSettings:
 
 
 def archive_settings(conninfo: Conninfo) -> ArchiveSettings:
+    import psycopg
+
     with connect(conninfo) as conn:
         try:
             level, mode, command, repl = _row(conn.execute(
@@ -321,12 +389,14 @@ HEARTBEAT_TABLE = "drtool.heartbeat"  # one row, updated every pitr.heartbeat_in
 
 
 def user_of(conninfo: Conninfo) -> str:
-    return str(psycopg.conninfo.conninfo_to_dict(conninfo.dsn).get("user") or "")
+    return str(_parse(conninfo.dsn).get("user") or "")
 
 
 def in_recovery(conninfo: Conninfo) -> bool:
     """pg_is_in_recovery(): True while the server replays WAL, False once promoted. DatabaseError
     while it accepts no connection yet (not consistent)."""
+    import psycopg
+
     try:
         with connect(conninfo, timeout=5) as conn:
             return bool(_row(conn.execute("SELECT pg_is_in_recovery()"))[0])
@@ -346,6 +416,8 @@ class ReplayPoint:
 
 
 def replay_point(conninfo: Conninfo) -> ReplayPoint:
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             last, tli, has_beat = _row(conn.execute(
@@ -361,6 +433,8 @@ def replay_point(conninfo: Conninfo) -> ReplayPoint:
 
 def superuser_of(conninfo: Conninfo) -> str:
     """The bootstrap superuser's name (the role initdb made)."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             return str(_row(conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10"))[0])
@@ -370,6 +444,8 @@ def superuser_of(conninfo: Conninfo) -> str:
 
 def write_probe(conninfo: Conninfo) -> None:
     """The drill's first write on a promoted copy: one committed row in drtool_drill.probe."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS drtool_drill")
@@ -382,6 +458,8 @@ def write_probe(conninfo: Conninfo) -> None:
 def archiver_stats(conninfo: Conninfo) -> dict[str, object]:
     """pg_stat_archiver of a server (times ISO UTC), and its count of .ready files when the
     connection may read pg_wal (superuser or pg_monitor; else None)."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             cur = conn.execute(
@@ -406,6 +484,8 @@ def write_heartbeat(conninfo: Conninfo) -> None:
     """One heartbeat on the source (`drtool wal daemon` with pitr.heartbeat_interval): the single
     row of drtool.heartbeat set to now, committed. It makes WAL on an idle server (so archive_timeout
     switches segments) and gives drills a recent commit to measure the recovery point from."""
+    import psycopg
+
     try:
         with connect(conninfo) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS drtool")

@@ -14,15 +14,15 @@ import hmac
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Protocol
 
 from .. import bech32
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+# cryptography (~30 ms to import) is imported by the functions that make, load or use a key: every
+# command imports this module, few of them sign, verify, encrypt or decrypt.
 
 VERSION_LINE = b"age-encryption.org/v1"
 CHUNK = 64 * 1024
@@ -64,6 +64,8 @@ class Identity:
 
     @classmethod
     def generate(cls) -> Identity:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
         return cls(X25519PrivateKey.generate())
 
     @classmethod
@@ -74,6 +76,8 @@ class Identity:
             raise ValueError(f"malformed age identity: {e}") from None
         if hrp != "age-secret-key-" or len(data) != 32 or text != text.upper():
             raise ValueError("not an age X25519 identity (AGE-SECRET-KEY-1...)")
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
         return cls(X25519PrivateKey.from_private_bytes(data))
 
     def encode(self) -> str:
@@ -130,6 +134,9 @@ def keygen_text(identity: Identity, now: dt.datetime) -> str:
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
 
@@ -161,6 +168,9 @@ class Encryptor:
     """Streaming age encryption: header() first, then update() per piece, finalize() once."""
 
     def __init__(self, recipients: Iterable[str]):
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
         pubs = [parse_recipient(r) for r in recipients]
         if not pubs:
             raise ValueError("at least one recipient is needed")
@@ -288,6 +298,10 @@ def read_header(src: ByteSource) -> tuple[bytes, list[tuple[list[bytes], bytes]]
 
 
 def _unwrap(stanzas: list[tuple[list[bytes], bytes]], identities: list[Identity]) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     types = [args[0] for args, _ in stanzas]
     if b"scrypt" in types:
         if len(stanzas) != 1:
@@ -347,6 +361,9 @@ def decrypt_stream(src: ByteSource, identities: list[Identity]) -> Iterator[byte
 
 
 def _payload(src: ByteSource, file_key: bytes) -> Iterator[bytes]:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     nonce = _read_exact(src, 16)
     if len(nonce) != 16:
         raise HeaderError("payload nonce is missing or truncated")

@@ -14,9 +14,6 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from .sshsig import PublicKey
 
 
@@ -31,6 +28,9 @@ def is_legacy(signature: bytes) -> bool:
 
 def verify_legacy(data: bytes, signature: bytes, trusted: Iterable[PublicKey]) -> PublicKey:
     """The trusted key that made this old-format signature; SigningError otherwise."""
+    from cryptography.exceptions import InvalidSignature  # here: few commands verify (drtool/crypto/age.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         sig = json.loads(signature)
         pub_raw = base64.b64decode(sig["public_key"], validate=True)

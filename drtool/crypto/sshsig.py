@@ -19,11 +19,14 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+# cryptography (~30 ms to import) is imported by the functions that make, load or use a key: every
+# command imports this module, few of them sign, verify, encrypt or decrypt.
 
 MAGIC = b"SSHSIG"
 VERSION = 1
@@ -87,12 +90,18 @@ def parse_public_key(line: str) -> PublicKey:
 
 
 def public_key_of(private_key: Ed25519PrivateKey, comment: str = "") -> PublicKey:
+    from cryptography.hazmat.primitives import serialization
+
     raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return PublicKey(raw, comment)
 
 
 def public_key_from_pem(data: bytes) -> PublicKey:
     """An Ed25519 public key in PEM (SubjectPublicKeyInfo), as openssl writes it."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -104,6 +113,9 @@ def public_key_from_pem(data: bytes) -> PublicKey:
 
 def generate(comment: str = "drtool") -> tuple[bytes, PublicKey]:
     """A new key: (the private key in OpenSSH format, unencrypted, and its public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                             serialization.NoEncryption())  # fmt: skip
@@ -113,6 +125,10 @@ def generate(comment: str = "drtool") -> tuple[bytes, PublicKey]:
 def load_private_key(data: bytes, *, allow_pem: bool = False) -> Ed25519PrivateKey:
     """An unencrypted OpenSSH Ed25519 private key (what `keygen --signing` and `ssh-keygen -t
     ed25519 -N ''` write); with allow_pem also a PKCS#8 PEM one (the old report signing keys)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key: PrivateKeyTypes
     if b"BEGIN OPENSSH PRIVATE KEY" in data:
         try:
@@ -161,6 +177,9 @@ def sign_sha512(digest: bytes, namespace: str, private_key: Ed25519PrivateKey) -
 def verify(data: bytes, armored: bytes | str, namespace: str, trusted: Iterable[PublicKey]) -> PublicKey:
     """The signer (one of `trusted`) if `armored` is a valid signature of data in namespace;
     SignatureError saying what is wrong otherwise."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     trusted = list(trusted)
     if not trusted:
         raise SignatureError("no trusted keys to check the signature against")
