@@ -361,6 +361,49 @@ class BackgroundScanner:
                 pass
 
 
+class InlineScanner:
+    """A DumpScanner on the caller's thread, for small dumps: the child interpreter of
+    BackgroundScanner costs about 50 ms of CPU to start, as much as scanning 20 MB here (about
+    400 MB/s), and a fleet of tiny databases paid it on every backup. Same interface and the
+    same failure behaviour as BackgroundScanner: whatever goes wrong in the scanner becomes
+    UnsupportedArchive at finish() (the backup then counts rows with count(*)), never an error
+    of the backup itself."""
+
+    def __init__(self) -> None:
+        self._scanner = DumpScanner()
+        self._failed: UnsupportedArchive | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._failed is None:
+            try:
+                self._scanner.feed(data)
+            except Exception as e:  # a scanner bug must not fail the dump it only counts rows of
+                self._failed = UnsupportedArchive(f"row counter failed: {type(e).__name__}: {e}")
+
+    def finish(self) -> ArchiveInfo:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._scanner.finish()
+        except UnsupportedArchive:
+            raise
+        except Exception as e:
+            raise UnsupportedArchive(f"row counter failed: {type(e).__name__}: {e}") from None
+
+    def abort(self) -> None:
+        pass
+
+
+INLINE_BELOW = 32 << 20  # databases smaller than this (pg_database_size) have their dump scanned inline
+
+
+def scanner_for(database_size: int) -> InlineScanner | BackgroundScanner:
+    """Where a backup's dump is scanned: inline for a small database, whose dump costs less to
+    scan than a child interpreter costs to start; in a child process otherwise, on another CPU
+    beside compression and encryption."""
+    return InlineScanner() if database_size < INLINE_BELOW else BackgroundScanner()
+
+
 def _main() -> None:
     """The child side of BackgroundScanner: archive on stdin, JSON result on stdout."""
     import io

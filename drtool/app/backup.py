@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import __version__, catalog, clock, ledger, pgtools, pipeline, postgres, trust
 from ..crypto import age
-from ..dumpscan import BackgroundScanner, DamagedArchive, UnsupportedArchive
+from ..dumpscan import DamagedArchive, UnsupportedArchive, scanner_for
 from ..durations import format_size
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
@@ -113,7 +113,7 @@ class BackupJobs(UseCase):
         key = catalog.dump_key(policy.name, backup_id)
         with postgres.exported_snapshot(db) as (conn, snap):
             pgtools.require_compatible(pg_dump, snap)
-            scanner = BackgroundScanner()
+            scanner = scanner_for(snap.database_size)
             stats = pipeline.EncodeStats()
             stream = pipeline.encode(
                 pgtools.pg_dump_stream(pg_dump, db, snap.snapshot_id),
