@@ -307,6 +307,39 @@ def test_a_fleet_tick_runs_the_due_policy_and_names_the_broken_state_in_order(tm
     assert results[2][1]["jobs"]["backup"]["outcome"] == "failed"
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_due_policy_starts_while_the_states_of_the_rest_are_still_being_read(tmp_path, jobs):
+    """An all-due tick of 1,000 policies spent its first ~3 s reading every state before any backup
+    began. Here the read of the last policy's state waits (at most 10 s) for the first policy's run
+    to start: it must have started by then."""
+    from drtool.app import App, Context
+
+    policies = idle_fleet(tmp_path, 4)
+    (tmp_path / "store" / "p0" / "state" / "schedule.json").unlink()  # never run: due
+    started, seen = threading.Event(), []
+
+    class Watched(LocalStore):
+        def get(self, key, *a, **kw):
+            if key == "p3/state/schedule.json" and not seen:
+                seen.append(started.wait(10))
+            return super().get(key, *a, **kw)
+
+    app = App(Context(open_store=lambda t: Watched(Path(t.url.removeprefix("file://")))))
+    run = app.schedule.run
+
+    def run_and_tell(policy, **kw):
+        started.set()
+        return run(policy, **kw)
+
+    app.schedule.run = run_and_tell
+    results = list(app.schedule.run_fleet(policies, jobs=jobs))
+    assert [p.name for p, _ in results] == ["p0", "p1", "p2", "p3"]
+    assert results[0][1]["jobs"]["backup"]["due"] is True
+    assert [r for _, r in results[1:]] == [{"policy": p.name, "jobs": {"backup": {"due": False}}}
+                                           for p in policies[1:]]  # fmt: skip
+    assert seen == [True]
+
+
 # -- status: the PostgreSQL binaries are asked their version once per command ------------------------
 
 

@@ -92,17 +92,18 @@ class ScheduleJobs(UseCase):
     ) -> Iterator[tuple[Policy, dict[str, Any] | DrtoolError]]:
         """run() for each policy, up to `jobs` at once, yielding (policy, result or the DrtoolError
         it failed with) in the policies' order. Each policy is still done under its own lock, so
-        several processes or hosts running the same folder share the work. What is due is first
-        read for all policies at once (_decide_all); only the due ones run."""
-        decided = self._decide_all(policies, only, jobs) if not dry_run else [None] * len(policies)
+        several processes or hosts running the same folder share the work. What is due is read
+        first, without the lock, several policies at once (_decisions); a due policy starts as
+        soon as it is found due, while the states of the others are still being read."""
+        decided = self._decisions(policies, only, jobs) if not dry_run else iter([None] * len(policies))
         if jobs <= 1 or len(policies) <= 1:
             for p, d in zip(policies, decided, strict=True):
                 yield p, d if _settled(d) else self._run_or_error(p, dry_run, only, d)
             return
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="run")
-        futures = [d if _settled(d) else pool.submit(self._run_or_error, p, dry_run, only, d)
-                   for p, d in zip(policies, decided, strict=True)]  # fmt: skip
         try:
+            futures = [d if _settled(d) else pool.submit(self._run_or_error, p, dry_run, only, d)
+                       for p, d in zip(policies, decided, strict=True)]  # fmt: skip
             for p, f in zip(policies, futures, strict=True):
                 yield p, f.result() if isinstance(f, Future) else f
         except BaseException:  # Ctrl-C, SIGTERM: start nothing new, and unwind the running jobs too
@@ -119,14 +120,14 @@ class ScheduleJobs(UseCase):
         except DrtoolError as e:
             return e
 
-    def _decide_all(self, policies: list[Policy], only: frozenset[str] | None, jobs: int) -> list[Any]:
-        """For each policy: its result when nothing is due, _DUE, or the DrtoolError reading its
-        state failed with; the states read without the lock, up to fanout.READERS (or `jobs`) at a
-        time: an idle tick of 1,000 policies is 1,000 GETs, and one after another that is most of its
-        wall time. Locking and running what is due stays with run()."""
+    def _decisions(self, policies: list[Policy], only: frozenset[str] | None, jobs: int) -> Iterator[Any]:
+        """For each policy, in order: its result when nothing is due, _DUE, or the DrtoolError
+        reading its state failed with; the states read without the lock, up to fanout.READERS (or
+        `jobs`) at a time: an idle tick of 1,000 policies is 1,000 GETs, and one after another that
+        is most of its wall time. Locking and running what is due stays with run()."""
         if len(policies) <= 1:
-            return [None] * len(policies)
-        return list(fanout.in_order(lambda p: self._decide(p, only), policies, max(jobs, fanout.READERS), "state"))
+            return iter([None] * len(policies))
+        return fanout.in_order(lambda p: self._decide(p, only), policies, max(jobs, fanout.READERS), "state")
 
     def _decide(self, policy: Policy, only: frozenset[str] | None) -> Any:
         jobs, copies = _jobs_of(policy, only)
@@ -439,11 +440,11 @@ class ScheduleJobs(UseCase):
             return now - dt.timedelta(days=36500)  # a live holder of unknown start: keep every unfinished one
 
 
-_DUE = object()  # _decide_all: something is due, run() takes the lock
+_DUE = object()  # _decisions: something is due, run() takes the lock
 
 
 def _settled(decided: Any) -> bool:
-    """_decide_all's answer is the policy's result (nothing due) or the error reading its state
+    """_decisions' answer is the policy's result (nothing due) or the error reading its state
     failed with, rather than None (not decided) or _DUE: nothing to run."""
     return decided is not None and decided is not _DUE
 
