@@ -261,17 +261,14 @@ def idle_fleet(tmp_path: Path, n: int) -> list:
     return policies
 
 
-def test_an_idle_tick_reads_the_schedule_states_of_the_fleet_at_once(tmp_path):
-    """An idle tick of 1,000 policies is 1,000 state GETs: one after another they were most of its
-    wall time on S3 (issue 15). Each read here waits (at most 10 s) until another one is under way."""
-    from drtool.app import App, Context
-
-    policies = idle_fleet(tmp_path, 4)
+def _overlapping_store(watched_suffix: str):
+    """A folder store whose reads of `watched_suffix` each wait (at most 10 s) until a second one is
+    under way: the most reads under way at once is recorded."""
     active, most, lock, together = [0], [0], threading.Lock(), threading.Event()
 
     class Watched(LocalStore):
-        def get(self, key, *a, **kw):
-            if key.endswith("/state/schedule.json"):
+        def _watch(self, key: str) -> None:
+            if key.endswith(watched_suffix):
                 with lock:
                     active[0] += 1
                     most[0] = max(most[0], active[0])
@@ -280,9 +277,26 @@ def test_an_idle_tick_reads_the_schedule_states_of_the_fleet_at_once(tmp_path):
                 together.wait(10)
                 with lock:
                     active[0] -= 1
+
+        def get(self, key, *a, **kw):
+            self._watch(key)
             return super().get(key, *a, **kw)
 
-    app = App(Context(open_store=lambda t: Watched(Path(t.url.removeprefix("file://")))))
+        def list_objects(self, prefix, *a, **kw):
+            self._watch(prefix)
+            return super().list_objects(prefix, *a, **kw)
+
+    return Watched, most
+
+
+def test_an_idle_tick_reads_the_schedule_states_of_the_fleet_at_once(tmp_path):
+    """An idle tick of 1,000 policies is 1,000 state GETs: one after another they were most of its
+    wall time on S3 (issue 15). Each read here waits (at most 10 s) until another one is under way."""
+    from drtool.app import App, Context
+
+    policies = idle_fleet(tmp_path, 4)
+    watched, most = _overlapping_store("/state/schedule.json")
+    app = App(Context(open_store=lambda t: watched(Path(t.url.removeprefix("file://")))))
     results = list(app.run_fleet(policies))
     assert [(p.name, r) for p, r in results] == [(p.name, {"policy": p.name, "jobs": {"backup": {"due": False}}})
                                                  for p in policies]  # fmt: skip
@@ -399,34 +413,6 @@ def test_threads_opening_one_bucket_at_once_ask_for_it_once(fault_proxy, bucket,
 
 
 # -- list, status and report read several policies at once -----------------------------------------
-
-
-def _overlapping_store(watched_suffix: str):
-    """A folder store whose reads of `watched_suffix` each wait (at most 10 s) until a second one is
-    under way: the most reads under way at once is recorded."""
-    active, most, lock, together = [0], [0], threading.Lock(), threading.Event()
-
-    class Watched(LocalStore):
-        def _watch(self, key: str) -> None:
-            if key.endswith(watched_suffix):
-                with lock:
-                    active[0] += 1
-                    most[0] = max(most[0], active[0])
-                    if active[0] >= 2:
-                        together.set()
-                together.wait(10)
-                with lock:
-                    active[0] -= 1
-
-        def get(self, key, *a, **kw):
-            self._watch(key)
-            return super().get(key, *a, **kw)
-
-        def list_objects(self, prefix, *a, **kw):
-            self._watch(prefix)
-            return super().list_objects(prefix, *a, **kw)
-
-    return Watched, most
 
 
 @pytest.mark.parametrize("command", ["status", "list", "report", "metrics", "prune --dry-run"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,13 +27,11 @@ def in_order(fn: Callable[[T], R], items: Iterable[T], workers: int = READERS, n
         return
     todo = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
-        waiting: deque[Future[R]] = deque(pool.submit(fn, x) for _, x in zip(range(2 * workers), todo, strict=False))
+        waiting: deque[Future[R]] = deque(pool.submit(fn, x) for x in islice(todo, 2 * workers))
         try:
             while waiting:
                 result = waiting.popleft().result()
-                for x in todo:
-                    waiting.append(pool.submit(fn, x))
-                    break
+                waiting.extend(pool.submit(fn, x) for x in islice(todo, 1))  # the next item, if any
                 yield result
         finally:
             for f in waiting:
