@@ -113,8 +113,11 @@ def exported_snapshot(conninfo: Conninfo) -> Iterator[tuple[psycopg.Connection, 
 
     conn = connect(conninfo, autocommit=False)
     try:
+        # psycopg opens the transaction itself (BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY) at
+        # the first statement; a BEGIN of our own came second and logged a WARNING on the server
+        # ("there is already a transaction in progress") for every backup
+        conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
         with conn.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute(
                 "SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
                 "current_setting('server_version_num')::int, current_database(), "

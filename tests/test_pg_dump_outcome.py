@@ -85,3 +85,15 @@ def test_archive_cut_between_data_blocks_is_damaged(pg):
     cut.feed(data[:toc_end])
     with pytest.raises(DamagedArchive, match="ended before 1 of its data blocks"):
         cut.finish()
+
+
+def test_a_backup_leaves_no_warning_in_the_servers_log(local):
+    """drtool's snapshot transaction was opened twice (psycopg's BEGIN, then its own): the server
+    logged "WARNING: there is already a transaction in progress" for every backup."""
+    log = local.pg.base / "postgres.log"
+    before = log.stat().st_size
+    assert local.cli("backup", "-p", str(local.policy)).code == 0
+    with open(log, "rb") as f:
+        f.seek(before)
+        added = f.read().decode(errors="replace")
+    assert [ln for ln in added.splitlines() if "WARNING" in ln or "ERROR" in ln] == []
