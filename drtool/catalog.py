@@ -171,12 +171,13 @@ class Listing:
 # -- origin: with [signing], what drtool writes is signed and what it reads is checked (trust.py) ---
 
 
-def put_record(store: Store, key: str, data: bytes, namespace: str, signer: Signer | None, **conditions: Any) -> None:
-    """Write an object; with a signer, `<key>.sig` first (the object stays the commit marker)."""
+def put_record(store: Store, key: str, data: bytes, namespace: str, signer: Signer | None,
+               **conditions: Any) -> list[ObjectInfo]:  # fmt: skip
+    """Write an object; with a signer, `<key>.sig` first (the object stays the commit marker).
+    Returns what was written, in that order."""
     if signer is None:
-        store.put(key, [data], size_hint=len(data), **conditions)
-    else:
-        put_signed(store, key, data, namespace, signer, **conditions)
+        return [store.put(key, [data], size_hint=len(data), **conditions)]
+    return put_signed(store, key, data, namespace, signer, **conditions)
 
 
 def get_record(store: Store, key: str, namespace: str, verifier: Verifier | None) -> bytes:
@@ -184,9 +185,10 @@ def get_record(store: Store, key: str, namespace: str, verifier: Verifier | None
     return get_bytes(store, key) if verifier is None else get_verified(store, key, verifier, namespace)
 
 
-def write_manifest(store: Store, manifest: Manifest, signer: Signer | None = None) -> None:
-    put_record(store, manifest_key(manifest.policy, manifest.id), serialise_manifest(manifest), NS_MANIFEST, signer,
-         retain=True)  # fmt: skip
+def write_manifest(store: Store, manifest: Manifest, signer: Signer | None = None) -> list[ObjectInfo]:
+    """The commit marker (and its signature first); returns what was written."""
+    key = manifest_key(manifest.policy, manifest.id)
+    return put_record(store, key, serialise_manifest(manifest), NS_MANIFEST, signer, retain=True)
 
 
 def stored_manifest(store: Store, policy: str, backup_id: str) -> bytes | None:

@@ -170,11 +170,15 @@ EMPTY_DIGEST = hashlib.sha256().hexdigest()  # evidence_digest of an empty folde
 @dataclass
 class IndexRead:
     """What a reader gets from a usable index: the listing (as catalog.scan makes it), the newest
-    check of each backup, and the index itself (drill summaries)."""
+    check of each backup, and the index itself (drill summaries). `objects` (the LIST of the
+    backups) and `etag` (the index's version; None: there was none) let a writer that holds the
+    policy's lock merge its own commit into this read instead of reading both again (update(seen=))."""
 
     listing: catalog.Listing
     checks: ledger.CheckStates
     index: Index
+    objects: dict[str, ObjectInfo] = field(default_factory=dict)
+    etag: str | None = None
 
     def drill_records(self) -> list[dict[str, Any]]:
         """The newest attempt and the newest drill that ran, newest first (what status reads)."""
@@ -250,11 +254,11 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
     objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     manifests = _manifest_objects(policy, objects)
     try:
-        index, _ = _usable(store, policy, verifier)
+        index, etag = _usable(store, policy, verifier)
     except IndexUnusable as e:
         if manifests or not e.missing:
             raise
-        index = Index(policy, verifier is not None)  # a policy with no backup yet needs no index
+        index, etag = Index(policy, verifier is not None), None  # a policy with no backup yet needs no index
     for bid, obj in manifests.items():
         entry = index.backups.get(bid) or index.problems.get(bid)
         if entry is None:
@@ -267,7 +271,7 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
         if index.evidence.get(folder) != evidence_digest(store, policy, folder):
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index is stale: {policy}/{folder}/ "
                                 "changed since it was written")  # fmt: skip
-    return IndexRead(_listing(store, policy, index, objects), _checks(index), index)
+    return IndexRead(_listing(store, policy, index, objects), _checks(index), index, objects, etag)
 
 
 def store_has_index(store: Store, policy: str) -> bool:
@@ -421,30 +425,29 @@ def update(
     drills: Iterable[dict[str, Any]] = (),
     checks: Iterable[CheckRecord] = (),
     on_untrusted: catalog.OnUntrusted | None = None,
+    seen: IndexRead | None = None,
+    added: Iterable[ObjectInfo] = (),
 ) -> Index:
     """Re-read, merge and write back the index with a conditional write, retried when another
-    writer won; StorageError when it could not be written (the caller warns: the index is a cache)."""
+    writer won; StorageError when it could not be written (the caller warns: the index is a cache).
+
+    `seen`: the index and LIST read (read()) by a caller that holds the policy's lock, before it
+    wrote `written`, whose objects (manifest and signature) it passes as `added`. The first attempt
+    merges into that read instead of a new LIST and GET; `seen` is consumed. The write is still
+    conditional on the version read, so a writer that won meanwhile makes this one read both again.
+    A backup committed meanwhile without an index update (by an older drtool) is missing from the
+    result: readers see the index as stale and read the manifests, until the next full update."""
     # what this process wrote is merged without a read when no origin is checked, or when it signed
     # it with a key the verifier trusts (the entry then names that key); else it is read back
     own = signer.fingerprint if signer is not None and verifier is not None else None
     trusted = verifier is None or (own is not None and own in verifier.fingerprints)
+    written, drills, checks = list(written), list(drills), list(checks)
     by_id = {m.id: m for m in written} if trusted else {}
-    drills, checks = list(drills), list(checks)
-    for _ in range(WRITE_ATTEMPTS):
-        objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
-        try:
-            index, etag = _usable(store, policy, verifier)
-            _refresh(store, index, objects, verifier, by_id, own)
-            # the evidence digests stand while no record is merged: a record written behind the
-            # index's back still shows as a changed folder to readers (stale), as before this write
-            restamp = bool(drills or checks) or set(index.evidence) != set(EVIDENCE)
-        except IndexUnusable as e:
-            # missing (the GET said so: no HEAD), corrupt or untrusted: replaced by a rebuild, stamped
-            # as it reads the records (the caller's drill or check record is among them)
-            etag = None if e.missing else _current_etag(store, policy)
-            index = rebuild(store, policy, verifier, on_untrusted, objects=objects, known=by_id)
-            _refresh(store, index, objects, verifier, by_id, own)
-            restamp = False
+    records = bool(drills or checks)
+    for attempt in range(WRITE_ATTEMPTS):
+        merged = (_merge_seen(store, seen, added, verifier, [m.id for m in written], by_id, own, records)
+                  if attempt == 0 and seen else None)  # fmt: skip
+        index, etag, restamp = merged or _read_merged(store, policy, verifier, on_untrusted, by_id, own, records)
         for d in drills:  # idempotent: a rebuild that already read them changes nothing
             index.add_drill(d)
         for c in checks:
@@ -458,6 +461,49 @@ def update(
             continue  # another writer won: read its version and merge again
     raise StorageError(f"{store.url}/{index_key(policy)}: catalog index not updated: {WRITE_ATTEMPTS} concurrent "
                        "writes won over this one")  # fmt: skip
+
+
+def _read_merged(store: Store, policy: str, verifier: Verifier | None, on_untrusted: catalog.OnUntrusted | None,
+                 written: dict[str, Manifest], own: str | None,
+                 records: bool) -> tuple[Index, str | None, bool]:  # fmt: skip
+    """The index as stored now, brought in line with a new LIST and `written`: (index, the etag
+    to write it over, whether its evidence digests must be taken again). `records`: the caller
+    merges drill or check records."""
+    objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
+    try:
+        index, etag = _usable(store, policy, verifier)
+    except IndexUnusable as e:
+        # missing (the GET said so: no HEAD), corrupt or untrusted: replaced by a rebuild, stamped
+        # as it reads the records (the caller's drill or check record is among them)
+        etag = None if e.missing else _current_etag(store, policy)
+        index = rebuild(store, policy, verifier, on_untrusted, objects=objects, known=written)
+        _refresh(store, index, objects, verifier, written, own)
+        return index, etag, False
+    _refresh(store, index, objects, verifier, written, own)
+    # the evidence digests stand while no record is merged: a record written behind the index's
+    # back still shows as a changed folder to readers (stale), as before this write
+    return index, etag, records or set(index.evidence) != set(EVIDENCE)
+
+
+def _merge_seen(store: Store, seen: IndexRead, added: Iterable[ObjectInfo], verifier: Verifier | None,
+                ids: list[str], written: dict[str, Manifest], own: str | None,
+                records: bool) -> tuple[Index, str | None, bool] | None:  # fmt: skip
+    """update()'s first attempt from the caller's earlier read (see update); None when it cannot
+    serve: the manifest of a backup written (`ids`) is not among `added`, or there was no index and
+    the policy has drill or check records, which only a rebuild reads."""
+    new = {o.key: o for o in added}
+    if any(catalog.manifest_key(seen.index.policy, bid) not in new for bid in ids):
+        return None
+    objects = {**seen.objects, **new}
+    index = seen.index
+    restamp = records or set(index.evidence) != set(EVIDENCE)
+    if seen.etag is None:  # no index yet (and no backup before this one)
+        _stamp(store, index)
+        if any(d != EMPTY_DIGEST for d in index.evidence.values()):
+            return None
+        restamp = records
+    _refresh(store, index, objects, verifier, written, own)
+    return index, seen.etag, restamp
 
 
 def _current_etag(store: Store, policy: str) -> str | None:

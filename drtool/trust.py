@@ -111,14 +111,16 @@ def put_signed(
     retain: bool = False,
     if_absent: bool = False,
     if_match: str | None = None,
-) -> ObjectInfo:
-    """Write `<key>.sig`, then `<key>` (with the given write conditions). The signature goes
-    first so the object stays the commit marker; a signature left alone by a failed write is an
-    orphan that cleanup removes with the rest of an incomplete backup. Two writers of the same key
-    must not race (the policy lock keeps them apart): the last signature would win."""
+) -> list[ObjectInfo]:
+    """Write `<key>.sig`, then `<key>` (with the given write conditions); returns what was
+    written, signature first. The signature goes first so the object stays the commit marker; a
+    signature left alone by a failed write is an orphan that cleanup removes with the rest of an
+    incomplete backup. Two writers of the same key must not race (the policy lock keeps them
+    apart): the last signature would win."""
     sig = signer.sign(data, namespace)
-    store.put(sig_key(key), [sig], size_hint=len(sig), retain=retain)
-    return store.put(key, [data], size_hint=len(data), retain=retain, if_absent=if_absent, if_match=if_match)
+    written = [store.put(sig_key(key), [sig], size_hint=len(sig), retain=retain)]
+    written.append(store.put(key, [data], size_hint=len(data), retain=retain, if_absent=if_absent, if_match=if_match))
+    return written
 
 
 def read_verified(store: Store, key: str, verifier: Verifier, namespace: str) -> tuple[bytes, str]:

@@ -6,7 +6,9 @@ policy's first real backup and `run` with nothing due follows; --real R makes R 
 policy in all (the others with `drtool backup`). Then for each B of --backups (5,100) the fleet is
 grown to B backups per policy by replicating the real ones (scripts/fleet_replicate.py: objects
 copied, manifests written under new ids by drtool's catalog code, index updated as a commit does)
-and list, status, report and prune --dry-run run once each.
+and list, status, report and prune --dry-run run once each. On S3 the request floor follows:
+status's requests (4 per policy) made by bare boto3 with nothing else (scripts/bench_floor.py),
+what any reader of that layout pays on these cores.
 
 Each command is timed from outside: wall seconds, CPU seconds of drtool's processes, peak memory
 (PSS, and RSS) and, on S3, the number of store requests (every request goes through
@@ -83,7 +85,9 @@ def fleet_main(argv: list[str]) -> None:
                     url, extra = f"file://{work}/store-{n}", ""
                 folder = work / f"{store}-{n}"
                 write_fleet(folder, n, pg.dsn("tiny"), url, extra, ident.recipient, key)
-                for row in measure(folder, n, store, args, env, proxy if store == "s3" else None):
+                floor = ([sys.executable, str(Path(__file__).with_name("bench_floor.py")), proxy.endpoint, bucket,
+                          f"n{n}", str(n)] if store == "s3" else None)  # fmt: skip
+                for row in measure(folder, n, store, args, env, proxy if store == "s3" else None, floor):
                     results.append(row)
                     print(render_row(row), file=sys.stderr, flush=True)
     finally:
@@ -114,8 +118,10 @@ rpo = "2d"
 {SCHEDULE}""")
 
 
-def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None):
-    """Rows, as they are measured: the two ticks, then the reads at each backup count."""
+def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None,
+            floor: list[str] | None = None):  # fmt: skip
+    """Rows, as they are measured: the two ticks, then the reads at each backup count, and on S3
+    the request floor of a read (scripts/bench_floor.py: status's requests, made by bare boto3)."""
     drtool = [sys.executable, "-m", "drtool", "--quiet"]
     other = None
     if args.compare_src:  # the other checkout's package first on sys.path (-m would put the cwd first)
@@ -162,6 +168,8 @@ def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: 
         if other:
             run("report_json_compare_src", report, ok=(0, 3), prefix=other)
         run("prune_dry_run", ["prune", "-p", p, "--dry-run"])
+        if floor:
+            run("request_floor", floor, prefix=[])
         yield row
 
 

@@ -1,7 +1,8 @@
 """What one backup costs in store requests (issue 15: `run` with a whole fleet due). Every rule of
 the commit holds (lock, manifest last, the index's conditional write); what goes is what this
 process already knows: its own manifest, an index the GET just said is missing, the LIST it just
-made, evidence folders no record was added to, and a progress estimate nobody sees.
+made, the index and LIST `run` read before the backup, evidence folders no record was added to,
+and a progress estimate nobody sees.
 Requests are counted by tests/faultproxy.py in pass-through mode."""
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def test_a_first_scheduled_backup_writes_the_index_without_reading_back_what_it_
     assert json.loads(r.out)["policies"][0]["jobs"]["backup"]["outcome"] == "ok"
     assert _requests(fault_proxy, "GET", "/manifest.json") == []  # its own manifest is not read back
     assert _requests(fault_proxy, "HEAD", "/index.json") == []  # the GET's 404 already said it is missing
-    assert len(_lists(fault_proxy, "backups")) == 2  # one for the slot's check, one for the index write
+    # one LIST for the slot's check, whose read the index write merges into (no second LIST or GET)
+    assert len(_lists(fault_proxy, "backups")) == 1
+    assert len(_requests(fault_proxy, "GET", "/index.json")) == 1
     assert len(_lists(fault_proxy, "drills")) == 1 and len(_lists(fault_proxy, "checks")) == 1
     listed = setup.cli("list", "-p", str(setup.policy), "--json")
     assert listed.code == 0 and "catalog index" not in listed.err  # the index written is usable

@@ -170,6 +170,87 @@ def test_two_concurrent_writers_both_keep_their_entry(two):
     assert sorted(doc["backups"]) == sorted([*two.ids, *(m.id for m in fresh)])
 
 
+def _commit_copy(store, root: Path, policy: str, base, n: int):
+    """A backup committed as a copy of `base` under a new id: (its manifest, what was written)."""
+    bid = base.id[:-6] + f"{n:06x}"
+    m = base.__class__(**{**base.__dict__, "id": bid})
+    src = root / policy / "backups" / base.id / catalog.DUMP_NAME
+    dump = store.put(catalog.dump_key(policy, bid), [src.read_bytes()])
+    return m, [dump, *catalog.write_manifest(store, m)]
+
+
+class _Counting:
+    """A store that counts LISTs and index reads (the requests a merge into an earlier read saves)."""
+
+    def __init__(self, store):
+        self.store, self.lists, self.index_reads = store, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def list_objects(self, prefix, *a, **kw):
+        self.lists += prefix.endswith("/backups/")
+        return self.store.list_objects(prefix, *a, **kw)
+
+    def get(self, key, *a, **kw):
+        self.index_reads += key.endswith("index.json")
+        return self.store.get(key, *a, **kw)
+
+
+def test_a_commit_merges_into_the_index_read_before_it_without_reading_it_again(two):
+    """run reads the index to find a backup taken by hand in the slot; its commit merges into that
+    read: no second LIST of the backups, no second GET of the index, and the index is fresh."""
+    root = index_file(two).parents[1]
+    store = _Counting(LocalStore(root, url=two.store_url))
+    seen = catalog_index.read(store, two.policy_name)
+    base = catalog.read_manifest(store, two.policy_name, two.ids[0]).record
+    m, wrote = _commit_copy(store, root, two.policy_name, base, 1)
+    store.lists = store.index_reads = 0
+    catalog_index.update(store, two.policy_name, verifier=None, signer=None, written=[m], seen=seen, added=wrote)
+    assert (store.lists, store.index_reads) == (0, 0)
+    fresh = catalog_index.read(store, two.policy_name)  # raises IndexUnusable when stale
+    assert sorted(b.id for b in fresh.listing.backups) == sorted([*two.ids, m.id])
+    ids, err = listed(two)
+    assert len(ids) == 3 and "catalog index" not in err
+
+
+def test_a_commit_merged_into_an_earlier_read_keeps_the_entry_another_writer_added_meanwhile(two):
+    root = index_file(two).parents[1]
+    store = _Counting(LocalStore(root, url=two.store_url))
+    seen = catalog_index.read(store, two.policy_name)
+    base = catalog.read_manifest(store, two.policy_name, two.ids[0]).record
+    other, _ = _commit_copy(store, root, two.policy_name, base, 1)  # another writer commits meanwhile
+    catalog_index.update(store, two.policy_name, verifier=None, signer=None, written=[other])
+    mine, wrote = _commit_copy(store, root, two.policy_name, base, 2)
+    store.lists = 0
+    catalog_index.update(store, two.policy_name, verifier=None, signer=None, written=[mine], seen=seen, added=wrote)
+    assert store.lists == 1  # the conditional write lost: the index and the backups were read again
+    doc = json.loads(index_file(two).read_text())
+    assert sorted(doc["backups"]) == sorted([*two.ids, other.id, mine.id])
+    ids, err = listed(two)
+    assert len(ids) == 4 and "catalog index" not in err
+
+
+def test_a_first_commit_without_an_index_still_reads_the_drill_records_there_are(pg, tmp_path):
+    """No index and no backup: read() gives an empty one, which a commit may complete only while
+    the policy has no drill or check record either; otherwise the index is made from the records."""
+    s = local(pg, tmp_path)
+    s.policy_name = s.db.replace("_", "-")
+    root = Path(s.store_url.removeprefix("file://"))
+    store = LocalStore(root, url=s.store_url)
+    store.put(f"{s.policy_name}/drills/20200101T000000Z-aaaaaa.json", [b"not a drill record"])
+    seen = catalog_index.read(store, s.policy_name)
+    assert seen.etag is None and not seen.index.backups
+    first = backup(s)  # a real backup to copy from; its own commit made the index: remove it again
+    (root / s.policy_name / "index.json").unlink()
+    base = catalog.read_manifest(store, s.policy_name, first).record
+    m, wrote = _commit_copy(store, root, s.policy_name, base, 1)
+    index = catalog_index.update(store, s.policy_name, verifier=None, signer=None, written=[m], seen=seen,
+                                 added=wrote)  # fmt: skip
+    assert index.drills["problems"], index.drills  # the unreadable record was read (a rebuild), not skipped
+    assert sorted(index.backups) == sorted([first, m.id])  # and the backup the read did not list is in it
+
+
 def _stable(doc):
     """Drop what changes between two runs of the same command (times of the run, ages)."""
     if isinstance(doc, dict):

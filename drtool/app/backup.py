@@ -6,14 +6,14 @@ import functools
 import socket
 from typing import Any
 
-from .. import __version__, catalog, clock, ledger, pgtools, pipeline, postgres, trust
+from .. import __version__, catalog, catalog_index, clock, ledger, pgtools, pipeline, postgres, trust
 from ..crypto import age
 from ..dumpscan import DamagedArchive, UnsupportedArchive, scanner_for
 from ..durations import format_size
 from ..errors import DatabaseError, DrtoolError, IntegrityError, UsageError
 from ..policy import Policy, StorageTarget
 from ..records import Manifest, ManifestObject, Sizes, manifest_to_dict
-from ..storage import ServerCopy, Store
+from ..storage import ObjectInfo, ServerCopy, Store
 from .base import _check_region
 from .context import UseCase
 
@@ -34,14 +34,17 @@ class BackupJobs(UseCase):
                            details={"backup_id": m["id"], "copies": m.get("copies")})  # fmt: skip
             return m
 
-    def backup_locked(self, policy: Policy, store: Store) -> dict[str, Any]:
-        """backup() for a caller that holds the policy's lock on `store` (run) and reports itself."""
+    def backup_locked(self, policy: Policy, store: Store,
+                      seen: catalog_index.IndexRead | None = None) -> dict[str, Any]:  # fmt: skip
+        """backup() for a caller that holds the policy's lock on `store` (run) and reports itself.
+        `seen`: the catalog index the caller read under that lock; the commit merges into it (one
+        LIST and one GET fewer, see catalog_index.update)."""
         self.ctx.signer(policy)  # a signing key that does not load fails the backup before any dump
         try:
-            manifest = self._backup_once(policy, store)
+            manifest = self._backup_once(policy, store, seen)
         except pgtools.ConcurrentDDL as e:
             self.ctx.warn(f"backup {policy.name}: {e}; a table was dropped while the backup started, retrying once")
-            manifest = self._backup_once(policy, store)
+            manifest = self._backup_once(policy, store, seen)
         if policy.copies:
             manifest = {**manifest, "copies": self.copy_pending(policy, store, new=manifest["id"])}
         return manifest
@@ -104,7 +107,7 @@ class BackupJobs(UseCase):
         catalog.write_manifest(dst, copy, self.ctx.signer(policy))  # the copy's own commit marker, written last
         self.ctx.update_index(policy, dst, written=[copy])
 
-    def _backup_once(self, policy: Policy, store: Store) -> dict[str, Any]:
+    def _backup_once(self, policy: Policy, store: Store, seen: catalog_index.IndexRead | None) -> dict[str, Any]:
         """One attempt; returns the manifest's JSON document."""
         started = clock.utcnow()
         backup_id = catalog.new_backup_id(started)
@@ -176,8 +179,9 @@ class BackupJobs(UseCase):
             except BaseException:
                 store.delete(key)
                 raise
-            self.commit(store, manifest, key, self.ctx.signer(policy))
-            self.ctx.update_index(policy, store, written=[manifest])
+            wrote = self.commit(store, manifest, key, self.ctx.signer(policy))
+            self.ctx.update_index(policy, store, written=[manifest], seen=seen if wrote else None,
+                                  added=[stored, *wrote])  # fmt: skip
         return manifest_to_dict(manifest)
 
     def _backup_progress(self, policy: Policy, store: Store, database_size: int) -> pipeline.Progress:
@@ -191,14 +195,15 @@ class BackupJobs(UseCase):
             return self.ctx.progress(f"backup {policy.name}", previous.sizes.plain_bytes)
         return self.ctx.progress(f"backup {policy.name}", database_size, estimate=True)
 
-    def commit(self, store: Store, manifest: Manifest, dump: str, signer: trust.Signer | None = None) -> None:
-        """Write the manifest, the commit marker, last. Once its write was attempted the dump is
-        deleted only when a read proves the manifest absent: a write whose reply was lost may
-        have landed, and deleting the dump would leave a listed backup with no data."""
+    def commit(self, store: Store, manifest: Manifest, dump: str,
+               signer: trust.Signer | None = None) -> list[ObjectInfo]:  # fmt: skip
+        """Write the manifest, the commit marker, last; returns what was written (signature
+        first), or [] when a lost reply was found to have landed. Once its write was attempted the
+        dump is deleted only when a read proves the manifest absent: a write whose reply was lost
+        may have landed, and deleting the dump would leave a listed backup with no data."""
         where = f"{store.url}/{catalog.manifest_key(manifest.policy, manifest.id)}"
         try:
-            catalog.write_manifest(store, manifest, signer)  # its signature first, when signing
-            return
+            return catalog.write_manifest(store, manifest, signer)  # its signature first, when signing
         except DrtoolError as e:
             failure = e
         try:
@@ -210,7 +215,7 @@ class BackupJobs(UseCase):
         if stored == catalog.serialise_manifest(manifest):
             self.ctx.warn(f"backup {manifest.id}: the store's reply to writing {where} was lost, but the manifest "
                       "is stored: the backup committed")  # fmt: skip
-            return
+            return []
         if stored is not None:
             raise DrtoolError(f"backup {manifest.id}: writing {where} failed ({failure}) and the store holds a "
                               "different manifest there; objects left in place")  # fmt: skip

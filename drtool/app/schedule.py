@@ -64,7 +64,7 @@ class ScheduleJobs(UseCase):
                     "next": [clock.iso(x) for x in scheduler.next_times(expr, tz, t)],
                 }
                 # what the run would find: a backup taken by hand in the slot is its backup
-                manual = self._backup_in_slot(policy, store, d.slot) if d and job == "backup" else None
+                manual = self._backup_in_slot(policy, store, d.slot)[0] if d and job == "backup" else None
                 if manual:
                     result["jobs"][job]["counted_backup"] = manual["backup_id"]
             return result
@@ -157,8 +157,9 @@ class ScheduleJobs(UseCase):
             outcome: dict[str, Any] = {"due": True, "slot": clock.iso(d.slot), "missed": d.missed}
             self.ctx.notify_start(policy)
             try:
-                manual = self._backup_in_slot(policy, store, d.slot, job) if job in ("backup", "base") else None
-                outcome.update(manual or self._run_job(policy, store, job))
+                manual, seen = (self._backup_in_slot(policy, store, d.slot, job) if job in ("backup", "base")
+                                else (None, None))  # fmt: skip
+                outcome.update(manual or self._run_job(policy, store, job, seen))
             except DrtoolError as e:
                 outcome.update(outcome="failed", error=str(e), exit_code=e.exit_code)
             ok = outcome["outcome"] == "ok"
@@ -180,11 +181,14 @@ class ScheduleJobs(UseCase):
                 copy_entry.update(outcome="ok", summary=f"copied to {', '.join(made)}")
             result["jobs"]["copies"] = copy_entry
 
-    def _backup_in_slot(self, policy: Policy, store: Store, slot, job: str = "backup") -> dict[str, Any] | None:
+    def _backup_in_slot(
+        self, policy: Policy, store: Store, slot, job: str = "backup"
+    ) -> tuple[dict[str, Any] | None, catalog_index.IndexRead | None]:
         """A backup taken by hand counts for the slot it falls in: a committed backup, not known
         to be damaged, whose recovery point is at or after the slot's scheduled time is that
         slot's backup, so the next `run` takes no second one (docs/drills.md, "Schedule"). Job
-        "backup" counts logical backups, job "base" physical ones."""
+        "backup" counts logical backups, job "base" physical ones. Returns (that backup's outcome
+        or None, the catalog index read to find out, which the job's commit merges into)."""
         physical = job == "base"
         indexed = self.ctx.read_index(policy, store)
         listing = (
@@ -194,15 +198,16 @@ class ScheduleJobs(UseCase):
             if b.record.is_physical != physical:
                 continue
             if b.recovery_point < slot:
-                return None
+                break
             if not b.damaged:
                 return {"outcome": "ok", "summary": f"backup {b.id} (taken since the slot began) counts for it",
-                        "backup_id": b.id, "taken_before": True}  # fmt: skip
-        return None
+                        "backup_id": b.id, "taken_before": True}, None  # fmt: skip
+        return None, indexed
 
-    def _run_job(self, policy: Policy, store: Store, job: str) -> dict[str, Any]:
+    def _run_job(self, policy: Policy, store: Store, job: str,
+                 seen: catalog_index.IndexRead | None = None) -> dict[str, Any]:  # fmt: skip
         if job == "backup":
-            m = self.backups.backup_locked(policy, store)
+            m = self.backups.backup_locked(policy, store, seen)
             return {"outcome": "ok", "summary": f"backup {m['id']}", "backup_id": m["id"]}
         if job == "base":
             m = self.physical.base_backup_locked(policy, store)
