@@ -294,3 +294,26 @@ def test_another_clusters_wal_is_refused_naming_both_system_identifiers(pitr, ma
     r = pitr.as_postgres("wal", "push", "--policy", str(pitr.policy), str(copy))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert str(pitr.sysid()) in r.stderr and str(other.sysid()) in r.stderr and "wal/cluster.json" in r.stderr
+
+
+def test_the_spool_cleanup_leaves_a_temp_file_being_written_and_removes_one_a_crash_left(tmp_path):
+    """The daemon cleans the spool at start and between passes. It removed every temp file, so a
+    `wal push` writing its ack or error at that moment failed on the rename ("No such file or
+    directory", seen in tests/test_runbook.py): only a temp file old enough to be a crash's goes."""
+    import os
+    import time
+
+    from drtool.app.wal import TMP_STALE_SECONDS, recover_spool
+    from drtool.walspool import ACK
+
+    spool, pg_wal = tmp_path / "spool", tmp_path / "pg_wal"
+    (spool / ACK).mkdir(parents=True)
+    (pg_wal / "archive_status").mkdir(parents=True)
+    fresh = spool / ACK / ".000000010000000000000001.error.0a1b2c3d.tmp"
+    old = spool / ".000000010000000000000002.0a1b2c3d.tmp"
+    for f in (fresh, old):
+        f.write_bytes(b"x")
+    then = time.time() - TMP_STALE_SECONDS - 60
+    os.utime(old, (then, then))
+    assert recover_spool(spool, pg_wal) == 1
+    assert fresh.exists() and not old.exists()

@@ -117,9 +117,14 @@ def ready_names(pg_wal: Path) -> list[str]:
     return sorted(names, key=lambda n: (not n.endswith(".history"), n))
 
 
+TMP_STALE_SECONDS = 300.0  # a temp file this old was left by a crash: a write takes milliseconds
+
+
 def recover_spool(spool: Path, pg_wal: Path) -> int:
-    """At start: remove temp files a crash left, and acks PostgreSQL no longer needs (their .ready
-    is gone: the file was archived or removed). Returns how many files were removed."""
+    """At start and between passes: remove temp files a crash left, and acks PostgreSQL no longer
+    needs (their .ready is gone: the file was archived or removed). Returns how many files were
+    removed. A temp file younger than TMP_STALE_SECONDS is left alone: it may be another process's
+    write in progress (a `wal push` writing its error or ack), whose rename would then fail."""
     removed = 0
     ack = spool / ACK
     listed = {}
@@ -129,14 +134,24 @@ def recover_spool(spool: Path, pg_wal: Path) -> int:
         except FileNotFoundError:
             listed[folder] = []
     ready = set(ready_names(pg_wal))  # after the acks: an ack listed above whose .ready is gone now is spent
+    now = time.time()
     for folder, names in listed.items():
         for n in names:
-            stale = n.endswith(".tmp") or (folder == ack and n.endswith(".ok") and n[: -len(".ok")] not in ready)
+            stale = (n.endswith(".tmp") and _older_than(folder / n, now - TMP_STALE_SECONDS)) or (
+                folder == ack and n.endswith(".ok") and n[: -len(".ok")] not in ready
+            )
             if stale:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(folder / n)
                     removed += 1
     return removed
+
+
+def _older_than(path: Path, t: float) -> bool:
+    try:
+        return path.stat().st_mtime < t
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
