@@ -90,3 +90,19 @@ def test_a_signed_fleet_keeps_a_usable_index_across_backups(pg, tmp_path):
         listed = setup.cli("list", "-p", str(setup.policy), "--json")
         assert listed.code == 0 and "catalog index" not in listed.err, listed.err
         assert [b["status"] for b in listed.json["backups"]] == ["ok"] * n
+
+
+def test_a_signed_scheduled_backup_merged_into_runs_read_leaves_a_usable_index(pg, tmp_path):
+    """The commit of a backup `run` takes merges into the index run read under the lock: with
+    [signing], the entry names this host's key and the signature's version, so readers trust it."""
+    r = run_cli("keygen", "--signing", "--output", str(tmp_path / "signing.key"))
+    assert r.code == 0, r.err
+    line = r.out.strip().splitlines()[-1]
+    signing = f'\n[signing]\nkey_file = "{tmp_path / "signing.key"}"\ntrusted_keys = ["{line}"]\n'
+    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"', extra_toml=DAILY + signing)
+    ran = setup.cli("run", str(setup.policy), "--json")
+    assert ran.code == 0, ran.err
+    assert ran.json["policies"][0]["jobs"]["backup"]["outcome"] == "ok"
+    listed = setup.cli("list", "-p", str(setup.policy), "--json")
+    assert listed.code == 0 and "catalog index" not in listed.err, listed.err
+    assert [b["status"] for b in listed.json["backups"]] == ["ok"]
