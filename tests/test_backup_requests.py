@@ -106,3 +106,24 @@ def test_a_signed_scheduled_backup_merged_into_runs_read_leaves_a_usable_index(p
     listed = setup.cli("list", "-p", str(setup.policy), "--json")
     assert listed.code == 0 and "catalog index" not in listed.err, listed.err
     assert [b["status"] for b in listed.json["backups"]] == ["ok"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("lost", [r"/manifest\.json$", r"/index\.json$"])
+def test_a_scheduled_backup_whose_commit_or_index_reply_is_lost_is_listed_once_from_a_fresh_index(
+    pg, tmp_path, proxied_s3_toml, fault_proxy, lost
+):
+    """The store acted but its reply was lost. For the manifest, commit finds it stored and returns
+    nothing, so the index write reads again instead of merging into run's earlier read. For the
+    index, the retried conditional write fails on its own landed version and merges again. Either
+    way the backup is listed, once, from an index readers can use."""
+    setup = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml=DAILY)
+    fault_proxy.add("PUT", lost, "lose_reply", times=1)
+    r = setup.cli("run", str(setup.policy), "--json")
+    assert r.code == 0, r.err
+    assert r.json["policies"][0]["jobs"]["backup"]["outcome"] == "ok"
+    assert "Traceback" not in r.err
+    assert fault_proxy.count("PUT", lost, "lose_reply (store said 200)") == 1, fault_proxy.requests
+    listed = setup.cli("list", "-p", str(setup.policy), "--json")
+    assert listed.code == 0 and "catalog index" not in listed.err, listed.err
+    assert [b["status"] for b in listed.json["backups"]] == ["ok"]
