@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import ROOT, SERVERS, timed
@@ -45,6 +46,16 @@ from drtool.crypto import age
 
 SCHEDULE = '[schedule]\nbackup = "0 0 * * *"\n[retention]\nkeep_last = 1000\n'
 SAMPLE = 20  # policies of the sample fleet whose all-due tick is counted through the proxy
+
+
+@dataclass
+class Sample:
+    """The sample fleet whose all-due tick is counted through the proxy, and the two endpoints."""
+
+    folder: Path
+    policies: int
+    direct: str
+    proxied: str
 
 
 def fleet_main(argv: list[str]) -> None:
@@ -95,14 +106,14 @@ def fleet_main(argv: list[str]) -> None:
                     url, extra = f"file://{work}/store-{n}", ""
                 folder = work / f"{store}-{n}"
                 write_fleet(folder, n, pg.dsn("tiny"), url, extra, ident.recipient, key)
+                sample = None
                 if store == "s3" and not args.proxy_all_due:
-                    sample = work / f"sample-{n}"  # the all-due tick's requests, counted on a sample
-                    write_fleet(sample, min(n, SAMPLE), pg.dsn("tiny"), f"s3://{bucket}/sample{n}",
+                    sample = Sample(work / f"sample-{n}", min(n, SAMPLE), weed.endpoint, proxy.endpoint)
+                    write_fleet(sample.folder, sample.policies, pg.dsn("tiny"), f"s3://{bucket}/sample{n}",
                                 extra.replace(weed.endpoint, proxy.endpoint), ident.recipient, key)  # fmt: skip
-                    args.sample = (sample, weed.endpoint, proxy.endpoint)
                 floor = ([sys.executable, str(Path(__file__).with_name("bench_floor.py")), proxy.endpoint, bucket,
                           f"n{n}", str(n)] if store == "s3" else None)  # fmt: skip
-                for row in measure(folder, n, store, args, env, proxy if store == "s3" else None, floor):
+                for row in measure(folder, n, store, args, env, proxy if store == "s3" else None, floor, sample):
                     results.append(row)
                     print(render_row(row), file=sys.stderr, flush=True)
     finally:
@@ -134,7 +145,7 @@ rpo = "2d"
 
 
 def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None,
-            floor: list[str] | None = None):  # fmt: skip
+            floor: list[str] | None = None, sample: Sample | None = None):  # fmt: skip
     """Rows, as they are measured: the two ticks, then the reads at each backup count, and on S3
     the request floor of a read (scripts/bench_floor.py: status's requests, made by bare boto3)."""
     drtool = [sys.executable, "-m", "drtool", "--quiet"]
@@ -161,19 +172,17 @@ def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: 
     row: dict = {"store": store, "policies": n, "backups_per_policy": 1, "real_backups_per_policy": 1, "commands": {}}
     run = timer(row)
     due = f"run_all_due_jobs{args.jobs}"
-    sample = getattr(args, "sample", None) if proxy else None
     run(due, ["run", "--jobs", str(args.jobs), p])  # backup 1 of each policy
-    if sample:  # timed straight against the store: count the same tick's requests on the sample
-        folder_s, direct, proxied = sample
+    if sample and proxy:  # timed straight against the store: count the same tick's requests on the sample
         row["commands"][due].pop("requests", None)
         proxy.requests.clear()
-        subprocess.run([*drtool, "run", "--jobs", str(args.jobs), str(folder_s)], env=env, check=True,
+        subprocess.run([*drtool, "run", "--jobs", str(args.jobs), str(sample.folder)], env=env, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-        k = len(list(folder_s.glob("*.toml")))
+        k = sample.policies
         row["commands"][due].update(requests_per_policy=round(len(proxy.requests) / k, 2), requests_sampled=k,
                                     direct=True)  # fmt: skip
         for f in folder.glob("*.toml"):  # the rest through the counting proxy
-            f.write_text(f.read_text().replace(direct, proxied))
+            f.write_text(f.read_text().replace(sample.direct, sample.proxied))
     run("run_idle", ["run", p])
     if other:
         run("run_idle_compare_src", ["run", p], prefix=other)
