@@ -83,6 +83,19 @@ def test_list_filters_by_prefix_in_key_order(store):
     assert [o.size for o in store.list_objects("q/")] == [3]
 
 
+def test_a_prefix_that_ends_inside_a_name_lists_every_key_that_starts_with_it(store):
+    keys = ["pol/backups/20261130T0100Z-a/manifest.json", "pol/backups/20261130T0100Z-a/dump.zst.age",
+            "pol/backups/20261130T0200Z-b/manifest.json", "pol/backups/20261201T0100Z-c/manifest.json",
+            "pol/backupsX/20261130/manifest.json", "pol/index.json", "other/backups/20261130/x"]  # fmt: skip
+    for k in keys:
+        put_bytes(store, k, b"x")
+    assert [o.key for o in store.list_objects("pol/backups/202611")] == sorted(keys[:3])
+    assert [o.key for o in store.list_objects("pol/backups/")] == sorted(keys[:4])
+    assert [o.key for o in store.list_objects("pol/backups")] == sorted(keys[:5])
+    assert [o.key for o in store.list_objects("")] == sorted(keys)
+    assert list(store.list_objects("nothing/here/")) == []
+
+
 def test_streamed_multipart_upload_round_trips(store, monkeypatch):
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
     chunk = os.urandom(1024 * 1024)

@@ -200,19 +200,14 @@ class LocalStore:
         if not self.root.is_dir():
             raise NotFound(f"{self.url}: store folder does not exist")
         found = []
-        for dirpath, dirnames, filenames in os.walk(self._walk_start(prefix)):
-            rel = os.path.relpath(dirpath, self.root)
-            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            dirnames[:] = _toward(prefix, base, dirnames)
-            for name in filenames:
-                key = base + name
-                if name.startswith((TMP_PREFIX, META_PREFIX)) or not key.startswith(prefix):
-                    continue
+        for key, path in self._files(prefix):
+            if not key.rpartition("/")[2].startswith((TMP_PREFIX, META_PREFIX)):
                 try:
-                    found.append(_info(key, os.stat(os.path.join(dirpath, name))))
+                    found.append(_info(key, os.stat(path)))
                 except FileNotFoundError:
                     continue
-        yield from sorted(found, key=lambda o: o.key)
+        found.sort(key=lambda o: o.key)
+        yield from found
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         if if_match:
@@ -240,26 +235,38 @@ class LocalStore:
                 raise PreconditionFailed(f"{self.url}/{key}: changed since it was read")
             self.delete(key)
 
-    def _walk_start(self, prefix: str) -> Path:
-        """The deepest folder that holds every key under prefix: a walk starts there, so one
-        policy's scan never visits the folders of the rest of the fleet."""
+    def _files(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, path) of every file whose key starts with prefix, temp files and sidecars too. The
+        walk starts at the deepest folder that holds them all, so one policy's scan never visits the
+        folders of the rest of the fleet; keys are built as it descends (no path arithmetic per
+        file: a fleet's list walks a few hundred thousand). Symlinked folders are not followed and
+        unreadable folders are skipped, as os.walk does."""
         folders = [p for p in prefix.split("/")[:-1] if p not in ("", ".", "..")]
-        return self.root.joinpath(*folders)
+        stack = [("".join(f + "/" for f in folders), os.path.join(self.root, *folders))]
+        while stack:
+            base, folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            for e in entries:
+                key = base + e.name
+                if e.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        stack.append((key + "/", e.path))
+                elif key.startswith(prefix) and not e.is_dir():
+                    yield key, e.path
 
     def leftovers(self, prefix: str) -> list[Leftover]:
         out = []
-        for dirpath, dirnames, filenames in os.walk(self._walk_start(prefix)):
-            rel = os.path.relpath(dirpath, self.root)
-            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            dirnames[:] = _toward(prefix, base, dirnames)
-            for name in filenames:
-                if name.startswith(TMP_PREFIX) and (base + name).startswith(prefix):
-                    full = os.path.join(dirpath, name)
-                    try:
-                        started = dt.datetime.fromtimestamp(os.stat(full).st_mtime, dt.UTC)
-                    except FileNotFoundError:
-                        continue
-                    out.append(Leftover(base + name, started, full))
+        for key, path in self._files(prefix):
+            if key.rpartition("/")[2].startswith(TMP_PREFIX):
+                try:
+                    started = dt.datetime.fromtimestamp(os.stat(path).st_mtime, dt.UTC)
+                except FileNotFoundError:
+                    continue
+                out.append(Leftover(key, started, path))
         return out
 
     def discard(self, leftover: Leftover) -> None:
@@ -269,11 +276,6 @@ class LocalStore:
             pass
         except OSError as e:
             raise self._fail("delete", leftover.key, e) from None
-
-
-def _toward(prefix: str, base: str, dirnames: list[str]) -> list[str]:
-    """The subfolders of folder `base` that lie under prefix or on the way to it."""
-    return [d for d in dirnames if (base + d + "/").startswith(prefix) or prefix.startswith(base + d + "/")]
 
 
 def _remove_quietly(tmp: Path) -> None:
