@@ -96,6 +96,18 @@ def test_a_prefix_that_ends_inside_a_name_lists_every_key_that_starts_with_it(st
     assert list(store.list_objects("nothing/here/")) == []
 
 
+def test_keys_with_spaces_plus_signs_percents_and_non_ascii_list_as_written(store):
+    """S3 listings come URL-encoded (boto3 asks for it); drtool reads them without botocore's parser
+    (s3._keep_listing_raw), so it must decode them exactly as botocore would."""
+    keys = ["odd/a b+c%20d.json", "odd/ünï/çødé€.txt", "odd/&<>\"'.x", "odd/tab\there"]
+    for k in keys:
+        put_bytes(store, k, k.encode())
+    listed = list(store.list_objects("odd/"))
+    assert [o.key for o in listed] == sorted(keys)
+    assert [o.size for o in listed] == [len(o.key.encode()) for o in listed]
+    assert all(o.etag and o.modified and o.modified.tzinfo for o in listed)
+
+
 def test_streamed_multipart_upload_round_trips(store, monkeypatch):
     monkeypatch.setattr(s3mod, "MIN_PART", 5 * 1024 * 1024)
     chunk = os.urandom(1024 * 1024)
@@ -346,3 +358,21 @@ def test_folder_store_ignores_metadata_of_another_version(tmp_path):
     assert store.stat("p/obj").metadata == {}
     with pytest.raises(StorageError):
         put_bytes(store, "p/.meta-obj", b"x")  # keys cannot name a sidecar
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"<ListBucketResult><Contents><Key>p/x</Key></Contents></ListBucketResult>", "without Key or Size"),
+        (b"<ListBucketResult><Contents><Key>p/x</Key><Size>ten</Size></Contents></ListBucketResult>", "ten"),
+        (b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>", "without NextContinuationToken"),
+    ],
+)
+def test_a_listing_drtool_cannot_read_is_a_storage_error_naming_the_prefix(body, problem):
+    """Well-formed XML that is not a usable listing (a server will not send one on demand; malformed
+    XML botocore's own 200-error check turns into a retried 500 before drtool sees it)."""
+    store = s3mod.S3Store("s3://bkt/pre", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    with pytest.raises(
+        StorageError, match=rf"^s3://bkt/pre/pol/backups/: the store's listing cannot be read: .*{problem}"
+    ):
+        store._page({s3mod.RAW_LISTING: body}, "pol/backups/")
