@@ -11,12 +11,18 @@ status's requests (4 per policy) made by bare boto3 with nothing else (scripts/b
 what any reader of that layout pays on these cores.
 
 Each command is timed from outside: wall seconds, CPU seconds of drtool's processes, peak memory
-(PSS, and RSS) and, on S3, the number of store requests (every request goes through
-tests/faultproxy.py in pass-through mode, which counts them; its own cost, about a millisecond a
-request, is in the wall time) and the CPU the S3 server spent (the floor on these shared cores).
-The all-due tick is the exception: it is timed straight against SeaweedFS, since the proxy's
-13-15 CPU-s per 1,000 backups compete with the tick for the same two cores, and its requests are
-counted on a sample fleet of 20 policies through the proxy (--proxy-all-due: as before).
+(PSS, and RSS) and, on S3, the CPU the S3 server spent (the floor on these shared cores) and the
+number of store requests per policy. Every command is timed straight against SeaweedFS: the
+counting proxy (tests/faultproxy.py in pass-through mode, pure Python) costs about a millisecond of
+CPU a request and more for large listings, on the same two cores. Requests are counted by running
+the same command again, through the proxy, on 20 of the policies (copies of their files pointing at
+the proxy; the all-due tick on a sample fleet of its own, whose first backups it makes).
+--proxied times every command through the proxy and counts them all, as the bench did before
+2026-11-30 (--proxy-all-due is the older name).
+
+The request floor is measured twice, straight against the store: status's requests made by bare
+boto3 (request_floor), and the same requests made by the leanest client (request_floor_raw:
+presigned URLs, urllib3, the C XML parser), which leaves the server's own cost and little else.
 
     scripts/bench --fleet [--policies 10,100] [--backups 5,100] [--real 2] [--stores s3,local]
                           [--jobs 4] [--compare-src DIR] [--json FILE]
@@ -67,9 +73,11 @@ def fleet_main(argv: list[str]) -> None:
     ap.add_argument("--jobs", type=int, default=4, help="run --jobs for the all-due tick")
     ap.add_argument("--compare-src", help="another checkout whose idle tick to measure too")
     ap.add_argument(
+        "--proxied",
         "--proxy-all-due",
+        dest="proxied",
         action="store_true",
-        help="time the all-due tick through the counting proxy, as the bench did before 2026-11-30",
+        help="time every command through the counting proxy, as the bench did before 2026-11-30",
     )
     ap.add_argument("--json", default=str(ROOT / ".bench" / "fleet.json"))
     args = ap.parse_args(argv)
@@ -98,20 +106,20 @@ def fleet_main(argv: list[str]) -> None:
         env = dict(os.environ, BENCH_PW=pg.PASSWORD)
         for store in args.stores.split(","):
             for n in [int(x) for x in args.policies.split(",")]:
-                if store == "s3":  # the all-due tick goes straight to the store unless --proxy-all-due
-                    first = proxy.endpoint if args.proxy_all_due else weed.endpoint
-                    url, extra = f"s3://{bucket}/n{n}", f'region = "us-east-1"\nendpoint_url = "{first}"\n'
+                if store == "s3":  # commands go straight to the store unless --proxied
+                    endpoint = proxy.endpoint if args.proxied else weed.endpoint
+                    url, extra = f"s3://{bucket}/n{n}", f'region = "us-east-1"\nendpoint_url = "{endpoint}"\n'
                 else:
                     (work / f"store-{n}").mkdir(mode=0o700)  # what `drtool init` does
                     url, extra = f"file://{work}/store-{n}", ""
                 folder = work / f"{store}-{n}"
                 write_fleet(folder, n, pg.dsn("tiny"), url, extra, ident.recipient, key)
                 sample = None
-                if store == "s3" and not args.proxy_all_due:
+                if store == "s3" and not args.proxied:
                     sample = Sample(work / f"sample-{n}", min(n, SAMPLE), weed.endpoint, proxy.endpoint)
                     write_fleet(sample.folder, sample.policies, pg.dsn("tiny"), f"s3://{bucket}/sample{n}",
                                 extra.replace(weed.endpoint, proxy.endpoint), ident.recipient, key)  # fmt: skip
-                floor = ([sys.executable, str(Path(__file__).with_name("bench_floor.py")), proxy.endpoint, bucket,
+                floor = ([sys.executable, str(Path(__file__).with_name("bench_floor.py")), endpoint, bucket,
                           f"n{n}", str(n)] if store == "s3" else None)  # fmt: skip
                 for row in measure(folder, n, store, args, env, proxy if store == "s3" else None, floor, sample):
                     results.append(row)
@@ -147,7 +155,8 @@ rpo = "2d"
 def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: FaultProxy | None,
             floor: list[str] | None = None, sample: Sample | None = None):  # fmt: skip
     """Rows, as they are measured: the two ticks, then the reads at each backup count, and on S3
-    the request floor of a read (scripts/bench_floor.py: status's requests, made by bare boto3)."""
+    the request floor of a read (scripts/bench_floor.py: status's requests, made by bare boto3 and
+    by the leanest client)."""
     drtool = [sys.executable, "-m", "drtool", "--quiet"]
     other = None
     if args.compare_src:  # the other checkout's package first on sys.path (-m would put the cwd first)
@@ -156,15 +165,28 @@ def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: 
         other = [sys.executable, "-c", boot, "--quiet"]
     p = str(folder)
 
+    counted = None  # copies of SAMPLE policy files pointing at the proxy: each command's requests are counted on them
+    if sample and proxy:
+        counted = folder.parent / f"counted-{n}"
+        counted.mkdir()
+        for f in sorted(folder.glob("*.toml"))[:SAMPLE]:
+            (counted / f.name).write_text(f.read_text().replace(sample.direct, sample.proxied))
+
     def timer(row: dict):
-        def run(name: str, argv: list[str], ok=(0,), prefix=drtool) -> None:
-            if proxy:
+        def run(name: str, argv: list[str], ok=(0,), prefix=drtool, count=True) -> None:
+            if proxy and not counted:
                 proxy.requests.clear()
             m = timed([*prefix, *argv], env, ok=ok)
             m = {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
-            if proxy:
+            if proxy and not counted:
                 m["requests"] = len(proxy.requests)
                 m["requests_per_policy"] = round(len(proxy.requests) / n, 2)
+            elif proxy and counted and count:  # the same command again, on the counted copies
+                proxy.requests.clear()
+                subprocess.run([*prefix, *(str(counted) if a == p else a for a in argv)], env=env,
+                               stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+                k = min(n, SAMPLE)
+                m.update(requests_per_policy=round(len(proxy.requests) / k, 2), requests_sampled=k, direct=True)
             row["commands"][name] = m
 
         return run
@@ -172,17 +194,14 @@ def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: 
     row: dict = {"store": store, "policies": n, "backups_per_policy": 1, "real_backups_per_policy": 1, "commands": {}}
     run = timer(row)
     due = f"run_all_due_jobs{args.jobs}"
-    run(due, ["run", "--jobs", str(args.jobs), p])  # backup 1 of each policy
+    run(due, ["run", "--jobs", str(args.jobs), p], count=False)  # backup 1 of each policy
     if sample and proxy:  # timed straight against the store: count the same tick's requests on the sample
-        row["commands"][due].pop("requests", None)
         proxy.requests.clear()
         subprocess.run([*drtool, "run", "--jobs", str(args.jobs), str(sample.folder)], env=env, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         k = sample.policies
         row["commands"][due].update(requests_per_policy=round(len(proxy.requests) / k, 2), requests_sampled=k,
                                     direct=True)  # fmt: skip
-        for f in folder.glob("*.toml"):  # the rest through the counting proxy
-            f.write_text(f.read_text().replace(sample.direct, sample.proxied))
     run("run_idle", ["run", p])
     if other:
         run("run_idle_compare_src", ["run", p], prefix=other)
@@ -206,7 +225,8 @@ def measure(folder: Path, n: int, store: str, args, env: dict[str, str], proxy: 
             run("report_json_compare_src", report, ok=(0, 3), prefix=other)
         run("prune_dry_run", ["prune", "-p", p, "--dry-run"])
         if floor:
-            run("request_floor", floor, prefix=[])
+            run("request_floor", floor, prefix=[], count=False)
+            run("request_floor_raw", [*floor, "--raw"], prefix=[], count=False)
         yield row
 
 
