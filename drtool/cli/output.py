@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .. import jsontext
 from ..errors import EXIT_USAGE
 from ..policy import InvalidPolicy
 
@@ -30,7 +31,7 @@ def invalid_json() -> list[dict[str, Any]]:
 def emit_json(doc: dict[str, Any]) -> None:
     """The command's result: schema_version first, invalid_policies last when a file was invalid."""
     extra = {"invalid_policies": invalid_json()} if INVALID else {}
-    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, indent=2, default=str))
+    click.echo(jsontext.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc, **extra}, default=str))
 
 
 def emit_json_rows(key: str, rows: Iterable[dict[str, Any]], after: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -41,15 +42,13 @@ def emit_json_rows(key: str, rows: Iterable[dict[str, Any]], after: Callable[[],
     out.write("{\n" + f'  "schema_version": {JSON_SCHEMA_VERSION},\n  {json.dumps(key)}: [')
     first = True
     for row in rows:
-        text = json.dumps(row, indent=2, default=str).replace("\n", "\n    ")
-        out.write(("\n    " if first else ",\n    ") + text)
+        out.write(("\n    " if first else ",\n    ") + jsontext.dumps(row, default=str, margin="    "))
         first = False
     out.write("]" if first else "\n  ]")
     for k, v in (after() if after else {}).items():
-        out.write(f",\n  {json.dumps(k)}: " + json.dumps(v, indent=2, default=str).replace("\n", "\n  "))
+        out.write(f",\n  {json.dumps(k)}: " + jsontext.dumps(v, default=str, margin="  "))
     if INVALID:
-        text = json.dumps(invalid_json(), indent=2, default=str).replace("\n", "\n  ")
-        out.write(f',\n  "invalid_policies": {text}')
+        out.write(',\n  "invalid_policies": ' + jsontext.dumps(invalid_json(), default=str, margin="  "))
     out.write("\n}\n")
     out.flush()
 

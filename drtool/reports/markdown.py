@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from .. import jsontext
 from . import text
 
 _SPECIAL = re.compile(r"([\\`*\[\]<>|])")
@@ -37,8 +38,8 @@ def json_frame(doc: dict[str, Any]) -> tuple[str, str]:
 
 
 def json_section(p: dict[str, Any], first: bool) -> str:
-    text = json.dumps(p, indent=2, sort_keys=True).replace("\n", "\n    ")
-    return ("[\n    " if first else ",\n    ") + text
+    body = jsontext.dumps(p, sort_keys=True, margin="    ")  # render_json's text of it, indented
+    return ("[\n    " if first else ",\n    ") + body
 
 
 def json_close(empty: bool) -> str:
