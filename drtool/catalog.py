@@ -87,6 +87,9 @@ class Backup:
     missing: tuple[str, ...] = ()
     signed_by: str | None = None  # fingerprint of the trusted key that signed the manifest, when checked
     table_count: int | None = None  # read from the catalog index, whose record carries no table list
+    # the manifest's document when the reader already holds it (an index entry, which is
+    # manifest_to_dict of a parsed manifest): `manifest` then needs no second conversion
+    doc: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -99,7 +102,7 @@ class Backup:
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The manifest as its JSON document, for readers not yet moved to `record`."""
-        return manifest_to_dict(self.record)
+        return self.doc if self.doc is not None else manifest_to_dict(self.record)
 
     @property
     def dump(self) -> dict[str, Any]:

@@ -292,13 +292,14 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         if key not in objects:
             continue
         where = f"{store.url}/{key}"
+        doc = {**e["manifest"], "tables": {}}
         try:  # the entry as decoded with the index: no JSON round trip per entry
-            m = manifest_from_doc({**e["manifest"], "tables": {}}, where)
+            m = manifest_from_doc(doc, where)
         except ManifestInvalid as err:
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {bid}: {err}") from None
         prefix = catalog.backup_prefix(policy, bid)
         missing = catalog.missing_objects(store, prefix, m, sizes)
-        backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"]))
+        backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"], doc=doc))
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     unreadable, untrusted, protected = [], [], set()
     for bid, p in sorted(index.problems.items(), key=lambda item: item[1]["key"]):

@@ -21,7 +21,8 @@ def iso(t: dt.datetime) -> str:
 
 
 def parse_iso(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.UTC)
+    t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return t if t.tzinfo is dt.UTC else t.astimezone(dt.UTC)  # what iso() writes is UTC already
 
 
 def process_age() -> float | None:

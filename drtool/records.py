@@ -182,12 +182,13 @@ class _Reader:
 
     def get(self, name: str, kind: type | tuple[type, ...], *, doc: dict[str, Any] | None = None,
             required: bool = True) -> Any:  # fmt: skip
-        doc = self.doc if doc is None else doc
-        if name not in doc or doc[name] is None:
+        value = (self.doc if doc is None else doc).get(name)
+        if type(value) is kind:  # what JSON decoding makes: the common case, checked first
+            return value
+        if value is None:
             if required:
                 raise self.fail(f"'{name}' is missing")
             return None
-        value = doc[name]
         if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int,))):
             raise self.fail(f"'{name}' has the wrong type ({type(value).__name__})")
         return value

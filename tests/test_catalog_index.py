@@ -314,3 +314,19 @@ def test_the_index_gives_the_manifests_records_without_reencoding_each_entry(two
         dataclasses.replace(b.record, tables={}) for b in scanned.backups
     ]
     assert [b.table_count for b in indexed.listing.backups] == [len(b.record.tables) for b in scanned.backups]
+
+
+def test_a_backup_read_from_the_index_gives_the_manifest_document_its_record_gives(two):
+    """An index-read backup hands out its entry's document as `manifest` (report and metrics read it)
+    instead of converting the record back: it must be what manifest_to_dict of the record makes,
+    the document a manifest-read backup gives (but for the table list the index leaves out)."""
+    from drtool import catalog_index
+    from drtool.records import manifest_to_dict
+    from drtool.storage import LocalStore
+
+    store = LocalStore(Path(two.store_url.removeprefix("file://")))
+    indexed = catalog_index.read(store, two.policy_name).listing.backups
+    scanned = catalog.scan(store, two.policy_name).backups
+    assert [b.doc is not None for b in indexed] == [True, True]
+    assert [b.manifest for b in indexed] == [manifest_to_dict(b.record) for b in indexed]
+    assert [b.manifest for b in indexed] == [{**b.manifest, "tables": {}} for b in scanned]
