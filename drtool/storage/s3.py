@@ -154,6 +154,7 @@ def shared_client(
                 max_pool_connections=POOL_CONNECTIONS,
             )
             client = _CLIENTS[key] = _SESSION.client("s3", endpoint_url=endpoint_url, config=cfg, verify=verify)
+            # a list_objects_v2 call on these clients answers with RAW_LISTING, not Contents: S3Store._page reads it
             client.meta.events.register("before-parse.s3.ListObjectsV2", _keep_listing_raw)
         return client
 
