@@ -30,20 +30,29 @@ def _float(o: float) -> str:
     return _float_repr(o)
 
 
+def _scalar(o: Any) -> str | None:
+    """The JSON text of None, a bool, an int or a float (subclasses too, as json.dumps takes
+    them); None for anything else."""
+    if o is None:
+        return "null"
+    if o is True:
+        return "true"
+    if o is False:
+        return "false"
+    if isinstance(o, int):
+        return _int_repr(o)
+    if isinstance(o, float):
+        return _float(o)
+    return None
+
+
 def _key(k: Any) -> str:
     if isinstance(k, str):
         return _string(k)
-    if k is True:
-        return '"true"'
-    if k is False:
-        return '"false"'
-    if k is None:
-        return '"null"'
-    if isinstance(k, int):
-        return '"' + _int_repr(k) + '"'
-    if isinstance(k, float):
-        return '"' + _float(k) + '"'
-    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+    text = _scalar(k)
+    if text is None:
+        raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+    return '"' + text + '"'
 
 
 def dumps(obj: Any, *, sort_keys: bool = False, default: Callable[[Any], Any] | None = None, margin: str = "") -> str:
@@ -54,16 +63,6 @@ def dumps(obj: Any, *, sort_keys: bool = False, default: Callable[[Any], Any] | 
         t = type(o)
         if t is str:
             return _string(o)
-        if o is None:
-            return "null"
-        if o is True:
-            return "true"
-        if o is False:
-            return "false"
-        if t is int:
-            return _int_repr(o)
-        if t is float:
-            return _float(o)
         if t is dict:
             if not o:
                 return "{}"
@@ -79,13 +78,11 @@ def dumps(obj: Any, *, sort_keys: bool = False, default: Callable[[Any], Any] | 
                 return "[]"
             inner = pad + INDENT
             return "[\n" + inner + (",\n" + inner).join([enc(v, inner) for v in o]) + "\n" + pad + "]"
-        # subclasses, floats and the rest: checked as json.dumps checks them
-        if isinstance(o, str):
+        text = _scalar(o)
+        if text is not None:
+            return text
+        if isinstance(o, str):  # subclasses, checked as json.dumps checks them
             return _string(o)
-        if isinstance(o, int):
-            return _int_repr(o)
-        if isinstance(o, float):
-            return _float(o)
         if isinstance(o, (dict, list, tuple)):
             return enc(dict(o) if isinstance(o, dict) else list(o), pad)
         if default is None:

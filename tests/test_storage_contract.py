@@ -366,6 +366,7 @@ def test_folder_store_ignores_metadata_of_another_version(tmp_path):
         (b"<ListBucketResult><Contents><Key>p/x</Key></Contents></ListBucketResult>", "without Key or Size"),
         (b"<ListBucketResult><Contents><Key>p/x</Key><Size>ten</Size></Contents></ListBucketResult>", "ten"),
         (b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>", "without NextContinuationToken"),
+        (b"", "no element found"),  # an empty 200: botocore's parse read it as a folder with no keys
     ],
 )
 def test_a_listing_drtool_cannot_read_is_a_storage_error_naming_the_prefix(body, problem):

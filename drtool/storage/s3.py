@@ -115,8 +115,8 @@ def _keep_listing_raw(response_dict, customized_response_dict, **_):
     spent ~30 % of a fleet status's CPU on 200-key listings; the C XML parser reads the few fields a
     listing needs (S3Store._page) at a fraction of that. Errors, and 200s that botocore's own
     handler (run first) found to hold one, are parsed as always."""
-    if response_dict.get("status_code") == 200 and response_dict.get("body"):
-        customized_response_dict[RAW_LISTING] = response_dict["body"]
+    if response_dict.get("status_code") == 200:  # an empty body too: _page refuses it, botocore read it as no keys
+        customized_response_dict[RAW_LISTING] = response_dict.get("body") or b""
         response_dict["body"] = _EMPTY_LISTING
 
 
@@ -154,9 +154,15 @@ def shared_client(
                 max_pool_connections=POOL_CONNECTIONS,
             )
             client = _CLIENTS[key] = _SESSION.client("s3", endpoint_url=endpoint_url, config=cfg, verify=verify)
-            # a list_objects_v2 call on these clients answers with RAW_LISTING, not Contents: S3Store._page reads it
-            client.meta.events.register("before-parse.s3.ListObjectsV2", _keep_listing_raw)
+            _hand_listings_back_raw(client)
         return client
+
+
+def _hand_listings_back_raw(client) -> None:
+    """After this, a list_objects_v2 call on `client` answers with RAW_LISTING, not Contents
+    (S3Store._page reads it). Idempotent (one unique id); not thread-safe, like any registration:
+    call it where the client is made."""
+    client.meta.events.register("before-parse.s3.ListObjectsV2", _keep_listing_raw, unique_id=RAW_LISTING)
 
 
 class S3Store:
@@ -181,6 +187,8 @@ class S3Store:
         self.bucket = u.netloc
         self.prefix = u.path.strip("/")
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        if client is not None:
+            _hand_listings_back_raw(client)
         self.client = client or shared_client(
             endpoint_url=endpoint_url,
             region=region,
@@ -398,14 +406,9 @@ class S3Store:
 
     def _page(self, page: dict, prefix: str) -> tuple[list[tuple], str | None]:
         """One ListObjectsV2 page: [(full key, size, etag, modified)] and the continuation token
-        (None: the last page). From the raw XML when _keep_listing_raw kept it; from botocore's
-        parse otherwise (a client drtool did not make)."""
-        raw = page.get(RAW_LISTING)
-        if raw is None:
-            objects = [(o["Key"], o["Size"], o.get("ETag"), o.get("LastModified")) for o in page.get("Contents", [])]
-            return objects, page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        (None: the last page), read from the XML _keep_listing_raw kept."""
         try:
-            root = ET.fromstring(raw)
+            root = ET.fromstring(page.get(RAW_LISTING) or b"")
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             url_encoded = root.findtext(ns + "EncodingType") == "url"  # as botocore decodes it
             objects = []
