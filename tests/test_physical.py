@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,16 @@ def _silent_basebackup(tmp_path: Path) -> tuple[Path, Path]:
     return _fake_basebackup(tmp_path, f"echo $$ > {pid_file}\nexec sleep 600"), pid_file
 
 
+def _written_pid(pid_file: Path) -> int | None:
+    """The pid the fake wrote; None when its shell was killed between creating the file (the
+    redirection) and writing to it: a shell still alive finishes that `echo` within milliseconds,
+    so a file still empty after 2 s was left by a shell that is gone."""
+    deadline = time.monotonic() + 2
+    while not (text := pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(text) if text else None
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -123,7 +134,8 @@ def test_base_backup_starts_pg_basebackup_before_the_lock_and_kills_it_when_the_
     assert r.code == 1, r.err
     assert "is locked" in _one_error_line(r.err)
     assert pid_file.exists(), "pg_basebackup was not started before the lock was taken"
-    assert _gone(int(pid_file.read_text())), "pg_basebackup was left running"
+    pid = _written_pid(pid_file)  # None: killed before it could write its pid, so gone
+    assert pid is None or _gone(pid), "pg_basebackup was left running"
     assert _listed(phys) == []
 
 
