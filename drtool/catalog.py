@@ -8,6 +8,7 @@ Evidence about backups (check and drill records, the run's state) is in ledger.p
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Callable
@@ -344,11 +345,14 @@ def list_backups(store: Store, policy: str, verifier: Verifier | None = None) ->
 
 
 def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[str, str] | None = None,
-                verifier: Verifier | None = None, kind: str | None = None) -> Backup:  # fmt: skip
+                verifier: Verifier | None = None, kind: str | None = None,
+                skipped: Callable[[str, str], None] | None = None) -> Backup:  # fmt: skip
     """The named backup, or the newest one that is neither missing objects nor in `damaged`
     (backup id -> why a check found it damaged); IntegrityError if every listed one is damaged.
     With a verifier, only a trusted one (Untrusted for a named one that is not). With `kind`
-    ("logical" or "physical"), only backups of that kind (UsageError for a named one of the other)."""
+    ("logical" or "physical"), only backups of that kind (UsageError for a named one of the other).
+    `skipped(id, why)` is told of each damaged backup newer than the one chosen, newest first
+    (newer as listed: by recovery point, not by id, which two backups in one second do not order)."""
     if backup_id:
         found = read_manifest(store, policy, backup_id, verifier)
         if kind and found.record.kind != kind:
@@ -369,4 +373,7 @@ def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[
     if not backups:
         what = f"complete {kind} backup" if kind == "physical" else "complete backup"
         raise DrtoolError(f"{store.url}: policy '{policy}' has no {what} yet")
+    for b in itertools.takewhile(lambda b: b is not backups[0], listed):
+        if skipped is not None:
+            skipped(b.id, damaged[b.id])
     return backups[0]

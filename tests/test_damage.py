@@ -146,6 +146,31 @@ def test_backup_verify_found_damaged_never_displaces_the_last_good_one(local):
     assert f"skipping backup {bad['id']}" in r.err
 
 
+def test_a_damaged_backup_newer_than_the_one_restored_is_named_even_when_its_id_sorts_lower(local):
+    """Two backups in one second have ids ordered by their random suffix, not by time: the skipped
+    damaged one is found by the listing's order (recovery point), not by comparing ids (a full run
+    once restored the good one without naming the damaged newer one)."""
+    import dataclasses
+    import datetime as dt
+
+    from drtool import catalog
+
+    good = backup(local)
+    store = store_of(local)
+    src = catalog.read_manifest(store, good["policy"], good["id"]).record
+    newer = dataclasses.replace(src, id=good["id"].rsplit("-", 1)[0] + "-000000",
+                                recovery_point=src.recovery_point + dt.timedelta(microseconds=1))  # fmt: skip
+    assert newer.id < good["id"]
+    dump = (folder(local, good) / "dump.zst.age").read_bytes()
+    store.put(catalog.dump_key(good["policy"], newer.id), [dump], size_hint=len(dump))
+    catalog.write_manifest(store, newer)
+    told = []
+    chosen = catalog.find_backup(store, good["policy"], None, {newer.id: "a check found it damaged"},
+                                 skipped=lambda bid, why: told.append((bid, why)))  # fmt: skip
+    assert chosen.id == good["id"]
+    assert told == [(newer.id, "a check found it damaged")]
+
+
 def test_a_good_verify_records_ok_and_a_store_failure_records_nothing(local):
     m = backup(local)
     assert local.cli("verify", "-p", str(local.policy)).code == 0

@@ -108,10 +108,12 @@ class RestoreJobs(UseCase):
         if backup_id or from_copy:
             return catalog.find_backup(store, policy.name, backup_id, verifier=verifier, kind=kind)
         damaged = ledger.read_checks(store, policy.name, verifier, self.ctx.warn).reasons()
-        backup = catalog.find_backup(store, policy.name, None, damaged, verifier, kind)
-        for bid in sorted((b for b in damaged if b > backup.id), reverse=True):
-            self.ctx.warn(f"skipping backup {bid}: {damaged[bid]}")
-        return backup
+
+        def skipping(bid: str, why: str) -> None:  # the ones a check found damaged, as before
+            if bid in damaged:
+                self.ctx.warn(f"skipping backup {bid}: {why}")
+
+        return catalog.find_backup(store, policy.name, None, damaged, verifier, kind, skipping)
 
     # -- restore -----------------------------------------------------------------------------------
     def restore(
