@@ -21,6 +21,10 @@ server will not produce on demand:
     proxy.requests                                                 # [(method, path, outcome)]
     proxy.ranges                                                   # [(path, Range header)] of ranged requests
     proxy.if_match                                                 # [(path, If-Match header)] of conditional ones
+    proxy.presigned                                                # [path] of requests signed in their URL
+
+Faults match, and `requests` records, the path without a presigned URL's signature (the X-Amz-*
+query parameters drtool's lean reads carry): `/dump\\.zst\\.age$` matches a presigned GET too.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class FaultProxy:
         self.requests: list[tuple[str, str, str]] = []
         self.ranges: list[tuple[str, str]] = []
         self.if_match: list[tuple[str, str]] = []
+        self.presigned: list[str] = []  # paths of the requests signed in their URL (lean reads)
         self._mutex = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -161,13 +166,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _handle(self) -> None:
-        method, path = self.command, self.path
+        method, path = self.command, _unsigned(self.path)
         body = self._body()
         with self.owner._mutex:
             if self.headers.get("Range"):
                 self.owner.ranges.append((path, self.headers["Range"]))
             if self.headers.get("If-Match"):
                 self.owner.if_match.append((path, self.headers["If-Match"]))
+            if "X-Amz-Signature=" in self.path:
+                self.owner.presigned.append(path)
         fault = self.owner._match(method, path)
         if fault and fault.action == "error":
             self.owner._record(method, path, f"error {fault.status}")
@@ -178,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=120)
         try:
-            conn.request(method, path, body=body, headers=headers)
+            conn.request(method, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             rheaders = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP and k.lower() != "content-length"]
@@ -242,6 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+def _unsigned(path: str) -> str:
+    """The request's path without a presigned URL's X-Amz-* query parameters."""
+    base, _, query = path.partition("?")
+    kept = [p for p in query.split("&") if p and not p.startswith("X-Amz-")]
+    return base + ("?" + "&".join(kept) if kept else "")
 
 
 def _error_xml(status: int) -> bytes:

@@ -367,11 +367,13 @@ def test_folder_store_ignores_metadata_of_another_version(tmp_path):
         (b"<ListBucketResult><Contents><Key>p/x</Key><Size>ten</Size></Contents></ListBucketResult>", "ten"),
         (b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>", "without NextContinuationToken"),
         (b"", "no element found"),  # an empty 200: botocore's parse read it as a folder with no keys
+        (b"<Error><Code>InternalError</Code></Error>", "the answer is <Error>, not a listing"),  # sent with a 200
+        (b"<ListBucketResult><Contents>", "no element found"),  # cut short without a reset
     ],
 )
 def test_a_listing_drtool_cannot_read_is_a_storage_error_naming_the_prefix(body, problem):
-    """Well-formed XML that is not a usable listing (a server will not send one on demand; malformed
-    XML botocore's own 200-error check turns into a retried 500 before drtool sees it)."""
+    """A 200 whose body is not a usable listing (a server will not send one on demand): lean reads
+    (storage/s3lean.py) hand drtool the body as it came, without botocore's 200-error check."""
     store = s3mod.S3Store("s3://bkt/pre", endpoint_url="http://127.0.0.1:9", region="us-east-1")
     with pytest.raises(
         StorageError, match=rf"^s3://bkt/pre/pol/backups/: the store's listing cannot be read: .*{problem}"

@@ -14,11 +14,14 @@ from urllib.parse import unquote_plus, urlparse
 import boto3
 import botocore.exceptions as bx
 import botocore.session
+from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from botocore.response import StreamingBody
 from botocore.utils import parse_timestamp
 
 from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
 from .base import Leftover, ObjectInfo, Store, check_metadata
+from .s3lean import LeanReads, discard, error_code
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
 MiB = 1024 * 1024
@@ -147,6 +150,7 @@ def shared_client(
                 # UNSIGNED-PAYLOAD: skip a SHA-256 of every part on plain-http endpoints (HTTPS already
                 # skips it); integrity comes from TCP/TLS and the SHA-256 drtool records in the manifest.
                 s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
+                signature_version="s3v4",  # also for presigned reads (s3lean): botocore presigns with SigV2 otherwise
                 request_checksum_calculation=request_checksums,
                 response_checksum_validation=request_checksums,
                 connect_timeout=10,
@@ -199,6 +203,7 @@ class S3Store:
             max_attempts=max_attempts,
             read_timeout=read_timeout,
         )
+        self._lean = LeanReads(self.client)  # small reads without botocore's per-call work
         self.endpoint = endpoint_url
         self.read_timeout = read_timeout
         self.lock_days = lock_days
@@ -365,6 +370,10 @@ class S3Store:
         return ObjectInfo(key, total)
 
     def get(self, key: str, offset: int = 0, *, if_match: str | None = None) -> _Body:
+        if not offset and if_match is None:
+            body = self._lean_get(key)
+            if body is not None:
+                return body
         args: dict = {"Range": f"bytes={offset}-"} if offset else {}
         if if_match is not None:
             args["IfMatch"] = if_match
@@ -377,6 +386,33 @@ class S3Store:
             body.close()
             raise PreconditionFailed(f"{self.url}/{key}: changed since it was first read")
         return body
+
+    def _lean_get(self, key: str) -> _Body | None:
+        """A whole object's body read the lean way (s3lean); None: ask boto3."""
+        r = self._lean_read("get_object", {"Bucket": self.bucket, "Key": self._key(key)}, key, stream=True)
+        if r is None:
+            return None
+        length = r.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        return _Body(StreamingBody(r.raw, size), self, key, r.headers.get("ETag"), size)
+
+    def _lean_read(self, operation: str, params: dict, key: str | None, *, stream: bool) -> AWSResponse | None:
+        """The store's 200 to a lean read (s3lean), or None: boto3 asks again and alone decides an
+        error. Only a 404 NoSuchKey is final here (NotFound, as boto3 would say). A 403 turns the
+        lean path off for this store: a store that refuses presigned reads costs one request."""
+        r = self._lean.send(operation, params, stream=stream)
+        if r is None or r.status_code == 200:
+            return r
+        try:
+            code = error_code(r.content) if r.status_code == 404 else None
+        except Exception:  # the error's body broke off: boto3 asks again
+            code = None
+        discard(r)
+        if code == "NoSuchKey" and key is not None:
+            raise NotFound(f"{self.url}/{key}: object not found")
+        if r.status_code == 403:
+            self._lean = LeanReads(None)
+        return None
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -393,7 +429,8 @@ class S3Store:
         try:
             while True:
                 more = {"ContinuationToken": token} if token else {}
-                page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, **more)
+                page = self._lean_list(full, more) or self.client.list_objects_v2(Bucket=self.bucket, Prefix=full,
+                                                                                  **more)  # fmt: skip
                 objects, token = self._page(page, prefix)
                 for key, size, etag, modified in objects:
                     yield ObjectInfo(key[strip:], size, etag=etag, modified=modified)
@@ -404,12 +441,19 @@ class S3Store:
         except _BOTO as e:
             raise self._fail("list", prefix or None, e) from None
 
+    def _lean_list(self, full: str, more: dict) -> dict | None:
+        """One listing page read the lean way, as _keep_listing_raw hands it back; None: ask boto3."""
+        r = self._lean_read("list_objects_v2", {"Bucket": self.bucket, "Prefix": full, **more}, None, stream=False)
+        return None if r is None else {RAW_LISTING: r.content}
+
     def _page(self, page: dict, prefix: str) -> tuple[list[tuple], str | None]:
         """One ListObjectsV2 page: [(full key, size, etag, modified)] and the continuation token
         (None: the last page), read from the XML _keep_listing_raw kept."""
         try:
             root = ET.fromstring(page.get(RAW_LISTING) or b"")
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            if root.tag != ns + "ListBucketResult":  # an error document sent with a 200, say
+                raise ValueError(f"the answer is <{root.tag[len(ns) :]}>, not a listing")
             url_encoded = root.findtext(ns + "EncodingType") == "url"  # as botocore decodes it
             objects = []
             for c in root.iterfind(ns + "Contents"):

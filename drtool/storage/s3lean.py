@@ -1,0 +1,70 @@
+"""Small S3 reads (a listing page, an object's body) without botocore's per-call machinery.
+
+A fleet read makes thousands of small requests; per request, botocore builds the call through its
+event hooks, signs it, checks the reply for a hidden error and parses it, and that cost more CPU
+than the store spent answering. Here a read is presigned by the same client (same credentials,
+endpoint, addressing style), sent on the client's own HTTP session (same connection pool, TLS
+settings, proxies and timeouts) and, when the answer is a plain success, read directly.
+
+Anything else goes the full way: the caller repeats the call through boto3, which retries, maps
+errors and says what went wrong. So this path never decides that an error is final, except for a
+404 whose body names NoSuchKey (an object that is not there: the index of a policy with no backup
+yet, a state object not written yet), which the full path would answer the same way.
+
+botocore has no public way to send a prepared request on a client's session; `_endpoint` is read
+once, and without it (another botocore, a stand-in client) every read goes the full way.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import botocore.exceptions as bx
+from botocore.awsrequest import AWSRequest, AWSResponse
+
+EXPIRES = 300  # seconds a presigned read stays valid: it is sent at once
+
+
+class LeanReads:
+    def __init__(self, client):
+        session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        config = getattr(getattr(client, "meta", None), "config", None)
+        # a client that validates response checksums must see every GET itself
+        validating = getattr(config, "response_checksum_validation", "when_required") != "when_required"
+        self._send = None if validating else getattr(session, "send", None)
+        self._client = client
+
+    @property
+    def usable(self) -> bool:
+        return self._send is not None
+
+    def send(self, operation: str, params: dict, *, stream: bool) -> AWSResponse | None:
+        """The store's answer to `operation` (a GET: list_objects_v2, get_object) with `params`,
+        or None when it could not be had (the caller goes the full way). The URL is never shown:
+        it carries a signature, and a session token when there is one."""
+        if self._send is None:
+            return None
+        try:
+            url = self._client.generate_presigned_url(operation, Params=params, ExpiresIn=EXPIRES)
+            request = AWSRequest(method="GET", url=url, stream_output=stream).prepare()
+            return self._send(request)
+        except bx.BotoCoreError:
+            return None
+
+
+def error_code(body: bytes) -> str | None:
+    """The Code of an S3 error document, None when the body is not one."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    return root.findtext("Code") if root.tag == "Error" else None
+
+
+def discard(response: AWSResponse) -> None:
+    """Let go of an answer this path does not use (its connection goes back to the pool when
+    the body was read, or is closed)."""
+    try:
+        response.raw.close()
+    except Exception:  # a connection that already broke: nothing left to release
+        pass
