@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from drtool.app.fanout import in_order
+from types import SimpleNamespace
+
+from drtool.app.fanout import FOLDER_READERS, READERS, in_order, readers
 
 
 def test_results_come_in_the_order_given_however_the_work_finishes():
@@ -55,3 +57,17 @@ def test_one_worker_or_one_item_runs_in_the_callers_thread():
     me = threading.get_ident()
     assert list(in_order(lambda i: threading.get_ident(), range(3), workers=1)) == [me] * 3
     assert list(in_order(lambda i: threading.get_ident(), [7], workers=8)) == [me]
+
+
+def policy(url: str, *copies: str) -> SimpleNamespace:
+    return SimpleNamespace(storage=SimpleNamespace(url=url), copies=[SimpleNamespace(url=c) for c in copies])
+
+
+def test_a_fleet_of_folder_stores_is_read_by_fewer_threads_than_one_reached_over_the_network():
+    """A folder store's reads hit the page cache: more threads only fight over the GIL. Any store
+    or copy target over the network (S3) needs the overlap."""
+    assert FOLDER_READERS < READERS
+    folders = [policy("file:///srv/a"), policy("file:///srv/b", "file:///mnt/c")]
+    assert readers(folders) == FOLDER_READERS
+    assert readers([*folders, policy("s3://bucket/x")]) == READERS
+    assert readers([policy("file:///srv/a", "s3://bucket/dr")]) == READERS

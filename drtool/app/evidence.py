@@ -252,7 +252,7 @@ class EvidenceJobs(UseCase):
                                                         self.ctx.store(p))["compliant"])  # fmt: skip
             return row
 
-        return list(fanout.in_order(one, policies, name="metrics"))
+        return list(fanout.in_order(one, policies, fanout.readers(policies), "metrics"))
 
     def write_metrics(self, path: str, policies: list[Policy], invalid: Sequence[InvalidPolicy] = ()) -> None:
         """Write the textfile; a failure is reported and never fails the job that ran. Every policy
@@ -286,7 +286,7 @@ class EvidenceJobs(UseCase):
                 section["compliant"] = False
             return section
 
-        return fanout.in_order(one, policies, name="report")
+        return fanout.in_order(one, policies, fanout.readers(policies), "report")
 
     # -- report signatures -------------------------------------------------------------------------------
     def report_signer(self, path: str) -> trust.Signer:

@@ -30,7 +30,8 @@ def fleet_status(
             _add_wal_archive(app.ctx, p, row)
         return row
 
-    per = dict(zip((p.name for p in policies), fanout.in_order(one, policies, name="status"), strict=True))
+    rows = fanout.in_order(one, policies, fanout.readers(policies), "status")
+    per = dict(zip((p.name for p in policies), rows, strict=True))
     overall = health.worst(*(r["status"] for r in per.values()), *(["unhealthy"] if invalid else []))
     components: dict[str, str] = {}
     for r in per.values():

@@ -76,7 +76,7 @@ class RestoreJobs(UseCase):
             rows = self.list_backups(policy, target=target)
             return rows, self.restorable_window(policy, rows, target=target)
 
-        return fanout.in_order(one, policies, name="list")
+        return fanout.in_order(one, policies, fanout.readers(policies), "list")
 
     def restorable_window(self, policy: Policy, rows: list[dict[str, Any]],
                           target: str | None = None) -> dict[str, Any] | None:  # fmt: skip

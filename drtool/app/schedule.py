@@ -122,12 +122,13 @@ class ScheduleJobs(UseCase):
 
     def _decisions(self, policies: list[Policy], only: frozenset[str] | None, jobs: int) -> Iterator[Any]:
         """For each policy, in order: its result when nothing is due, _DUE, or the DrtoolError
-        reading its state failed with; the states read without the lock, up to fanout.READERS (or
+        reading its state failed with; the states read without the lock, up to fanout.readers() (or
         `jobs`) at a time: an idle tick of 1,000 policies is 1,000 GETs, and one after another that
         is most of its wall time. Locking and running what is due stays with run()."""
         if len(policies) <= 1:
             return iter([None] * len(policies))
-        return fanout.in_order(lambda p: self._decide(p, only), policies, max(jobs, fanout.READERS), "state")
+        return fanout.in_order(lambda p: self._decide(p, only), policies, max(jobs, fanout.readers(policies)),
+                                "state")  # fmt: skip
 
     def _decide(self, policy: Policy, only: frozenset[str] | None) -> Any:
         jobs, copies = _jobs_of(policy, only)
@@ -264,7 +265,7 @@ class ScheduleJobs(UseCase):
         deletes goes one policy after another, so that an error stops it before another policy
         loses anything."""
         return list(fanout.in_order(lambda p: self.prune(p, dry_run=dry_run), policies,
-                                    fanout.READERS if dry_run else 1, "prune"))  # fmt: skip
+                                    fanout.readers(policies) if dry_run else 1, "prune"))  # fmt: skip
 
     def _prune(self, policy: Policy, store: Store, dry_run: bool) -> dict[str, Any]:
         """Retention on the primary, then on each copy target with the same rules."""
