@@ -262,7 +262,7 @@ def _stable(doc):
     return doc
 
 
-def test_list_status_and_report_answer_the_same_with_and_without_the_index(two, tmp_path):
+def test_list_status_report_and_prune_answer_the_same_with_and_without_the_index(two, tmp_path):
     damaged = two.ids[0]
     (index_file(two).parent / "backups" / damaged / catalog.DUMP_NAME).write_bytes(b"not the dump")
     clean(two.cli("verify", "-p", str(two.policy), "--backup", damaged), 3)  # a check record: damaged
@@ -271,7 +271,7 @@ def test_list_status_and_report_answer_the_same_with_and_without_the_index(two, 
     def answers():
         out = []
         report = ("report", "--format", "json", "-o", "-", "--from", "2000-01-01", "--to", "2100-01-01")
-        for args in (("list", "--json"), ("status", "--json"), report):
+        for args in (("list", "--json"), ("status", "--json"), report, ("prune", "--dry-run", "--json")):
             r = two.cli(*args, "-p", p)
             assert "Traceback" not in r.err
             out.append((r.code, _stable(json.loads(r.out))))
