@@ -4,10 +4,9 @@ several policies at once, yet answer in the fleet's order, hold few results and 
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
-
-from types import SimpleNamespace
 
 from drtool.app.fanout import FOLDER_READERS, READERS, in_order, readers
 
