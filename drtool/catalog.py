@@ -373,7 +373,7 @@ def find_backup(store: Store, policy: str, backup_id: str | None, damaged: dict[
     if not backups:
         what = f"complete {kind} backup" if kind == "physical" else "complete backup"
         raise DrtoolError(f"{store.url}: policy '{policy}' has no {what} yet")
-    for b in itertools.takewhile(lambda b: b is not backups[0], listed):
-        if skipped is not None:
+    if skipped is not None:
+        for b in itertools.takewhile(lambda b: b is not backups[0], listed):
             skipped(b.id, damaged[b.id])
     return backups[0]

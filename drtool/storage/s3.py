@@ -14,14 +14,13 @@ from urllib.parse import unquote_plus, urlparse
 import boto3
 import botocore.exceptions as bx
 import botocore.session
-from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.utils import parse_timestamp
 
 from ..errors import NotFound, PreconditionFailed, RetainedByLock, StorageError
 from .base import Leftover, ObjectInfo, Store, check_metadata
-from .s3lean import LeanReads, discard, error_code
+from .s3lean import LeanReads
 
 _BOTO = (bx.BotoCoreError, bx.ClientError)
 MiB = 1024 * 1024
@@ -389,30 +388,13 @@ class S3Store:
 
     def _lean_get(self, key: str) -> _Body | None:
         """A whole object's body read the lean way (s3lean); None: ask boto3."""
-        r = self._lean_read("get_object", {"Bucket": self.bucket, "Key": self._key(key)}, key, stream=True)
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        r = self._lean.read("get_object", params, stream=True, where=f"{self.url}/{key}")
         if r is None:
             return None
         length = r.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
         return _Body(StreamingBody(r.raw, size), self, key, r.headers.get("ETag"), size)
-
-    def _lean_read(self, operation: str, params: dict, key: str | None, *, stream: bool) -> AWSResponse | None:
-        """The store's 200 to a lean read (s3lean), or None: boto3 asks again and alone decides an
-        error. Only a 404 NoSuchKey is final here (NotFound, as boto3 would say). A 403 turns the
-        lean path off for this store: a store that refuses presigned reads costs one request."""
-        r = self._lean.send(operation, params, stream=stream)
-        if r is None or r.status_code == 200:
-            return r
-        try:
-            code = error_code(r.content) if r.status_code == 404 else None
-        except Exception:  # the error's body broke off: boto3 asks again
-            code = None
-        discard(r)
-        if code == "NoSuchKey" and key is not None:
-            raise NotFound(f"{self.url}/{key}: object not found")
-        if r.status_code == 403:
-            self._lean = LeanReads(None)
-        return None
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -443,7 +425,7 @@ class S3Store:
 
     def _lean_list(self, full: str, more: dict) -> dict | None:
         """One listing page read the lean way, as _keep_listing_raw hands it back; None: ask boto3."""
-        r = self._lean_read("list_objects_v2", {"Bucket": self.bucket, "Prefix": full, **more}, None, stream=False)
+        r = self._lean.read("list_objects_v2", {"Bucket": self.bucket, "Prefix": full, **more}, stream=False)
         return None if r is None else {RAW_LISTING: r.content}
 
     def _page(self, page: dict, prefix: str) -> tuple[list[tuple], str | None]:

@@ -22,6 +22,8 @@ import xml.etree.ElementTree as ET
 import botocore.exceptions as bx
 from botocore.awsrequest import AWSRequest, AWSResponse
 
+from ..errors import NotFound
+
 EXPIRES = 300  # seconds a presigned read stays valid: it is sent at once
 
 
@@ -38,21 +40,34 @@ class LeanReads:
     def usable(self) -> bool:
         return self._send is not None
 
-    def send(self, operation: str, params: dict, *, stream: bool) -> AWSResponse | None:
-        """The store's answer to `operation` (a GET: list_objects_v2, get_object) with `params`,
-        or None when it could not be had (the caller goes the full way). The URL is never shown:
-        it carries a signature, and a session token when there is one."""
+    def read(self, operation: str, params: dict, *, stream: bool, where: str | None = None) -> AWSResponse | None:
+        """The store's 200 to `operation` (a GET: list_objects_v2, get_object) with `params`, or
+        None: the caller asks boto3, which alone retries and decides an error. Only a 404
+        NoSuchKey is final here: NotFound naming `where` (the object), as boto3 would say. A 403
+        turns this path off for good: a store that refuses presigned reads costs one request.
+        The URL is never shown: it carries a signature, and a session token when there is one."""
         if self._send is None:
             return None
         try:
             url = self._client.generate_presigned_url(operation, Params=params, ExpiresIn=EXPIRES)
-            request = AWSRequest(method="GET", url=url, stream_output=stream).prepare()
-            return self._send(request)
+            r = self._send(AWSRequest(method="GET", url=url, stream_output=stream).prepare())
         except bx.BotoCoreError:
             return None
+        if r.status_code == 200:
+            return r
+        try:
+            code = _error_code(r.content) if r.status_code == 404 else None
+        except Exception:  # the error's body broke off: boto3 asks again
+            code = None
+        _discard(r)
+        if code == "NoSuchKey" and where is not None:
+            raise NotFound(f"{where}: object not found")
+        if r.status_code == 403:
+            self._send = None
+        return None
 
 
-def error_code(body: bytes) -> str | None:
+def _error_code(body: bytes) -> str | None:
     """The Code of an S3 error document, None when the body is not one."""
     try:
         root = ET.fromstring(body)
@@ -61,7 +76,7 @@ def error_code(body: bytes) -> str | None:
     return root.findtext("Code") if root.tag == "Error" else None
 
 
-def discard(response: AWSResponse) -> None:
+def _discard(response: AWSResponse) -> None:
     """Let go of an answer this path does not use (its connection goes back to the pool when
     the body was read, or is closed)."""
     try:
