@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from drtool.errors import NotFound, StorageError
-from drtool.storage import get_bytes, put_bytes
+from drtool.storage import get_bytes, put_bytes, sigv4
 from drtool.storage import s3 as s3mod
-from drtool.storage.s3lean import LeanReads
+from drtool.storage.s3lean import EXPIRES, LeanReads
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def test_a_read_answered_200_is_one_presigned_request_and_no_boto3_call(filled, 
     assert get_bytes(filled, KEYS[0]) == b"body 0"
     assert [(m, o) for m, _, o in fault_proxy.requests] == [("GET", "200"), ("GET", "200")]
     assert len(fault_proxy.presigned) == 2
+    assert sigv4.presigner(filled.client, filled.bucket, EXPIRES) is not None  # signed by drtool, accepted
 
 
 def test_reads_without_the_lean_path_give_the_same_answers(filled, monkeypatch):
