@@ -15,16 +15,18 @@ Manifests stay the source of truth. The index is a cache:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from . import catalog, ledger
 from .clock import iso, parse_iso, utcnow
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
-from .records import CheckRecord, Manifest, ManifestInvalid, manifest_from_doc, manifest_to_dict
+from .records import PAYLOAD_ROLES, CheckRecord, Manifest, ManifestInvalid, manifest_from_doc, manifest_to_dict
 from .storage import ObjectInfo, Store
 from .trust import NS_EVIDENCE, SIG_SUFFIX, Signer, Untrusted, Verifier, get_verified, put_signed
 
@@ -245,12 +247,14 @@ def _fresh(entry: dict[str, Any], obj: ObjectInfo, sig: ObjectInfo | None) -> bo
     return entry.get("etag") == obj.etag and entry.get("sig_etag") == (sig.etag if sig else None)
 
 
-def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: Iterable[str] = ()) -> IndexRead:
+def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: Iterable[str] = (),
+         deferred: bool = False) -> IndexRead:  # fmt: skip
     """The policy's catalog from its index and one LIST of its backups (no manifest read).
     IndexUnusable naming the object and why when the index is missing, unreadable, untrusted or
     stale: the caller reads the manifests instead. No index and no backup: an empty catalog.
     `evidence` names the folders (drills, checks) whose summaries the caller uses: one LIST each
-    shows whether a record was added or changed since the index was written."""
+    shows whether a record was added or changed since the index was written. `deferred`: for a
+    reader of the newest backup only (status), see _listing."""
     objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     manifests = _manifest_objects(policy, objects)
     try:
@@ -271,7 +275,7 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
         if index.evidence.get(folder) != evidence_digest(store, policy, folder):
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index is stale: {policy}/{folder}/ "
                                 "changed since it was written")  # fmt: skip
-    return IndexRead(_listing(store, policy, index, objects), _checks(index), index, objects, etag)
+    return IndexRead(_listing(store, policy, index, objects, deferred), _checks(index), index, objects, etag)
 
 
 def store_has_index(store: Store, policy: str) -> bool:
@@ -282,9 +286,12 @@ def store_has_index(store: Store, policy: str) -> bool:
         return False
 
 
-def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectInfo]) -> catalog.Listing:
+def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectInfo],
+             deferred: bool = False) -> catalog.Listing:  # fmt: skip
     """The listing catalog.scan would make, from the index; a backup whose manifest the LIST does
-    not show (deleted behind the index's back) is left out."""
+    not show (deleted behind the index's back) is left out. `deferred`: parse and check only the
+    newest restorable backup's manifest now, the others when first used (catalog.Backup.deferred);
+    their ids, recovery points and objects are checked now, which is all a listing needs."""
     backups = []
     sizes = {k: o.size for k, o in objects.items()}
     for bid, e in index.backups.items():
@@ -293,14 +300,28 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
             continue
         where = f"{store.url}/{key}"
         doc = {**e["manifest"], "tables": {}}
+        prefix = catalog.backup_prefix(policy, bid)
         try:  # the entry as decoded with the index: no JSON round trip per entry
+            if deferred:
+                point, listed = _outline(doc, bid, where)
+                missing = catalog.missing_listed(store, prefix, listed, sizes)
+                backups.append(catalog.Backup.deferred(bid, point, partial(manifest_from_doc, doc, where), doc, missing,
+                                                       e.get("signed_by"), e["table_count"]))  # fmt: skip
+                continue
             m = manifest_from_doc(doc, where)
+            if m.id != bid:
+                raise ManifestInvalid(f"{where}: invalid manifest: it is of backup {m.id[:40]!r}")
         except ManifestInvalid as err:
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {bid}: {err}") from None
-        prefix = catalog.backup_prefix(policy, bid)
         missing = catalog.missing_objects(store, prefix, m, sizes)
         backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"], doc=doc))
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
+    newest = next((b for b in backups if not b.missing), None)
+    if deferred and newest is not None:  # the one a reader of the newest uses: checked now, like all in full
+        try:
+            _ = newest.record  # parsed and checked now
+        except ManifestInvalid as err:
+            raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {newest.id}: {err}") from None
     unreadable, untrusted, protected = [], [], set()
     for bid, p in sorted(index.problems.items(), key=lambda item: item[1]["key"]):
         if p["key"] not in objects:
@@ -312,6 +333,29 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         else:
             unreadable.append(catalog.Unreadable(bid, p["key"], p["reason"], p.get("claims")))
     return catalog.Listing(backups, unreadable, untrusted, claimed=protected)
+
+
+def _outline(doc: dict[str, Any], bid: str, where: str) -> tuple[dt.datetime, list[tuple[str, int]]]:
+    """(recovery point, [(object key, size)]) of an index entry's manifest, checked as
+    manifest_from_doc checks them; ManifestInvalid naming `where` otherwise."""
+    if doc.get("id") != bid:
+        raise ManifestInvalid(f"{where}: invalid manifest: it is of backup {str(doc.get('id'))[:40]!r}")
+    point, items = doc.get("recovery_point"), doc.get("objects")
+    try:
+        when = parse_iso(point) if isinstance(point, str) else None
+    except (ValueError, OverflowError):
+        when = None
+    if when is None:
+        raise ManifestInvalid(f"{where}: invalid manifest: 'recovery_point' is not an ISO 8601 time")
+    listed, roles = [], set()
+    for o in items if isinstance(items, list) else [None]:
+        if not (isinstance(o, dict) and type(o.get("key")) is str and type(o.get("size")) is int and o["size"] >= 0):
+            raise ManifestInvalid(f"{where}: invalid manifest: 'objects' is malformed")
+        listed.append((o["key"], o["size"]))
+        roles.add(o.get("role"))
+    if PAYLOAD_ROLES.get(doc.get("kind") or "logical") not in roles:  # a payload to restore, as in full
+        raise ManifestInvalid(f"{where}: invalid manifest: 'objects' has no payload")
+    return when, listed
 
 
 def _checks(index: Index) -> ledger.CheckStates:

@@ -388,6 +388,35 @@ def test_a_pg_restore_replaced_meanwhile_is_asked_again(tmp_path):
     assert pgtools.find_tool("pg_restore", str(tmp_path / "bin")).version == "16.10"
 
 
+def test_status_of_a_fleet_parses_the_identity_file_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """`status` checks per policy that the identity file opens the newest backup: it read and
+    parsed the same file once per policy. A changed file (a new key, a chmod) is read again."""
+    from drtool.app import Context
+    from drtool.policy import load_policies
+
+    key, warned, mine = tmp_path / "key.txt", [], age.Identity.generate()
+    key.write_text(mine.encode() + "\n")
+    key.chmod(0o600)
+    (tmp_path / "p.toml").write_text(
+        f'name = "p"\n[database]\ndsn = "host=x"\n[storage]\nurl = "file://{tmp_path}/s"\n'
+        f'[encryption]\nrecipients = ["{mine.recipient}"]\nidentity_file = "{key}"\n'
+    )
+    policy = load_policies(tmp_path / "p.toml")[0]
+    parses = []
+    real = age.parse_identity_file
+    monkeypatch.setattr(age, "parse_identity_file", lambda text: parses.append(1) or real(text))
+    ctx = Context(warn=warned.append)
+    first = [i.recipient for i in ctx.identities(policy)]
+    assert all([i.recipient for i in ctx.identities(policy)] == first for _ in range(20))
+    assert len(parses) == 1
+    other = age.Identity.generate()
+    key.write_text(other.encode() + "\n")
+    assert [i.recipient for i in ctx.identities(policy)] == [other.recipient]
+    key.chmod(0o644)
+    ctx.identities(policy)
+    assert len(parses) == 3 and warned == [f"identity file {key} is readable by other users; chmod 600 it"]
+
+
 @pytest.mark.integration
 def test_threads_opening_one_bucket_at_once_ask_for_it_once(fault_proxy, bucket, monkeypatch):
     """run reads the fleet's states 8 at a time: each reader opening the bucket made its own

@@ -61,6 +61,8 @@ class Context:
     incomplete_grace: float = 3600
     _held: dict[str, locks.Lock] = field(default_factory=dict, repr=False)  # policy -> lock this process holds
     _signers: dict[str, trust.Signer] = field(default_factory=dict, repr=False)  # key_file -> loaded key
+    # identity_file -> (its stat, its identities): a fleet's status parsed the same file per policy
+    _identities: dict[str, tuple[tuple, list[age.Identity]]] = field(default_factory=dict, repr=False)
 
     # -- notifications: never fail the job ------------------------------------------------------
     def _url(self, policy: Policy, env: str | None) -> Secret | None:
@@ -170,6 +172,11 @@ class Context:
             )
         try:
             st = os.stat(path)
+            # read again when the file changes (or its mode, owner: ctime); else parsed once per process
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            known = self._identities.get(path)
+            if known is not None and known[0] == stamp:
+                return known[1]
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise IdentityError(f"identity file {path} does not exist (encryption.identity_file)") from None
@@ -178,9 +185,11 @@ class Context:
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             self.warn(f"identity file {path} is readable by other users; chmod 600 it")
         try:
-            return age.parse_identity_file(text)
+            identities = age.parse_identity_file(text)
         except ValueError as e:
             raise IdentityError(f"identity file {path}: {e}") from None
+        self._identities[path] = (stamp, identities)
+        return identities
 
     def optional_identities(self, policy: Policy) -> list[age.Identity] | None:
         """The identities when the policy names a readable identity file, else None (with a
@@ -226,13 +235,14 @@ class Context:
 
     # -- the catalog index: read when it is usable, kept up to date by every writer ------------------
     def read_index(
-        self, policy: Policy, store: Store, evidence: tuple[str, ...] = ()
+        self, policy: Policy, store: Store, evidence: tuple[str, ...] = (), *, deferred: bool = False
     ) -> catalog_index.IndexRead | None:
         """The policy's catalog from its index (one GET and one LIST, and one LIST per folder of
         `evidence` whose summaries the caller uses), or None after one warning saying why it
-        cannot be used: then the caller reads the manifests."""
+        cannot be used: then the caller reads the manifests. `deferred`: the caller uses only the
+        newest backup's manifest (catalog_index.read)."""
         try:
-            return catalog_index.read(store, policy.name, self.verifier(policy), evidence)
+            return catalog_index.read(store, policy.name, self.verifier(policy), evidence, deferred)
         except catalog_index.IndexUnusable as e:
             self.warn(f"{e}; reading the manifests instead (`drtool catalog rebuild -p {policy.source}` "
                       "makes it anew)")  # fmt: skip

@@ -79,7 +79,9 @@ class EvidenceJobs(UseCase):
         The backups come from the catalog index when it is usable; `all_drills` False (status)
         takes the newest drill attempt and the newest drill that ran from it too."""
         verifier, untrusted = self.ctx.verifier(policy), []
-        indexed = self.ctx.read_index(policy, store, () if all_drills else ("drills",))
+        # status reads the newest manifest only, unless the WAL archive's health needs the base backups'
+        deferred = not all_drills and not policy.pitr.enabled
+        indexed = self.ctx.read_index(policy, store, () if all_drills else ("drills",), deferred=deferred)
         if indexed is not None and not all_drills:
             records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
             untrusted += list(indexed.index.drills.get("untrusted") or [])
