@@ -12,7 +12,7 @@ import datetime as dt
 import itertools
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +27,7 @@ from .records import (
     MANIFEST_VERSION,  # noqa: F401
     Manifest,
     ManifestInvalid,
+    ManifestObject,
     manifest_to_dict,
     parse_manifest,
     serialise_manifest,
@@ -305,16 +306,18 @@ def manifest_ids(policy: str, keys) -> dict[str, str]:
 
 def missing_objects(store: Store, prefix: str, m: Manifest, sizes: dict[str, int]) -> tuple[str, ...]:
     """The objects a manifest lists that the listing (key -> size) lacks or holds at another size."""
-    return missing_listed(store, prefix, [(o.key, o.size) for o in m.objects], sizes)
+    return missing_listed(store, prefix, m.objects, sizes)
 
 
-def missing_listed(store: Store, prefix: str, listed: list[tuple[str, int]], sizes: dict[str, int]) -> tuple[str, ...]:
-    """missing_objects of a manifest's (key, size) pairs."""
+def missing_listed(
+    store: Store, prefix: str, objects: Iterable[ManifestObject], sizes: dict[str, int]
+) -> tuple[str, ...]:
+    """missing_objects of a manifest's objects (a deferred backup has no Manifest yet)."""
     return tuple(
-        f"{store.url}/{prefix}{key}" + ("" if sizes.get(prefix + key) is None else
-                                        f" (size {sizes[prefix + key]}, manifest says {size})")
-        for key, size in listed
-        if sizes.get(prefix + key) != size
+        f"{store.url}/{prefix}{o.key}" + ("" if sizes.get(prefix + o.key) is None else
+                                          f" (size {sizes[prefix + o.key]}, manifest says {o.size})")
+        for o in objects
+        if sizes.get(prefix + o.key) != o.size
     )  # fmt: skip
 
 

@@ -15,7 +15,6 @@ Manifests stay the source of truth. The index is a cache:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from typing import Any
 from . import catalog, ledger
 from .clock import iso, parse_iso, utcnow
 from .errors import DrtoolError, IntegrityError, NotFound, PreconditionFailed, StorageError
-from .records import PAYLOAD_ROLES, CheckRecord, Manifest, ManifestInvalid, manifest_from_doc, manifest_to_dict
+from .records import CheckRecord, Manifest, ManifestInvalid, manifest_from_doc, manifest_outline, manifest_to_dict
 from .storage import ObjectInfo, Store
 from .trust import NS_EVIDENCE, SIG_SUFFIX, Signer, Untrusted, Verifier, get_verified, put_signed
 
@@ -303,7 +302,9 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         prefix = catalog.backup_prefix(policy, bid)
         try:  # the entry as decoded with the index: no JSON round trip per entry
             if deferred:
-                point, listed = _outline(doc, bid, where)
+                mid, point, listed = manifest_outline(doc, where)
+                if mid != bid:
+                    raise ManifestInvalid(f"{where}: invalid manifest: it is of backup {mid[:40]!r}")
                 missing = catalog.missing_listed(store, prefix, listed, sizes)
                 backups.append(catalog.Backup.deferred(bid, point, partial(manifest_from_doc, doc, where), doc, missing,
                                                        e.get("signed_by"), e["table_count"]))  # fmt: skip
@@ -333,29 +334,6 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         else:
             unreadable.append(catalog.Unreadable(bid, p["key"], p["reason"], p.get("claims")))
     return catalog.Listing(backups, unreadable, untrusted, claimed=protected)
-
-
-def _outline(doc: dict[str, Any], bid: str, where: str) -> tuple[dt.datetime, list[tuple[str, int]]]:
-    """(recovery point, [(object key, size)]) of an index entry's manifest, checked as
-    manifest_from_doc checks them; ManifestInvalid naming `where` otherwise."""
-    if doc.get("id") != bid:
-        raise ManifestInvalid(f"{where}: invalid manifest: it is of backup {str(doc.get('id'))[:40]!r}")
-    point, items = doc.get("recovery_point"), doc.get("objects")
-    try:
-        when = parse_iso(point) if isinstance(point, str) else None
-    except (ValueError, OverflowError):
-        when = None
-    if when is None:
-        raise ManifestInvalid(f"{where}: invalid manifest: 'recovery_point' is not an ISO 8601 time")
-    listed, roles = [], set()
-    for o in items if isinstance(items, list) else [None]:
-        if not (isinstance(o, dict) and type(o.get("key")) is str and type(o.get("size")) is int and o["size"] >= 0):
-            raise ManifestInvalid(f"{where}: invalid manifest: 'objects' is malformed")
-        listed.append((o["key"], o["size"]))
-        roles.add(o.get("role"))
-    if PAYLOAD_ROLES.get(doc.get("kind") or "logical") not in roles:  # a payload to restore, as in full
-        raise ManifestInvalid(f"{where}: invalid manifest: 'objects' has no payload")
-    return when, listed
 
 
 def _checks(index: Index) -> ledger.CheckStates:

@@ -170,6 +170,16 @@ def manifest_from_doc(doc: Any, where: str) -> Manifest:
     return _Reader(doc, where).manifest()
 
 
+def manifest_outline(doc: Any, where: str) -> tuple[str, dt.datetime, tuple[ManifestObject, ...]]:
+    """(id, recovery point, objects) of a manifest document, each checked as manifest_from_doc
+    checks it (ManifestInvalid naming `where`), the rest not read: for a reader that needs only
+    these now (a deferred catalog index entry, catalog.Backup.deferred)."""
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise ManifestInvalid(f"{where}: not a drtool manifest")
+    r = _Reader(doc, where)
+    return r.get("id", str), r.time("recovery_point"), r.objects(PAYLOAD_ROLES[r.kind()])
+
+
 class _Reader:
     """Typed field access for one JSON document; every problem is one `error` naming `where`."""
 
@@ -230,9 +240,7 @@ class _Reader:
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in tables.items()):  # fmt: skip
             raise self.fail("'tables' must map table names to row counts")
-        kind = self.get("kind", str, required=False) or "logical"
-        if kind not in KINDS:
-            raise self.fail(f"unknown kind {kind[:40]!r}")
+        kind = self.kind()
         d = self.doc
         return Manifest(
             id=self.get("id", str),
@@ -259,6 +267,12 @@ class _Reader:
             version=version,
             extra={k: v for k, v in d.items() if k not in _KNOWN},
         )
+
+    def kind(self) -> str:
+        kind = self.get("kind", str, required=False) or "logical"
+        if kind not in KINDS:
+            raise self.fail(f"unknown kind {kind[:40]!r}")
+        return kind
 
     def physical(self) -> PhysicalInfo:
         doc = self.get("physical", dict)

@@ -369,6 +369,11 @@ def _corrupt(s, which: int, change) -> None:
     (0, lambda m: m["objects"][0].update(size="12"), False),
     (0, lambda m: m.update(recovery_point="yesterday"), False),
     (0, lambda m: m.update(id="20200101T000000Z-000000"), False),  # not the backup its key names
+    (0, lambda m: m.update(kind=["x"]), False),  # unhashable kind and role: once a traceback
+    (0, lambda m: m["objects"][0].update(role=["dump"]), False),
+    (0, lambda m: m.update(kind="weird"), False),
+    (0, lambda m: m["objects"][0].update(key="../" + m["objects"][0]["key"]), False),  # leaves its folder
+    (0, lambda m: m["objects"][0].update(sha256="x" * 64), False),
     (0, lambda m: m.update(database=5), True),  # a field of an older entry: checked when it is used
 ])  # fmt: skip
 def test_a_corrupt_index_entry_is_refused_by_a_deferred_read_when_its_answer_needs_it(two, which, change,
@@ -389,12 +394,26 @@ def test_a_corrupt_index_entry_is_refused_by_a_deferred_read_when_its_answer_nee
         _ = older.record
 
 
-def test_status_and_list_with_a_corrupt_older_index_entry_answer_as_the_manifests_do(two):
+@pytest.mark.parametrize("field,value,status_warns", [("database", 5, False), ("kind", ["x"], True)])
+def test_status_and_list_with_a_corrupt_older_index_entry_answer_as_the_manifests_do(two, field, value,
+                                                                                     status_warns):  # fmt: skip
+    """A field status does not use is checked when used (never, by status); one it needs (the
+    kind names the payload to look for) sends it to the manifests, as it sends list."""
     before = two.cli("status", "-p", str(two.policy), "--json")
-    _corrupt(two, 0, lambda m: m.update(database=5))
+    _corrupt(two, 0, lambda m: m.update({field: value}))
     st = two.cli("status", "-p", str(two.policy), "--json")
     clean(st, before.code)  # degraded: no drill yet
-    assert "catalog index" not in st.err
+    assert ("reading the manifests instead" in st.err) == status_warns, st.err
     assert st.json["policies"][two.policy_name]["backups"] == before.json["policies"][two.policy_name]["backups"] == 2
     ids, err = listed(two)
     assert ids == two.ids[::-1] and err.count("catalog index entry") == 1 and "reading the manifests instead" in err
+
+
+@pytest.mark.parametrize("encryption", [None, {"recipients": ["age1notadict"]}, {"recipients": None}])
+def test_status_of_a_newest_backup_with_odd_recipients_says_it_cannot_decrypt(two, encryption):
+    """A manifest's encryption block is optional to its parser: status's restore check read it as
+    a dict of dicts and failed with a traceback."""
+    _corrupt(two, 1, lambda m: m.update(encryption=encryption))
+    st = two.cli("status", "-p", str(two.policy), "--json")
+    clean(st, 3)
+    assert "matches none of the recipients of the newest backup" in st.json["components"]["restore"]

@@ -76,6 +76,8 @@ def test_a_request_the_signer_does_not_know_is_left_to_botocore():
     assert signer.url("get_object", {"Bucket": "drtool-bucket", "Key": "k", "Range": "bytes=1-"}, 300) is None
     assert signer.url("list_objects_v2", {"Bucket": "drtool-bucket", "Delimiter": "/"}, 300) is None
     assert signer.url("head_object", {"Bucket": "drtool-bucket", "Key": "k"}, 300) is None
+    # an empty key would address the bucket itself (a listing), where botocore refuses the call
+    assert signer.url("get_object", {"Bucket": "drtool-bucket", "Key": ""}, 300) is None
 
 
 @pytest.mark.parametrize("kind", ["sigv2", "anonymous"])

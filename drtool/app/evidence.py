@@ -187,8 +187,10 @@ class EvidenceJobs(UseCase):
         problems = []
         try:
             mine = {age.recipient_fingerprint(i.recipient) for i in self.ctx.identities(policy)}
-            if newest is not None:
-                theirs = {r.get("fingerprint") for r in newest.get("encryption", {}).get("recipients", [])}
+            if newest is not None:  # a manifest may carry no recipients, or odd ones: matched by none
+                enc = newest.get("encryption")
+                recipients = enc.get("recipients") if isinstance(enc, dict) else None
+                theirs = {r.get("fingerprint") for r in recipients or () if isinstance(r, dict)}
                 what = f"the recipients of the newest backup {newest.get('id')}"
             else:
                 theirs = {age.recipient_fingerprint(r) for r in policy.recipients}

@@ -27,6 +27,9 @@ from ..errors import NotFound
 from .sigv4 import presigner
 
 EXPIRES = 300  # seconds a presigned read stays valid: it is sent at once
+# answers after which this store reads the full way: presigned reads refused (403), or addressed
+# to the wrong region or endpoint (301, 400), which boto3 follows and remembers and this path does not
+OFF = (301, 400, 403)
 
 
 class LeanReads:
@@ -45,8 +48,9 @@ class LeanReads:
     def read(self, operation: str, params: dict, *, stream: bool, where: str | None = None) -> AWSResponse | None:
         """The store's 200 to `operation` (a GET: list_objects_v2, get_object) with `params`, or
         None: the caller asks boto3, which alone retries and decides an error. Only a 404
-        NoSuchKey is final here: NotFound naming `where` (the object), as boto3 would say. A 403
-        turns this path off for good: a store that refuses presigned reads costs one request.
+        NoSuchKey is final here: NotFound naming `where` (the object), as boto3 would say. A 403,
+        301 or 400 turns this path off for good: a store that refuses presigned reads, or a bucket
+        in another region than configured, costs one request.
         The URL is never shown: it carries a signature, and a session token when there is one."""
         if self._send is None:
             return None
@@ -66,7 +70,7 @@ class LeanReads:
         _discard(r)
         if code == "NoSuchKey" and where is not None:
             raise NotFound(f"{where}: object not found")
-        if r.status_code == 403:
+        if r.status_code in OFF:
             self._send = None
         return None
 

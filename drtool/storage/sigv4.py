@@ -52,7 +52,7 @@ class Presigner:
     def url(self, operation: str, params: dict[str, Any], expires: int, stamp: str | None = None) -> str | None:
         """The presigned URL, or None for a request this signer does not make (the caller presigns
         it with botocore). `stamp` (YYYYMMDDTHHMMSSZ) defaults to now."""
-        if operation == "get_object" and params.keys() == {"Bucket", "Key"}:
+        if operation == "get_object" and params.keys() == {"Bucket", "Key"} and params["Key"]:  # "": the bucket
             path, query = self._object_base + quote(params["Key"], safe="/~"), []
         elif operation == "list_objects_v2" and params.keys() - {"Bucket"} <= LIST_PARAMS.keys():
             path = self._list_path
