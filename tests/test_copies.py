@@ -4,6 +4,9 @@ pruned by the same rules, and refused when a bucket is not in its declared regio
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from helpers import make_setup
 from services import free_port
@@ -109,3 +112,23 @@ def test_same_endpoint_copy_is_server_side_and_restorable(pg, tmp_path, seaweed,
     r = s.restore(s.target_db(), "--from", "dr", "--json")
     assert r.code == 0, r.err
     assert r.json["row_counts"]["mismatched"] == {}
+
+
+def test_the_report_shows_pending_copies_of_the_policys_copy_targets_only(setup, seaweed, tmp_path):
+    """Copies to a target the policy no longer names will never be made: status and metrics never
+    counted them, and the report, which read every policy's copy state for them, no longer lists them."""
+    good = setup.policy.read_text()
+    setup.policy.write_text(good.replace(seaweed.endpoint, f"http://127.0.0.1:{free_port()}"))
+    b = setup.cli("backup", "-p", str(setup.policy), "--json")
+    assert b.code == 0 and b.only["copies"]["dr"].startswith("failed: "), b.err
+    assert report(setup, tmp_path)["copies_pending"] == {"dr": [b.only["id"]]}
+    setup.policy.write_text(re.sub(r"\[\[storage\.copies\]\]\n([a-z_]+ = .*\n)*", "", good))
+    assert "[[storage.copies]]" not in setup.policy.read_text()
+    assert report(setup, tmp_path)["copies_pending"] == {}
+
+
+def report(setup, tmp_path) -> dict:
+    out = tmp_path / "report.json"
+    r = setup.cli("report", "-p", str(setup.policy), "--format", "json", "--output", str(out))
+    assert r.code in (0, 3), r.err  # 3: not compliant (no drill yet)
+    return json.loads(out.read_text())["policies"][0]

@@ -93,13 +93,20 @@ class EvidenceJobs(UseCase):
             restorable=listing.restorable,
             records=records,
             problems=problems,
-            # status shows the pending copies of the policy's targets only: none, nothing to read
-            pending=ledger.read_copy_state(store, policy.name, verifier, untrusted.append).pending
-            if all_drills or policy.copies
-            else {},
+            pending=self._pending_copies(policy, store, verifier, untrusted.append),
             schedule=ledger.read_schedule_state(store, policy.name, verifier, untrusted.append),
             untrusted=untrusted,
         )
+
+    @staticmethod
+    def _pending_copies(policy: Policy, store: Store, verifier: trust.Verifier | None,
+                        on_untrusted: Callable[[str], None]) -> dict[str, dict]:  # fmt: skip
+        """The copies not yet made to the policy's copy targets (status, metrics and the report all
+        show those only): a policy without copy targets has none, and its copy state is not read."""
+        if not policy.copies:
+            return {}
+        pending = ledger.read_copy_state(store, policy.name, verifier, on_untrusted).pending
+        return {c.name: pending[c.name] for c in policy.copies if c.name in pending}
 
     def status(self, policy: Policy, probe: DatabaseProbe | None = None) -> dict[str, Any]:
         """Health of one policy from the store's evidence plus live probes of its components

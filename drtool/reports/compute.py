@@ -103,7 +103,7 @@ def build_policy(
             "id": b["id"], "recovery_point": b["recovery_point"], "completed_at": b["completed_at"],
             "stored_bytes": b["sizes"]["stored_bytes"], "database_bytes": b["sizes"].get("database_bytes"),
             "plain_bytes": b["sizes"]["plain_bytes"], "sha256": b["objects"][0]["sha256"], "targets": targets,
-            "recipients": [r["fingerprint"] for r in b["encryption"]["recipients"]],
+            "recipients": _fingerprints(b),
         })  # fmt: skip
     section = {
         "policy": policy["name"],
@@ -336,3 +336,11 @@ def build(sections: list[dict[str, Any]], *, start: dt.datetime, end: dt.datetim
         "policies": sections,
         "evidence_map": [{"control": c, "asks": a, "evidence": e} for c, a, e in EVIDENCE_MAP],
     }
+
+
+def _fingerprints(manifest: dict[str, Any]) -> list[str]:
+    """The recipients' fingerprints a manifest names (its encryption block is optional to the
+    parser: a hand-edited one without it lists none rather than stopping the report)."""
+    enc = manifest.get("encryption")
+    recipients = enc.get("recipients") if isinstance(enc, dict) else None
+    return [r["fingerprint"] for r in recipients or () if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)]
