@@ -253,7 +253,8 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
     stale: the caller reads the manifests instead. No index and no backup: an empty catalog.
     `evidence` names the folders (drills, checks) whose summaries the caller uses: one LIST each
     shows whether a record was added or changed since the index was written. `deferred`: for a
-    reader of the newest backup only (status), see _listing."""
+    reader that parses the newest backup whole and publishes only the outline of the others
+    (status, report, metrics), see _listing."""
     objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     manifests = _manifest_objects(policy, objects)
     try:
@@ -290,7 +291,7 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
     """The listing catalog.scan would make, from the index; a backup whose manifest the LIST does
     not show (deleted behind the index's back) is left out. `deferred`: parse and check only the
     newest restorable backup's manifest now, the others when first used (catalog.Backup.deferred);
-    their ids, recovery points and objects are checked now, which is all a listing needs."""
+    what a listing or report publishes of them is checked now (records.manifest_outline)."""
     backups = []
     sizes = {k: o.size for k, o in objects.items()}
     for bid, e in index.backups.items():

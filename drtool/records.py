@@ -171,12 +171,16 @@ def manifest_from_doc(doc: Any, where: str) -> Manifest:
 
 
 def manifest_outline(doc: Any, where: str) -> tuple[str, dt.datetime, tuple[ManifestObject, ...]]:
-    """(id, recovery point, objects) of a manifest document, each checked as manifest_from_doc
-    checks it (ManifestInvalid naming `where`), the rest not read: for a reader that needs only
-    these now (a deferred catalog index entry, catalog.Backup.deferred)."""
+    """(id, recovery point, objects) of a manifest document, with the fields a listing, status or
+    report publishes checked as manifest_from_doc checks them (ManifestInvalid naming `where`):
+    version, id, kind, recovery_point, completed_at, sizes and objects. The rest is not read: for
+    a reader that needs only these now (a deferred catalog index entry, catalog.Backup.deferred)."""
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise ManifestInvalid(f"{where}: not a drtool manifest")
     r = _Reader(doc, where)
+    r.version()
+    r.time("completed_at")
+    r.sizes()
     return r.get("id", str), r.time("recovery_point"), r.objects(PAYLOAD_ROLES[r.kind()])
 
 
@@ -229,13 +233,25 @@ class _Reader:
             raise self.fail(f"'{name}' is not an ISO 8601 time: {text[:40]!r}") from None
         return t
 
-    def manifest(self) -> Manifest:
-        version = self.get("version", int)
+    def version(self) -> int:
+        version: int = self.get("version", int)
         if version > MANIFEST_VERSION:
             raise ManifestInvalid(f"{self.where}: manifest version {version} is newer than this drtool")
         if version < 1:
             raise self.fail(f"unknown version {version}")
+        return version
+
+    def sizes(self) -> Sizes:
         sizes = self.get("sizes", dict)
+        return Sizes(
+            stored_bytes=self.needed_count("stored_bytes", doc=sizes),
+            plain_bytes=self.needed_count("plain_bytes", doc=sizes),
+            database_bytes=self.count("database_bytes", doc=sizes, required=False),
+            compressed_bytes=self.count("compressed_bytes", doc=sizes, required=False),
+        )
+
+    def manifest(self) -> Manifest:
+        version = self.version()
         tables = self.get("tables", dict)
         if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for k, v in tables.items()):  # fmt: skip
@@ -252,12 +268,7 @@ class _Reader:
             recovery_point=self.time("recovery_point"),
             started_at=self.time("started_at"),
             completed_at=self.time("completed_at"),
-            sizes=Sizes(
-                stored_bytes=self.needed_count("stored_bytes", doc=sizes),
-                plain_bytes=self.needed_count("plain_bytes", doc=sizes),
-                database_bytes=self.count("database_bytes", doc=sizes, required=False),
-                compressed_bytes=self.count("compressed_bytes", doc=sizes, required=False),
-            ),
+            sizes=self.sizes(),
             objects=self.objects(PAYLOAD_ROLES[kind]),
             tables=dict(tables),
             **{name: self.get(name, str, required=False) for name in _OPTIONAL_STR},

@@ -239,8 +239,8 @@ class Context:
     ) -> catalog_index.IndexRead | None:
         """The policy's catalog from its index (one GET and one LIST, and one LIST per folder of
         `evidence` whose summaries the caller uses), or None after one warning saying why it
-        cannot be used: then the caller reads the manifests. `deferred`: the caller uses only the
-        newest backup's manifest (catalog_index.read)."""
+        cannot be used: then the caller reads the manifests. `deferred`: the caller parses only the
+        newest backup's manifest whole, and of the others what a report publishes (catalog_index.read)."""
         try:
             return catalog_index.read(store, policy.name, self.verifier(policy), evidence, deferred)
         except catalog_index.IndexUnusable as e:

@@ -38,8 +38,9 @@ class Evidence:
 
     @cached_property
     def backups(self) -> list[dict[str, Any]]:
-        """The manifests, newest first (report, metrics); status needs only `newest`."""
-        return [b.manifest for b in self.restorable]
+        """The manifests, newest first, as far as a report publishes them (catalog.Backup.published:
+        read from the index, only the published fields are checked); `newest` is checked whole."""
+        return [b.published for b in self.restorable]
 
     @property
     def newest(self) -> dict[str, Any] | None:
@@ -79,8 +80,9 @@ class EvidenceJobs(UseCase):
         The backups come from the catalog index when it is usable; `all_drills` False (status)
         takes the newest drill attempt and the newest drill that ran from it too."""
         verifier, untrusted = self.ctx.verifier(policy), []
-        # status reads the newest manifest only, unless the WAL archive's health needs the base backups'
-        deferred = not all_drills and not policy.pitr.enabled
+        # status parses the newest manifest only, and a report checks only what it publishes of
+        # the others (Evidence.backups), unless the WAL archive's figures need the base backups'
+        deferred = not policy.pitr.enabled
         indexed = self.ctx.read_index(policy, store, () if all_drills else ("drills",), deferred=deferred)
         if indexed is not None and not all_drills:
             records, problems = indexed.drill_records(), list(indexed.index.drills.get("problems") or [])
@@ -239,8 +241,8 @@ class EvidenceJobs(UseCase):
             row["rpo_achieved_seconds"] = st["last_backup_age_seconds"]
             row["copies_pending"] = sum(st["copies_pending"].values())
             success = []
-            if ev.backups:
-                m = ev.backups[0]
+            m = ev.newest
+            if m is not None:
                 done = clock.parse_iso(m["completed_at"])
                 row["last_backup_timestamp_seconds"] = done.timestamp()
                 row["last_backup_duration_seconds"] = (done - clock.parse_iso(m["started_at"])).total_seconds()
