@@ -421,7 +421,8 @@ def test_a_report_with_a_corrupt_older_index_entry_answers_as_the_manifests_do(t
     index, that is all it checks of the older entries (a fleet report parsed 100,000 manifests
     whole, a fifth of its CPU). A fault there sends it to the manifests, saying so; a fault in
     a field it does not publish changes nothing it says."""
-    args = ("report", "-p", str(two.policy), "--format", "json", "-o", "-", "--from", "2000-01-01", "--to", "2100-01-01")
+    args = ("report", "-p", str(two.policy), "--format", "json", "-o", "-", "--from", "2000-01-01",
+            "--to", "2100-01-01")  # fmt: skip
     before = two.cli(*args)
     _corrupt(two, 0, lambda m: m.update({field: value}))
     after = two.cli(*args)
