@@ -14,6 +14,7 @@ import hmac
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 from .. import bech32
@@ -84,8 +85,9 @@ class Identity:
         raw = self._key.private_bytes_raw()
         return bech32.encode("age-secret-key-", raw).upper()
 
-    @property
+    @cached_property
     def recipient(self) -> str:
+        """The public key, age1...: worked out once (a fleet's status matches it per policy)."""
         return bech32.encode("age", self._key.public_key().public_bytes_raw())
 
     def __repr__(self) -> str:
