@@ -106,3 +106,21 @@ def test_an_unreachable_store_is_named_without_the_signed_url(bucket, s3_prefix)
 def test_a_client_that_validates_response_checksums_reads_the_full_way(bucket, s3_prefix, seaweed):
     assert store_at(seaweed.endpoint, bucket, s3_prefix)._lean.usable
     assert not store_at(seaweed.endpoint, bucket, s3_prefix, request_checksums="when_supported")._lean.usable
+
+
+def test_lean_reads_use_the_sessions_pool_unless_a_proxy_serves_the_store(filled, fault_proxy):
+    """A lean GET is sent on the session's own urllib3 pool for the endpoint (the one boto3's calls
+    use); when a proxy serves the endpoint, the request target and headers are the session's to
+    make, so it sends the request."""
+    assert get_bytes(filled, KEYS[0]) == b"body 0"
+    origin, lean = fault_proxy.endpoint, filled._lean
+    session = filled.client._endpoint.http_session
+    assert lean._pools[origin] is session._manager.connection_from_url(origin)
+    lean._pools.clear()
+    session._proxy_config._proxies = {"http": "http://127.0.0.1:9"}
+    assert lean._pool(origin) is None
+    session._proxy_config._proxies = {}  # (so that the request still reaches the store)
+    sent, real = [], lean._send
+    lean._send = lambda request: sent.append(request.url) or real(request)
+    assert get_bytes(filled, KEYS[0]) == b"body 0"
+    assert len(sent) == 1 and fault_proxy.requests[-1][2] == "200"

@@ -13,15 +13,23 @@ errors and says what went wrong. So this path never decides that an error is fin
 yet, a state object not written yet), which the full path would answer the same way.
 
 botocore has no public way to send a prepared request on a client's session; `_endpoint` is read
-once, and without it (another botocore, a stand-in client) every read goes the full way.
+once, and without it (another botocore, a stand-in client) every read goes the full way. The GET
+itself is sent on the session's own urllib3 pool for the endpoint (its TLS settings, timeouts and
+connections), as the session's `send` sends it, without what `send` repeats for every request
+(parsing the long signed URL to find the pool and the proxy again). An endpoint behind a proxy,
+or a session without those attributes, is sent through `send`.
 """
 
 from __future__ import annotations
 
+import http.client
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import botocore.exceptions as bx
+import urllib3.exceptions as ux
 from botocore.awsrequest import AWSRequest, AWSResponse
+from urllib3.util.retry import Retry
 
 from ..errors import NotFound
 from .sigv4 import presigner
@@ -39,7 +47,9 @@ class LeanReads:
         # a client that validates response checksums must see every GET itself
         validating = getattr(config, "response_checksum_validation", "when_required") != "when_required"
         self._send = None if validating else getattr(session, "send", None)
+        self._session = session
         self._client = client
+        self._pools: dict[str, Any] = {}  # origin -> the session's urllib3 pool for it; None: through `send`
 
     @property
     def usable(self) -> bool:
@@ -58,8 +68,8 @@ class LeanReads:
             signer = presigner(self._client, params["Bucket"], EXPIRES)
             url = signer.url(operation, params, EXPIRES) if signer is not None else None
             url = url or self._client.generate_presigned_url(operation, Params=params, ExpiresIn=EXPIRES)
-            r = self._send(AWSRequest(method="GET", url=url, stream_output=stream).prepare())
-        except bx.BotoCoreError:
+            r = self._get(url, stream)
+        except (bx.BotoCoreError, ux.HTTPError, http.client.HTTPException, OSError):
             return None
         if r.status_code == 200:
             return r
@@ -73,6 +83,38 @@ class LeanReads:
         if r.status_code in OFF:
             self._send = None
         return None
+
+
+    def _get(self, url: str, stream: bool) -> AWSResponse:
+        """The GET of `url` as the session sends it (botocore's URLLib3Session.send), on its pool."""
+        path = url.index("/", url.index("//") + 2)
+        pool = self._pool(url[:path])
+        if pool is None:
+            assert self._send is not None
+            return self._send(AWSRequest(method="GET", url=url, stream_output=stream).prepare())
+        raw = pool.urlopen("GET", url[path:], retries=Retry(False), assert_same_host=False, preload_content=False,
+                           decode_content=False, enforce_content_length=False)  # fmt: skip
+        r = AWSResponse(url, raw.status, raw.headers, raw)
+        if not stream:
+            _ = r.content  # read whole now, as the session does: the connection goes back to the pool
+        return r
+
+    def _pool(self, origin: str) -> Any:
+        if origin in self._pools:
+            pool = self._pools[origin]
+            if pool is None or pool.pool is not None:  # a pool its manager closed has none: look it up again
+                return pool
+        s = self._session
+        try:
+            if s._proxy_config.proxy_url_for(origin):  # a proxy's request target and headers: `send` makes them
+                pool = None
+            else:
+                pool = s._manager.connection_from_url(origin)
+                s._setup_ssl_cert(pool, origin, s._verify)
+        except AttributeError:  # another botocore: through `send`
+            pool = None
+        self._pools[origin] = pool
+        return pool
 
 
 def _error_code(body: bytes) -> str | None:
