@@ -84,7 +84,6 @@ class LeanReads:
             self._send = None
         return None
 
-
     def _get(self, url: str, stream: bool) -> AWSResponse:
         """The GET of `url` as the session sends it (botocore's URLLib3Session.send), on its pool."""
         path = url.index("/", url.index("//") + 2)
