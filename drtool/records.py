@@ -173,15 +173,20 @@ def manifest_from_doc(doc: Any, where: str) -> Manifest:
 def manifest_outline(doc: Any, where: str) -> tuple[str, dt.datetime, tuple[ManifestObject, ...]]:
     """(id, recovery point, objects) of a manifest document, with the fields a listing, status or
     report publishes checked as manifest_from_doc checks them (ManifestInvalid naming `where`):
-    version, id, kind, recovery_point, completed_at, sizes and objects. The rest is not read: for
+    version, id, kind, recovery_point and completed_at (as drtool writes times), sizes, objects
+    and the encryption recipients' shape. The rest is not read: for
     a reader that needs only these now (a deferred catalog index entry, catalog.Backup.deferred)."""
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise ManifestInvalid(f"{where}: not a drtool manifest")
     r = _Reader(doc, where)
     r.version()
-    r.time("completed_at")
     r.sizes()
-    return r.get("id", str), r.time("recovery_point"), r.objects(PAYLOAD_ROLES[r.kind()])
+    recipients = (r.get("encryption", dict, required=False) or {}).get("recipients") or []  # published
+    if not isinstance(recipients, list) or not all(isinstance(x, dict) and isinstance(x.get("fingerprint", ""), str)
+                                                   for x in recipients):  # fmt: skip
+        raise r.fail("'encryption.recipients' is not a list of recipients")
+    r.canonical_time("completed_at")
+    return r.get("id", str), r.canonical_time("recovery_point"), r.objects(PAYLOAD_ROLES[r.kind()])
 
 
 class _Reader:
@@ -249,6 +254,14 @@ class _Reader:
             database_bytes=self.count("database_bytes", doc=sizes, required=False),
             compressed_bytes=self.count("compressed_bytes", doc=sizes, required=False),
         )
+
+    def canonical_time(self, name: str) -> dt.datetime:
+        """time(), written as drtool writes it (clock.iso): a reader that publishes the text as it
+        stands (a deferred index entry) must publish what the parsed manifest would say."""
+        t = self.time(name)
+        if iso(t) != self.doc[name]:
+            raise self.fail(f"'{name}' is not written as drtool writes times: {self.doc[name][:40]!r}")
+        return t
 
     def manifest(self) -> Manifest:
         version = self.version()

@@ -379,6 +379,7 @@ def _corrupt(s, which: int, change) -> None:
     (0, lambda m: m["sizes"].pop("plain_bytes"), False),
     (0, lambda m: m["sizes"].update(database_bytes="7"), False),
     (0, lambda m: m.update(version=99), False),  # a newer drtool's: nothing of it is published
+    (0, lambda m: m.update(encryption="garbage"), False),  # its recipients are published
     (0, lambda m: m.update(database=5), True),  # a field of an older entry: checked when it is used
 ])  # fmt: skip
 def test_a_corrupt_index_entry_is_refused_by_a_deferred_read_when_its_answer_needs_it(two, which, change,
@@ -399,6 +400,23 @@ def test_a_corrupt_index_entry_is_refused_by_a_deferred_read_when_its_answer_nee
         _ = older.record
 
 
+OTHERWISE = [
+    ("recovery_point", lambda t: t.replace("Z", "+00:00")),
+    ("completed_at", lambda t: t.replace("-", "").replace(":", "")),
+]  # the same moment, written otherwise
+
+
+@pytest.mark.parametrize("field,written", OTHERWISE)
+def test_a_deferred_read_takes_times_only_as_drtool_writes_them(two, field, written):
+    """A report publishes an older entry's times as they stand (and sorted its rows by them as
+    text); the manifest's parse writes them anew. The same moment written otherwise is read by the
+    full parse and refused by the deferred read, which sends the report to the manifests."""
+    _corrupt(two, 0, lambda m: m.update({field: written(m[field])}))
+    assert [b.id for b in catalog_index.read(_store_of(two), two.policy_name).listing.backups] == two.ids[::-1]
+    with pytest.raises(catalog_index.IndexUnusable, match=f"'{field}' is not written as drtool writes times"):
+        catalog_index.read(_store_of(two), two.policy_name, deferred=True)
+
+
 @pytest.mark.parametrize("field,value,status_warns", [("database", 5, False), ("kind", ["x"], True)])
 def test_status_and_list_with_a_corrupt_older_index_entry_answer_as_the_manifests_do(two, field, value,
                                                                                      status_warns):  # fmt: skip
@@ -415,7 +433,9 @@ def test_status_and_list_with_a_corrupt_older_index_entry_answer_as_the_manifest
 
 
 @pytest.mark.parametrize("field,value,warns", [("database", 5, False), ("started_at", "x", False),
-                                               ("completed_at", "not a time", True)])  # fmt: skip
+                                               ("completed_at", "not a time", True), ("encryption", [], True),
+                                               ("encryption", {"recipients": 5}, True),
+                                               ("recovery_point", "2020-01-01T00:00:00+00:00", True)])  # fmt: skip
 def test_a_report_with_a_corrupt_older_index_entry_answers_as_the_manifests_do(two, field, value, warns):
     """A report publishes the outline of every backup (id, times, sizes, sha256): read from the
     index, that is all it checks of the older entries (a fleet report parsed 100,000 manifests
@@ -432,11 +452,23 @@ def test_a_report_with_a_corrupt_older_index_entry_answers_as_the_manifests_do(t
     assert [b["id"] for b in after.json["policies"][0]["inventory"]] == two.ids[::-1]
 
 
-@pytest.mark.parametrize("encryption", [None, {"recipients": ["age1notadict"]}, {"recipients": None}])
-def test_status_of_a_newest_backup_with_odd_recipients_says_it_cannot_decrypt(two, encryption):
+@pytest.mark.parametrize("encryption,refused", [(None, False), ({"recipients": None}, False),
+                                               ({"recipients": ["age1notadict"]}, True),
+                                               ({"recipients": 5}, True)])  # fmt: skip
+def test_status_of_a_newest_backup_with_odd_recipients_says_it_cannot_decrypt(two, encryption, refused):
     """A manifest's encryption block is optional to its parser: status's restore check read it as
-    a dict of dicts and failed with a traceback."""
+    a dict of dicts and failed with a traceback. An entry whose recipients are not a list of
+    recipients is refused as the report would publish them (reading the manifests, here intact);
+    in a manifest itself, the parser takes them and status says it cannot decrypt."""
     _corrupt(two, 1, lambda m: m.update(encryption=encryption))
     st = two.cli("status", "-p", str(two.policy), "--json")
     clean(st, 3)
+    assert ("reading the manifests instead" in st.err) == refused, st.err
+    if refused:
+        assert st.json["components"]["restore"] == "ok"
+        manifest = index_file(two).parent / "backups" / two.ids[1] / "manifest.json"
+        doc = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**doc, "encryption": encryption}))
+        st = two.cli("status", "-p", str(two.policy), "--json")
+        clean(st, 3)
     assert "matches none of the recipients of the newest backup" in st.json["components"]["restore"]

@@ -65,3 +65,22 @@ def test_report_names_the_uncovered_start_of_the_period():
     assert section["compliant"] is False
     assert section["rpo"]["uncovered"]["seconds"] == 48.1 * 3600 and section["rpo"]["worst_seconds"] == 48.1 * 3600
     assert any(r.startswith("no backup before 2026-11-03T00:06:00") for r in section["reasons"]), section["reasons"]
+
+
+def test_the_inventory_names_the_payloads_sha256_and_survives_odd_recipients():
+    """A manifest's first object need not be the one a restore reads, and its recipients are not
+    checked by the parser: the report took objects[0] and iterated whatever `recipients` held."""
+    first = {**backup(1, 0, 0.1), "objects": [{"role": "x", "sha256": "0" * 64}, {"role": "dump", "sha256": "d" * 64}],
+             "encryption": {"recipients": 5}}  # fmt: skip
+    base = {**backup(2, 1, 1.1), "kind": "physical",
+            "objects": [{"role": "dump", "sha256": "0" * 64}, {"role": "base", "sha256": "b" * 64}]}  # fmt: skip
+    section = reports.build_policy(
+        policy={"name": "p", "rpo_seconds": 4 * 3600, "rto_seconds": 600, "retention": {}, "copies": [],
+                "storage": {"url": "file:///x", "object_lock": None, "copies": []},
+                "encryption": {"scheme": "age-v1-x25519", "recipients": []}},
+        backups=[first, base], drills=[], drill_problems=[], schedule_state=ScheduleState(),
+        copies_pending={}, start=T0, end=T0 + dt.timedelta(hours=2),
+    )  # fmt: skip
+    rows = {r["id"]: r for r in section["inventory"]}
+    assert rows["b1"]["sha256"] == "d" * 64 and rows["b2"]["sha256"] == "b" * 64
+    assert rows["b1"]["recipients"] == [] and rows["b2"]["recipients"] == ["sha256:x"]

@@ -199,7 +199,12 @@ class EvidenceJobs(UseCase):
             if newest is not None:  # a manifest may carry no recipients, or odd ones: matched by none
                 enc = newest.get("encryption")
                 recipients = enc.get("recipients") if isinstance(enc, dict) else None
-                theirs = {r.get("fingerprint") for r in recipients or () if isinstance(r, dict)}
+                recipients = recipients if isinstance(recipients, list) else []
+                theirs = {
+                    r["fingerprint"]
+                    for r in recipients
+                    if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)
+                }
                 what = f"the recipients of the newest backup {newest.get('id')}"
             else:
                 theirs = {age.recipient_fingerprint(r) for r in policy.recipients}

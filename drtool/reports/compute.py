@@ -12,7 +12,7 @@ from ..durations import format_duration
 from ..health import COULD_NOT_RUN, drill_outcome
 from ..objectives import Point
 from ..objectives import gaps as rpo_gaps
-from ..records import ScheduleState
+from ..records import PAYLOAD_ROLES, ScheduleState
 
 REPORT_FORMAT = "drtool-compliance-report"
 REPORT_VERSION = 1
@@ -102,7 +102,7 @@ def build_policy(
         inventory.append({
             "id": b["id"], "recovery_point": b["recovery_point"], "completed_at": b["completed_at"],
             "stored_bytes": b["sizes"]["stored_bytes"], "database_bytes": b["sizes"].get("database_bytes"),
-            "plain_bytes": b["sizes"]["plain_bytes"], "sha256": b["objects"][0]["sha256"], "targets": targets,
+            "plain_bytes": b["sizes"]["plain_bytes"], "sha256": _payload_sha256(b), "targets": targets,
             "recipients": _fingerprints(b),
         })  # fmt: skip
     section = {
@@ -340,7 +340,19 @@ def build(sections: list[dict[str, Any]], *, start: dt.datetime, end: dt.datetim
 
 def _fingerprints(manifest: dict[str, Any]) -> list[str]:
     """The recipients' fingerprints a manifest names (its encryption block is optional to the
-    parser: a hand-edited one without it lists none rather than stopping the report)."""
+    parser, and its recipients unchecked: a hand-edited one lists none rather than stopping the
+    report)."""
     enc = manifest.get("encryption")
     recipients = enc.get("recipients") if isinstance(enc, dict) else None
-    return [r["fingerprint"] for r in recipients or () if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)]
+    if not isinstance(recipients, list):
+        return []
+    return [r["fingerprint"] for r in recipients if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)]
+
+
+def _payload_sha256(manifest: dict[str, Any]) -> str:
+    """The SHA-256 of the object a restore reads (the dump, or a base backup's archive), which
+    need not be the manifest's first object."""
+    role = PAYLOAD_ROLES.get(manifest.get("kind") or "logical")
+    objects = manifest["objects"]
+    sha: str = next((o["sha256"] for o in objects if o.get("role") == role), objects[0]["sha256"])
+    return sha
