@@ -170,6 +170,17 @@ def manifest_from_doc(doc: Any, where: str) -> Manifest:
     return _Reader(doc, where).manifest()
 
 
+def recipient_fingerprints(doc: dict[str, Any]) -> list[str]:
+    """The recipients' fingerprints a manifest document names. Its encryption block is optional to
+    the parser and its recipients unchecked: a hand-edited one names none rather than stopping a
+    report or a restore check."""
+    enc = doc.get("encryption")
+    recipients = enc.get("recipients") if isinstance(enc, dict) else None
+    if not isinstance(recipients, list):
+        return []
+    return [r["fingerprint"] for r in recipients if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)]
+
+
 def manifest_outline(doc: Any, where: str) -> tuple[str, dt.datetime, tuple[ManifestObject, ...]]:
     """(id, recovery point, objects) of a manifest document, with the fields a listing, status or
     report publishes checked as manifest_from_doc checks them (ManifestInvalid naming `where`):

@@ -16,7 +16,7 @@ from ..crypto import age, signing, sshsig
 from ..durations import format_size
 from ..errors import CheckFailed, DrtoolError, IdentityError, IntegrityError, PreconditionFailed, UsageError
 from ..policy import InvalidPolicy, Policy, StorageTarget
-from ..records import ScheduleState
+from ..records import ScheduleState, recipient_fingerprints
 from ..storage import Store, put_bytes
 from . import fanout, walview
 from .base import _check_region
@@ -197,14 +197,7 @@ class EvidenceJobs(UseCase):
         try:
             mine = {age.recipient_fingerprint(i.recipient) for i in self.ctx.identities(policy)}
             if newest is not None:  # a manifest may carry no recipients, or odd ones: matched by none
-                enc = newest.get("encryption")
-                recipients = enc.get("recipients") if isinstance(enc, dict) else None
-                recipients = recipients if isinstance(recipients, list) else []
-                theirs = {
-                    r["fingerprint"]
-                    for r in recipients
-                    if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)
-                }
+                theirs = set(recipient_fingerprints(newest))
                 what = f"the recipients of the newest backup {newest.get('id')}"
             else:
                 theirs = {age.recipient_fingerprint(r) for r in policy.recipients}

@@ -12,7 +12,7 @@ from ..durations import format_duration
 from ..health import COULD_NOT_RUN, drill_outcome
 from ..objectives import Point
 from ..objectives import gaps as rpo_gaps
-from ..records import PAYLOAD_ROLES, ScheduleState
+from ..records import PAYLOAD_ROLES, ScheduleState, recipient_fingerprints
 
 REPORT_FORMAT = "drtool-compliance-report"
 REPORT_VERSION = 1
@@ -103,7 +103,7 @@ def build_policy(
             "id": b["id"], "recovery_point": b["recovery_point"], "completed_at": b["completed_at"],
             "stored_bytes": b["sizes"]["stored_bytes"], "database_bytes": b["sizes"].get("database_bytes"),
             "plain_bytes": b["sizes"]["plain_bytes"], "sha256": _payload_sha256(b), "targets": targets,
-            "recipients": _fingerprints(b),
+            "recipients": recipient_fingerprints(b),
         })  # fmt: skip
     section = {
         "policy": policy["name"],
@@ -336,17 +336,6 @@ def build(sections: list[dict[str, Any]], *, start: dt.datetime, end: dt.datetim
         "policies": sections,
         "evidence_map": [{"control": c, "asks": a, "evidence": e} for c, a, e in EVIDENCE_MAP],
     }
-
-
-def _fingerprints(manifest: dict[str, Any]) -> list[str]:
-    """The recipients' fingerprints a manifest names (its encryption block is optional to the
-    parser, and its recipients unchecked: a hand-edited one lists none rather than stopping the
-    report)."""
-    enc = manifest.get("encryption")
-    recipients = enc.get("recipients") if isinstance(enc, dict) else None
-    if not isinstance(recipients, list):
-        return []
-    return [r["fingerprint"] for r in recipients if isinstance(r, dict) and isinstance(r.get("fingerprint"), str)]
 
 
 def _payload_sha256(manifest: dict[str, Any]) -> str:
