@@ -1,3 +1,3 @@
 """drtool: backup and disaster-recovery automation for PostgreSQL."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,10 @@
 """The bucket is the catalog: where objects live, and the manifest that commits a backup.
 
 Layout under the store root (docs/storage-format.md):
-    <policy>/backups/<id>/dump.zst.age    age(zstd(pg_dump custom archive))
-    <policy>/backups/<id>/manifest.json   written last: a backup without it does not exist
+    <policy>/backups/<id>.dump.zst.age    age(zstd(pg_dump custom archive))
+    <policy>/backups/<id>.manifest.json   written last: a backup without it does not exist
+A store written by drtool before 0.2 holds each backup in a folder of its own (<id>/dump.zst.age,
+<id>/manifest.json, the "nested" layout): it is read, restored, copied and pruned as it stands.
 Evidence about backups (check and drill records, the run's state) is in ledger.py.
 """
 
@@ -68,16 +70,41 @@ def backup_started(backup_id: str):
         return None
 
 
-def backup_prefix(policy: str, backup_id: str) -> str:
-    return f"{policy}/backups/{backup_id}/"
+# What follows a backup's id in its objects' keys. FLAT (what drtool writes): the objects of all
+# of a policy's backups sit side by side in <policy>/backups/, so the LIST every read makes walks
+# one folder; a server that keeps folders (SeaweedFS, MinIO) spent 3.5 times the CPU listing the
+# same keys spread over one folder per backup. NESTED: a folder per backup, as drtool wrote them
+# before 0.2; such backups are still read and pruned where they are.
+FLAT, NESTED = ".", "/"
+
+
+def backup_prefix(policy: str, backup_id: str, layout: str = FLAT) -> str:
+    """What a backup's object names are appended to (its manifest's objects' `key`)."""
+    return f"{policy}/backups/{backup_id}{layout}"
 
 
 def dump_key(policy: str, backup_id: str) -> str:
     return backup_prefix(policy, backup_id) + DUMP_NAME
 
 
-def manifest_key(policy: str, backup_id: str) -> str:
-    return backup_prefix(policy, backup_id) + MANIFEST_NAME
+def manifest_key(policy: str, backup_id: str, layout: str = FLAT) -> str:
+    return backup_prefix(policy, backup_id, layout) + MANIFEST_NAME
+
+
+def prefix_of(manifest_object_key: str) -> str:
+    """The backup prefix of a manifest's key, in whichever layout it was found."""
+    return manifest_object_key[: -len(MANIFEST_NAME)]
+
+
+def backup_of_key(policy: str, key: str) -> str:
+    """The backup (or, for a stray object, the first name) a key under <policy>/backups/ belongs
+    to: `<id>.<name>` for an id of drtool's shape, else the folder `<name>/...` as before 0.2."""
+    rest = key[len(f"{policy}/backups/") :]
+    flat = _FLAT_KEY.match(rest)
+    return flat.group(1) if flat else rest.split("/", 1)[0]
+
+
+_FLAT_KEY = re.compile(r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32})\.")
 
 
 class Backup:
@@ -91,10 +118,13 @@ class Backup:
     policy, and parsing 100 manifests a policy was a fifth of its CPU."""
 
     def __init__(self, record: Manifest, missing: tuple[str, ...] = (), signed_by: str | None = None,
-                 table_count: int | None = None, doc: dict[str, Any] | None = None):  # fmt: skip
+                 table_count: int | None = None, doc: dict[str, Any] | None = None,
+                 prefix: str | None = None):  # fmt: skip
         self._record: Manifest | None = record
         self._parse: Callable[[], Manifest] | None = None
         self._id, self._recovery_point = record.id, record.recovery_point
+        # where its objects are (backup_prefix): the layout its manifest was found in
+        self.prefix = prefix if prefix is not None else backup_prefix(record.policy, record.id)
         self.missing = missing
         self.signed_by = signed_by  # fingerprint of the trusted key that signed the manifest, when checked
         self.table_count = table_count  # read from the catalog index, whose record carries no table list
@@ -104,11 +134,13 @@ class Backup:
 
     @classmethod
     def deferred(cls, backup_id: str, recovery_point: dt.datetime, parse: Callable[[], Manifest], doc: dict[str, Any],
-                 missing: tuple[str, ...], signed_by: str | None, table_count: int | None) -> Backup:  # fmt: skip
+                 missing: tuple[str, ...], signed_by: str | None, table_count: int | None,
+                 prefix: str) -> Backup:  # fmt: skip
         """A backup whose manifest `parse` makes (from `doc`) on first use; ManifestInvalid then
         if the entry is not a valid manifest of `backup_id`."""
         b = cls.__new__(cls)
         b._record, b._parse, b._id, b._recovery_point = None, parse, backup_id, recovery_point
+        b.prefix = prefix
         b.missing, b.signed_by, b.table_count, b.doc = missing, signed_by, table_count, doc
         return b
 
@@ -242,9 +274,11 @@ def get_record(store: Store, key: str, namespace: str, verifier: Verifier | None
     return get_bytes(store, key) if verifier is None else get_verified(store, key, verifier, namespace)
 
 
-def write_manifest(store: Store, manifest: Manifest, signer: Signer | None = None) -> list[ObjectInfo]:
-    """The commit marker (and its signature first); returns what was written."""
-    key = manifest_key(manifest.policy, manifest.id)
+def write_manifest(store: Store, manifest: Manifest, signer: Signer | None = None,
+                   prefix: str | None = None) -> list[ObjectInfo]:  # fmt: skip
+    """The commit marker (and its signature first), beside the objects at `prefix` (a new
+    backup's: the flat layout); returns what was written."""
+    key = (prefix or backup_prefix(manifest.policy, manifest.id)) + MANIFEST_NAME
     return put_record(store, key, serialise_manifest(manifest), NS_MANIFEST, signer, retain=True)
 
 
@@ -260,24 +294,27 @@ def read_manifest(store: Store, policy: str, backup_id: str, verifier: Verifier 
     """The named backup. UsageError if it has no manifest; ManifestInvalid if its manifest is
     malformed or not its own; with a verifier, Untrusted (exit 3) unless a trusted key signed it.
     Objects are not checked here (restore and verify read them)."""
-    key = manifest_key(policy, backup_id)
-    try:
-        raw = get_bytes(store, key)
-    except NotFound:
+    for layout in (FLAT, NESTED):  # a backup written before 0.2 is in a folder of its own
+        key = manifest_key(policy, backup_id, layout)
+        try:
+            raw = get_bytes(store, key)
+            break
+        except NotFound:
+            continue
+    else:
         raise UsageError(
             f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
-        ) from None
+        )
     signed_by = None if verifier is None else verify_stored(store, key, raw, verifier, NS_MANIFEST)
     m = _bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}")
-    return Backup(m, signed_by=signed_by)
+    return Backup(m, signed_by=signed_by, prefix=prefix_of(key))
 
 
 def newest_manifest(store: Store, policy: str, verifier: Verifier | None = None) -> Manifest | None:
     """The manifest of the policy's newest committed backup (ids sort by time), or None when there
     is none or it cannot be read: one LIST and one GET, for hints such as a progress total."""
     try:
-        ids = [_folder(policy, o.key) for o in store.list_objects(f"{policy}/backups/")
-               if o.key.endswith("/" + MANIFEST_NAME)]  # fmt: skip
+        ids = manifest_ids(policy, (o.key for o in store.list_objects(f"{policy}/backups/")))
         return read_manifest(store, policy, max(ids), verifier).record if ids else None
     except DrtoolError:  # a hint only: what is wrong with the store, the job itself or list reports
         return None
@@ -292,24 +329,28 @@ def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
     return m
 
 
-def _folder(policy: str, key: str) -> str:
-    return key[len(f"{policy}/backups/") :].split("/", 1)[0]
-
-
 def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing:
     """Every manifest of a policy, each parsed on its own: one bad manifest is reported in
     `unreadable` and never stops the others. With a verifier, a manifest no trusted key signed is
     in `untrusted` instead (whatever it holds). Objects a manifest lists are checked against the
     same listing (no extra request)."""
     objects = {obj.key: obj for obj in store.list_objects(f"{policy}/backups/")}
-    return scan_ids(store, policy, list(manifest_ids(policy, objects)), objects, verifier)
+    return scan_ids(store, policy, manifest_ids(policy, objects), objects, verifier)
 
 
-def manifest_ids(policy: str, keys) -> dict[str, str]:
-    """Backup id -> manifest key, for every key of a listing that is a backup's manifest."""
-    ids = {}
+def manifest_ids(policy: str, keys: Iterable[str]) -> dict[str, str]:
+    """Backup id -> manifest key, for every key of a listing that is a backup's manifest: flat
+    (`<id>.manifest.json`, an id of drtool's shape: its prefix `<id>.` can then name no other
+    backup's objects) or nested (`<id>/manifest.json`). An id found in both layouts is the flat one's."""
+    base = f"{policy}/backups/"
+    ids: dict[str, str] = {}
     for k in keys:
-        if k.endswith("/" + MANIFEST_NAME) and manifest_key(policy, bid := _folder(policy, k)) == k:
+        if not k.endswith(MANIFEST_NAME) or not k.startswith(base):
+            continue
+        bid, layout = k[len(base) : -len(MANIFEST_NAME) - 1], k[-len(MANIFEST_NAME) - 1]
+        if layout == FLAT and _BACKUP_ID.fullmatch(bid):
+            ids[bid] = k
+        elif layout == NESTED and bid and "/" not in bid and bid not in ids:
             ids[bid] = k
     return ids
 
@@ -331,13 +372,14 @@ def missing_listed(
     )  # fmt: skip
 
 
-def scan_ids(store: Store, policy: str, ids: list[str], objects: dict[str, ObjectInfo],
+def scan_ids(store: Store, policy: str, ids: dict[str, str], objects: dict[str, ObjectInfo],
              verifier: Verifier | None = None) -> Listing:  # fmt: skip
-    """scan() of the named backup folders only, against a listing already made (key -> info)."""
+    """scan() of the named backups only (id -> manifest key, as manifest_ids finds them), against
+    a listing already made (key -> info)."""
     sizes = {k: o.size for k, o in objects.items()}
 
-    def read(bid: str) -> Backup | Unreadable | UntrustedBackup:
-        key = manifest_key(policy, bid)
+    def read(item: tuple[str, str]) -> Backup | Unreadable | UntrustedBackup:
+        bid, key = item
         where = f"{store.url}/{key}"
         signed_by = None
         try:
@@ -358,12 +400,13 @@ def scan_ids(store: Store, policy: str, ids: list[str], objects: dict[str, Objec
             _bound(m, policy, bid, where)
         except ManifestInvalid as e:
             return Unreadable(bid, key, str(e), claims=m.id if m.policy == policy else None)
-        return Backup(m, missing_objects(store, backup_prefix(policy, bid), m, sizes), signed_by)
+        prefix = prefix_of(key)
+        return Backup(m, missing_objects(store, prefix, m, sizes), signed_by, prefix=prefix)
 
     # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run
     # side by side; this is on the path of `drtool restore` during an outage.
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        found = list(pool.map(read, ids))
+        found = list(pool.map(read, ids.items()))
     backups = [b for b in found if isinstance(b, Backup)]
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     unreadable = sorted((u for u in found if isinstance(u, Unreadable)), key=lambda u: u.key)

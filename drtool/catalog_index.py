@@ -294,13 +294,14 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
     what a listing or report publishes of them is checked now (records.manifest_outline)."""
     backups = []
     sizes = {k: o.size for k, o in objects.items()}
+    manifests = catalog.manifest_ids(policy, objects)
     for bid, e in index.backups.items():
-        key = catalog.manifest_key(policy, bid)
-        if key not in objects:
+        key = manifests.get(bid)
+        if key is None:
             continue
         where = f"{store.url}/{key}"
         doc = {**e["manifest"], "tables": {}}
-        prefix = catalog.backup_prefix(policy, bid)
+        prefix = catalog.prefix_of(key)
         try:  # the entry as decoded with the index: no JSON round trip per entry
             if deferred:
                 mid, point, listed = manifest_outline(doc, where)
@@ -308,7 +309,7 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
                     raise ManifestInvalid(f"{where}: invalid manifest: it is of backup {mid[:40]!r}")
                 missing = catalog.missing_listed(store, prefix, listed, sizes)
                 backups.append(catalog.Backup.deferred(bid, point, partial(manifest_from_doc, doc, where), doc, missing,
-                                                       e.get("signed_by"), e["table_count"]))  # fmt: skip
+                                                       e.get("signed_by"), e["table_count"], prefix))  # fmt: skip
                 continue
             m = manifest_from_doc(doc, where)
             if m.id != bid:
@@ -316,7 +317,8 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         except ManifestInvalid as err:
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {bid}: {err}") from None
         missing = catalog.missing_objects(store, prefix, m, sizes)
-        backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"], doc=doc))
+        backups.append(catalog.Backup(m, missing, e.get("signed_by"), table_count=e["table_count"], doc=doc,
+                                      prefix=prefix))  # fmt: skip
     backups.sort(key=lambda b: (b.recovery_point, b.id), reverse=True)
     newest = next((b for b in backups if not b.missing), None)
     if deferred and newest is not None:  # the one a reader of the newest uses: checked now, like all in full
@@ -377,7 +379,7 @@ def rebuild(
         objects = {o.key: o for o in store.list_objects(f"{policy}/backups/")}
     index = Index(policy, verifier is not None)
     skip = set(known)
-    ids = [bid for bid in catalog.manifest_ids(policy, objects) if bid not in skip]
+    ids = {bid: k for bid, k in catalog.manifest_ids(policy, objects).items() if bid not in skip}
     _merge_listing(index, catalog.scan_ids(store, policy, ids, objects, verifier), objects)
     _stamp(store, index)
     untrusted: list[str] = []
@@ -404,7 +406,7 @@ def _stamp(store: Store, index: Index) -> None:
 
 def _merge_listing(index: Index, listing: catalog.Listing, objects: dict[str, ObjectInfo]) -> None:
     for b in listing.backups:
-        key = catalog.manifest_key(index.policy, b.id)
+        key = b.prefix + catalog.MANIFEST_NAME
         index.backups[b.id] = _backup_entry(b.record, objects[key], _sig(objects, key), b.signed_by)
     problems: list[catalog.Unreadable | catalog.UntrustedBackup] = [*listing.unreadable, *listing.untrusted]
     for u in problems:
@@ -420,7 +422,7 @@ def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifie
     for table in (index.backups, index.problems):
         for bid in [b for b in table if b not in manifests]:
             del table[bid]
-    unknown = []
+    unknown: dict[str, str] = {}
     for bid, obj in manifests.items():
         sig = _sig(objects, obj.key)
         if bid in written:
@@ -430,7 +432,7 @@ def _refresh(store: Store, index: Index, objects: dict[str, ObjectInfo], verifie
             index.backups[bid] = entry
             index.problems.pop(bid, None)
         elif not _fresh(index.backups.get(bid) or index.problems.get(bid) or {}, obj, sig):
-            unknown.append(bid)
+            unknown[bid] = obj.key
     if unknown:  # only these manifests are read: the rest of the index stands
         listing = catalog.scan_ids(store, index.policy, unknown, objects, verifier)
         for bid in unknown:
@@ -516,7 +518,7 @@ def _merge_seen(store: Store, seen: IndexRead, added: Iterable[ObjectInfo], veri
     serve: the manifest of a backup written (`ids`) is not among `added`, or there was no index and
     the policy has drill or check records, which only a rebuild reads."""
     new = {o.key: o for o in added}
-    if any(catalog.manifest_key(seen.index.policy, bid) not in new for bid in ids):
+    if not set(ids) <= set(catalog.manifest_ids(seen.index.policy, new)):
         return None
     objects = {**seen.objects, **new}
     index = seen.index

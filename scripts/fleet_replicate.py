@@ -46,7 +46,7 @@ def _replicate(app: Context, policy: Policy, backups: int) -> tuple[int, int]:
     if not real:
         raise SystemExit(f"bench: policy {policy.name} has no real backup to replicate")
     oldest = min(m.started_at for m in have)
-    dumps = {m.id: get_bytes(store, catalog.dump_key(policy.name, m.id)) for m in real}
+    dumps = {b.id: get_bytes(store, b.prefix + b.dump["key"]) for b in listing.backups if b.record in real}
     written = []
     for i in range(backups - len(have)):
         src = real[i % len(real)]
@@ -70,10 +70,9 @@ def _copy(store: Store, policy: str, src: Manifest, dump: bytes, started: dt.dat
     )
     if store.url.startswith("file://"):  # the same bytes, without the two fsyncs of each put (hours at 100,000)
         root = Path(store.url.removeprefix("file://"))
-        folder = root / catalog.backup_prefix(policy, m.id)
-        folder.mkdir(mode=0o700)
-        (folder / catalog.DUMP_NAME).write_bytes(dump)
-        (folder / catalog.MANIFEST_NAME).write_bytes(serialise_manifest(m))
+        prefix = root / catalog.backup_prefix(policy, m.id)
+        Path(f"{prefix}{catalog.DUMP_NAME}").write_bytes(dump)
+        Path(f"{prefix}{catalog.MANIFEST_NAME}").write_bytes(serialise_manifest(m))
         return m
     store.put(catalog.dump_key(policy, m.id), [dump], size_hint=len(dump))
     catalog.write_manifest(store, m)

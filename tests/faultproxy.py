@@ -15,8 +15,8 @@ server will not produce on demand:
     hold         forward (the store acts), then send nothing at all, not even the headers, for
                  `seconds`, and reset: a reply held back (a PUT's empty reply cannot stall)
 
-    proxy.add("PUT", r"/manifest\\.json$", "lose_reply")          # every matching request
-    proxy.add("GET", r"/dump\\.zst\\.age$", "reset", after=65536, times=1)
+    proxy.add("PUT", r"\\.manifest\\.json$", "lose_reply")          # every matching request
+    proxy.add("GET", r"\\.dump\\.zst\\.age$", "reset", after=65536, times=1)
     proxy.add("GET", r"/obj$", "reset", after=100, times=1, then=replace_it)  # then(): run as the fault hits
     proxy.requests                                                 # [(method, path, outcome)]
     proxy.ranges                                                   # [(path, Range header)] of ranged requests
@@ -24,7 +24,7 @@ server will not produce on demand:
     proxy.presigned                                                # [path] of requests signed in their URL
 
 Faults match, and `requests` records, the path without a presigned URL's signature (the X-Amz-*
-query parameters drtool's lean reads carry): `/dump\\.zst\\.age$` matches a presigned GET too.
+query parameters drtool's lean reads carry): `\\.dump\\.zst\\.age$` matches a presigned GET too.
 """
 
 from __future__ import annotations

@@ -189,3 +189,9 @@ rto = "30m"
         r = setup.cli("init", "-p", str(policy))
         assert r.code == 0, f"drtool init failed: {r.err}"
     return setup
+
+
+def backup_key(policy: str, backup_id: str, name: str = "dump.zst.age") -> str:
+    """Where drtool writes a backup's object, relative to the store root: the flat layout
+    (docs/storage-format.md); a backup written before 0.2 has `<id>/<name>` instead."""
+    return f"{policy}/backups/{backup_id}.{name}"

@@ -34,7 +34,7 @@ def test_a_first_scheduled_backup_writes_the_index_without_reading_back_what_it_
     r = setup.cli("run", str(setup.policy), "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["policies"][0]["jobs"]["backup"]["outcome"] == "ok"
-    assert _requests(fault_proxy, "GET", "/manifest.json") == []  # its own manifest is not read back
+    assert _requests(fault_proxy, "GET", ".manifest.json") == []  # its own manifest is not read back
     assert _requests(fault_proxy, "HEAD", "/index.json") == []  # the GET's 404 already said it is missing
     # one LIST for the slot's check, whose read the index write merges into (no second LIST or GET)
     assert len(_lists(fault_proxy, "backups")) == 1
@@ -55,7 +55,7 @@ def test_a_backup_into_an_indexed_store_lists_no_evidence_folder_and_reads_no_ma
     r = setup.cli("backup", "-p", str(setup.policy))
     assert r.code == 0, r.err
     assert _lists(fault_proxy, "drills") == [] and _lists(fault_proxy, "checks") == []
-    assert _requests(fault_proxy, "GET", "/manifest.json") == []  # no progress estimate without a terminal
+    assert _requests(fault_proxy, "GET", ".manifest.json") == []  # no progress estimate without a terminal
     assert len(_lists(fault_proxy, "backups")) == 1
     listed = setup.cli("list", "-p", str(setup.policy), "--json")
     assert listed.code == 0 and "catalog index" not in listed.err
@@ -109,7 +109,7 @@ def test_a_signed_scheduled_backup_merged_into_runs_read_leaves_a_usable_index(p
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("lost", [r"/manifest\.json$", r"/index\.json$"])
+@pytest.mark.parametrize("lost", [r"\.manifest\.json$", r"/index\.json$"])
 def test_a_scheduled_backup_whose_commit_or_index_reply_is_lost_is_listed_once_from_a_fresh_index(
     pg, tmp_path, proxied_s3_toml, fault_proxy, lost
 ):

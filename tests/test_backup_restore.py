@@ -80,7 +80,7 @@ def test_restore_refuses_non_empty_target_unless_clean(setup):
 def test_restore_without_drtool_runbook(setup, age_bin, tmp_path, request):
     """README's disaster runbook: stock age, zstd and pg_restore, no drtool involved."""
     m = setup.cli("backup", "-p", str(setup.policy), "--json").only
-    key = f"{m['policy']}/backups/{m['id']}/dump.zst.age"
+    key = f"{m['policy']}/backups/{m['id']}.dump.zst.age"
     if setup.store_url.startswith("file://"):
         dump = f"{setup.store_url[7:]}/{key}"
     else:  # what `aws s3 cp` would do: fetch the object as it is

@@ -91,7 +91,7 @@ def test_a_backup_committed_by_an_older_drtool_makes_the_index_stale_and_is_stil
 
 def test_a_backup_deleted_behind_the_index_is_never_listed_as_restorable(two):
     gone = two.ids[-1]
-    (index_file(two).parent / "backups" / gone / "manifest.json").unlink()
+    (index_file(two).parent / "backups" / f"{gone}.manifest.json").unlink()
     ids, _ = listed(two)
     assert gone not in ids and ids == [two.ids[0]]
     st = two.cli("status", "-p", str(two.policy), "--json")
@@ -118,7 +118,7 @@ def test_prune_never_deletes_on_the_index_word(pg, tmp_path):
     clean(r)
     rows = {b["id"]: b["action"] for b in r.only["backups"]}
     assert rows == {newer: "keep", older: "delete"}  # decided from the manifests
-    assert (index_file(s).parent / "backups" / newer / "manifest.json").exists()
+    assert (index_file(s).parent / "backups" / f"{newer}.manifest.json").exists()
     assert sorted(json.loads(index_file(s).read_text())["backups"]) == [newer]  # and the index mended
 
 
@@ -147,7 +147,7 @@ def test_two_concurrent_writers_both_keep_their_entry(two):
     for n in range(2):  # two more committed backups (copies of the first under new ids)
         bid = base.id[:-6] + f"{n:06x}"
         m = base.__class__(**{**base.__dict__, "id": bid})
-        src = root / two.policy_name / "backups" / base.id / catalog.DUMP_NAME
+        src = root / two.policy_name / "backups" / f"{base.id}.{catalog.DUMP_NAME}"
         store.put(catalog.dump_key(two.policy_name, bid), [src.read_bytes()])
         catalog.write_manifest(store, m)
         fresh.append(m)
@@ -174,7 +174,7 @@ def _commit_copy(store, root: Path, policy: str, base, n: int):
     """A backup committed as a copy of `base` under a new id: (its manifest, what was written)."""
     bid = base.id[:-6] + f"{n:06x}"
     m = base.__class__(**{**base.__dict__, "id": bid})
-    src = root / policy / "backups" / base.id / catalog.DUMP_NAME
+    src = root / policy / "backups" / f"{base.id}.{catalog.DUMP_NAME}"
     dump = store.put(catalog.dump_key(policy, bid), [src.read_bytes()])
     return m, [dump, *catalog.write_manifest(store, m)]
 
@@ -264,7 +264,7 @@ def _stable(doc):
 
 def test_list_status_report_and_prune_answer_the_same_with_and_without_the_index(two, tmp_path):
     damaged = two.ids[0]
-    (index_file(two).parent / "backups" / damaged / catalog.DUMP_NAME).write_bytes(b"not the dump")
+    (index_file(two).parent / "backups" / f"{damaged}.{catalog.DUMP_NAME}").write_bytes(b"not the dump")
     clean(two.cli("verify", "-p", str(two.policy), "--backup", damaged), 3)  # a check record: damaged
     p = str(two.policy)
 
@@ -385,7 +385,7 @@ def _corrupt(s, which: int, change) -> None:
 def test_a_corrupt_index_entry_is_refused_by_a_deferred_read_when_its_answer_needs_it(two, which, change,
                                                                                      deferred_reads):  # fmt: skip
     _corrupt(two, which, change)
-    where = f"{two.policy_name}/backups/{two.ids[which]}/manifest.json"
+    where = f"{two.policy_name}/backups/{two.ids[which]}.manifest.json"
     with pytest.raises(catalog_index.IndexUnusable, match=f"catalog index entry {two.ids[which]}: .*{where}"):
         catalog_index.read(_store_of(two), two.policy_name)
     if not deferred_reads:
@@ -466,7 +466,7 @@ def test_status_of_a_newest_backup_with_odd_recipients_says_it_cannot_decrypt(tw
     assert ("reading the manifests instead" in st.err) == refused, st.err
     if refused:
         assert st.json["components"]["restore"] == "ok"
-        manifest = index_file(two).parent / "backups" / two.ids[1] / "manifest.json"
+        manifest = index_file(two).parent / "backups" / f"{two.ids[1]}.manifest.json"
         doc = json.loads(manifest.read_text())
         manifest.write_text(json.dumps({**doc, "encryption": encryption}))
         st = two.cli("status", "-p", str(two.policy), "--json")

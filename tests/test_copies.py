@@ -39,7 +39,7 @@ def test_copy_is_committed_restorable_and_drillable(setup, seaweed, bucket, s3_p
     assert b.only["copies"] == {"dr": "ok"}
     assert ids(setup, "--target", "dr") == [b.only["id"]]
     body = seaweed.client().get_object(Bucket=bucket, Key=f"{s3_prefix}-dr/{b.only['policy']}/backups/"
-                                       f"{b.only['id']}/manifest.json")["Body"].read()  # fmt: skip
+                                       f"{b.only['id']}.manifest.json")["Body"].read()  # fmt: skip
     assert b'"target": "dr"' in body and b.only["objects"][0]["sha256"].encode() in body
     assert b'"method": "streamed"' in body  # folder to S3: through drtool, SHA-256 checked on the way
     target = setup.target_db()
@@ -104,7 +104,7 @@ def test_same_endpoint_copy_is_server_side_and_restorable(pg, tmp_path, seaweed,
     s = make_setup(pg, tmp_path, storage)
     b = s.cli("backup", "-p", str(s.policy), "--json")
     assert b.code == 0 and b.only["copies"] == {"dr": "ok"}, b.err
-    key = f"{s3_prefix}-dr/{b.only['policy']}/backups/{b.only['id']}/manifest.json"
+    key = f"{s3_prefix}-dr/{b.only['policy']}/backups/{b.only['id']}.manifest.json"
     copy_manifest = seaweed.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     assert b'"method": "server-side"' in copy_manifest
     v = s.cli("verify", "-p", str(s.policy))

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import make_setup
+from helpers import backup_key, make_setup
 
 from drtool.errors import NotFound
 
@@ -54,8 +54,8 @@ def restored_id(setup, *extra: str) -> str:
     return r.json["backup"]
 
 
-def folder(setup, m: dict) -> Path:
-    return setup.policy.parent / "store" / m["policy"] / "backups" / m["id"]
+def obj(setup, m: dict, name: str) -> Path:
+    return setup.policy.parent / "store" / backup_key(m["policy"], m["id"], name)
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_manifest_that_cannot_be_read_back_leaves_the_dump_in_place(pg, tmp_path
 def test_backup_whose_dump_was_deleted_is_damaged_never_latest_and_never_kept_for_retention(local):
     good = backup(local)
     phantom = backup(local)
-    (folder(local, phantom) / "dump.zst.age").unlink()  # behind drtool's back
+    (obj(local, phantom, "dump.zst.age")).unlink()  # behind drtool's back
     rows = {b["id"]: b for b in listing(local)}
     assert rows[phantom["id"]]["status"] == "damaged"
     assert "missing object" in rows[phantom["id"]]["damage"] and "dump.zst.age" in rows[phantom["id"]]["damage"]
@@ -119,7 +119,7 @@ def test_backup_whose_dump_was_deleted_is_damaged_never_latest_and_never_kept_fo
 
 
 def flip(setup, m: dict) -> None:
-    path = folder(setup, m) / "dump.zst.age"
+    path = obj(setup, m, "dump.zst.age")
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
@@ -140,7 +140,7 @@ def test_backup_verify_found_damaged_never_displaces_the_last_good_one(local):
     decisions = prune(local)
     assert decisions[good["id"]] == ("keep", ["last 1/1", "newest backup not known to be damaged"])
     assert decisions[bad["id"]][0] == "keep" and "kept as evidence" in decisions[bad["id"]][1][0]
-    assert (folder(local, good) / "dump.zst.age").exists()
+    assert (obj(local, good, "dump.zst.age")).exists()
     r = local.restore(local.target_db(), "--json")
     assert r.code == 0 and r.json["backup"] == good["id"]
     assert f"skipping backup {bad['id']}" in r.err
@@ -161,7 +161,7 @@ def test_a_damaged_backup_newer_than_the_one_restored_is_named_even_when_its_id_
     newer = dataclasses.replace(src, id=good["id"].rsplit("-", 1)[0] + "-000000",
                                 recovery_point=src.recovery_point + dt.timedelta(microseconds=1))  # fmt: skip
     assert newer.id < good["id"]
-    dump = (folder(local, good) / "dump.zst.age").read_bytes()
+    dump = (obj(local, good, "dump.zst.age")).read_bytes()
     store.put(catalog.dump_key(good["policy"], newer.id), [dump], size_hint=len(dump))
     catalog.write_manifest(store, newer)
     told = []
@@ -201,18 +201,18 @@ def test_drill_that_finds_the_backup_damaged_records_it_and_prune_keeps_the_good
 
 def test_manifest_copied_into_another_folder_is_invalid_there_and_protects_the_real_one(local):
     a, b, c = backup(local), backup(local), backup(local)
-    (folder(local, b) / "manifest.json").write_bytes((folder(local, a) / "manifest.json").read_bytes())
+    (obj(local, b, "manifest.json")).write_bytes((obj(local, a, "manifest.json")).read_bytes())
     r = local.cli("list", "-p", str(local.policy), "--json")
-    clean(r, 0, f"{b['id']}/manifest.json", f"of backup '{a['id']}'")
+    clean(r, 0, f"{b['id']}.manifest.json", f"of backup '{a['id']}'")
     rows = [(x["id"], x["status"]) for x in r.json["backups"]]
     assert rows == [(c["id"], "ok"), (a["id"], "ok"), (b["id"], "unreadable")]  # A once, not twice
-    clean(local.restore(local.target_db(), "--backup", b["id"]), 3, f"{b['id']}/manifest.json", a["id"])
-    clean(local.cli("verify", "-p", str(local.policy), "--backup", b["id"]), 3, f"{b['id']}/manifest.json")
+    clean(local.restore(local.target_db(), "--backup", b["id"]), 3, f"{b['id']}.manifest.json", a["id"])
+    clean(local.cli("verify", "-p", str(local.policy), "--backup", b["id"]), 3, f"{b['id']}.manifest.json")
     decisions = prune(local)
     assert decisions[c["id"]][0] == "keep"
     assert decisions[a["id"]][0] == "keep" and "unreadable manifest" in decisions[a["id"]][1][-1]
     for m in (a, b, c):  # nothing the bad manifest sits in or names was deleted
-        assert (folder(local, m) / "dump.zst.age").exists()
+        assert (obj(local, m, "dump.zst.age")).exists()
 
 
 # -- 7. malformed manifests ---------------------------------------------------------------------------
@@ -237,9 +237,9 @@ MALFORMED = {
 def test_malformed_manifest_is_named_and_the_others_work(local, shape):
     good = backup(local)
     bad = backup(local)
-    path = folder(local, bad) / "manifest.json"
+    path = obj(local, bad, "manifest.json")
     path.write_text(json.dumps(MALFORMED[shape](json.loads(path.read_text()))))
-    named = f"{bad['id']}/manifest.json"
+    named = f"{bad['id']}.manifest.json"
     p = str(local.policy)
     r = local.cli("list", "-p", p, "--json")
     clean(r, 0, named)
@@ -259,7 +259,7 @@ def test_malformed_manifest_is_named_and_the_others_work(local, shape):
     pr = local.cli("prune", "-p", p, "--json")
     clean(pr, 0, named)
     assert [u["id"] for u in pr.only["unreadable"]] == [bad["id"]]
-    assert path.exists() and (folder(local, bad) / "dump.zst.age").exists()
+    assert path.exists() and (obj(local, bad, "dump.zst.age")).exists()
 
 
 @pytest.mark.parametrize("status", [404, 403])
@@ -269,8 +269,8 @@ def test_manifest_unreadable_between_list_and_get_is_named_and_the_others_work(
     setup = make_setup(pg, tmp_path, proxied_s3_toml, extra_toml="[retention]\nkeep_last = 1\n")
     good, bad = backup(setup), backup(setup)
     store_of(setup).delete(f"{bad['policy']}/index.json")  # the manifests' path: the index reads none
-    fault_proxy.add("GET", rf"{bad['id']}/manifest\.json$", "error", status=status)
-    named = f"{bad['id']}/manifest.json"
+    fault_proxy.add("GET", rf"{bad['id']}\.manifest\.json$", "error", status=status)
+    named = f"{bad['id']}.manifest.json"
     r = setup.cli("list", "-p", str(setup.policy), "--json")
     clean(r, 0, named)
     assert [(x["id"], x["status"]) for x in r.json["backups"]] == [(good["id"], "ok"), (bad["id"], "unreadable")]
@@ -280,7 +280,7 @@ def test_manifest_unreadable_between_list_and_get_is_named_and_the_others_work(
     fault_proxy.clear()
     left = {o.key for o in store_of(setup).list_objects(f"{bad['policy']}/backups/")}
     for m in (good, bad):  # nothing deleted
-        assert f"{m['policy']}/backups/{m['id']}/dump.zst.age" in left
+        assert backup_key(m["policy"], m["id"]) in left
 
 
 # -- 15b. verify --all reports every backup ---------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_manifest_unreadable_between_list_and_get_is_named_and_the_others_work(
 def test_verify_all_reports_every_backup_when_one_read_is_refused(pg, tmp_path, proxied_s3_toml, fault_proxy):
     setup = make_setup(pg, tmp_path, proxied_s3_toml)
     first, second, third = backup(setup), backup(setup), backup(setup)
-    fault_proxy.add("GET", rf"{second['id']}/dump\.zst\.age$", "error", status=403)
+    fault_proxy.add("GET", rf"{second['id']}\.dump\.zst\.age$", "error", status=403)
     r = setup.cli("verify", "-p", str(setup.policy), "--all", "--json")
     clean(r, 3, second["id"])
     results = {x["id"]: x["ok"] for x in r.json["policies"][0]["backups"]}

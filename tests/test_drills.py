@@ -75,7 +75,7 @@ def test_drill_passes_and_records_true_figures(local, scratch_root):
 
 def test_tampered_backup_fails_at_fetch_naming_the_object(local, scratch_root):
     m = local.cli("backup", "-p", str(local.policy), "--json").only
-    dump = local.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "dump.zst.age"
+    dump = local.policy.parent / "store" / m["policy"] / "backups" / f"{m['id']}.dump.zst.age"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dump.write_bytes(bytes(data))
@@ -83,7 +83,7 @@ def test_tampered_backup_fails_at_fetch_naming_the_object(local, scratch_root):
     assert r.code == 3
     rec = r.only
     assert rec["passed"] is False and rec["failure"].startswith("fetch: ")
-    assert f"backups/{m['id']}/dump.zst.age" in rec["failure"]
+    assert f"backups/{m['id']}.dump.zst.age" in rec["failure"]
     assert [c["name"] for c in rec["checks"] if c["ok"] is False] == ["fetch"]
     assert rec["rto_seconds"] is None
     assert leftovers(scratch_root) == []
@@ -91,7 +91,7 @@ def test_tampered_backup_fails_at_fetch_naming_the_object(local, scratch_root):
 
 def test_table_missing_from_dump_fails_row_counts_naming_it(local):
     m = local.cli("backup", "-p", str(local.policy), "--json").only
-    manifest = local.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "manifest.json"
+    manifest = local.policy.parent / "store" / m["policy"] / "backups" / f"{m['id']}.manifest.json"
     doc = json.loads(manifest.read_text())
     doc["tables"]["public.ghost"] = 7  # the manifest lists a table the dump does not hold
     manifest.write_text(json.dumps(doc))

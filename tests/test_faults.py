@@ -282,7 +282,7 @@ def test_upload_killed_midway_is_never_listed_and_next_backup_works_local(local)
 
 def _damage(setup, how: str) -> tuple[str, str]:
     m = setup.cli("backup", "-p", str(setup.policy), "--json").only
-    path = setup.policy.parent / "store" / m["policy"] / "backups" / m["id"] / "dump.zst.age"
+    path = setup.policy.parent / "store" / m["policy"] / "backups" / f"{m['id']}.dump.zst.age"
     data = bytearray(path.read_bytes())
     if how == "flip":
         data[len(data) // 2] ^= 0x01
@@ -311,15 +311,15 @@ def test_damaged_manifest_is_listed_unreadable_and_fails_only_its_own_restore(lo
     others stay usable, and a restore of the damaged one itself exits 3."""
     made = [local.cli("backup", "-p", str(local.policy), "--json").only for _ in range(2)]
     ids = [m["id"] for m in made]
-    manifest = local.policy.parent / "store" / made[0]["policy"] / "backups" / ids[0] / "manifest.json"
+    manifest = local.policy.parent / "store" / made[0]["policy"] / "backups" / f"{ids[0]}.manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:40])
     r = local.cli("list", "-p", str(local.policy), "--json")
     assert r.code == 0 and "Traceback" not in r.err
-    assert f"{ids[0]}/manifest.json" in r.err and "not valid JSON" in r.err
+    assert f"{ids[0]}.manifest.json" in r.err and "not valid JSON" in r.err
     assert [(b["id"], b["status"]) for b in r.json["backups"]] == [(ids[1], "ok"), (ids[0], "unreadable")]
     assert local.restore(local.target_db()).code == 0  # the newest is fine
     r = local.restore(local.target_db(), "--backup", ids[0])
-    assert_clean_failure(r, 3, f"{ids[0]}/manifest.json", "not valid JSON")
+    assert_clean_failure(r, 3, f"{ids[0]}.manifest.json", "not valid JSON")
 
 
 def test_wrong_identity_is_reported(local, tmp_path):

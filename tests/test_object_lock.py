@@ -46,7 +46,7 @@ def test_every_backup_object_is_written_locked(setup, seaweed, locked_bucket, s3
     c = seaweed.client()
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=23)
     for name in ("dump.zst.age", "manifest.json"):
-        key = f"{s3_prefix}/{m.only['policy']}/backups/{m.only['id']}/{name}"
+        key = f"{s3_prefix}/{m.only['policy']}/backups/{m.only['id']}.{name}"
         ret = c.get_object_retention(Bucket=locked_bucket, Key=key)["Retention"]
         assert ret["Mode"] == "COMPLIANCE" and ret["RetainUntilDate"] > soon
     check = setup.cli("check", "-p", str(setup.policy))

@@ -228,9 +228,9 @@ def test_point_in_time_restore_with_stock_tools_and_the_runbook_restore_command(
     data.mkdir(mode=0o700)
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
-    b = store / c.policy_name / "backups" / base["id"]
+    b = store / c.policy_name / "backups" / f"{base['id']}.base.tar.zst.age"
     bindir = pg_bindir()
-    r = _as_postgres_sh(f"cd {data} && {age_bin} -d -i {c.key} {b}/base.tar.zst.age | zstd -d | tar -x && "
+    r = _as_postgres_sh(f"cd {data} && {age_bin} -d -i {c.key} {b} | zstd -d | tar -x && "
                         f"{bindir}/pg_verifybackup -n . && touch recovery.signal")  # fmt: skip
     assert r.returncode == 0, r.stderr
     with open(data / "postgresql.auto.conf", "a") as f:

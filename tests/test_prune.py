@@ -65,13 +65,13 @@ def test_failed_backups_are_cleaned_after_the_grace_period_only(setup):
     name = good["policy"]
     old, recent = "20200101T000000Z-aaaaaa", good["id"][:16] + "-bbbbbb"
     for bid in (old, recent):  # what a crash leaves: data without a manifest
-        store.put(f"{name}/backups/{bid}/dump.zst.age", [b"partial"])
+        store.put(f"{name}/backups/{bid}.dump.zst.age", [b"partial"])
     r = setup.cli("prune", "-p", str(setup.policy), "--json")
     inc = {x["id"]: x["action"] for x in r.only["incomplete"]}
     assert inc == {old: "delete", recent: "keep"}
     with pytest.raises(NotFound):
-        store.stat(f"{name}/backups/{old}/dump.zst.age")
-    assert store.stat(f"{name}/backups/{recent}/dump.zst.age").size == 7
+        store.stat(f"{name}/backups/{old}.dump.zst.age")
+    assert store.stat(f"{name}/backups/{recent}.dump.zst.age").size == 7
     assert ids(setup) == [good["id"]]
 
 

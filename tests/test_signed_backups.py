@@ -82,7 +82,7 @@ def plant(setup, tmp_path, signing_toml: str = "") -> str:
 
 
 def manifest_key(setup, backup_id: str) -> str:
-    return f"{policy_name(setup)}/backups/{backup_id}/manifest.json"
+    return f"{policy_name(setup)}/backups/{backup_id}.manifest.json"
 
 
 def put(store, key: str, data: bytes) -> None:
@@ -104,7 +104,7 @@ def test_planted_backup_is_untrusted_never_latest_never_pruned_and_restore_takes
     assert rows[genuine]["status"] == "ok"
     assert rows[planted]["status"] == "untrusted"
     assert manifest_key(signed, planted) in rows[planted]["error"]
-    assert "its signature manifest.json.sig is missing" in rows[planted]["error"]
+    assert f"its signature {planted}.manifest.json.sig is missing" in rows[planted]["error"]
 
     target = signed.target_db()
     r = signed.restore(target, "--json")
@@ -179,7 +179,7 @@ def test_manifest_whose_signature_file_is_missing_is_refused(local):
     store = store_of(local)
     store.delete(manifest_key(local, bid) + ".sig")
     r = local.cli("verify", "-p", str(local.policy), "--backup", bid)
-    assert r.code == 3 and "its signature manifest.json.sig is missing" in one_line(r.err)
+    assert r.code == 3 and f"its signature {bid}.manifest.json.sig is missing" in one_line(r.err)
 
 
 # -- key rotation ---------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_without_trusted_keys_an_unsigned_backup_is_listed_as_before(pg, tmp_pat
     s = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
     bid = backup(s)
     assert listed(s)[bid]["status"] == "ok"
-    assert not list(store_of(s).list_objects(f"{policy_name(s)}/backups/{bid}/manifest.json.sig"))
+    assert not list(store_of(s).list_objects(f"{policy_name(s)}/backups/{bid}.manifest.json.sig"))
 
 
 # -- copies ------------------------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_a_copy_manifest_is_signed_by_the_copying_host_and_listed_ok(local, tmp_
     r = local.cli("list", "-p", str(local.policy), "--target", "dr", "--json")
     assert r.code == 0, r.err
     assert [(b["id"], b["status"]) for b in r.json["backups"]] == [(bid, "ok")]
-    assert (tmp_path / "dr" / policy_name(local) / "backups" / bid / "manifest.json.sig").exists()
+    assert (tmp_path / "dr" / policy_name(local) / "backups" / f"{bid}.manifest.json.sig").exists()
 
 
 # -- stock OpenSSH -------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_stock_ssh_keygen_verifies_a_manifest_written_by_backup(local, tmp_path,
 def test_genuine_check_record_replayed_under_another_backup_does_not_clear_its_damage(local):
     a, b = backup(local), backup(local)
     store, name = store_of(local), policy_name(local)
-    dump = f"{name}/backups/{a}/dump.zst.age"
+    dump = f"{name}/backups/{a}.dump.zst.age"
     data = bytearray(get_bytes(store, dump))
     data[len(data) // 2] ^= 0xFF  # same size: only a re-read finds it
     put(store, dump, bytes(data))

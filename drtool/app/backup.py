@@ -87,7 +87,7 @@ class BackupJobs(UseCase):
             backup = catalog.read_manifest(src, policy.name, backup_id, self.ctx.verifier(policy))
         except UsageError:
             return  # pruned before it could be copied: nothing to do
-        prefix = catalog.backup_prefix(policy.name, backup_id)
+        prefix = backup.prefix  # the copy keeps the source's layout
         method = "streamed"
         for o in backup.record.objects:
             obj = o.as_dict()
@@ -104,7 +104,7 @@ class BackupJobs(UseCase):
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
                                         "copied_at": clock.iso(clock.utcnow()), "method": method})  # fmt: skip
-        catalog.write_manifest(dst, copy, self.ctx.signer(policy))  # the copy's own commit marker, written last
+        catalog.write_manifest(dst, copy, self.ctx.signer(policy), prefix)  # the copy's own commit marker, written last
         self.ctx.update_index(policy, dst, written=[copy])
 
     def _backup_once(self, policy: Policy, store: Store, seen: catalog_index.IndexRead | None) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class DrillJobs(UseCase):
             bin_dir, version = pgtools.find_server_bin(major, opts.pg_bin_dir)
             attempt.target = drills.Target("scratch", bin_dir=bin_dir, version=version, profile=opts.profile)
             pg_restore = pgtools.find_tool("pg_restore", str(bin_dir))
-        dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        dkey = backup.prefix + backup.dump["key"]
         where = f"backup {backup.id}, object {source.url}/{dkey}"
         return drills.run(
             manifest=m,

@@ -234,7 +234,7 @@ class PhysicalJobs(UseCase):
         verify_tool = pgtools.find_tool("pg_verifybackup", policy.backup.pg_bin_dir)
         created = datadir.prepare_empty_dir(target_dir)
         started, t0 = clock.utcnow(), clock.monotonic()
-        key = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        key = backup.prefix + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{key}"
         try:
             extracted = self.extract(store, key, backup, identities, where, target_dir)

@@ -110,7 +110,7 @@ class PitrDrillJobs(UseCase):
         verify_tool = pgtools.find_tool("pg_verifybackup", str(bin_dir))
         attempt.step = "wal_chain"
         attempt.wal = self._wal_to_replay(store, policy, backup, identities, attempt)
-        key = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        key = backup.prefix + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{key}"
         sysid = int(info.sysid)
 

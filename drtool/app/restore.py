@@ -161,7 +161,7 @@ class RestoreJobs(UseCase):
                 )
         started = clock.utcnow()
         t0 = clock.monotonic()
-        dkey = catalog.backup_prefix(policy.name, backup.id) + backup.dump["key"]
+        dkey = backup.prefix + backup.dump["key"]
         where = f"backup {backup.id}, object {store.url}/{dkey}"
         try:
             store.stat(dkey)
@@ -345,7 +345,7 @@ class RestoreJobs(UseCase):
         """One backup's verify entry. `finding` (damage, or None for ok) is set when the result
         says something about the backup itself; a store that cannot be read says nothing."""
         obj = b.dump
-        key = catalog.backup_prefix(policy.name, b.id) + obj["key"]
+        key = b.prefix + obj["key"]
         where = f"backup {b.id}, object {store.url}/{key}"
         entry = {"id": b.id, "object": key, "sha256": obj["sha256"], "authenticated": bool(identities),
                  "origin": {"signed_by": b.signed_by} if b.signed_by else None}  # fmt: skip

@@ -346,11 +346,12 @@ class ScheduleJobs(UseCase):
                 d.reasons.append(f"an unreadable manifest ({named[d.backup_id]}) names it: kept until that is resolved")
         self.ctx.ensure_lock_held(policy)  # a prune that lost its lock deletes nothing
         rows: list[dict[str, Any]] = []
+        prefixes = {b.id: b.prefix for b in backups}
         for d in decisions:
             rows.append({"id": d.backup_id, "kind": kinds[d.backup_id], "recovery_point": clock.iso(d.recovery_point),
                          "action": "keep" if d.keep else "delete", "reasons": d.reasons})  # fmt: skip
             if not d.keep and not dry_run:
-                prefix = catalog.backup_prefix(policy.name, d.backup_id)
+                prefix = prefixes[d.backup_id]
                 try:
                     store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
                     for obj in store.list_objects(prefix):
@@ -404,11 +405,11 @@ class ScheduleJobs(UseCase):
         base = f"{policy.name}/backups/"
         groups: dict[str, dict[str, list]] = {}
         for obj in store.list_objects(base):
-            bid = obj.key[len(base) :].split("/", 1)[0]
+            bid = catalog.backup_of_key(policy.name, obj.key)
             if bid not in complete:
                 groups.setdefault(bid, {"objects": [], "leftovers": []})["objects"].append(obj)
         for left in store.leftovers(base):
-            bid = left.key[len(base) :].split("/", 1)[0]
+            bid = catalog.backup_of_key(policy.name, left.key)
             groups.setdefault(bid, {"objects": [], "leftovers": []})["leftovers"].append(left)
         running_since = self._live_foreign_lock_since(policy, store, now) if groups else None
         out = []
