@@ -151,3 +151,35 @@ def test_a_pending_copy_of_an_old_layout_backup_keeps_its_layout_and_restores(pg
     assert {folder + "manifest.json", folder + "dump.zst.age"} <= keys
     r = setup.restore(setup.target_db(), "--from", "dr", "--backup", first["id"], "--json")
     assert r.code == 0 and r.json["backup"] == first["id"], r.err
+
+
+def test_a_folder_store_names_the_key_an_interrupted_write_was_for(tmp_path):
+    from drtool.storage import local
+
+    store = local.LocalStore(tmp_path)
+    store.put("p/backups/x", [b"1"])
+    # what a put killed before its rename leaves
+    left = local._temp_for(tmp_path / "p" / "backups" / f"{A}.dump.zst.age")
+    left.write_bytes(b"partial")
+    (tmp_path / "p" / "backups" / ".tmp-older").write_bytes(b"x")  # a temp file of another shape: its own key
+    keys = sorted(x.key for x in store.leftovers("p/backups/"))
+    assert keys == ["p/backups/.tmp-older", f"p/backups/{A}.dump.zst.age"]
+    assert [o.key for o in store.list_objects("p/backups/")] == ["p/backups/x"]
+
+
+@pytest.mark.integration
+def test_prune_counts_an_interrupted_folder_write_with_its_backup_and_cleans_it_after_the_grace(pg, tmp_path):
+    import os
+
+    from drtool.storage import local
+
+    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"')
+    good = setup.cli("backup", "-p", str(setup.policy), "--json").only
+    old = "20200101T000000Z-aaaaaa"
+    left = local._temp_for(tmp_path / "store" / good["policy"] / "backups" / f"{old}.dump.zst.age")
+    left.write_bytes(b"partial")
+    os.utime(left, (1577836800, 1577836800))  # written in 2020: long past the grace period
+    r = setup.cli("prune", "-p", str(setup.policy), "--json")
+    assert r.code == 0, r.err
+    assert [(x["id"], x["unfinished_uploads"], x["action"]) for x in r.only["incomplete"]] == [(old, 1, "delete")]
+    assert not left.exists() and listed(setup) == [(good["id"], "ok")]

@@ -46,7 +46,7 @@ class Leftover:
     """Data of an upload that never completed (a multipart upload, a temp file): invisible to
     readers, but it takes space until removed."""
 
-    key: str
+    key: str  # the key the write was for (a folder store's temp file of an unknown write: its own)
     started: dt.datetime
     handle: str  # the upload id, or the temp file's path
 

@@ -85,7 +85,7 @@ class LocalStore:
         if if_absent or if_match:
             return self._put_conditional(key, b"".join(chunks), if_absent, if_match, meta)
         path = self._path(key)
-        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = _temp_for(path)
         size = 0
         try:
             self._make_parent(path)
@@ -261,12 +261,13 @@ class LocalStore:
     def leftovers(self, prefix: str) -> list[Leftover]:
         out = []
         for key, path in self._files(prefix):
-            if key.rpartition("/")[2].startswith(TMP_PREFIX):
+            folder, _, name = key.rpartition("/")
+            if name.startswith(TMP_PREFIX):
                 try:
                     started = dt.datetime.fromtimestamp(os.stat(path).st_mtime, dt.UTC)
                 except FileNotFoundError:
                     continue
-                out.append(Leftover(key, started, path))
+                out.append(Leftover(_temp_target(folder, name) or key, started, path))
         return out
 
     def discard(self, leftover: Leftover) -> None:
@@ -318,3 +319,22 @@ class _FileReader:
 def _info(key: str, st: os.stat_result) -> ObjectInfo:
     modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
     return ObjectInfo(key, st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}", modified=modified)
+
+
+_NAMED_TEMP = 160  # longest object name a temp file carries (a file name is at most 255 bytes)
+
+
+def _temp_for(path: Path) -> Path:
+    """The temp file a put writes before renaming it to `path`: `.tmp-<uuid>-<name>`, so that
+    leftovers() can say which key an interrupted write was for (prune then counts it with its
+    backup, as it does an S3 multipart upload), or `.tmp-<uuid>` for a very long name."""
+    suffix = f"-{path.name}" if len(path.name.encode()) <= _NAMED_TEMP else ""
+    return path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}{suffix}"
+
+
+def _temp_target(folder: str, name: str) -> str | None:
+    """The key a temp file named by _temp_for was to become; None for another temp file."""
+    rest = name[len(TMP_PREFIX) :]
+    if len(rest) > 33 and rest[32] == "-" and all(c in "0123456789abcdef" for c in rest[:32]):
+        return f"{folder}/{rest[33:]}" if folder else rest[33:]
+    return None
