@@ -275,7 +275,8 @@ def read(store: Store, policy: str, verifier: Verifier | None = None, evidence: 
         if index.evidence.get(folder) != evidence_digest(store, policy, folder):
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index is stale: {policy}/{folder}/ "
                                 "changed since it was written")  # fmt: skip
-    return IndexRead(_listing(store, policy, index, objects, deferred), _checks(index), index, objects, etag)
+    return IndexRead(_listing(store, policy, index, objects, manifests, deferred), _checks(index), index, objects,
+                     etag)  # fmt: skip
 
 
 def store_has_index(store: Store, policy: str) -> bool:
@@ -287,18 +288,18 @@ def store_has_index(store: Store, policy: str) -> bool:
 
 
 def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectInfo],
-             deferred: bool = False) -> catalog.Listing:  # fmt: skip
+             manifests: dict[str, ObjectInfo], deferred: bool = False) -> catalog.Listing:  # fmt: skip
     """The listing catalog.scan would make, from the index; a backup whose manifest the LIST does
     not show (deleted behind the index's back) is left out. `deferred`: parse and check only the
     newest restorable backup's manifest now, the others when first used (catalog.Backup.deferred);
     what a listing or report publishes of them is checked now (records.manifest_outline)."""
     backups = []
     sizes = {k: o.size for k, o in objects.items()}
-    manifests = catalog.manifest_ids(policy, objects)
     for bid, e in index.backups.items():
-        key = manifests.get(bid)
-        if key is None:
+        shown = manifests.get(bid)  # the LIST shows its manifest, in either layout
+        if shown is None:
             continue
+        key = shown.key
         where = f"{store.url}/{key}"
         doc = {**e["manifest"], "tables": {}}
         prefix = catalog.prefix_of(key)
