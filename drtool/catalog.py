@@ -219,10 +219,10 @@ class Backup:
 class Unreadable:
     """A manifest that is there but cannot be used: malformed, not its key's, or unreadable."""
 
-    backup_id: str  # the folder it is in
+    backup_id: str  # the backup its key names
     key: str
     reason: str  # one line naming the object
-    claims: str | None = None  # the id it claims, when that differs from its folder
+    claims: str | None = None  # the id it claims, when that differs from its key's
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ class UntrustedBackup:
     """A manifest whose origin is not proven: no signature, a bad one, or one by a key that is not
     (or no longer) trusted. Never restored, never counted, and never deleted: it is evidence."""
 
-    backup_id: str  # the folder it is in
+    backup_id: str  # the backup its key names
     key: str
     reason: str  # one line naming the object
     claims: Manifest | None = None  # what it says, when it parses (not to be believed)
@@ -321,11 +321,11 @@ def newest_manifest(store: Store, policy: str, verifier: Verifier | None = None)
 
 
 def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
-    """A manifest is only valid under its own key: a copy placed in another folder would list
-    one backup twice and restore the wrong one."""
+    """A manifest is only valid under its own key: a copy placed under another backup's key would
+    list one backup twice and restore the wrong one."""
     if m.id != backup_id or m.policy != policy:
         raise ManifestInvalid(f"{where}: manifest is of backup '{m.id}' of policy '{m.policy}', "
-                              f"not of the folder it is in ('{backup_id}' of '{policy}')")  # fmt: skip
+                              f"not of the backup its key names ('{backup_id}' of '{policy}')")  # fmt: skip
     return m
 
 
