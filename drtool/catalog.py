@@ -98,10 +98,33 @@ def prefix_of(manifest_object_key: str) -> str:
 
 def backup_of_key(policy: str, key: str) -> str:
     """The backup (or, for a stray object, the first name) a key under <policy>/backups/ belongs
-    to: `<id>.<name>` for an id of drtool's shape, else the folder `<name>/...` as before 0.2."""
+    to: `<id>.<name>` (no `/` in it) for an id of drtool's shape, else the folder `<folder>/...`
+    as before 0.2, whatever its name (as manifest_ids finds them: `<id>.old/manifest.json` is
+    backup `<id>.old`, not `<id>`)."""
     rest = key[len(f"{policy}/backups/") :]
     flat = _FLAT_KEY.match(rest)
-    return flat.group(1) if flat else rest.split("/", 1)[0]
+    return flat.group(1) if flat and "/" not in rest else rest.split("/", 1)[0]
+
+
+def in_backup(prefix: str, key: str) -> bool:
+    """`key` (which starts with `prefix`) is one of that backup's objects: under a flat prefix
+    `<id>.`, a key with a `/` after it is in another backup's folder (`<id>.old/`)."""
+    return prefix.endswith(NESTED) or "/" not in key[len(prefix) :]
+
+
+def twin_key(manifest_object_key: str) -> str | None:
+    """The manifest key of the same backup id in the other layout, for an id of drtool's shape."""
+    base, _, name = manifest_object_key.rpartition("/")
+    if name == MANIFEST_NAME:  # <base>/<id>/manifest.json
+        folder, _, bid = base.rpartition("/")
+        return f"{folder}/{bid}{FLAT}{MANIFEST_NAME}" if _BACKUP_ID.fullmatch(bid) else None
+    bid = name[: -len(MANIFEST_NAME) - 1]
+    return f"{base}/{bid}{NESTED}{MANIFEST_NAME}" if _BACKUP_ID.fullmatch(bid) else None
+
+
+def twin_problem(store: Store, key: str, twin: str) -> str:
+    return (f"{store.url}/{key}: backup has a second manifest, {twin} (one layout each): neither is used, "
+            "restored or pruned until the one drtool did not write is removed")  # fmt: skip
 
 
 _FLAT_KEY = re.compile(r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32})\.")
@@ -305,8 +328,14 @@ def read_manifest(store: Store, policy: str, backup_id: str, verifier: Verifier 
         raise UsageError(
             f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
         )
+    if layout == FLAT and (twin := twin_key(key)) is not None:
+        try:
+            store.stat(twin)
+            raise ManifestInvalid(twin_problem(store, key, twin))
+        except NotFound:
+            pass
     signed_by = None if verifier is None else verify_stored(store, key, raw, verifier, NS_MANIFEST)
-    m = _bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}")
+    m = _bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}", prefix_of(key))
     return Backup(m, signed_by=signed_by, prefix=prefix_of(key))
 
 
@@ -320,12 +349,16 @@ def newest_manifest(store: Store, policy: str, verifier: Verifier | None = None)
         return None
 
 
-def _bound(m: Manifest, policy: str, backup_id: str, where: str) -> Manifest:
+def _bound(m: Manifest, policy: str, backup_id: str, where: str, prefix: str) -> Manifest:
     """A manifest is only valid under its own key: a copy placed under another backup's key would
-    list one backup twice and restore the wrong one."""
+    list one backup twice and restore the wrong one. Under a flat prefix its objects' keys hold no
+    `/`: `<id>.` + `old/dump` would be another backup's object (folder `<id>.old/`)."""
     if m.id != backup_id or m.policy != policy:
         raise ManifestInvalid(f"{where}: manifest is of backup '{m.id}' of policy '{m.policy}', "
                               f"not of the backup its key names ('{backup_id}' of '{policy}')")  # fmt: skip
+    for o in m.objects:
+        if not in_backup(prefix, prefix + o.key):
+            raise ManifestInvalid(f"{where}: object key {o.key!r} names another backup's folder")
     return m
 
 
@@ -382,6 +415,8 @@ def scan_ids(store: Store, policy: str, ids: dict[str, str], objects: dict[str, 
         bid, key = item
         where = f"{store.url}/{key}"
         signed_by = None
+        if (twin := twin_key(key)) is not None and twin in objects:
+            return Unreadable(bid, key, twin_problem(store, key, twin))
         try:
             raw = get_bytes(store, key)
             if verifier is not None:
@@ -396,11 +431,11 @@ def scan_ids(store: Store, policy: str, ids: dict[str, str], objects: dict[str, 
             m = parse_manifest(raw, where)
         except ManifestInvalid as e:
             return Unreadable(bid, key, str(e))
-        try:
-            _bound(m, policy, bid, where)
-        except ManifestInvalid as e:
-            return Unreadable(bid, key, str(e), claims=m.id if m.policy == policy else None)
         prefix = prefix_of(key)
+        try:
+            _bound(m, policy, bid, where, prefix)
+        except ManifestInvalid as e:
+            return Unreadable(bid, key, str(e), claims=m.id if m.policy == policy and m.id != bid else None)
         return Backup(m, missing_objects(store, prefix, m, sizes), signed_by, prefix=prefix)
 
     # One GET per manifest: on a remote bucket each is a round trip (tens of ms), so they run

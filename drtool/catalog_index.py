@@ -293,13 +293,17 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
     not show (deleted behind the index's back) is left out. `deferred`: parse and check only the
     newest restorable backup's manifest now, the others when first used (catalog.Backup.deferred);
     what a listing or report publishes of them is checked now (records.manifest_outline)."""
-    backups = []
+    backups: list[catalog.Backup] = []
+    twins: list[catalog.Unreadable] = []
     sizes = {k: o.size for k, o in objects.items()}
     for bid, e in index.backups.items():
         shown = manifests.get(bid)  # the LIST shows its manifest, in either layout
         if shown is None:
             continue
         key = shown.key
+        if (twin := catalog.twin_key(key)) is not None and twin in objects:  # planted since it was indexed
+            twins.append(catalog.Unreadable(bid, key, catalog.twin_problem(store, key, twin)))
+            continue
         where = f"{store.url}/{key}"
         doc = {**e["manifest"], "tables": {}}
         prefix = catalog.prefix_of(key)
@@ -327,7 +331,8 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
             _ = newest.record  # parsed and checked now
         except ManifestInvalid as err:
             raise IndexUnusable(f"{store.url}/{index_key(policy)}: catalog index entry {newest.id}: {err}") from None
-    unreadable, untrusted, protected = [], [], set()
+    unreadable: list[catalog.Unreadable] = twins
+    untrusted, protected = [], set()
     for bid, p in sorted(index.problems.items(), key=lambda item: item[1]["key"]):
         if p["key"] not in objects:
             continue
@@ -337,7 +342,7 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
             untrusted.append(catalog.UntrustedBackup(bid, p["key"], p["reason"]))
         else:
             unreadable.append(catalog.Unreadable(bid, p["key"], p["reason"], p.get("claims")))
-    return catalog.Listing(backups, unreadable, untrusted, claimed=protected)
+    return catalog.Listing(backups, sorted(unreadable, key=lambda u: u.key), untrusted, claimed=protected)
 
 
 def _checks(index: Index) -> ledger.CheckStates:

@@ -377,7 +377,8 @@ def _check_digest(info: ObjectInfo, digest: str, size: int, where: str) -> None:
 def archived(store: Store, policy: Policy, sysid: int | str) -> list[ObjectInfo]:
     """Every archived WAL file of the cluster (segments, partials, backup and history files), in
     key order. Listings carry no metadata: stat() a key for its digest and end time."""
-    return [o for o in store.list_objects(walnames.archive_prefix(policy.name, sysid)) if _is_wal_key(o.key)]
+    listed = store.list_objects(walnames.archive_prefix(policy.name, sysid))
+    return sorted((o for o in listed if _is_wal_key(o.key)), key=lambda o: o.key)  # not every server lists in order
 
 
 def _is_wal_key(key: str) -> bool:

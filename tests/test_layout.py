@@ -41,7 +41,39 @@ def test_every_key_under_backups_belongs_to_one_backup_in_either_layout():
     assert catalog.backup_of_key("p", f"p/backups/{A}.manifest.json.sig") == A
     assert catalog.backup_of_key("p", f"p/backups/{B}/dump.zst.age") == B
     assert catalog.backup_of_key("p", "p/backups/odd.name/x") == "odd.name"  # a folder, as before
+    assert catalog.backup_of_key("p", f"p/backups/{A}.old/manifest.json") == f"{A}.old"  # as manifest_ids has it
+    odd = f"p/backups/{A}.old/manifest.json"
+    assert catalog.manifest_ids("p", [odd]) == {f"{A}.old": odd}
     assert catalog.backup_of_key("p", "p/backups/stray") == "stray"
+    flat = catalog.backup_prefix("p", A)
+    assert catalog.in_backup(flat, flat + "dump.zst.age") and not catalog.in_backup(flat, flat + "old/dump.zst.age")
+    assert catalog.twin_key(f"p/backups/{A}.manifest.json") == f"p/backups/{A}/manifest.json"
+    assert catalog.twin_key(f"p/backups/{A}/manifest.json") == f"p/backups/{A}.manifest.json"
+    assert catalog.twin_key("p/backups/odd/manifest.json") is None
+
+
+def test_a_resumed_listing_keeps_keys_a_server_lists_out_of_byte_order():
+    """SeaweedFS lists folder `X/` before the sibling keys `X-y` and `X.m` that sort lower; a
+    listing cut halfway and started again must neither drop them nor repeat any."""
+    from drtool.errors import StorageError
+    from drtool.storage.base import ObjectInfo
+    from drtool.storage.retry import RetryingStore
+
+    order = ["X/manifest.json", "X-y", "X.manifest.json", "Y.dump"]
+
+    class Seaweedish:
+        url = "s3://b"
+        calls = 0
+
+        def list_objects(self, prefix):
+            self.calls += 1
+            for i, k in enumerate(order):
+                if self.calls == 1 and i == 3:
+                    raise StorageError("connection reset", retryable=True)
+                yield ObjectInfo(k, 1, "e")
+
+    store = RetryingStore(Seaweedish(), attempts=3, sleep=lambda _s: None)
+    assert [o.key for o in store.list_objects("")] == order
 
 
 # -- stores an earlier drtool wrote ----------------------------------------------------------------------
@@ -183,3 +215,55 @@ def test_prune_counts_an_interrupted_folder_write_with_its_backup_and_cleans_it_
     assert r.code == 0, r.err
     assert [(x["id"], x["unfinished_uploads"], x["action"]) for x in r.only["incomplete"]] == [(old, 1, "delete")]
     assert not left.exists() and listed(setup) == [(good["id"], "ok")]
+
+
+@pytest.mark.integration
+def test_one_id_with_a_manifest_in_both_layouts_is_used_by_nothing_and_kept_whole(setup):
+    """A flat copy planted beside a 0.1 backup (or a nested one beside a flat backup) must not
+    shadow it: the backup is unreadable, named in one line, neither restored, verified into a
+    finding nor pruned; once the planted copy is gone it is a backup again, with no finding
+    against it."""
+    p = str(setup.policy)
+    setup.policy.write_text(setup.policy.read_text().replace("keep_last = 2", "keep_last = 1"))
+    a = setup.cli("backup", "-p", p, "--json").only
+    b = setup.cli("backup", "-p", p, "--json").only
+    store, name = store_of(setup), a["policy"]
+    nest(store, name, a["id"])
+    nested = f"{name}/backups/{a['id']}/manifest.json"
+    planted = catalog.manifest_key(name, a["id"])
+    store.put(planted, [get_bytes(store, nested)])  # the same bytes, flat: on SeaweedFS listed after the folder
+    r = setup.cli("list", "-p", p, "--json")
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    assert [(x["id"], x["status"]) for x in r.json["backups"]] == [(b["id"], "ok"), (a["id"], "unreadable")]
+    assert "second manifest" in r.err and nested in r.err
+    r = setup.restore(setup.target_db(), "--backup", a["id"])
+    assert r.code == 3 and "second manifest" in r.err and "Traceback" not in r.err, r.err
+    v = setup.cli("verify", "-p", p, "--all", "--json")
+    assert v.code == 3 and "Traceback" not in v.err, v.err
+    pr = setup.cli("prune", "-p", p, "--json")
+    assert pr.code == 0, pr.err
+    assert [u["id"] for u in pr.only["unreadable"]] == [a["id"]] and not pr.only["incomplete"]
+    keys = {o.key for o in store.list_objects(f"{name}/backups/")}
+    assert {nested, planted, f"{name}/backups/{a['id']}/dump.zst.age"} <= keys  # all kept
+    store.delete(planted)
+    assert listed(setup) == [(b["id"], "ok"), (a["id"], "ok")]  # no finding recorded against it
+    s = setup.cli("status", "-p", p, "--json")
+    assert s.code in (0, 3) and "damaged" not in s.out, s.out
+
+
+@pytest.mark.integration
+def test_deleting_a_flat_backup_leaves_a_folder_whose_name_starts_with_its_id(pg, tmp_path):
+    setup = make_setup(pg, tmp_path, f'[storage]\nurl = "file://{tmp_path}/store"',
+                       extra_toml="[retention]\nkeep_last = 1\n")  # fmt: skip
+    p = str(setup.policy)
+    a = setup.cli("backup", "-p", p, "--json").only
+    b = setup.cli("backup", "-p", p, "--json").only
+    store, name = store_of(setup), a["policy"]
+    beside = f"{name}/backups/{a['id']}.z/data"  # not drtool's, and not a's: a folder `<id>.z/`
+    store.put(beside, [b"x"])
+    pr = setup.cli("prune", "-p", p, "--json")
+    assert pr.code == 0, pr.err
+    assert {x["id"]: x["action"] for x in pr.only["backups"]} == {b["id"]: "keep", a["id"]: "delete"}
+    assert [(x["id"], x["action"]) for x in pr.only["incomplete"]] == [(f"{a['id']}.z", "keep")]  # in its grace
+    assert store.stat(beside).size == 1
+    assert not [o.key for o in store.list_objects(catalog.backup_prefix(name, a["id"])) if o.key != beside]

@@ -100,3 +100,20 @@ def test_object_lock_on_a_folder_store_is_an_invalid_policy(pg, tmp_path):
     r = s.cli("backup", "-p", str(s.policy))
     assert r.code == 2 and "storage.object_lock_days: Object Lock needs an S3 bucket" in r.err
     assert os.path.exists(s.policy)
+
+
+def test_an_interrupted_backup_whose_dump_is_locked_is_retained_and_prune_goes_on(setup):
+    """A backup that died before its manifest leaves a locked dump: prune reports it retained by
+    the lock (and deletes it once the lock passes) instead of failing every run until then."""
+    from drtool.policy import load_policy
+    from drtool.storage import open_store
+
+    good = setup.cli("backup", "-p", str(setup.policy), "--json").only
+    store = open_store(load_policy(setup.policy).storage)
+    old = "20200101T000000Z-aaaaaa"
+    store.put(f"{good['policy']}/backups/{old}.dump.zst.age", [b"partial"], retain=True)  # written locked
+    r = setup.cli("prune", "-p", str(setup.policy), "--json")
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    (row,) = r.only["incomplete"]
+    assert row["id"] == old and row["action"] == "retained-by-lock" and "Object Lock" in row["reason"]
+    assert store.stat(f"{good['policy']}/backups/{old}.dump.zst.age").size == 7

@@ -18,6 +18,16 @@ from .base import _check_region
 from .context import UseCase
 
 
+def discard_uncommitted(store: Store, key: str) -> None:
+    """Delete what a backup that did not commit wrote, as far as the store lets it: the failure
+    that stopped the backup is the one to report. A dump written under Object Lock, or a store
+    that refuses the delete, leaves it to prune's cleanup of incomplete backups."""
+    try:
+        store.delete(key)
+    except DrtoolError:
+        pass
+
+
 class BackupJobs(UseCase):
     # -- backup ----------------------------------------------------------------------------------
     def backup(self, policy: Policy) -> dict[str, Any]:
@@ -99,7 +109,7 @@ class BackupJobs(UseCase):
                 reader = pipeline.HashingReader(raw)
                 dst.put(key, iter(functools.partial(reader.read, 1 << 20), b""), size_hint=obj["size"], retain=True)
             if reader.hexdigest() != obj["sha256"]:
-                dst.delete(key)
+                discard_uncommitted(dst, key)
                 raise IntegrityError(f"backup {backup_id}, object {src.url}/{key}: SHA-256 expected {obj['sha256']}, "
                                      f"read {reader.hexdigest()} while copying; not copied")  # fmt: skip
         copy = backup.record.with_copy({"target": target.name, "source": src.url,
@@ -177,7 +187,7 @@ class BackupJobs(UseCase):
                 )
                 self.ctx.ensure_lock_held(policy)  # a job that lost its lock commits nothing
             except BaseException:
-                store.delete(key)
+                discard_uncommitted(store, key)
                 raise
             wrote = self.commit(store, manifest, key, self.ctx.signer(policy))
             self.ctx.update_index(policy, store, written=[manifest], seen=seen if wrote else None,
@@ -219,5 +229,5 @@ class BackupJobs(UseCase):
         if stored is not None:
             raise DrtoolError(f"backup {manifest.id}: writing {where} failed ({failure}) and the store holds a "
                               "different manifest there; objects left in place")  # fmt: skip
-        store.delete(dump)
+        discard_uncommitted(store, dump)
         raise failure

@@ -34,7 +34,7 @@ from ..policy import Policy
 from ..records import Manifest, ManifestObject, PhysicalInfo, Sizes, manifest_to_dict
 from ..storage import ObjectInfo, Store
 from . import datadir
-from .backup import BackupJobs
+from .backup import BackupJobs, discard_uncommitted
 from .context import Context, UseCase
 from .restore import RestoreJobs
 
@@ -154,7 +154,7 @@ class PhysicalJobs(UseCase):
             )  # fmt: skip
             self.ctx.ensure_lock_held(policy)  # a job that lost its lock commits nothing
         except BaseException:
-            store.delete(key)
+            discard_uncommitted(store, key)
             raise
         self.backups.commit(store, manifest, key, signer)
         self.ctx.update_index(policy, store, written=[manifest])  # as a logical commit does: readers trust it

@@ -355,7 +355,8 @@ class ScheduleJobs(UseCase):
                 try:
                     store.delete(prefix + catalog.MANIFEST_NAME)  # first: from here on it is not a backup
                     for obj in store.list_objects(prefix):
-                        store.delete(obj.key)
+                        if catalog.in_backup(prefix, obj.key):  # not a folder `<id>.old/` beside it
+                            store.delete(obj.key)
                 except RetainedByLock as e:  # deleted by a later prune, once the lock expires
                     rows[-1]["action"] = "retained-by-lock"
                     rows[-1]["reasons"].append(f"Object Lock retains it until {e.until}; deleted after that")
@@ -427,10 +428,15 @@ class ScheduleJobs(UseCase):
             else:
                 entry.update(action="delete", reason="failed or interrupted backup (no manifest)")
                 if not dry_run:
-                    for obj in g["objects"]:
-                        store.delete(obj.key)
-                    for left in g["leftovers"]:
-                        store.discard(left)
+                    try:
+                        for obj in g["objects"]:
+                            store.delete(obj.key)
+                        for left in g["leftovers"]:
+                            store.discard(left)
+                    except RetainedByLock as e:  # its dump was written locked: deleted once that passes
+                        entry.update(action="retained-by-lock",
+                                     reason=f"failed or interrupted backup (no manifest); Object Lock retains "
+                                            f"it until {e.until}, deleted after that")  # fmt: skip
             out.append(entry)
         return out
 

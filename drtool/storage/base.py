@@ -111,7 +111,8 @@ class Store(Protocol):
         """Size, etag and metadata of the object; raises NotFound."""
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every complete object whose key starts with prefix, in key order, across all pages."""
+        """Every complete object whose key starts with prefix, across all pages: in key order on S3 and
+        folders, but SeaweedFS lists a folder before a sibling key that sorts lower (`X/a`, `X.b`)."""
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove the object (every version of it); deleting a missing object is not an error.

@@ -79,17 +79,19 @@ class RetryingStore:
         return self._retried(lambda: self.inner.stat(key))
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Listing is in key order, so a listing that broke on page n starts again and skips what
-        it already yielded."""
-        last: str | None = None
+        """A listing that broke on page n starts again and skips the keys it already yielded. Not
+        by key order: SeaweedFS lists a folder's keys before a sibling's that sort lower
+        (`X/a` before `X.b`), and a filter on order dropped the sibling."""
+        seen: set[str] = set()
         failures = 0
         while True:
             try:
                 for info in self.inner.list_objects(prefix):
-                    if last is not None and info.key <= last:
+                    if info.key in seen:
                         continue
+                    seen.add(info.key)
                     yield info
-                    last, failures = info.key, 0
+                    failures = 0
                 return
             except StorageError as e:
                 failures += 1
