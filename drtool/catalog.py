@@ -122,12 +122,20 @@ def twin_key(manifest_object_key: str) -> str | None:
     return f"{base}/{bid}{NESTED}{MANIFEST_NAME}" if _BACKUP_ID.fullmatch(bid) else None
 
 
-def twin_problem(store: Store, key: str, twin: str) -> str:
+def _twin_problem(store: Store, key: str, twin: str) -> str:
     return (f"{store.url}/{key}: backup has a second manifest, {twin} (one layout each): neither is used, "
             "restored or pruned until the one drtool did not write is removed")  # fmt: skip
 
 
-_FLAT_KEY = re.compile(r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32})\.")
+def listed_twin(store: Store, backup_id: str, key: str, objects: dict[str, ObjectInfo]) -> Unreadable | None:
+    """The backup as unreadable when the listing also shows its manifest in the other layout."""
+    twin = twin_key(key)
+    if twin is None or twin not in objects:
+        return None
+    return Unreadable(backup_id, key, _twin_problem(store, key, twin))
+
+
+_FLAT_KEY = re.compile(f"({_BACKUP_ID.pattern})\\.")  # <id>. at the start of a key's name
 
 
 class Backup:
@@ -328,15 +336,19 @@ def read_manifest(store: Store, policy: str, backup_id: str, verifier: Verifier 
         raise UsageError(
             f"{store.url}: backup '{backup_id}' of policy '{policy}' not found (or incomplete: it has no manifest)"
         )
-    if layout == FLAT and (twin := twin_key(key)) is not None:
-        try:
-            store.stat(twin)
-            raise ManifestInvalid(twin_problem(store, key, twin))
-        except NotFound:
-            pass
+    if layout == FLAT and (twin := twin_key(key)) is not None and _exists(store, twin):
+        raise ManifestInvalid(_twin_problem(store, key, twin))
     signed_by = None if verifier is None else verify_stored(store, key, raw, verifier, NS_MANIFEST)
     m = _bound(parse_manifest(raw, f"{store.url}/{key}"), policy, backup_id, f"{store.url}/{key}", prefix_of(key))
     return Backup(m, signed_by=signed_by, prefix=prefix_of(key))
+
+
+def _exists(store: Store, key: str) -> bool:
+    try:
+        store.stat(key)
+        return True
+    except NotFound:
+        return False
 
 
 def newest_manifest(store: Store, policy: str, verifier: Verifier | None = None) -> Manifest | None:
@@ -374,7 +386,8 @@ def scan(store: Store, policy: str, verifier: Verifier | None = None) -> Listing
 def manifest_ids(policy: str, keys: Iterable[str]) -> dict[str, str]:
     """Backup id -> manifest key, for every key of a listing that is a backup's manifest: flat
     (`<id>.manifest.json`, an id of drtool's shape: its prefix `<id>.` can then name no other
-    backup's objects) or nested (`<id>/manifest.json`). An id found in both layouts is the flat one's."""
+    backup's objects) or nested (`<id>/manifest.json`). An id found in both layouts maps to its flat
+    key, and readers take it as unreadable (listed_twin)."""
     base = f"{policy}/backups/"
     ids: dict[str, str] = {}
     for k in keys:
@@ -415,8 +428,8 @@ def scan_ids(store: Store, policy: str, ids: dict[str, str], objects: dict[str, 
         bid, key = item
         where = f"{store.url}/{key}"
         signed_by = None
-        if (twin := twin_key(key)) is not None and twin in objects:
-            return Unreadable(bid, key, twin_problem(store, key, twin))
+        if (twin := listed_twin(store, bid, key, objects)) is not None:
+            return twin
         try:
             raw = get_bytes(store, key)
             if verifier is not None:

@@ -301,8 +301,8 @@ def _listing(store: Store, policy: str, index: Index, objects: dict[str, ObjectI
         if shown is None:
             continue
         key = shown.key
-        if (twin := catalog.twin_key(key)) is not None and twin in objects:  # planted since it was indexed
-            twins.append(catalog.Unreadable(bid, key, catalog.twin_problem(store, key, twin)))
+        if (twin := catalog.listed_twin(store, bid, key, objects)) is not None:  # planted since it was indexed
+            twins.append(twin)
             continue
         where = f"{store.url}/{key}"
         doc = {**e["manifest"], "tables": {}}

@@ -46,7 +46,8 @@ def _replicate(app: Context, policy: Policy, backups: int) -> tuple[int, int]:
     if not real:
         raise SystemExit(f"bench: policy {policy.name} has no real backup to replicate")
     oldest = min(m.started_at for m in have)
-    dumps = {b.id: get_bytes(store, b.prefix + b.dump["key"]) for b in listing.backups if b.record in real}
+    dumps = {b.id: get_bytes(store, b.prefix + b.dump["key"]) for b in listing.backups
+             if not b.record.extra.get("bench_replica_of")}  # fmt: skip
     written = []
     for i in range(backups - len(have)):
         src = real[i % len(real)]
